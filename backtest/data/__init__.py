@@ -1,0 +1,1 @@
+"""Data layer: ccxt download into a Parquet store, validation, loading and resampling."""

@@ -1,0 +1,105 @@
+"""The result every simulation returns, whatever the instrument (perp, put, inverse product).
+
+One container so that metrics and reports treat a short perp, a rolled put and an inverse
+product alike: per-bar series of shape (n_bars, n_cols) plus structured event records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Series every instrument provides (float64, shape (n_bars, n_cols), valued at the bar close).
+REQUIRED_SERIES = (
+    "equity",         # account equity in the settlement currency
+    "equity_usd",     # the same in USD (equity * price_usd)
+    "position",       # signed position (contracts for perps, units for options/products), <0 short
+    "notional",       # signed position notional in the settlement currency
+    "leverage",       # |notional| / equity (0 when flat; inf never leaks: equity<=0 -> nan-free 0)
+    "cum_funding",    # cumulative funding cash flow received (+) / paid (-)
+    "cum_fees",       # cumulative trading fees + clearance fees paid (positive number)
+    "capital_added",  # cumulative capital added (margin-call top-ups), settlement currency
+)
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Outputs of one simulation.
+
+    Attributes
+    ----------
+    kind : ``'perp'``, ``'put'`` or ``'inverse_product'``.
+    currency : settlement currency of ``equity`` and every money series/record (``USDT``, ``BTC``, ``USD``).
+    index : bar open times, tz-aware UTC ``DatetimeIndex`` of length n_bars.
+    columns : one label per simulated column (a parameter/policy combination), length n_cols.
+    series : name -> float64 array (n_bars, n_cols); at least :data:`REQUIRED_SERIES`.
+    records : name -> structured array with at least int64 fields ``bar`` and ``col``
+        (for perps: ``fills``, ``funding``, ``margin_calls``, ``liquidations``).
+    price_usd : float64 (n_bars,), USD value of one unit of ``currency`` at each bar's close
+        (ones for USDT/USD settlement, the coin's mark close for inverse contracts).
+    initial_capital : float64 (n_cols,), in ``currency``.
+    meta : JSON-able description (instrument, market spec summary, settings, notes).
+    """
+
+    kind: str
+    currency: str
+    index: pd.DatetimeIndex
+    columns: pd.Index
+    series: dict[str, np.ndarray]
+    records: dict[str, np.ndarray]
+    price_usd: np.ndarray
+    initial_capital: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n, m = len(self.index), len(self.columns)
+        missing = [s for s in REQUIRED_SERIES if s not in self.series]
+        if missing:
+            raise ValueError(f"SimResult({self.kind}): missing series {missing}")
+        for name, arr in self.series.items():
+            if arr.shape != (n, m):
+                raise ValueError(
+                    f"SimResult({self.kind}): series {name!r} has shape {arr.shape}, expected {(n, m)}")
+
+    @property
+    def n_bars(self) -> int:
+        return len(self.index)
+
+    @property
+    def n_cols(self) -> int:
+        return len(self.columns)
+
+    def frame(self, name: str) -> pd.DataFrame:
+        """One series as a DataFrame (index = bar open time, columns = parameter columns)."""
+        if name not in self.series:
+            raise KeyError(f"no series {name!r}; available: {', '.join(sorted(self.series))}")
+        return pd.DataFrame(self.series[name], index=self.index, columns=self.columns)
+
+    def events(self, name: str) -> pd.DataFrame:
+        """One record array as a DataFrame with the bar's time and the column label added."""
+        if name not in self.records:
+            raise KeyError(f"no records {name!r}; available: {', '.join(sorted(self.records))}")
+        rec = self.records[name]
+        df = pd.DataFrame.from_records(rec) if len(rec) else pd.DataFrame(
+            {k: np.empty(0, dtype=rec.dtype[k]) for k in rec.dtype.names})
+        df.insert(0, "time", self.index[df["bar"].to_numpy()] if len(df) else pd.DatetimeIndex([], tz="UTC"))
+        df.insert(1, "column", [str(self.columns[c]) for c in df["col"].to_numpy()])
+        return df
+
+    def select(self, cols: list[int] | np.ndarray) -> "SimResult":
+        """A result restricted to some columns (records re-numbered)."""
+        cols = np.asarray(cols, dtype=np.int64)
+        remap = np.full(self.n_cols, -1, dtype=np.int64)
+        remap[cols] = np.arange(len(cols))
+        recs = {}
+        for k, r in self.records.items():
+            keep = r[np.isin(r["col"], cols)].copy()
+            keep["col"] = remap[keep["col"]]
+            recs[k] = keep
+        return SimResult(
+            kind=self.kind, currency=self.currency, index=self.index, columns=self.columns[cols],
+            series={k: v[:, cols] for k, v in self.series.items()}, records=recs,
+            price_usd=self.price_usd, initial_capital=self.initial_capital[cols], meta=dict(self.meta))

@@ -1,0 +1,1 @@
+"""Strategy modules and leverage policies."""
