@@ -79,13 +79,13 @@ class SimResult:
         return pd.DataFrame(self.series[name], index=self.index, columns=self.columns)
 
     def events(self, name: str) -> pd.DataFrame:
-        """One record array as a DataFrame with the bar's time and the column label added."""
+        """One record array as a DataFrame with ``bar_time`` (the bar's open time) and the column label added."""
         if name not in self.records:
             raise KeyError(f"no records {name!r}; available: {', '.join(sorted(self.records))}")
         rec = self.records[name]
         df = pd.DataFrame.from_records(rec) if len(rec) else pd.DataFrame(
             {k: np.empty(0, dtype=rec.dtype[k]) for k in rec.dtype.names})
-        df.insert(0, "time", self.index[df["bar"].to_numpy()] if len(df) else pd.DatetimeIndex([], tz="UTC"))
+        df.insert(0, "bar_time", self.index[df["bar"].to_numpy()] if len(df) else pd.DatetimeIndex([], tz="UTC"))
         df.insert(1, "column", [str(self.columns[c]) for c in df["col"].to_numpy()])
         return df
 

@@ -1,0 +1,71 @@
+"""Int enums and record dtypes of the perpetual engine (readable by numba)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class FillStatus:
+    FILLED = 0
+    CLIPPED = 1
+    REJECTED = 2
+    names = ("filled", "clipped", "rejected")
+
+
+class FillReason:
+    TARGET = 0
+    MARGIN_CALL = 1
+    names = ("target", "margin_call")
+
+
+# Series written per bar and column, in this order (float64, valued at the bar's close).
+SERIES = (
+    "equity", "equity_usd", "position", "notional", "leverage", "margin_ratio", "liq_price",
+    "cum_funding", "cum_fees", "capital_added",
+)
+
+fill_dt = np.dtype([
+    ("bar", np.int64), ("col", np.int64),
+    ("price", np.float64),     # fill price incl. slippage
+    ("size", np.float64),      # signed contracts traded (requested size when rejected)
+    ("notional", np.float64),  # abs(size) * v(price), settlement currency
+    ("fee", np.float64),       # settlement currency
+    ("status", np.int64),      # FillStatus
+    ("reason", np.int64),      # FillReason
+], align=True)
+
+funding_dt = np.dtype([
+    ("bar", np.int64), ("col", np.int64),
+    ("time", np.int64),        # funding instant, ms UTC (rounded to the second)
+    ("rate", np.float64),
+    ("mark", np.float64),
+    ("position", np.float64),  # contracts that paid/received
+    ("amount", np.float64),    # cash flow to the account (+ received), settlement currency
+], align=True)
+
+margin_call_dt = np.dtype([
+    ("bar", np.int64), ("col", np.int64),
+    ("price", np.float64),         # mark price at which the ratio reached the threshold
+    ("margin_ratio", np.float64),  # ratio at that price (before the response)
+    ("response", np.int64),        # settings.CallResponse
+    ("amount", np.float64),        # contracts cut (reduce) or capital added (top_up); 0 for none
+], align=True)
+
+liquidation_dt = np.dtype([
+    ("bar", np.int64), ("col", np.int64),
+    ("trigger_price", np.float64),  # liquidation price LP (tier re-chosen at LP)
+    ("price", np.float64),          # execution price: LP, or the mark open on a gap
+    ("size", np.float64),           # signed position closed (contracts)
+    ("clearance_fee", np.float64),  # charged, settlement currency
+    ("equity_before", np.float64),  # equity at the execution price before closing
+    ("equity_after", np.float64),
+    ("deficit", np.float64),        # shortfall absorbed by the insurance fund (>= 0)
+    ("gap", np.int64),              # 1 if executed at the mark open (gap), else 0
+], align=True)
+
+RECORD_DTYPES = {
+    "fills": fill_dt,
+    "funding": funding_dt,
+    "margin_calls": margin_call_dt,
+    "liquidations": liquidation_dt,
+}

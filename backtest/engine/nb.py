@@ -1,0 +1,605 @@
+"""Numba kernel of the perpetual-futures engine (numpy in, numpy out).
+
+Implements docs/engine.md ("Engine semantics") for linear and inverse perpetuals, isolated and
+cross margin, with funding, tiered maintenance margin, margin calls and mark-price liquidation.
+Bars on axis 0, columns on axis 1; columns run in parallel (``prange``). The readable form of
+every formula is in :mod:`backtest.mechanics`; :mod:`backtest.engine.reference` is the slow
+reference this kernel is tested against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from backtest.engine.enums import fill_dt, funding_dt, liquidation_dt, margin_call_dt
+
+# Enum values repeated as module constants so numba folds them.
+ISOLATED = 0
+CROSS = 1
+RESP_NONE = 0
+RESP_REDUCE = 1
+RESP_TOP_UP = 2
+AFTER_STOP = 0
+EXCESS_CLIP = 0
+EXCESS_REJECT = 1
+POL_NONE = 0
+POL_DRAWDOWN = 1
+POL_CPPI = 2
+ST_FILLED = 0
+ST_CLIPPED = 1
+ST_REJECTED = 2
+RS_TARGET = 0
+RS_CALL = 1
+
+LOT_EPS = 1e-9  # tolerance when rounding quantities to the lot size
+
+
+@njit(cache=True, inline="always")
+def flex_nb(a, i, col):
+    """Flexible 2D read: a dimension of size 1 broadcasts (vectorbt-style flexible indexing)."""
+    return a[i if a.shape[0] > 1 else 0, col if a.shape[1] > 1 else 0]
+
+
+@njit(cache=True, inline="always")
+def cval_nb(price, cs, inverse):
+    """Value of one contract at ``price`` in the settlement currency."""
+    return cs / price if inverse else cs * price
+
+
+@njit(cache=True, inline="always")
+def upnl_nb(pos, ep, price, cs, inverse):
+    if pos == 0.0:
+        return 0.0
+    if inverse:
+        return pos * cs * (1.0 / ep - 1.0 / price)
+    return pos * cs * (price - ep)
+
+
+@njit(cache=True, inline="always")
+def tier_of_nb(tiers, ver, nt, notional):
+    k = 0
+    while k < nt - 1 and notional >= tiers[ver, k, 1]:
+        k += 1
+    return k
+
+
+@njit(cache=True, inline="always")
+def mm_nb(tiers, ver, nt, notional):
+    k = tier_of_nb(tiers, ver, nt, notional)
+    return notional * tiers[ver, k, 2] - tiers[ver, k, 3]
+
+
+@njit(cache=True, inline="always")
+def floor_lot_nb(q, lot):
+    """Round a non-negative quantity down to the lot size."""
+    if lot <= 0.0:
+        return q
+    return np.floor(q / lot + LOT_EPS) * lot
+
+
+@njit(cache=True)
+def solve_price_nb(pos, ep, backing, cs, inverse, tiers, ver, nt, theta, ref_price):
+    """Price where margin ratio ``MM/MB`` reaches ``theta`` (theta=1: liquidation price).
+
+    Binance's formulas with ``mmr`` and ``cum`` divided by ``theta``; the tier is re-chosen at
+    the solution until consistent. Returns 0.0 when no price reaches it.
+    """
+    q = abs(pos) * cs
+    s = 1.0 if pos > 0 else -1.0
+    k = tier_of_nb(tiers, ver, nt, abs(pos) * cval_nb(ref_price, cs, inverse))
+    price = 0.0
+    for _ in range(2 * nt + 2):
+        mmr = tiers[ver, k, 2] / theta
+        cum = tiers[ver, k, 3] / theta
+        if inverse:
+            den = backing + cum + s * q / ep
+            price = q * (mmr + s) / den if den != 0.0 else -1.0
+        else:
+            den = q * mmr - s * q
+            price = (backing + cum - s * q * ep) / den if den != 0.0 else -1.0
+        if not (price > 0.0) or not np.isfinite(price):
+            return 0.0
+        k2 = tier_of_nb(tiers, ver, nt, abs(pos) * cval_nb(price, cs, inverse))
+        if k2 == k:
+            return price
+        k = k2
+    return price
+
+
+@njit(cache=True)
+def tier_cap_nb(tiers, ver, nt, leverage):
+    """Largest notional the tier table allows at an exchange leverage setting."""
+    cap = 0.0
+    for k in range(nt):
+        if tiers[ver, k, 4] >= leverage and tiers[ver, k, 1] > cap:
+            cap = tiers[ver, k, 1]
+    return cap
+
+
+@njit(cache=True)
+def simulate_col_nb(
+    j, open_, mark_open, mark_high, mark_low, mark_close,
+    fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+    target, lag, inverse, cs, lot, min_notional, liq_fee,
+    tiers, ntiers, tier_ver,
+    init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
+    pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp,
+    out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
+):
+    n = open_.shape[0]
+    nfe = fe_bar.shape[0]
+    fo = j * 2 * n          # record offsets of this column
+    uo = j * nfe
+    co = j * n
+    lo = j * 2 * n
+    nf = 0
+    nu = 0
+    nc = 0
+    nl = 0
+
+    W = init_cap
+    M = 0.0
+    C = 0.0
+    EP = 0.0
+    cum_fund = 0.0
+    cum_fees = 0.0
+    added = 0.0
+    reserve_left = reserve
+    stopped = False
+    in_call = False
+    e_prev = init_cap
+    peak = init_cap
+    cross = mode == CROSS
+    ptr = 0
+
+    for i in range(n):
+        ver = tier_ver[i]
+        nt = ntiers[ver]
+        mo = mark_open[i]
+        if stopped:
+            # frozen column: flat, no funding, equity = what is left
+            while ptr < nfe and fe_bar[ptr] <= i:
+                ptr += 1
+            out[0, i, j] = W
+            out[1, i, j] = W * mark_close[i] if inverse else W
+            for s in range(2, 7):
+                out[s, i, j] = 0.0
+            out[7, i, j] = cum_fund
+            out[8, i, j] = cum_fees
+            out[9, i, j] = added
+            continue
+
+        # ---- 1. funding prints at the open instant: the position held going into the open pays
+        while ptr < nfe and fe_bar[ptr] < i:
+            ptr += 1
+        while ptr < nfe and fe_bar[ptr] == i and fe_at_open[ptr]:
+            if C != 0.0:
+                amt = -C * cval_nb(fe_mark[ptr], cs, inverse) * fe_rate[ptr]
+                if cross:
+                    W += amt
+                else:
+                    M += amt
+                cum_fund += amt
+                r = fund[uo + nu]
+                r["bar"] = i
+                r["col"] = j
+                r["time"] = fe_time[ptr]
+                r["rate"] = fe_rate[ptr]
+                r["mark"] = fe_mark[ptr]
+                r["position"] = C
+                r["amount"] = amt
+                nu += 1
+            ptr += 1
+
+        # ---- 2. gap check: carried position liquidatable at the mark open
+        if C != 0.0:
+            B = W if cross else M
+            mb = B + upnl_nb(C, EP, mo, cs, inverse)
+            mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(mo, cs, inverse))
+            if mb <= mm:
+                lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0, mo)
+                W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
+                    i, j, liqs, lo + nl, nl, C, EP, W, M, cross, mo, lp, 1, cs, inverse, liq_fee,
+                    cum_fees, after_liq)
+
+        # ---- 3. fill at the open
+        ti = i - lag
+        if not stopped and ti >= 0:
+            e = flex_nb(target, ti, j)
+            if not np.isnan(e):
+                if pol_kind == POL_DRAWDOWN:
+                    dd = 1.0 - e_prev / peak if peak > 0.0 else 0.0
+                    fac = 1.0 - dd / pol_maxdd
+                    fac = min(1.0, max(pol_floor, fac))
+                    e = e * fac
+                elif pol_kind == POL_CPPI:
+                    fl = pol_floor * (peak if pol_ratchet > 0.5 else init_cap)
+                    fac = pol_mult * max(e_prev - fl, 0.0) / e_prev if e_prev > 0.0 else 0.0
+                    e = e * fac
+                if e > pol_maxexp:
+                    e = pol_maxexp
+                elif e < -pol_maxexp:
+                    e = -pol_maxexp
+                po = open_[i]
+                e_open = W + M + upnl_nb(C, EP, po, cs, inverse)
+                if e_open <= 0.0:
+                    cs_t = 0.0
+                else:
+                    cs_t = e * e_open / cval_nb(po, cs, inverse)
+                    sg = 1.0 if cs_t >= 0.0 else -1.0
+                    cs_t = sg * floor_lot_nb(abs(cs_t), lot)
+                d = cs_t - C
+                if d != 0.0:
+                    pf = po * (1.0 + slip) if d > 0.0 else po * (1.0 - slip)
+                    vf = cval_nb(pf, cs, inverse)
+                    status = ST_FILLED
+                    same_side = C == 0.0 or (cs_t != 0.0 and (cs_t > 0.0) == (C > 0.0))
+                    increasing = cs_t != 0.0 and ((not same_side) or abs(cs_t) > abs(C))
+                    go = True
+                    if increasing:
+                        cap = tier_cap_nb(tiers, ver, nt, lev) / vf
+                        if same_side:
+                            if cross:
+                                cap_m = (e_open / vf + fr * abs(C)) / (1.0 / lev + fr)
+                            else:
+                                cap_m = abs(C) + W / (vf * (1.0 / lev + fr))
+                        else:
+                            if cross:
+                                cap_m = (e_open / vf - fr * abs(C)) / (1.0 / lev + fr)
+                            else:
+                                w_after = W + M + upnl_nb(C, EP, pf, cs, inverse) - fr * abs(C) * vf
+                                cap_m = w_after / (vf * (1.0 / lev + fr))
+                        capq = min(cap, cap_m)
+                        if abs(cs_t) > capq * (1.0 + 1e-12):
+                            if excess == EXCESS_REJECT:
+                                r = fills[fo + nf]
+                                r["bar"] = i
+                                r["col"] = j
+                                r["price"] = pf
+                                r["size"] = d
+                                r["notional"] = abs(d) * vf
+                                r["fee"] = 0.0
+                                r["status"] = ST_REJECTED
+                                r["reason"] = RS_TARGET
+                                nf += 1
+                                go = False
+                            else:
+                                newabs = floor_lot_nb(max(capq, 0.0), lot)
+                                if same_side:
+                                    newabs = max(newabs, abs(C))
+                                cs_t = newabs if cs_t > 0.0 else -newabs
+                                d = cs_t - C
+                                status = ST_CLIPPED
+                    if go:
+                        notional_usd = abs(d) * cs if inverse else abs(d) * cs * pf
+                        if cs_t != 0.0 and d != 0.0 and notional_usd < min_notional:
+                            go = False
+                    if go and (d != 0.0 or status == ST_CLIPPED):
+                        W, M, C, EP, cum_fees, nf = apply_fill_nb(
+                            i, j, fills, fo + nf, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev,
+                            fr, cum_fees, status, RS_TARGET)
+
+        # ---- 4. funding prints strictly inside the bar: the position after the fill pays
+        while ptr < nfe and fe_bar[ptr] == i:
+            if C != 0.0 and not stopped:
+                amt = -C * cval_nb(fe_mark[ptr], cs, inverse) * fe_rate[ptr]
+                if cross:
+                    W += amt
+                else:
+                    M += amt
+                cum_fund += amt
+                r = fund[uo + nu]
+                r["bar"] = i
+                r["col"] = j
+                r["time"] = fe_time[ptr]
+                r["rate"] = fe_rate[ptr]
+                r["mark"] = fe_mark[ptr]
+                r["position"] = C
+                r["amount"] = amt
+                nu += 1
+            ptr += 1
+
+        # ---- 5. margin check at the adverse mark extreme
+        if C != 0.0 and not stopped:
+            px = mark_high[i] if C < 0.0 else mark_low[i]
+            B = W if cross else M
+            mb = B + upnl_nb(C, EP, px, cs, inverse)
+            mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(px, cs, inverse))
+            if (mb <= 0.0 or mm >= thr * mb) and not in_call:
+                mb_o = B + upnl_nb(C, EP, mo, cs, inverse)
+                mm_o = mm_nb(tiers, ver, nt, abs(C) * cval_nb(mo, cs, inverse))
+                if mb_o <= 0.0 or mm_o >= thr * mb_o:
+                    pc = mo
+                else:
+                    pc = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr, mo)
+                    if pc <= 0.0:
+                        pc = px
+                mb_c = B + upnl_nb(C, EP, pc, cs, inverse)
+                mm_c = mm_nb(tiers, ver, nt, abs(C) * cval_nb(pc, cs, inverse))
+                ratio_c = mm_c / mb_c if mb_c > 0.0 else np.inf
+                in_call = True
+                amount = 0.0
+                if resp == RESP_TOP_UP:
+                    x = mm_c / tau - mb_c
+                    if x > reserve_left:
+                        x = reserve_left
+                    if x > 0.0:
+                        if cross:
+                            W += x
+                        else:
+                            M += x
+                        added += x
+                        reserve_left -= x
+                        amount = x
+                elif resp == RESP_REDUCE and mb_c > 0.0:
+                    vc = cval_nb(pc, cs, inverse)
+                    k = tier_of_nb(tiers, ver, nt, abs(C) * vc)
+                    a = 0.0
+                    for _ in range(nt + 1):
+                        mmr = tiers[ver, k, 2]
+                        cum = tiers[ver, k, 3]
+                        if cross:
+                            a = (tau * (mb_c - fr * vc * abs(C)) + cum) / (vc * (mmr - tau * fr))
+                        else:
+                            a = (tau * mb_c + cum) / (vc * mmr)
+                        k2 = tier_of_nb(tiers, ver, nt, max(a, 0.0) * vc)
+                        if k2 >= k:
+                            break
+                        k = k2
+                    newabs = floor_lot_nb(min(max(a, 0.0), abs(C)), lot)
+                    if newabs < abs(C):
+                        cs_t = newabs if C > 0.0 else -newabs
+                        amount = abs(C) - newabs
+                        d = cs_t - C
+                        pf = pc * (1.0 + slip) if d > 0.0 else pc * (1.0 - slip)
+                        W, M, C, EP, cum_fees, nf = apply_reduce_keep_nb(
+                            i, j, fills, fo + nf, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr, cum_fees)
+                r = calls[co + nc]
+                r["bar"] = i
+                r["col"] = j
+                r["price"] = pc
+                r["margin_ratio"] = ratio_c
+                r["response"] = resp
+                r["amount"] = amount
+                nc += 1
+            if C != 0.0:
+                B = W if cross else M
+                mb = B + upnl_nb(C, EP, px, cs, inverse)
+                mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(px, cs, inverse))
+                if mb <= mm:
+                    lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0, px)
+                    if lp <= 0.0:
+                        pl = px
+                        gap = 0
+                    elif (C < 0.0 and mo > lp) or (C > 0.0 and mo < lp):
+                        pl = mo
+                        gap = 1
+                    else:
+                        pl = lp
+                        gap = 0
+                    W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
+                        i, j, liqs, lo + nl, nl, C, EP, W, M, cross, pl, lp, gap, cs, inverse, liq_fee,
+                        cum_fees, after_liq)
+
+        # ---- 6. valuation at the mark close
+        pcl = mark_close[i]
+        upl = upnl_nb(C, EP, pcl, cs, inverse)
+        eq = W + M + upl
+        out[0, i, j] = eq
+        out[1, i, j] = eq * pcl if inverse else eq
+        out[2, i, j] = C
+        if C != 0.0:
+            vcl = cval_nb(pcl, cs, inverse)
+            notional = C * vcl
+            B = W if cross else M
+            mb = B + upl
+            mm = mm_nb(tiers, ver, nt, abs(C) * vcl)
+            ratio = mm / mb if mb > 0.0 else 1.0
+            out[3, i, j] = notional
+            out[4, i, j] = abs(notional) / eq if eq > 0.0 else 0.0
+            out[5, i, j] = ratio
+            out[6, i, j] = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0, pcl)
+            if ratio < thr:
+                in_call = False
+        else:
+            out[3, i, j] = 0.0
+            out[4, i, j] = 0.0
+            out[5, i, j] = 0.0
+            out[6, i, j] = 0.0
+            in_call = False
+        out[7, i, j] = cum_fund
+        out[8, i, j] = cum_fees
+        out[9, i, j] = added
+        e_prev = eq
+        if eq > peak:
+            peak = eq
+
+    n_fills[j] = nf
+    n_fund[j] = nu
+    n_calls[j] = nc
+    n_liqs[j] = nl
+
+
+@njit(cache=True)
+def apply_fill_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev, fr, cum_fees,
+                  status, reason):
+    """Trade from ``C`` to ``cs_t`` at ``pf``; fees from the wallet; isolated margin moves."""
+    d = cs_t - C
+    vf = cval_nb(pf, cs, inverse)
+    fee = fr * abs(d) * vf
+    W -= fee
+    cum_fees += fee
+    if d != 0.0:
+        if C == 0.0:
+            C = cs_t
+            EP = pf
+            if not cross:
+                im = abs(cs_t) * vf / lev
+                W -= im
+                M += im
+        elif cs_t != 0.0 and (cs_t > 0.0) == (C > 0.0):
+            if abs(cs_t) > abs(C):
+                add = abs(cs_t) - abs(C)
+                if inverse:
+                    EP = abs(cs_t) / (abs(C) / EP + add / pf)
+                else:
+                    EP = (abs(C) * EP + add * pf) / abs(cs_t)
+                if not cross:
+                    im = add * vf / lev
+                    W -= im
+                    M += im
+            else:
+                closed = abs(C) - abs(cs_t)
+                sgn = 1.0 if C > 0.0 else -1.0
+                W += upnl_nb(sgn * closed, EP, pf, cs, inverse)
+                if not cross:
+                    rel = M * closed / abs(C)
+                    M -= rel
+                    W += rel
+            C = cs_t
+        else:
+            W += upnl_nb(C, EP, pf, cs, inverse)
+            if not cross:
+                W += M
+                M = 0.0
+            if cs_t != 0.0:
+                C = cs_t
+                EP = pf
+                if not cross:
+                    im = abs(cs_t) * vf / lev
+                    W -= im
+                    M += im
+            else:
+                C = 0.0
+                EP = 0.0
+    r = fills[slot]
+    r["bar"] = i
+    r["col"] = j
+    r["price"] = pf
+    r["size"] = d
+    r["notional"] = abs(d) * vf
+    r["fee"] = fee
+    r["status"] = status
+    r["reason"] = reason
+    return W, M, C, EP, cum_fees, nf + 1
+
+
+@njit(cache=True)
+def apply_reduce_keep_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr, cum_fees):
+    """Margin-call reduce: realised PnL stays with the backing balance (isolated margin is kept)."""
+    d = cs_t - C
+    vf = cval_nb(pf, cs, inverse)
+    fee = fr * abs(d) * vf
+    W -= fee
+    cum_fees += fee
+    closed = abs(d)
+    sgn = 1.0 if C > 0.0 else -1.0
+    realized = upnl_nb(sgn * closed, EP, pf, cs, inverse)
+    if cross:
+        W += realized
+    else:
+        M += realized
+    C = cs_t
+    if C == 0.0:
+        EP = 0.0
+        if not cross:
+            W += M
+            M = 0.0
+    r = fills[slot]
+    r["bar"] = i
+    r["col"] = j
+    r["price"] = pf
+    r["size"] = d
+    r["notional"] = abs(d) * vf
+    r["fee"] = fee
+    r["status"] = ST_FILLED
+    r["reason"] = RS_CALL
+    return W, M, C, EP, cum_fees, nf + 1
+
+
+@njit(cache=True)
+def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inverse, liq_fee, cum_fees,
+                 after_liq):
+    """Close the whole position at ``pl``; the backing balance keeps max(0, B + uPnL - fee)."""
+    vl = cval_nb(pl, cs, inverse)
+    fee_l = liq_fee * abs(C) * vl
+    upl = upnl_nb(C, EP, pl, cs, inverse)
+    B = W if cross else M
+    eq_before = W + M + upl
+    left = B + upl
+    if left >= fee_l:
+        charged = fee_l
+        deficit = 0.0
+        keep = left - fee_l
+    elif left >= 0.0:
+        charged = left
+        deficit = 0.0
+        keep = 0.0
+    else:
+        charged = 0.0
+        deficit = -left
+        keep = 0.0
+    if cross:
+        W = keep
+    else:
+        W = W + keep
+        M = 0.0
+    cum_fees += charged
+    r = liqs[slot]
+    r["bar"] = i
+    r["col"] = j
+    r["trigger_price"] = lp
+    r["price"] = pl
+    r["size"] = C
+    r["clearance_fee"] = charged
+    r["equity_before"] = eq_before
+    r["equity_after"] = W
+    r["deficit"] = deficit
+    r["gap"] = gap
+    stopped = after_liq == AFTER_STOP
+    return W, M, 0.0, 0.0, cum_fees, stopped, False, nl + 1
+
+
+@njit(cache=True, parallel=True)
+def simulate_nb(
+    open_, mark_open, mark_high, mark_low, mark_close,
+    fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+    target, lag, inverse, cs, lot, min_notional, liq_fee,
+    tiers, ntiers, tier_ver,
+    init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
+    pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp,
+):
+    """Simulate all columns.
+
+    Returns
+    -------
+    out : float64 (10, n_bars, n_cols), the series of ``enums.SERIES`` in order
+    fills, funding, calls, liqs : record buffers, column ``j`` owning a fixed slice
+    n_fills, n_funding, n_calls, n_liqs : int64 (n_cols,) records used per column
+    """
+    n = open_.shape[0]
+    m = init_cap.shape[0]
+    nfe = fe_bar.shape[0]
+    out = np.empty((10, n, m), dtype=np.float64)
+    fills = np.empty(2 * n * m, dtype=fill_dt)
+    fund = np.empty(max(nfe * m, 1), dtype=funding_dt)
+    calls = np.empty(n * m, dtype=margin_call_dt)
+    liqs = np.empty(2 * n * m, dtype=liquidation_dt)
+    n_fills = np.zeros(m, dtype=np.int64)
+    n_fund = np.zeros(m, dtype=np.int64)
+    n_calls = np.zeros(m, dtype=np.int64)
+    n_liqs = np.zeros(m, dtype=np.int64)
+    for jj in prange(m):
+        j = np.int64(jj)
+        simulate_col_nb(
+            j, open_, mark_open, mark_high, mark_low, mark_close,
+            fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+            target, lag, inverse, cs, lot, min_notional, liq_fee,
+            tiers, ntiers, tier_ver,
+            init_cap[jj], mode[jj], lev[jj], thr[jj], resp[jj], tau[jj], reserve[jj], after_liq[jj],
+            excess[jj], fr[jj], slip[jj],
+            pol_kind[jj], pol_maxdd[jj], pol_floor[jj], pol_mult[jj], pol_ratchet[jj], pol_maxexp[jj],
+            out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
+        )
+    return out, fills, fund, calls, liqs, n_fills, n_fund, n_calls, n_liqs
