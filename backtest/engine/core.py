@@ -12,7 +12,7 @@ from backtest.engine.bars import EngineInputError, PerpBars
 from backtest.engine.enums import RECORD_DTYPES, SERIES
 from backtest.engine.settings import Account, Policy, SettingsError, account_arrays, policy_arrays
 from backtest.market import TIER_MAXLEV, MarketSpec
-from backtest.result import SimResult
+from backtest.result import REQUIRED_SERIES, SimResult
 
 
 def _bars_from(data: Any) -> PerpBars:
@@ -49,7 +49,8 @@ def _target_2d(target: Any, n: int, index: np.ndarray) -> tuple[np.ndarray, pd.I
         i, j = np.argwhere(bad)[0]
         when = pd.Timestamp(int(index[i if arr.shape[0] > 1 else 0]), unit="ms", tz="UTC")
         raise EngineInputError(f"target is infinite at bar {i} ({when.isoformat()}), column {j}; use NaN to keep the position")
-    return np.ascontiguousarray(arr), cols
+    # column-major: each column's thread reads its target sequentially (pandas frames already are)
+    return np.asfortranarray(arr), cols
 
 
 def simulate_perp(
@@ -59,6 +60,7 @@ def simulate_perp(
     account: Account | None = None,
     policy: Policy | None = None,
     columns: pd.Index | list | None = None,
+    series: tuple[str, ...] | None = None,
 ) -> SimResult:
     """Simulate a perpetual position under a target exposure, for many columns at once.
 
@@ -72,6 +74,9 @@ def simulate_perp(
     account : account settings (scalars or one value per column).
     policy : in-loop leverage policy (drawdown control, CPPI), scalars or per column.
     columns : labels of the columns (default: the target's columns, else 0..n_cols-1).
+    series : names of the per-bar series to store (default all of ``enums.SERIES``); the
+        :data:`backtest.result.REQUIRED_SERIES` are always stored. Large sweeps that only need
+        equity and events save memory and time by leaving out ``margin_ratio`` and ``liq_price``.
 
     Returns
     -------
@@ -118,6 +123,12 @@ def simulate_perp(
     if len(cols) != m:
         raise EngineInputError(f"columns has {len(cols)} labels for {m} columns")
 
+    wanted = SERIES if series is None else tuple(series)
+    unknown = [s for s in wanted if s not in SERIES]
+    if unknown:
+        raise EngineInputError(f"unknown series {unknown}; choose from {', '.join(SERIES)}")
+    keep = [s for s in SERIES if s in wanted or s in REQUIRED_SERIES]
+    omap = np.array([keep.index(s) if s in keep else -1 for s in SERIES], dtype=np.int64)
     out, fills, fund, calls, liqs, nfl, nfu, nca, nli = nb.simulate_nb(
         bars.open, bars.mark_open, bars.mark_high, bars.mark_low, bars.mark_close,
         bars.fe_bar, bars.fe_time, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
@@ -128,7 +139,7 @@ def simulate_perp(
         acc["call_response"], acc["call_target"], acc["reserve"], acc["after_liq"], acc["excess"],
         acc["fee_rate"], acc["slippage"],
         pol["policy_kind"], pol["max_drawdown"], pol["floor"], pol["multiplier"], pol["ratchet"],
-        pol["max_exposure"],
+        pol["max_exposure"], omap,
     )
     nfe = bars.fe_bar.shape[0]
     records = {
@@ -137,7 +148,7 @@ def simulate_perp(
         "margin_calls": _compact(calls, nca, n),
         "liquidations": _compact(liqs, nli, 2 * n),
     }
-    series = {name: out[k] for k, name in enumerate(SERIES)}
+    stored = {name: out[k].T for k, name in enumerate(keep)}
     price_usd = bars.mark_close.copy() if spec.inverse else np.ones(n)
     index = pd.DatetimeIndex(pd.to_datetime(bars.timestamp, unit="ms", utc=True), name="time")
     meta = {
@@ -150,7 +161,7 @@ def simulate_perp(
         "lag": int(account.lag),
         "settings": {k: v.tolist() for k, v in {**acc, **pol}.items()},
     }
-    return SimResult(kind="perp", currency=spec.settle, index=index, columns=cols, series=series,
+    return SimResult(kind="perp", currency=spec.settle, index=index, columns=cols, series=stored,
                      records=records, price_usd=price_usd, initial_capital=acc["initial_capital"].copy(),
                      meta=meta)
 

@@ -42,6 +42,14 @@ def flex_nb(a, i, col):
 
 
 @njit(cache=True, inline="always")
+def put_nb(out, omap, s, j, i, val):
+    """Store series ``s`` if it was requested (``omap[s]`` is its slot, -1 = not stored)."""
+    k = omap[s]
+    if k >= 0:
+        out[k, j, i] = val
+
+
+@njit(cache=True, inline="always")
 def cval_nb(price, cs, inverse):
     """Value of one contract at ``price`` in the settlement currency."""
     return cs / price if inverse else cs * price
@@ -118,6 +126,29 @@ def tier_cap_nb(tiers, ver, nt, leverage):
 
 
 @njit(cache=True)
+def levels_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr):
+    """Liquidation price and margin-call price of the current position (0.0 = none).
+
+    ``MB(P) - MM(P)`` is monotone in the price for a fixed position (MM has slope ``mmr < 1``
+    in the notional), so "ratio >= theta at price P" is exactly "P at or past the theta-price";
+    the kernel compares prices and re-solves only when the position or its balance changes.
+    """
+    if C == 0.0:
+        return 0.0, 0.0
+    lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0, EP)
+    pc = lp if thr >= 1.0 else solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr, EP)
+    return lp, pc
+
+
+@njit(cache=True, inline="always")
+def past_nb(C, price, level):
+    """True when ``price`` is at or beyond ``level`` on the position's adverse side."""
+    if level <= 0.0:
+        return False
+    return price >= level if C < 0.0 else price <= level
+
+
+@njit(cache=True)
 def simulate_col_nb(
     j, open_, mark_open, mark_high, mark_low, mark_close,
     fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
@@ -125,7 +156,7 @@ def simulate_col_nb(
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
     pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp,
-    out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
+    omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
 ):
     n = open_.shape[0]
     nfe = fe_bar.shape[0]
@@ -152,22 +183,31 @@ def simulate_col_nb(
     peak = init_cap
     cross = mode == CROSS
     ptr = 0
+    lp = 0.0        # liquidation price of the current state (0 = none)
+    pcall = 0.0     # margin-call price of the current state (0 = none)
+    dirty = True    # lp/pcall must be re-solved
+    ver = -1
+    nt = 0
+    ncap = 0.0      # tier cap (notional) at this column's leverage setting
 
     for i in range(n):
-        ver = tier_ver[i]
-        nt = ntiers[ver]
+        if tier_ver[i] != ver:
+            ver = tier_ver[i]
+            nt = ntiers[ver]
+            ncap = tier_cap_nb(tiers, ver, nt, lev)
+            dirty = True
         mo = mark_open[i]
         if stopped:
             # frozen column: flat, no funding, equity = what is left
             while ptr < nfe and fe_bar[ptr] <= i:
                 ptr += 1
-            out[0, i, j] = W
-            out[1, i, j] = W * mark_close[i] if inverse else W
-            for s in range(2, 7):
-                out[s, i, j] = 0.0
-            out[7, i, j] = cum_fund
-            out[8, i, j] = cum_fees
-            out[9, i, j] = added
+            put_nb(out, omap, 0, j, i, W)
+            put_nb(out, omap, 1, j, i, W * mark_close[i] if inverse else W)
+            for k in range(2, 7):
+                put_nb(out, omap, k, j, i, 0.0)
+            put_nb(out, omap, 7, j, i, cum_fund)
+            put_nb(out, omap, 8, j, i, cum_fees)
+            put_nb(out, omap, 9, j, i, added)
             continue
 
         # ---- 1. funding prints at the open instant: the position held going into the open pays
@@ -181,27 +221,22 @@ def simulate_col_nb(
                 else:
                     M += amt
                 cum_fund += amt
-                r = fund[uo + nu]
-                r["bar"] = i
-                r["col"] = j
-                r["time"] = fe_time[ptr]
-                r["rate"] = fe_rate[ptr]
-                r["mark"] = fe_mark[ptr]
-                r["position"] = C
-                r["amount"] = amt
+                write_funding_nb(fund, uo + nu, i, j, fe_time[ptr], fe_rate[ptr], fe_mark[ptr], C, amt)
                 nu += 1
+                dirty = True
             ptr += 1
 
         # ---- 2. gap check: carried position liquidatable at the mark open
         if C != 0.0:
-            B = W if cross else M
-            mb = B + upnl_nb(C, EP, mo, cs, inverse)
-            mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(mo, cs, inverse))
-            if mb <= mm:
-                lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0, mo)
+            if dirty:
+                lp, pcall = levels_nb(C, EP, W if cross else M, cs, inverse, tiers, ver, nt, thr)
+                dirty = False
+            if past_nb(C, mo, lp):
                 W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
                     i, j, liqs, lo + nl, nl, C, EP, W, M, cross, mo, lp, 1, cs, inverse, liq_fee,
                     cum_fees, after_liq)
+                lp = 0.0
+                pcall = 0.0
 
         # ---- 3. fill at the open
         ti = i - lag
@@ -238,7 +273,7 @@ def simulate_col_nb(
                     increasing = cs_t != 0.0 and ((not same_side) or abs(cs_t) > abs(C))
                     go = True
                     if increasing:
-                        cap = tier_cap_nb(tiers, ver, nt, lev) / vf
+                        cap = ncap / vf
                         if same_side:
                             if cross:
                                 cap_m = (e_open / vf + fr * abs(C)) / (1.0 / lev + fr)
@@ -279,6 +314,7 @@ def simulate_col_nb(
                         W, M, C, EP, cum_fees, nf = apply_fill_nb(
                             i, j, fills, fo + nf, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev,
                             fr, cum_fees, status, RS_TARGET)
+                        dirty = True
 
         # ---- 4. funding prints strictly inside the bar: the position after the fill pays
         while ptr < nfe and fe_bar[ptr] == i:
@@ -289,32 +325,20 @@ def simulate_col_nb(
                 else:
                     M += amt
                 cum_fund += amt
-                r = fund[uo + nu]
-                r["bar"] = i
-                r["col"] = j
-                r["time"] = fe_time[ptr]
-                r["rate"] = fe_rate[ptr]
-                r["mark"] = fe_mark[ptr]
-                r["position"] = C
-                r["amount"] = amt
+                write_funding_nb(fund, uo + nu, i, j, fe_time[ptr], fe_rate[ptr], fe_mark[ptr], C, amt)
                 nu += 1
+                dirty = True
             ptr += 1
 
         # ---- 5. margin check at the adverse mark extreme
         if C != 0.0 and not stopped:
+            if dirty:
+                lp, pcall = levels_nb(C, EP, W if cross else M, cs, inverse, tiers, ver, nt, thr)
+                dirty = False
             px = mark_high[i] if C < 0.0 else mark_low[i]
-            B = W if cross else M
-            mb = B + upnl_nb(C, EP, px, cs, inverse)
-            mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(px, cs, inverse))
-            if (mb <= 0.0 or mm >= thr * mb) and not in_call:
-                mb_o = B + upnl_nb(C, EP, mo, cs, inverse)
-                mm_o = mm_nb(tiers, ver, nt, abs(C) * cval_nb(mo, cs, inverse))
-                if mb_o <= 0.0 or mm_o >= thr * mb_o:
-                    pc = mo
-                else:
-                    pc = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr, mo)
-                    if pc <= 0.0:
-                        pc = px
+            if not in_call and past_nb(C, px, pcall):
+                pc = mo if past_nb(C, mo, pcall) else pcall
+                B = W if cross else M
                 mb_c = B + upnl_nb(C, EP, pc, cs, inverse)
                 mm_c = mm_nb(tiers, ver, nt, abs(C) * cval_nb(pc, cs, inverse))
                 ratio_c = mm_c / mb_c if mb_c > 0.0 else np.inf
@@ -332,6 +356,7 @@ def simulate_col_nb(
                         added += x
                         reserve_left -= x
                         amount = x
+                        dirty = True
                 elif resp == RESP_REDUCE and mb_c > 0.0:
                     vc = cval_nb(pc, cs, inverse)
                     k = tier_of_nb(tiers, ver, nt, abs(C) * vc)
@@ -355,6 +380,7 @@ def simulate_col_nb(
                         pf = pc * (1.0 + slip) if d > 0.0 else pc * (1.0 - slip)
                         W, M, C, EP, cum_fees, nf = apply_reduce_keep_nb(
                             i, j, fills, fo + nf, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr, cum_fees)
+                        dirty = True
                 r = calls[co + nc]
                 r["bar"] = i
                 r["col"] = j
@@ -364,53 +390,45 @@ def simulate_col_nb(
                 r["amount"] = amount
                 nc += 1
             if C != 0.0:
-                B = W if cross else M
-                mb = B + upnl_nb(C, EP, px, cs, inverse)
-                mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(px, cs, inverse))
-                if mb <= mm:
-                    lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0, px)
-                    if lp <= 0.0:
-                        pl = px
-                        gap = 0
-                    elif (C < 0.0 and mo > lp) or (C > 0.0 and mo < lp):
-                        pl = mo
-                        gap = 1
-                    else:
-                        pl = lp
-                        gap = 0
+                if dirty:
+                    lp, pcall = levels_nb(C, EP, W if cross else M, cs, inverse, tiers, ver, nt, thr)
+                    dirty = False
+                if past_nb(C, px, lp):
+                    gap = 1 if (C < 0.0 and mo > lp) or (C > 0.0 and mo < lp) else 0
                     W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
-                        i, j, liqs, lo + nl, nl, C, EP, W, M, cross, pl, lp, gap, cs, inverse, liq_fee,
-                        cum_fees, after_liq)
+                        i, j, liqs, lo + nl, nl, C, EP, W, M, cross, mo if gap else lp, lp, gap, cs,
+                        inverse, liq_fee, cum_fees, after_liq)
+                    lp = 0.0
+                    pcall = 0.0
 
         # ---- 6. valuation at the mark close
         pcl = mark_close[i]
         upl = upnl_nb(C, EP, pcl, cs, inverse)
         eq = W + M + upl
-        out[0, i, j] = eq
-        out[1, i, j] = eq * pcl if inverse else eq
-        out[2, i, j] = C
+        put_nb(out, omap, 0, j, i, eq)
+        put_nb(out, omap, 1, j, i, eq * pcl if inverse else eq)
+        put_nb(out, omap, 2, j, i, C)
         if C != 0.0:
-            vcl = cval_nb(pcl, cs, inverse)
-            notional = C * vcl
-            B = W if cross else M
-            mb = B + upl
-            mm = mm_nb(tiers, ver, nt, abs(C) * vcl)
-            ratio = mm / mb if mb > 0.0 else 1.0
-            out[3, i, j] = notional
-            out[4, i, j] = abs(notional) / eq if eq > 0.0 else 0.0
-            out[5, i, j] = ratio
-            out[6, i, j] = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0, pcl)
-            if ratio < thr:
+            if dirty:
+                lp, pcall = levels_nb(C, EP, W if cross else M, cs, inverse, tiers, ver, nt, thr)
+                dirty = False
+            notional = C * cval_nb(pcl, cs, inverse)
+            put_nb(out, omap, 3, j, i, notional)
+            put_nb(out, omap, 4, j, i, abs(notional) / eq if eq > 0.0 else 0.0)
+            if omap[5] >= 0:
+                mb = (W if cross else M) + upl
+                mm = mm_nb(tiers, ver, nt, abs(notional))
+                out[omap[5], j, i] = mm / mb if mb > 0.0 else 1.0
+            put_nb(out, omap, 6, j, i, lp)
+            if not past_nb(C, pcl, pcall):
                 in_call = False
         else:
-            out[3, i, j] = 0.0
-            out[4, i, j] = 0.0
-            out[5, i, j] = 0.0
-            out[6, i, j] = 0.0
+            for k in range(3, 7):
+                put_nb(out, omap, k, j, i, 0.0)
             in_call = False
-        out[7, i, j] = cum_fund
-        out[8, i, j] = cum_fees
-        out[9, i, j] = added
+        put_nb(out, omap, 7, j, i, cum_fund)
+        put_nb(out, omap, 8, j, i, cum_fees)
+        put_nb(out, omap, 9, j, i, added)
         e_prev = eq
         if eq > peak:
             peak = eq
@@ -419,6 +437,18 @@ def simulate_col_nb(
     n_fund[j] = nu
     n_calls[j] = nc
     n_liqs[j] = nl
+
+
+@njit(cache=True, inline="always")
+def write_funding_nb(fund, slot, i, j, t, rate, mark, C, amt):
+    r = fund[slot]
+    r["bar"] = i
+    r["col"] = j
+    r["time"] = t
+    r["rate"] = rate
+    r["mark"] = mark
+    r["position"] = C
+    r["amount"] = amt
 
 
 @njit(cache=True)
@@ -568,20 +598,25 @@ def simulate_nb(
     target, lag, inverse, cs, lot, min_notional, liq_fee,
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
-    pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp,
+    pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
 ):
     """Simulate all columns.
 
     Returns
     -------
-    out : float64 (10, n_bars, n_cols), the series of ``enums.SERIES`` in order
+    out : float64 (n_stored, n_cols, n_bars): series ``s`` of ``enums.SERIES`` is in slot
+        ``omap[s]`` (-1 = not stored); each column's bars are contiguous
     fills, funding, calls, liqs : record buffers, column ``j`` owning a fixed slice
     n_fills, n_funding, n_calls, n_liqs : int64 (n_cols,) records used per column
     """
     n = open_.shape[0]
     m = init_cap.shape[0]
     nfe = fe_bar.shape[0]
-    out = np.empty((10, n, m), dtype=np.float64)
+    n_slots = 0
+    for s in range(omap.shape[0]):
+        if omap[s] >= 0:
+            n_slots += 1
+    out = np.empty((n_slots, m, n), dtype=np.float64)
     fills = np.empty(2 * n * m, dtype=fill_dt)
     fund = np.empty(max(nfe * m, 1), dtype=funding_dt)
     calls = np.empty(n * m, dtype=margin_call_dt)
@@ -600,6 +635,6 @@ def simulate_nb(
             init_cap[jj], mode[jj], lev[jj], thr[jj], resp[jj], tau[jj], reserve[jj], after_liq[jj],
             excess[jj], fr[jj], slip[jj],
             pol_kind[jj], pol_maxdd[jj], pol_floor[jj], pol_mult[jj], pol_ratchet[jj], pol_maxexp[jj],
-            out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
+            omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
         )
     return out, fills, fund, calls, liqs, n_fills, n_fund, n_calls, n_liqs
