@@ -1,0 +1,279 @@
+"""Step 1 of a report: the raw numbers of every result, in the shape they are stored.
+
+:class:`RunData` is exactly what the output folder holds (``metrics.json``, ``equity.parquet``,
+``events.parquet``, ``config.json``), so a report built from fresh results and one rebuilt from
+stored files go through the same build and render steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from backtest.metrics import COLUMN_KEYS, METRIC_UNITS, column_labels, compute_metrics, index_ms
+from backtest.metrics.compute import returns_and_drawdown
+from backtest.result import SimResult
+
+SCHEMA_VERSION = 1
+SERIES_KEYS = ["result", "column", "col", "bar", "timestamp"]
+EVENT_KEYS = ["result", "kind", "column", "col", "bar", "timestamp"]
+DERIVED = ("return", "growth", "drawdown")
+
+# Keys where a smaller value ranks first; every other rankable key ranks larger first.
+LOWER_IS_BETTER = frozenset({
+    "volatility", "max_drawdown", "max_drawdown_duration_bars", "max_drawdown_duration_days",
+    "longest_drawdown_bars", "longest_drawdown_days", "ulcer_index", "fees", "funding_paid",
+    "liquidations", "liquidation_equity_lost", "margin_calls", "turnover", "avg_leverage",
+    "max_leverage", "capital_added", "premium_spent",
+})
+RANKABLE = tuple(k for k in COLUMN_KEYS if METRIC_UNITS[k] in
+                 ("money", "fraction", "ratio", "bars", "days", "count", "leverage"))
+
+
+class ReportError(ValueError):
+    """Bad input to the report builder; the message names the value and the fix."""
+
+
+@dataclass
+class RunData:
+    """Everything a report is built from (and everything that is stored).
+
+    Attributes
+    ----------
+    metrics : the ``metrics.json`` document (see ``docs/reports.md``).
+    series : long table, one row per (result, column, bar): ``equity.parquet``.
+    events : long table, one row per record of any kind: ``events.parquet``.
+    config : the resolved run configuration: ``config.json``.
+    """
+
+    metrics: dict
+    series: pd.DataFrame
+    events: pd.DataFrame
+    config: dict
+
+
+def jsonable(obj: Any) -> Any:
+    """A strict-JSON copy: numpy values to Python, non-finite floats to None, unknown objects to str."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, (int, np.integer)) and not isinstance(obj, bool):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return [jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, pd.Timestamp):
+        return obj.isoformat()
+    return str(obj)
+
+
+def _find_key(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        if key in obj:
+            return obj[key]
+        for v in obj.values():
+            found = _find_key(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+THRESHOLD_KEYS = ("margin_call_threshold", "call_threshold")
+
+
+def margin_call_threshold(result: SimResult) -> list[float] | None:
+    """Per-column margin-call threshold found anywhere in ``result.meta`` under the key
+    ``margin_call_threshold`` or ``call_threshold`` (scalar or one value per column); None when
+    not stated."""
+    raw = next((v for k in THRESHOLD_KEYS if (v := _find_key(result.meta, k)) is not None), None)
+    if raw is None:
+        return None
+    arr = np.atleast_1d(np.asarray(raw, dtype=np.float64))
+    if arr.shape[0] not in (1, result.n_cols):
+        return None
+    return [float(x) for x in np.broadcast_to(arr, (result.n_cols,))]
+
+
+PRICE_SERIES = ("price", "mark_close", "mark", "close")
+
+
+def price_line(result: SimResult) -> tuple[np.ndarray | None, str | None]:
+    """The underlying's price per bar for the price plot, and where it came from.
+
+    First found: a series ``price``/``mark_close``/``mark``/``close`` (first column);
+    ``price_usd`` when it is not constant 1 (coin-settled results: the coin's USD price); for
+    perps and puts ``|notional / position| / meta['contract_size']`` (default contract size 1)
+    from the first column holding a position at each bar (NaN where every column is flat).
+    """
+    for key in PRICE_SERIES:
+        if key in result.series:
+            return np.asarray(result.series[key][:, 0], dtype=np.float64), f"series {key!r}"
+    pu = np.asarray(result.price_usd, dtype=np.float64)
+    if np.any(np.abs(pu - 1.0) > 1e-12):
+        return pu, "price_usd"
+    if result.kind in ("perp", "put"):
+        pos = np.nan_to_num(np.asarray(result.series["position"], dtype=np.float64))
+        notional = np.asarray(result.series["notional"], dtype=np.float64)
+        held = pos != 0
+        if held.any():
+            first = np.argmax(held, axis=1)
+            rows = np.arange(result.n_bars)
+            cs = float(result.meta.get("contract_size", 1.0) or 1.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                px = np.abs(notional[rows, first] / pos[rows, first]) / cs
+            px[~held.any(axis=1)] = np.nan
+            return px, "|notional / position| / contract_size"
+    return None, None
+
+
+def _series_frame(name: str, result: SimResult, labels: list[str]) -> pd.DataFrame:
+    n, m = result.n_bars, result.n_cols
+    ts = index_ms(result.index)
+    cols = {
+        "result": np.full(n * m, name, dtype=object),
+        "column": np.repeat(np.asarray(labels, dtype=object), n),
+        "col": np.repeat(np.arange(m, dtype=np.int32), n),
+        "bar": np.tile(np.arange(n, dtype=np.int32), m),
+        "timestamp": np.tile(ts, m),
+        "price_usd": np.tile(np.asarray(result.price_usd, dtype=np.float64), m),
+    }
+    px, _ = price_line(result)
+    cols["underlying_price"] = np.tile(px if px is not None else np.full(n, np.nan), m)
+    # column-major flattening: all bars of column 0, then column 1, ...
+    for key in sorted(result.series):
+        cols[key] = np.asarray(result.series[key], dtype=np.float64).T.reshape(-1)
+    for basis, suffix in (("settle", ""), ("usd", "_usd")):
+        rd = returns_and_drawdown(result, basis)
+        for key in DERIVED:
+            cols[key + suffix] = rd[{"return": "returns"}.get(key, key)].T.reshape(-1)
+    df = pd.DataFrame(cols)
+    df["result"] = df["result"].astype("string")
+    df["column"] = df["column"].astype("string")
+    return df
+
+
+def _field_value(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind == "S":
+        return np.char.decode(arr, "utf-8")
+    return arr
+
+
+def _events_frame(name: str, result: SimResult, labels: list[str]) -> pd.DataFrame:
+    ts = index_ms(result.index)
+    frames = []
+    for kind in sorted(result.records):
+        rec = result.records[kind]
+        bar = np.asarray(rec["bar"], dtype=np.int64)
+        col = np.asarray(rec["col"], dtype=np.int64)
+        data: dict[str, Any] = {
+            "result": [name] * len(rec), "kind": [kind] * len(rec),
+            "column": [labels[c] for c in col], "col": col, "bar": bar, "timestamp": ts[bar],
+        }
+        for field in rec.dtype.names:
+            if field in ("bar", "col"):
+                continue
+            out = field if field not in data else f"{field}_field"
+            data[out] = _field_value(rec[field])
+        frames.append(pd.DataFrame(data))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _empty_events() -> pd.DataFrame:
+    return pd.DataFrame({
+        "result": pd.Series([], dtype="string"), "kind": pd.Series([], dtype="string"),
+        "column": pd.Series([], dtype="string"), "col": pd.Series([], dtype=np.int64),
+        "bar": pd.Series([], dtype=np.int64), "timestamp": pd.Series([], dtype=np.int64)})
+
+
+def rank(results_doc: dict, rank_by: str) -> list[dict]:
+    """Rank every (result, column) by the USD metric ``rank_by``; null values rank last, ties by
+    USD total return (higher first), then by result and column order."""
+    lower = rank_by in LOWER_IS_BETTER
+    rows = []
+    order = 0
+    for name, res in results_doc.items():
+        for label, m in res["usd"]["columns"].items():
+            rows.append({"result": name, "column": label, "value": m.get(rank_by),
+                         "_tie": m.get("total_return"), "_order": order})
+            order += 1
+
+    def key(r: dict) -> tuple:
+        v, t = r["value"], r["_tie"]
+        return (v is None, (v if lower else -v) if v is not None else 0.0,
+                -t if t is not None else math.inf, r["_order"])
+
+    rows.sort(key=key)
+    return [{"rank": i + 1, "result": r["result"], "column": r["column"], "value": r["value"]}
+            for i, r in enumerate(rows)]
+
+
+def collect(results: Mapping[str, SimResult], *, title: str, config: Mapping | None = None,
+            notes: str = "", rank_by: str = "calmar") -> RunData:
+    """Compute the raw numbers of a report (step 1 of 4).
+
+    Parameters
+    ----------
+    results : report name -> simulation result; several results are compared side by side
+        (in USD).
+    title, notes : shown at the top of the report.
+    config : the resolved run configuration (stored as ``config.json``).
+    rank_by : per-column metric key (USD basis) that ranks the comparison table; one of
+        :data:`RANKABLE`. Keys in :data:`LOWER_IS_BETTER` rank ascending, others descending.
+    """
+    if not isinstance(results, Mapping) or not results:
+        raise ReportError("results must be a non-empty mapping name -> SimResult")
+    if rank_by not in RANKABLE:
+        raise ReportError(f"rank_by={rank_by!r} is not a rankable metric; use one of {list(RANKABLE)}")
+    docs: dict[str, Any] = {}
+    series, events = [], []
+    for name, res in results.items():
+        if not isinstance(name, str) or not name:
+            raise ReportError(f"result name {name!r} must be a non-empty string")
+        if not isinstance(res, SimResult):
+            raise ReportError(f"results[{name!r}] is a {type(res).__name__}, expected a SimResult")
+        labels = column_labels(res)
+        docs[name] = {
+            "kind": res.kind,
+            "currency": res.currency,
+            "columns": labels,
+            "initial_capital": dict(zip(labels, jsonable(np.asarray(res.initial_capital, dtype=float)))),
+            "series": sorted(res.series),
+            "records": sorted(res.records),
+            "margin_call_threshold": margin_call_threshold(res),
+            "price_source": price_line(res)[1],
+            "meta": jsonable(res.meta),
+            "settle": compute_metrics(res, currency="settle"),
+            "usd": compute_metrics(res, currency="usd"),
+        }
+        series.append(_series_frame(name, res, labels))
+        events.append(_events_frame(name, res, labels))
+    ev = pd.concat([e for e in events if len(e.columns)], ignore_index=True) \
+        if any(len(e.columns) for e in events) else _empty_events()
+    for key in ("result", "kind", "column"):
+        ev[key] = ev[key].astype("string")
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "title": str(title),
+        "notes": str(notes or ""),
+        "created_ms": int(time.time() * 1000),
+        "comparison": {
+            "rank_by": rank_by,
+            "order": "ascending" if rank_by in LOWER_IS_BETTER else "descending",
+            "basis": "usd",
+            "rows": rank(docs, rank_by),
+        },
+        "results": docs,
+    }
+    return RunData(metrics=metrics, series=pd.concat(series, ignore_index=True), events=ev,
+                   config=jsonable(dict(config or {})))

@@ -1,0 +1,101 @@
+"""Step 3 of a report: render the report object to one self-contained HTML page.
+
+Jinja2 with autoescaping; every number is formatted here, in template filters, and nowhere
+else. plotly.js (from the installed plotly package) is inlined once; each figure is a JSON
+block that one script hands to ``Plotly.newPlot``, so the page works offline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+MISSING = "—"
+
+
+def _money_decimals(v: float) -> int:
+    a = abs(v)
+    return 2 if a >= 100 or a == 0 else 4 if a >= 1 else 6
+
+
+def fmt_time(ms: Any) -> str:
+    """int ms UTC -> ``YYYY-MM-DD HH:MM UTC``."""
+    if ms is None:
+        return MISSING
+    return dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def fmt_metric(value: Any, unit: str) -> str:
+    """Format one metric value by its unit (see ``backtest.metrics.METRIC_UNITS``)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return MISSING
+    if unit == "bool":
+        return "yes" if value else "no"
+    if unit in ("text", "mapping"):
+        return str(value)
+    if unit == "time":
+        return fmt_time(value)
+    v = float(value)
+    if unit == "fraction":
+        return f"{v * 100:,.2f}%"
+    if unit == "ratio":
+        return f"{v:,.3f}"
+    if unit == "leverage":
+        return f"{v:,.2f}x"
+    if unit == "money":
+        return f"{v:,.{_money_decimals(v)}f}"
+    if unit in ("count", "bars", "ms"):
+        return f"{int(round(v))}"
+    if unit == "days":
+        return f"{v:,.2f}"
+    if unit == "factor":
+        return f"{v:,.4f}".rstrip("0").rstrip(".")
+    if unit == "greek":
+        return f"{v:.4g}"
+    raise ValueError(f"unknown metric unit {unit!r}")
+
+
+def fmt_duration(ms: Any) -> str:
+    """A bar size in ms as ``1h``, ``15m``, ``1d`` (largest whole unit)."""
+    ms = int(ms)
+    for size, suffix in ((86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")):
+        if ms % size == 0:
+            return f"{ms // size}{suffix}"
+    return f"{ms}ms"
+
+
+@lru_cache(maxsize=1)
+def plotly_js() -> str:
+    """The plotly.min.js bundled with the installed plotly package (inlined once per page)."""
+    from plotly.offline import get_plotlyjs
+
+    js = get_plotlyjs()
+    if "</script" in js.lower():
+        raise RuntimeError("plotly.js contains '</script' and cannot be inlined safely")
+    return js
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["metric"] = fmt_metric
+    env.filters["time_ms"] = fmt_time
+    env.filters["duration"] = fmt_duration
+    return env
+
+
+def render_html(report: dict, *, template: str = "report.html.j2") -> str:
+    """Render a report object (from :func:`~backtest.report.build.build_report`) to HTML (step 3 of 4)."""
+    tpl = environment().get_template(template)
+    return tpl.render(report=report, plotly_js=plotly_js(), missing=MISSING)

@@ -1,0 +1,170 @@
+"""Step 4 of a report: store it atomically, load it back, re-render it.
+
+A report folder is written complete into a temporary sibling folder and then renamed into
+place, so a failed run never leaves a half-written report and never damages an earlier one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+from backtest.report.build import build_report
+from backtest.report.collect import SCHEMA_VERSION, ReportError, RunData, collect
+from backtest.report.figures import MAX_POINTS
+from backtest.report.render import render_html
+from backtest.result import SimResult
+
+FILES = ("metrics.json", "config.json", "equity.parquet", "events.parquet", "report.html")
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _write_series(path: Path, df: pd.DataFrame) -> None:
+    df.to_parquet(path, index=False)
+
+
+def _write_events(path: Path, df: pd.DataFrame) -> None:
+    df.to_parquet(path, index=False)
+
+
+def _write_html(path: Path, run: RunData, max_points: int) -> None:
+    path.write_text(render_html(build_report(run, max_points=max_points)), encoding="utf-8")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.iterdir():
+        with open(p, "rb") as fh:
+            os.fsync(fh.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux ``renameat2(RENAME_EXCHANGE)``; False if unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    if not out_dir.exists():
+        os.rename(tmp, out_dir)
+        return
+    if not out_dir.is_dir():
+        raise ReportError(f"out_dir {out_dir} exists and is not a folder; remove it or choose another path")
+    if _exchange(tmp, out_dir):
+        shutil.rmtree(tmp)  # now holds the previous report
+        return
+    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)
+        raise
+    shutil.rmtree(old)
+
+
+def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS) -> Path:
+    """Write every output file into a temporary sibling of ``out_dir``, then move it into place
+    (step 4 of 4). An existing ``out_dir`` is replaced only once the new report is complete."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir (not mkdtemp, which makes a private 0700 folder) so the report gets the usual
+    # permissions from the umask, like any folder the user creates
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex}")
+    os.mkdir(tmp)
+    try:
+        _write_json(tmp / "metrics.json", run.metrics)
+        _write_json(tmp / "config.json", run.config)
+        _write_series(tmp / "equity.parquet", run.series)
+        _write_events(tmp / "events.parquet", run.events)
+        _write_html(tmp / "report.html", run, max_points)
+        _fsync_tree(tmp)
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def write_report(results: Mapping[str, SimResult], out_dir: str | Path, *, title: str = "Backtest report",
+                 config: Mapping | None = None, notes: str = "", rank_by: str = "calmar",
+                 max_points: int = MAX_POINTS) -> Path:
+    """Compute, build, render and store a report of one or more simulation results.
+
+    Parameters
+    ----------
+    results : report name -> result. Several results (e.g. perp policies, a put strategy, an
+        inverse product) go into one report and are compared side by side in USD.
+    out_dir : the report folder (e.g. ``reports/<run-id>``); replaced atomically if it exists.
+    title, notes : shown at the top of ``report.html``.
+    config : the resolved run configuration, stored as ``config.json`` and shown in the page.
+    rank_by : USD metric that ranks the comparison (see ``docs/reports.md``).
+    max_points : most points per plotted line (metrics always use every bar).
+
+    Returns
+    -------
+    Path of the report folder holding ``metrics.json``, ``equity.parquet``, ``events.parquet``,
+    ``config.json`` and ``report.html``.
+    """
+    run = collect(results, title=title, config=config, notes=notes, rank_by=rank_by)
+    return store_run(run, out_dir, max_points=max_points)
+
+
+def load_stored(run_dir: str | Path) -> RunData:
+    """Load a stored report folder back into :class:`RunData` (no re-simulation)."""
+    run_dir = Path(run_dir)
+    missing = [f for f in FILES[:4] if not (run_dir / f).is_file()]
+    if missing:
+        raise ReportError(f"{run_dir} lacks {missing}; it is not a complete report folder "
+                          "(write it again with write_report)")
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    version = metrics.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ReportError(f"{run_dir / 'metrics.json'} has schema_version {version!r}; this code reads "
+                          f"version {SCHEMA_VERSION} (write the report again with this version)")
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    series = pd.read_parquet(run_dir / "equity.parquet")
+    events = pd.read_parquet(run_dir / "events.parquet")
+    return RunData(metrics=metrics, series=series, events=events, config=config)
+
+
+def rerender(run_dir: str | Path, *, max_points: int = MAX_POINTS) -> Path:
+    """Rebuild ``report.html`` of a stored report from its stored files; returns its path.
+
+    The page is written to a temporary file in the folder and renamed over the old one, so a
+    failure leaves the previous page in place.
+    """
+    run_dir = Path(run_dir)
+    run = load_stored(run_dir)
+    target = run_dir / "report.html"
+    tmp = run_dir / f".report.html.tmp-{uuid.uuid4().hex}"
+    try:
+        _write_html(tmp, run, max_points)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
