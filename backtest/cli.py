@@ -17,6 +17,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Backtest leveraged bearish crypto strategies (short perps, puts, inverse products)."""
+
+
 def _register() -> None:
     from backtest.data import cli as data_cli
 

@@ -358,16 +358,29 @@ def simulate_col_nb(
                         amount = x
                         dirty = True
                 elif resp == RESP_REDUCE and mb_c > 0.0:
+                    # largest |C'| whose ratio at pc, after the reducing trade's slippage (and,
+                    # in cross mode, its fee) has hit the backing balance, is at most tau:
+                    # |C'| (v*mmr - tau*phi) <= tau*(MB - |C|*phi) + cum, phi = loss per contract cut
                     vc = cval_nb(pc, cs, inverse)
+                    pf = pc * (1.0 + slip) if C < 0.0 else pc * (1.0 - slip)
+                    sgn = 1.0 if C > 0.0 else -1.0
+                    if inverse:
+                        phi = sgn * cs * (1.0 / pf - 1.0 / pc)
+                    else:
+                        phi = sgn * cs * (pc - pf)
+                    if cross:
+                        phi += fr * cval_nb(pf, cs, inverse)
                     k = tier_of_nb(tiers, ver, nt, abs(C) * vc)
                     a = 0.0
                     for _ in range(nt + 1):
                         mmr = tiers[ver, k, 2]
                         cum = tiers[ver, k, 3]
-                        if cross:
-                            a = (tau * (mb_c - fr * vc * abs(C)) + cum) / (vc * (mmr - tau * fr))
+                        rhs = tau * (mb_c - abs(C) * phi) + cum
+                        den = vc * mmr - tau * phi
+                        if den > 0.0:
+                            a = rhs / den
                         else:
-                            a = (tau * mb_c + cum) / (vc * mmr)
+                            a = abs(C) if rhs >= 0.0 else 0.0
                         k2 = tier_of_nb(tiers, ver, nt, max(a, 0.0) * vc)
                         if k2 >= k:
                             break
@@ -376,8 +389,6 @@ def simulate_col_nb(
                     if newabs < abs(C):
                         cs_t = newabs if C > 0.0 else -newabs
                         amount = abs(C) - newabs
-                        d = cs_t - C
-                        pf = pc * (1.0 + slip) if d > 0.0 else pc * (1.0 - slip)
                         W, M, C, EP, cum_fees, nf = apply_reduce_keep_nb(
                             i, j, fills, fo + nf, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr, cum_fees)
                         dirty = True
