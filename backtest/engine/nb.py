@@ -35,6 +35,87 @@ RS_CALL = 1
 LOT_EPS = 1e-9  # tolerance when rounding quantities to the lot size
 
 
+DUST_RTOL = 1e-9   # without a lot size, a change this small relative to the position is no order
+CHECK_RTOL = 1e-12  # relative tolerance of the exchange checks (an order exactly at a limit passes)
+
+
+@njit(cache=True, inline="always")
+def same_size_nb(a, b, lot):
+    if lot > 0.0:
+        return a == b
+    return abs(a - b) <= DUST_RTOL * max(abs(a), abs(b))
+
+
+@njit(cache=True, inline="always")
+def order_usd_nb(d, price, cs, inverse):
+    """Order notional in USD/USDT, the unit of the minimum-notional rule."""
+    return abs(d) * cs if inverse else abs(d) * cs * price
+
+
+@njit(cache=True, inline="always")
+def adds_exposure_nb(C, new_c):
+    """Open, increase on the same side, or flip: the orders the exchange checks."""
+    if new_c == 0.0:
+        return False
+    return C == 0.0 or (new_c > 0.0) != (C > 0.0) or abs(new_c) > abs(C)
+
+
+@njit(cache=True, inline="always")
+def fits_nb(need, avail):
+    return need <= avail + CHECK_RTOL * (abs(need) + abs(avail))
+
+
+@njit(cache=True)
+def order_allowed_nb(new_c, C, EP, W, M, cross, pf, e_open, ncap, cs, inverse, lev, fr):
+    """(a) tier cap ``N <= Ncap``; (b) available margin (cross: ``N/L + fee <= E_open``;
+    isolated increase: ``dN/L + fee <= W``; isolated flip: ``N/L + fee <= W after the close``)."""
+    v = cval_nb(pf, cs, inverse)
+    n_new = abs(new_c) * v
+    if not fits_nb(n_new, ncap):
+        return False
+    fee = fr * abs(new_c - C) * v
+    if cross:
+        return fits_nb(n_new / lev + fee, e_open)
+    if C == 0.0 or (new_c > 0.0) == (C > 0.0):
+        return fits_nb((abs(new_c) - abs(C)) * v / lev + fee, W)
+    w_after = W + M + upnl_nb(C, EP, pf, cs, inverse) - fr * abs(C) * v
+    return fits_nb(n_new / lev + fr * abs(new_c) * v, w_after)
+
+
+@njit(cache=True)
+def largest_allowed_nb(desired, C, EP, W, M, cross, pf, e_open, ncap, cs, inverse, lev, fr, lot):
+    """Largest lot-rounded size toward ``desired`` passing the checks; never below the current
+    position on the same side (a flip may end at 0 = just close). Closed form, then stepped
+    lot by lot to absorb rounding."""
+    side = 1.0 if desired > 0.0 else -1.0
+    same_side = C != 0.0 and (C > 0.0) == (desired > 0.0)
+    lower = abs(C) if same_side else 0.0
+    upper = abs(desired)
+    v = cval_nb(pf, cs, inverse)
+    per = v * (1.0 / lev + fr)
+    if cross:
+        room = e_open + fr * abs(C) * v if (same_side or C == 0.0) else e_open - fr * abs(C) * v
+        guess = room / per
+    elif same_side or C == 0.0:
+        guess = abs(C) + W / per
+    else:
+        guess = (W + M + upnl_nb(C, EP, pf, cs, inverse) - fr * abs(C) * v) / per
+    guess = min(guess, ncap / v, upper)
+    if lot <= 0.0:
+        return side * max(guess, lower)
+    n_lo = np.floor(lower / lot + 0.5)
+    n_hi = np.floor(upper / lot + 0.5)
+    n = np.floor(max(guess, 0.0) / lot + LOT_EPS)
+    n = min(max(n, n_lo), n_hi)
+    while n > n_lo and not order_allowed_nb(side * n * lot, C, EP, W, M, cross, pf, e_open, ncap, cs, inverse,
+                                            lev, fr):
+        n -= 1.0
+    while n < n_hi and order_allowed_nb(side * (n + 1.0) * lot, C, EP, W, M, cross, pf, e_open, ncap, cs,
+                                        inverse, lev, fr):
+        n += 1.0
+    return side * n * lot if n > 0.0 else 0.0
+
+
 @njit(cache=True, inline="always")
 def flex_nb(a, i, col):
     """Flexible 2D read: a dimension of size 1 broadcasts (vectorbt-style flexible indexing)."""
@@ -86,33 +167,64 @@ def floor_lot_nb(q, lot):
     return np.floor(q / lot + LOT_EPS) * lot
 
 
-@njit(cache=True)
-def solve_price_nb(pos, ep, backing, cs, inverse, tiers, ver, nt, theta, ref_price):
-    """Price where margin ratio ``MM/MB`` reaches ``theta`` (theta=1: liquidation price).
+LEVEL_ALL = -1.0  # solve result: every positive price is past the level (balance exhausted)
 
-    Binance's formulas with ``mmr`` and ``cum`` divided by ``theta``; the tier is re-chosen at
-    the solution until consistent. Returns 0.0 when no price reaches it.
+
+@njit(cache=True)
+def line_root_nb(s, q, ep, backing, mmr, cum, inverse):
+    """Root of ``B + uPnL(P) = N(P)*mmr - cum`` on one tier's line (Binance's formulas);
+    ``inf`` when the line has no root. A denominator within 1e-12 (relative) of zero is zero,
+    so that an inverse 1x short has no liquidation price instead of one of 1e20."""
+    if inverse:
+        den = backing + cum + s * q / ep
+        if abs(den) <= 1e-12 * (abs(backing) + abs(cum) + q / ep):
+            return np.inf
+        return q * (mmr + s) / den
+    den = q * mmr - s * q
+    if den == 0.0:
+        return np.inf
+    return (backing + cum - s * q * ep) / den
+
+
+@njit(cache=True)
+def solve_price_nb(pos, ep, backing, cs, inverse, tiers, ver, nt, theta):
+    """Price where the margin ratio ``MM/MB`` reaches ``theta`` (1: the liquidation price),
+    with the tier re-chosen at the price (Binance's "assumed margin level").
+
+    Start at the tier of the entry notional; re-solve with the tier at each root until it is
+    the tier used (each tier's line lies below the piecewise MM, so the roots move
+    monotonically toward the true one; a revisited tier is a boundary where both lines meet).
+    Returns the price, 0.0 when no positive price reaches it, ``LEVEL_ALL`` (short) or ``inf``
+    (long) when every price does.
     """
     q = abs(pos) * cs
     s = 1.0 if pos > 0 else -1.0
-    k = tier_of_nb(tiers, ver, nt, abs(pos) * cval_nb(ref_price, cs, inverse))
-    price = 0.0
+    k = tier_of_nb(tiers, ver, nt, abs(pos) * cval_nb(ep, cs, inverse))
+    seen = 0
     for _ in range(2 * nt + 2):
-        mmr = tiers[ver, k, 2] / theta
-        cum = tiers[ver, k, 3] / theta
-        if inverse:
-            den = backing + cum + s * q / ep
-            price = q * (mmr + s) / den if den != 0.0 else -1.0
+        seen |= 1 << k
+        p = line_root_nb(s, q, ep, backing / 1.0, tiers[ver, k, 2] / theta, tiers[ver, k, 3] / theta, inverse)
+        if np.isfinite(p) and p > 0.0:
+            j = tier_of_nb(tiers, ver, nt, abs(pos) * cval_nb(p, cs, inverse))
         else:
-            den = q * mmr - s * q
-            price = (backing + cum - s * q * ep) / den if den != 0.0 else -1.0
-        if not (price > 0.0) or not np.isfinite(price):
-            return 0.0
-        k2 = tier_of_nb(tiers, ver, nt, abs(pos) * cval_nb(price, cs, inverse))
-        if k2 == k:
-            return price
-        k = k2
-    return price
+            # is this tier's line below zero at every price? (gap at the entry price)
+            gap = theta * backing - (abs(pos) * cval_nb(ep, cs, inverse) * tiers[ver, k, 2] - tiers[ver, k, 3])
+            if gap <= 0.0:
+                return LEVEL_ALL if s < 0.0 else np.inf
+            if k == 0 or (seen & 1):
+                return 0.0
+            k = 0
+            continue
+        if j == k or (seen >> j) & 1:
+            return p
+        k = j
+    return p
+
+
+@njit(cache=True, inline="always")
+def level_ok_nb(level):
+    """A usable price level (not none, not 'every price')."""
+    return level > 0.0 and np.isfinite(level)
 
 
 @njit(cache=True)
@@ -135,14 +247,16 @@ def levels_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr):
     """
     if C == 0.0:
         return 0.0, 0.0
-    lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0, EP)
-    pc = lp if thr >= 1.0 else solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr, EP)
+    lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
+    pc = lp if thr >= 1.0 else solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
     return lp, pc
 
 
 @njit(cache=True, inline="always")
 def past_nb(C, price, level):
     """True when ``price`` is at or beyond ``level`` on the position's adverse side."""
+    if level == LEVEL_ALL:
+        return True
     if level <= 0.0:
         return False
     return price >= level if C < 0.0 else price <= level
@@ -233,8 +347,8 @@ def simulate_col_nb(
                 dirty = False
             if past_nb(C, mo, lp):
                 W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
-                    i, j, liqs, lo + nl, nl, C, EP, W, M, cross, mo, lp, 1, cs, inverse, liq_fee,
-                    cum_fees, after_liq)
+                    i, j, liqs, lo + nl, nl, C, EP, W, M, cross, mo, lp if level_ok_nb(lp) else mo, 1, cs,
+                    inverse, liq_fee, cum_fees, after_liq)
                 lp = 0.0
                 pcall = 0.0
 
@@ -258,59 +372,41 @@ def simulate_col_nb(
                     e = -pol_maxexp
                 po = open_[i]
                 e_open = W + M + upnl_nb(C, EP, po, cs, inverse)
-                if e_open <= 0.0:
+                if e_open <= DUST_RTOL * init_cap:  # nothing (or float dust) to size from: close only
                     cs_t = 0.0
                 else:
                     cs_t = e * e_open / cval_nb(po, cs, inverse)
                     sg = 1.0 if cs_t >= 0.0 else -1.0
                     cs_t = sg * floor_lot_nb(abs(cs_t), lot)
-                d = cs_t - C
-                if d != 0.0:
+                if not same_size_nb(cs_t, C, lot):
+                    d = cs_t - C
                     pf = po * (1.0 + slip) if d > 0.0 else po * (1.0 - slip)
                     vf = cval_nb(pf, cs, inverse)
+                    go = cs_t == 0.0 or order_usd_nb(d, pf, cs, inverse) >= min_notional
                     status = ST_FILLED
-                    same_side = C == 0.0 or (cs_t != 0.0 and (cs_t > 0.0) == (C > 0.0))
-                    increasing = cs_t != 0.0 and ((not same_side) or abs(cs_t) > abs(C))
-                    go = True
-                    if increasing:
-                        cap = ncap / vf
-                        if same_side:
-                            if cross:
-                                cap_m = (e_open / vf + fr * abs(C)) / (1.0 / lev + fr)
-                            else:
-                                cap_m = abs(C) + W / (vf * (1.0 / lev + fr))
-                        else:
-                            if cross:
-                                cap_m = (e_open / vf - fr * abs(C)) / (1.0 / lev + fr)
-                            else:
-                                w_after = W + M + upnl_nb(C, EP, pf, cs, inverse) - fr * abs(C) * vf
-                                cap_m = w_after / (vf * (1.0 / lev + fr))
-                        capq = min(cap, cap_m)
-                        if abs(cs_t) > capq * (1.0 + 1e-12):
-                            if excess == EXCESS_REJECT:
-                                r = fills[fo + nf]
-                                r["bar"] = i
-                                r["col"] = j
-                                r["price"] = pf
-                                r["size"] = d
-                                r["notional"] = abs(d) * vf
-                                r["fee"] = 0.0
-                                r["status"] = ST_REJECTED
-                                r["reason"] = RS_TARGET
-                                nf += 1
-                                go = False
-                            else:
-                                newabs = floor_lot_nb(max(capq, 0.0), lot)
-                                if same_side:
-                                    newabs = max(newabs, abs(C))
-                                cs_t = newabs if cs_t > 0.0 else -newabs
-                                d = cs_t - C
-                                status = ST_CLIPPED
-                    if go:
-                        notional_usd = abs(d) * cs if inverse else abs(d) * cs * pf
-                        if cs_t != 0.0 and d != 0.0 and notional_usd < min_notional:
+                    if go and adds_exposure_nb(C, cs_t) and not order_allowed_nb(
+                            cs_t, C, EP, W, M, cross, pf, e_open, ncap, cs, inverse, lev, fr):
+                        if excess == EXCESS_REJECT:
+                            r = fills[fo + nf]
+                            r["bar"] = i
+                            r["col"] = j
+                            r["price"] = pf
+                            r["size"] = d
+                            r["notional"] = abs(d) * vf
+                            r["fee"] = 0.0
+                            r["status"] = ST_REJECTED
+                            r["reason"] = RS_TARGET
+                            nf += 1
                             go = False
-                    if go and (d != 0.0 or status == ST_CLIPPED):
+                        else:
+                            cs_t = largest_allowed_nb(cs_t, C, EP, W, M, cross, pf, e_open, ncap, cs, inverse,
+                                                      lev, fr, lot)
+                            if same_size_nb(cs_t, C, lot):
+                                cs_t = C
+                            if cs_t != 0.0 and order_usd_nb(cs_t - C, pf, cs, inverse) < min_notional:
+                                cs_t = C  # what is left of the order is below the minimum: no trade
+                            status = ST_CLIPPED
+                    if go:
                         W, M, C, EP, cum_fees, nf = apply_fill_nb(
                             i, j, fills, fo + nf, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev,
                             fr, cum_fees, status, RS_TARGET)
@@ -405,9 +501,14 @@ def simulate_col_nb(
                     lp, pcall = levels_nb(C, EP, W if cross else M, cs, inverse, tiers, ver, nt, thr)
                     dirty = False
                 if past_nb(C, px, lp):
-                    gap = 1 if (C < 0.0 and mo > lp) or (C > 0.0 and mo < lp) else 0
+                    if level_ok_nb(lp):
+                        gap = 1 if (C < 0.0 and mo >= lp) or (C > 0.0 and mo <= lp) else 0
+                        trig = lp
+                    else:  # the balance is exhausted at every price: execute at the extreme
+                        gap = 0
+                        trig = px
                     W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
-                        i, j, liqs, lo + nl, nl, C, EP, W, M, cross, mo if gap else lp, lp, gap, cs,
+                        i, j, liqs, lo + nl, nl, C, EP, W, M, cross, mo if gap else trig, trig, gap, cs,
                         inverse, liq_fee, cum_fees, after_liq)
                     lp = 0.0
                     pcall = 0.0
@@ -430,7 +531,7 @@ def simulate_col_nb(
                 mb = (W if cross else M) + upl
                 mm = mm_nb(tiers, ver, nt, abs(notional))
                 out[omap[5], j, i] = mm / mb if mb > 0.0 else 1.0
-            put_nb(out, omap, 6, j, i, lp)
+            put_nb(out, omap, 6, j, i, lp if level_ok_nb(lp) else 0.0)
             if not past_nb(C, pcl, pcall):
                 in_call = False
         else:

@@ -29,6 +29,10 @@ from backtest.market import MarketSpec
 # A size within this many lots of a lot boundary counts as on it (target * equity / value is
 # rarely exact in binary floating point, e.g. 0.5 BTC / 0.001 = 499.99999999999994).
 LOT_EPS = 1e-9
+# Relative tolerance of the exchange checks (tier cap, available margin).
+CHECK_RTOL = 1e-12
+# Without a lot size, a trade smaller than this fraction of the position is rounding dust.
+DUST_RTOL = 1e-9
 
 
 def _sign(x: float) -> int:
@@ -67,6 +71,12 @@ class _Contract:
 
     def lots(self, contracts: float) -> int:
         return int(round(abs(contracts) / self.lot))
+
+    def same_size(self, a: float, b: float) -> bool:
+        """Equal positions: exactly on a lot grid, up to rounding dust without one."""
+        if self.lot > 0.0:
+            return a == b
+        return abs(a - b) <= DUST_RTOL * max(abs(a), abs(b))
 
 
 @dataclass(frozen=True)
@@ -173,9 +183,10 @@ def _execute(st: _State, new_contracts: float, price: float, ct: _Contract, cfg:
     """Trade from ``st.contracts`` to ``new_contracts`` at ``price``; returns the fee.
 
     Realised PnL of the closed part and the fee go to W. Isolated margin: an increase moves
-    ``dN/L`` from W to M; a reduction releases ``M * closed/abs(C)`` (unless
-    ``keep_isolated_margin``, the margin-call reduce); a flip releases all of M, then allocates
-    ``N(C*)/L``."""
+    ``dN/L`` from W to M; a reduction releases ``M * closed/abs(C)``; a flip releases all of M,
+    then allocates ``N(C*)/L``. ``keep_isolated_margin`` (the margin-call reduce): isolated
+    margin stays with the smaller position and the realised PnL of the cut stays in it (all of
+    it returns to W if the cut closes the position)."""
     c = st.contracts
     d = new_contracts - c
     if d == 0.0:
@@ -184,8 +195,12 @@ def _execute(st: _State, new_contracts: float, price: float, ct: _Contract, cfg:
     fee = cfg.fee_rate * abs(d) * v
     if c != 0.0 and _sign(d) != _sign(c):
         closed = min(abs(d), abs(c))
-        st.wallet += ct.upnl(_sign(c) * closed, st.entry, price)
-        if cfg.isolated and not keep_isolated_margin:
+        realised = ct.upnl(_sign(c) * closed, st.entry, price)
+        if cfg.isolated and keep_isolated_margin:
+            st.margin += realised
+        else:
+            st.wallet += realised
+        if cfg.isolated and (not keep_isolated_margin or new_contracts == 0.0):
             release = st.margin if closed >= abs(c) else st.margin * closed / abs(c)
             st.margin -= release
             st.wallet += release
@@ -217,8 +232,9 @@ def _execute(st: _State, new_contracts: float, price: float, ct: _Contract, cfg:
 
 def _liquidate(st: _State, t: int, j: int, bars: PerpBars, ct: _Contract, cfg: _Settings,
                tiers: np.ndarray, rec: _Records, at_open: bool) -> None:
-    """Close the position at ``P_L`` (LP, or the mark open on a gap), charge the clearance fee,
-    keep ``max(0, B + uPnL(P_L) - fee)``, record the deficit."""
+    """Close the position at ``P_L`` (LP, or the mark open on a gap); the account keeps
+    ``max(0, B + uPnL(P_L) - clearance fee)``; see :func:`backtest.mechanics.liquidation_outcome`
+    for the fee charged and the deficit."""
     c = st.contracts
     side = _sign(c)
     mark_open = float(bars.mark_open[t])
@@ -245,6 +261,7 @@ def _liquidate(st: _State, t: int, j: int, bars: PerpBars, ct: _Contract, cfg: _
     st.contracts = 0.0
     st.entry = 0.0
     st.cum_fees += fee
+    st.in_call = False  # the position the call was about is gone
     rec.liquidations.append((t, j, trigger, price, c, fee, equity_before, st.wallet, deficit, int(gap)))
     if cfg.stop_after_liquidation:
         st.stopped = True
@@ -275,21 +292,27 @@ def _adds_exposure(c: float, new_c: float) -> bool:
     return c == 0.0 or _sign(new_c) != _sign(c) or abs(new_c) > abs(c)
 
 
+def _fits(need: float, available: float) -> bool:
+    """``need <= available`` up to rounding (an order sized exactly at the limit, e.g. 1x the
+    equity at leverage 1, passes whatever the last bit of the arithmetic)."""
+    return need <= available + CHECK_RTOL * (abs(need) + abs(available))
+
+
 def _order_allowed(st: _State, new_c: float, price: float, e_open: float, ncap: float,
                    ct: _Contract, cfg: _Settings) -> bool:
     """Exchange checks: (a) tier cap ``N(C*) <= Ncap``; (b) available margin."""
     c = st.contracts
     v = ct.value(price)
     n_new = abs(new_c) * v
-    if n_new > ncap:
+    if not _fits(n_new, ncap):
         return False
     fee = cfg.fee_rate * abs(new_c - c) * v
     if not cfg.isolated:
-        return n_new / cfg.leverage + fee <= e_open
+        return _fits(n_new / cfg.leverage + fee, e_open)
     if c == 0.0 or _sign(new_c) == _sign(c):
-        return (abs(new_c) - abs(c)) * v / cfg.leverage + fee <= st.wallet
+        return _fits((abs(new_c) - abs(c)) * v / cfg.leverage + fee, st.wallet)
     w_after_close = st.wallet + st.margin + ct.upnl(c, st.entry, price) - cfg.fee_rate * abs(c) * v
-    return n_new / cfg.leverage + cfg.fee_rate * abs(new_c) * v <= w_after_close
+    return _fits(n_new / cfg.leverage + cfg.fee_rate * abs(new_c) * v, w_after_close)
 
 
 def _largest_allowed(st: _State, desired: float, price: float, e_open: float, ncap: float,
@@ -337,9 +360,10 @@ def _fill_target(st: _State, raw_target: float, t: int, j: int, bars: PerpBars, 
     target = math.copysign(min(abs(target), cfg.max_exposure), target)
     open_ = float(bars.open[t])
     e_open = _equity(st, open_, ct)
-    desired = 0.0 if e_open <= 0.0 else ct.round_lots(target * e_open / ct.value(open_))
+    # equity below 1e-9 of the initial capital is float dust left by a liquidation: close only
+    desired = 0.0 if e_open <= DUST_RTOL * cfg.initial_capital else ct.round_lots(target * e_open / ct.value(open_))
     c = st.contracts
-    if desired == c:
+    if ct.same_size(desired, c):
         return
     d = desired - c
     price = open_ * (1.0 + cfg.slippage * _sign(d))
@@ -354,6 +378,10 @@ def _fill_target(st: _State, raw_target: float, t: int, j: int, bars: PerpBars, 
                                   FillStatus.REJECTED, FillReason.TARGET))
                 return
             desired = _largest_allowed(st, desired, price, e_open, ncap, ct, cfg)
+            if ct.same_size(desired, c):
+                desired = c
+            if desired != 0.0 and ct.order_usd(desired - c, price) < ct.min_notional:
+                desired = c  # what is left of the order is below the minimum: nothing is traded
             d = desired - c
             status = FillStatus.CLIPPED
     fee = _execute(st, desired, price, ct, cfg)
@@ -367,10 +395,14 @@ def _fill_target(st: _State, raw_target: float, t: int, j: int, bars: PerpBars, 
 def _reduce_for_call(st: _State, call_price: float, t: int, j: int, ct: _Contract,
                      cfg: _Settings, tiers: np.ndarray, rec: _Records) -> float:
     """Cut the position to the largest lot-rounded size whose ratio at the call price, after
-    the fill (slippage, fee; isolated margin kept), is at most the call target. Returns the
-    number of contracts cut."""
+    the fill (its slippage and fee; isolated: margin and the cut's realised PnL kept with the
+    position), is at most the call target. Returns the number of contracts cut."""
     c = st.contracts
     side = _sign(c)
+    if _margin_balance(st, call_price, ct, cfg) <= 0.0:
+        # nothing is left to protect at the call price: no cut; the liquidation check follows
+        # (a liquidation's shortfall is covered by the insurance fund, a cut's would not be)
+        return 0.0
 
     def fill_price(new_c: float) -> float:
         return call_price * (1.0 + cfg.slippage * _sign(new_c - c))
