@@ -5,7 +5,7 @@ Every function cites the exchange document it restates. The numba kernel
 (:mod:`backtest.engine.reference`) is built from these functions, and the tests check both
 against the exchanges' published worked examples (``tests/engine/test_mechanics.py``).
 
-Notation (as in ``docs/engine.md``)
+Notation (as in the README ("Engine semantics"))
 -----------------------------------
 ``C`` signed contracts (negative = short); ``cs`` contract size (base units per contract for a
 linear contract, USD per contract for an inverse one); ``Q = abs(C) * cs``; ``s = sign(C)``;

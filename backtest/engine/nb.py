@@ -1,6 +1,6 @@
 """Numba kernel of the perpetual-futures engine (numpy in, numpy out).
 
-Implements docs/engine.md ("Engine semantics") for linear and inverse perpetuals, isolated and
+Implements README.md ("Engine semantics") for linear and inverse perpetuals, isolated and
 cross margin, with funding, tiered maintenance margin, margin calls and mark-price liquidation.
 Bars on axis 0, columns on axis 1; columns run in parallel (``prange``). The readable form of
 every formula is in :mod:`backtest.mechanics`; :mod:`backtest.engine.reference` is the slow

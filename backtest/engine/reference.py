@@ -1,7 +1,7 @@
 """Slow, obvious reference simulator of the perpetual engine.
 
 Plain Python loops, one column at a time, built from the readable formulas of
-:mod:`backtest.mechanics`. It implements the rules of ``docs/engine.md`` ("Engine semantics")
+:mod:`backtest.mechanics`. It implements the rules of the README ("Engine semantics")
 literally, in the stated order of events within a bar, and exists so that the fast numba kernel
 can be compared against an independent implementation (property tests on random inputs). Where
 the written rules leave a numeric detail open, the choice made here is listed in

@@ -1,6 +1,6 @@
 """Definitions and units of every key :func:`backtest.metrics.compute_metrics` emits.
 
-``METRIC_DOCS`` is the single source of the definitions; ``docs/metrics.md`` lists the same keys
+``METRIC_DOCS`` is the single source of the definitions; the README ("Metrics") lists the same keys
 (a test checks that every emitted key is documented there). ``METRIC_UNITS`` tells the report
 template how to format a value; the numbers themselves are never formatted in Python.
 """
@@ -104,4 +104,10 @@ def documented_metric_keys(path: str | Path) -> set[str]:
     """Keys documented in a Markdown file: rows ``| `key` | ...`` of a table or list items
     ``- `key` - ...`` (the key in backticks first on the line)."""
     text = Path(path).read_text(encoding="utf-8")
-    return {m.group(1) for line in text.splitlines() if (m := _ROW.match(line))}
+    lines = text.splitlines()
+    # In a file with a "## Metrics" section (the README), only that section counts.
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## Metrics"), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines = lines[start:end]
+    return {m.group(1) for line in lines if (m := _ROW.match(line))}

@@ -3,7 +3,7 @@
 Everything here is plain numpy on arrays of shape (n_bars, n_cols) (bars on axis 0, columns on
 axis 1), so the same numbers feed the metrics table and the plotted drawdown series.
 
-Conventions (documented in ``docs/metrics.md``):
+Conventions (documented in the README ("Metrics")):
 
 * A return is the simple return of one bar, ``r_t = E_t / (E_{t-1} + F_t) - 1``, with ``E_{-1}``
   the initial capital and ``F_t`` the capital added during bar t (margin-call top-ups). The

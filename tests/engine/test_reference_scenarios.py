@@ -1,7 +1,7 @@
 """Candle-table scenarios for the perpetual engine (run against every implementation).
 
 Each scenario is a handful of hand-made bars. The expected numbers are worked out by hand from
-the formulas of docs/engine.md and written as arithmetic in the test, with the derivation in the
+the formulas of README.md ("Engine semantics") and written as arithmetic in the test, with the derivation in the
 comments; none is copied from a simulator's output.
 
 Common set-up unless stated: linear contract of size 1, no trading fee, no slippage, clearance

@@ -14,7 +14,7 @@ import pytest
 from backtest.metrics import METRIC_DOCS, MetricsInputError, compute_metrics, documented_metric_keys
 from report_factories import H, from_equity, inverse_result, perp_result, put_result
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+DOCS = Path(__file__).resolve().parents[2] / "README.md"
 TIME_KEYS = {"start_ms", "end_ms", "first_liquidation_ms"}
 
 
