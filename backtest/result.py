@@ -42,6 +42,8 @@ class SimResult:
         (ones for USDT/USD settlement, the coin's mark close for inverse contracts).
     initial_capital : float64 (n_cols,), in ``currency``.
     meta : JSON-able description (instrument, market spec summary, settings, notes).
+    underlying : float64 (n_bars,) or None, the underlying's price at each bar's close (the mark
+        close for perps), in USD/quote; what reports plot events on.
     """
 
     kind: str
@@ -53,6 +55,7 @@ class SimResult:
     price_usd: np.ndarray
     initial_capital: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    underlying: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, m = len(self.index), len(self.columns)
@@ -102,4 +105,5 @@ class SimResult:
         return SimResult(
             kind=self.kind, currency=self.currency, index=self.index, columns=self.columns[cols],
             series={k: v[:, cols] for k, v in self.series.items()}, records=recs,
-            price_usd=self.price_usd, initial_capital=self.initial_capital[cols], meta=dict(self.meta))
+            price_usd=self.price_usd, initial_capital=self.initial_capital[cols], meta=dict(self.meta),
+            underlying=self.underlying)

@@ -163,7 +163,7 @@ def simulate_perp(
     }
     return SimResult(kind="perp", currency=spec.settle, index=index, columns=cols, series=stored,
                      records=records, price_usd=price_usd, initial_capital=acc["initial_capital"].copy(),
-                     meta=meta)
+                     meta=meta, underlying=bars.mark_close.copy())
 
 
 def _compact(buf: np.ndarray, counts: np.ndarray, stride: int) -> np.ndarray:

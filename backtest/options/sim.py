@@ -381,7 +381,8 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
     }
     meta["iv_used_share"] = float(meta["iv_used_share"]) if np.isfinite(meta["iv_used_share"]) else 0.0
     return SimResult(kind="put", currency=cur, index=u.index, columns=cols, series=series, records=records,
-                     price_usd=price_usd, initial_capital=a["init_cap"].copy(), meta=meta)
+                     price_usd=price_usd, initial_capital=a["init_cap"].copy(), meta=meta,
+                     underlying=u.price[:, 0].copy())
 
 
 def _jsonable(v: Any) -> Any:

@@ -168,4 +168,5 @@ def simulate_product(data: Any, settings: ProductSettings = ProductSettings(), *
     }
     return SimResult(kind="inverse_product", currency=currency, index=u.index,
                      columns=column_labels(values, m, columns), series=series, records={"rebalances": rec},
-                     price_usd=np.ones(u.n), initial_capital=a["invest"].copy(), meta=meta)
+                     price_usd=np.ones(u.n), initial_capital=a["invest"].copy(), meta=meta,
+                     underlying=u.price[:, 0].copy())

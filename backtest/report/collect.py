@@ -111,11 +111,13 @@ PRICE_SERIES = ("price", "mark_close", "mark", "close")
 def price_line(result: SimResult) -> tuple[np.ndarray | None, str | None]:
     """The underlying's price per bar for the price plot, and where it came from.
 
-    First found: a series ``price``/``mark_close``/``mark``/``close`` (first column);
+    First found: the result's ``underlying`` price; a series ``price``/``mark_close``/``mark``/``close`` (first column);
     ``price_usd`` when it is not constant 1 (coin-settled results: the coin's USD price); for
     perps and puts ``|notional / position| / meta['contract_size']`` (default contract size 1)
     from the first column holding a position at each bar (NaN where every column is flat).
     """
+    if getattr(result, "underlying", None) is not None:
+        return np.asarray(result.underlying, dtype=np.float64), "underlying (mark close)"
     for key in PRICE_SERIES:
         if key in result.series:
             return np.asarray(result.series[key][:, 0], dtype=np.float64), f"series {key!r}"
