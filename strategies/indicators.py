@@ -10,7 +10,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import vectorbt as vbt
 
 
 def _unique(windows: Sequence[int]) -> list[int]:
@@ -28,6 +27,8 @@ def moving_average(x: np.ndarray, windows: Sequence[int], ewm: bool = False) -> 
     dict window -> float64 array (n_bars,)
     """
     ws = _unique(windows)
+    import vectorbt as vbt  # imported on use: it costs ~3 s at start-up
+
     res = vbt.MA.run(pd.Series(x), window=ws, ewm=bool(ewm), param_product=True).ma
     arr = np.asarray(res, dtype=np.float64).reshape(len(x), len(ws))
     return {w: np.ascontiguousarray(arr[:, i]) for i, w in enumerate(ws)}
@@ -42,6 +43,8 @@ def rolling_std(x: np.ndarray, windows: Sequence[int], ddof: int = 1) -> dict[in
     dict window -> float64 array (n_bars,)
     """
     ws = _unique(windows)
+    import vectorbt as vbt  # imported on use: it costs ~3 s at start-up
+
     res = vbt.MSTD.run(pd.Series(x), window=ws, ddof=ddof).mstd
     arr = np.asarray(res, dtype=np.float64).reshape(len(x), len(ws))
     return {w: np.ascontiguousarray(arr[:, i]) for i, w in enumerate(ws)}
@@ -57,6 +60,8 @@ def average_true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray,
     dict window -> float64 array (n_bars,), in price units.
     """
     ws = _unique(windows)
+    import vectorbt as vbt  # imported on use: it costs ~3 s at start-up
+
     res = vbt.ATR.run(pd.Series(high), pd.Series(low), pd.Series(close), window=ws, ewm=bool(ewm)).atr
     arr = np.asarray(res, dtype=np.float64).reshape(len(close), len(ws))
     return {w: np.ascontiguousarray(arr[:, i]) for i, w in enumerate(ws)}

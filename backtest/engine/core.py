@@ -115,7 +115,7 @@ def simulate_perp(
             f"{spec.symbol}; choose a leverage setting <= {first_max:g}")
 
     if columns is not None:
-        cols = pd.Index(columns)
+        cols = columns if isinstance(columns, pd.Index) else pd.Index(columns)
     elif tcols is not None and len(tcols) == m:
         cols = tcols
     else:

@@ -1,15 +1,18 @@
 """`backtest run`, `backtest sweep` and `backtest report`.
 
-Exit codes: 0 success; 2 invalid input (config, data, settings), with the reason on stderr;
-1 an unexpected failure (one line; ``--debug`` shows the traceback). A failed run writes nothing
-into ``reports/`` (reports are written atomically).
+stdout carries only results (the report path, and for ``sweep`` the ranked table unless
+``--quiet``); progress goes to stderr: plain lines when stderr is not a terminal (batch jobs),
+timestamped rich lines when it is.
+
+Exit codes: 0 success; 2 invalid input (config, data, settings, a report folder that is not
+one), with ``error: <reason>`` on stderr (its first line names every problem; details may
+follow, indented); 1 an unexpected failure (``error: unexpected <type>: <message>``;
+``--debug`` shows the traceback). A failed run writes nothing into the reports folder.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import tomllib
 from pathlib import Path
 from typing import Optional
 
@@ -25,85 +28,99 @@ def _log_for(quiet: bool):
     if sys.stderr.isatty():
         from rich.console import Console
 
-        console = Console(stderr=True)
-        return lambda msg: console.log(msg)
+        console = Console(stderr=True, log_path=False, highlight=False)
+        return lambda msg: console.log(msg, markup=False)
     return lambda msg: print(msg, file=sys.stderr, flush=True)
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
+    """Report ``exc`` on stderr and exit 2 (invalid input) or 1 (anything else)."""
     if debug:
         raise exc
-    input_errors = (ValueError, FileNotFoundError, KeyError)
-    code = EXIT_INPUT if isinstance(exc, input_errors) else EXIT_FAILURE
-    text = str(exc).strip() or type(exc).__name__
-    print(f"error: {text}", file=sys.stderr)
-    raise typer.Exit(code=code)
+    # every input-validation error of the project is a ValueError (ConfigError,
+    # DataValidationError, MarketSpecError, StrategyError, ReportError, tomllib's decode error,
+    # ...); a missing file is a FileNotFoundError
+    if isinstance(exc, (ValueError, FileNotFoundError)):
+        text = str(exc).strip() or type(exc).__name__
+        print(f"error: {text}", file=sys.stderr)
+        raise typer.Exit(code=EXIT_INPUT)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    print(f"error: unexpected {type(exc).__name__}: {first} (run again with --debug for the traceback)",
+          file=sys.stderr)
+    raise typer.Exit(code=EXIT_FAILURE)
 
 
 def _config(path: Optional[Path]):
-    from backtest.runner.config import MAIN_JOB, load_config
+    """The validated config and its source (path and parsed TOML) for ``config.json``."""
+    from backtest.runner.config import MAIN_JOB, parse_config, read_toml
 
     src = path or MAIN_JOB
-    cfg = load_config(src)
-    return cfg, {"path": str(src), "toml": tomllib.loads(Path(src).read_text())}
+    doc = read_toml(src)
+    return parse_config(doc, source=str(src)), {"path": str(src), "toml": doc}
+
+
+Reports = typer.Option(None, "--reports-dir", "-o",
+                       help="Parent folder of the report (default: the config's reports_dir, 'reports').")
+Quiet = typer.Option(False, "--quiet", "-q", help="No progress on stderr; stdout gets only the output path.")
+Debug = typer.Option(False, "--debug", help="On failure, raise with the full traceback.")
 
 
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
-        config: Optional[Path] = typer.Argument(None, help="TOML run config; omitted: the main job on the embedded data."),
-        reports_dir: Optional[Path] = typer.Option(None, "--reports-dir", "-o", help="Where report folders go (default: the config's reports_dir, 'reports')."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (batch jobs)."),
-        debug: bool = typer.Option(False, "--debug", help="Show tracebacks on failure."),
+        config: Optional[Path] = typer.Argument(
+            None, help="TOML run config; omitted: the main job (BTC short 2021-11..2023 on the embedded data)."),
+        reports_dir: Optional[Path] = Reports,
+        quiet: bool = Quiet,
+        debug: bool = Debug,
     ) -> None:
-        """Run a backtest described by CONFIG and write reports/<run-id>/ (metrics.json,
-        equity.parquet, events.parquet, config.json, report.html)."""
+        """Run the backtest described by CONFIG and write <reports-dir>/<run-id>/ (metrics.json,
+        equity.parquet, events.parquet, config.json, report.html); print report.html's path."""
         from backtest.runner.run import execute
 
         try:
             cfg, src = _config(config)
             out = execute(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an error line and an exit code
             _fail(exc, debug)
         print(out.out_dir / "report.html")
 
     @app.command("sweep")
     def sweep(
-        config: Path = typer.Argument(..., help="TOML run config with a [sweep] table and a grid in [[perp]]."),
-        reports_dir: Optional[Path] = typer.Option(None, "--reports-dir", "-o"),
-        top: int = typer.Option(20, "--top", help="Rows of the ranked table printed."),
-        quiet: bool = typer.Option(False, "--quiet", "-q"),
-        debug: bool = typer.Option(False, "--debug"),
+        config: Path = typer.Argument(..., help="TOML run config with a 'sweep' table and a grid in a 'perp' table."),
+        reports_dir: Optional[Path] = Reports,
+        top: int = typer.Option(20, "--top", min=0, help="Rows of the ranked table printed."),
+        quiet: bool = Quiet,
+        debug: bool = Debug,
     ) -> None:
-        """Run a parameter/policy grid as columns of one simulation; print a ranked table and
-        write sweep.csv and heatmap.html (metric by two parameters) into the report folder."""
-        from backtest.runner.config import ConfigError
+        """Run a parameter x policy grid as the columns of one simulation; print the ranked
+        table and write sweep.csv and heatmap.html (metric by sweep.x and sweep.y) into the
+        report folder; print heatmap.html's path."""
         from backtest.runner.run import execute
-        from backtest.runner.sweep import write_sweep
+        from backtest.runner.sweep import format_table, sweep_files
 
         try:
             cfg, src = _config(config)
-            if cfg.sweep is None or not cfg.perp:
-                raise ConfigError(f"{config}: a sweep needs a [sweep] table (x, y, metric) and a [[perp]] grid")
-            out = execute(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src)
-            table = write_sweep(out, cfg)
+            files = sweep_files(cfg)
+            out = execute(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src, extras=files)
         except Exception as exc:  # noqa: BLE001
             _fail(exc, debug)
         if not quiet:
-            with_cols = [c for c in table.columns if c in (*table.columns[: table.columns.get_loc("total_return")], cfg.sweep.metric, "total_return", "max_drawdown")]
-            print(table[list(dict.fromkeys(with_cols))].head(top).to_string(index=False))
+            print(format_table(files.table, cfg.sweep.metric, top))
         print(out.out_dir / "heatmap.html")
 
     @app.command("report")
     def report(
-        run_dir: Path = typer.Argument(..., help="A report folder written by `backtest run`."),
-        debug: bool = typer.Option(False, "--debug"),
+        run_dir: Path = typer.Argument(..., help="A report folder written by `backtest run` or `backtest sweep`."),
+        debug: bool = Debug,
     ) -> None:
-        """Re-render report.html from the stored results, without re-simulating."""
+        """Re-render report.html from the folder's stored files (no data, no simulation); print its path."""
         from backtest.report import rerender
 
         try:
+            if not run_dir.is_dir():
+                raise FileNotFoundError(f"{run_dir} is not a folder; pass a report folder such as reports/<run-id>")
             path = rerender(run_dir)
         except Exception as exc:  # noqa: BLE001
             _fail(exc, debug)
-        print(path if str(path).endswith(".html") else Path(path) / "report.html")
+        print(path)

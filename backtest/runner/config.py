@@ -1,30 +1,93 @@
 """Run configuration: a strict, frozen description of one backtest run (TOML on disk).
 
 Unknown keys are rejected and every invalid field is reported at once with its path
-(``perp[1].account.leverage``). Deeper checks (strategy and policy names and parameters,
-instrument settings) run in :func:`resolve` and are reported together too.
+(``perp[1].account.leverage``). Checks that need the strategy and policy registries or the
+instruments' settings classes run in :mod:`backtest.runner.checks` and are reported together too.
+The reference of every key is ``docs/runner.md``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import difflib
 import hashlib
 import json
 import re
 import tomllib
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-Num = float | list[float]
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator,
+                      model_validator)
 
 
 class ConfigError(ValueError):
     """The run configuration is invalid; the message lists every problem with its key path."""
 
 
+# ---------------------------------------------------------------------------------------------
+# value types: one value for every column, or a list with one value per column
+
+def _number(v: Any, what: str) -> float:
+    # bool is an int in Python, but `leverage = true` is a typo, not 1
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected {what}, got {v!r}")
+    return float(v)
+
+
+def _num_or_list(v: Any) -> float | list[float]:
+    if isinstance(v, list):
+        if not v:
+            raise ValueError("an empty list; give a number or one number per column")
+        return [_number(x, "a number in the list") for x in v]
+    return _number(v, "a number or a list of numbers")
+
+
+def _choice_or_list(*choices: str):
+    def check(v: Any) -> str | list[str]:
+        items = v if isinstance(v, list) else [v]
+        if not items:
+            raise ValueError(f"an empty list; give one of {list(choices)} or one per column")
+        for x in items:
+            if x not in choices:
+                close = difflib.get_close_matches(str(x), choices, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{x!r} is not one of {list(choices)}{hint}")
+        return v
+    return PlainValidator(check)
+
+
+Num = Annotated[Any, PlainValidator(_num_or_list)]
+MarginMode = Annotated[Any, _choice_or_list("cross", "isolated")]
+CallResponse = Annotated[Any, _choice_or_list("none", "reduce", "top_up")]
+AfterLiquidation = Annotated[Any, _choice_or_list("stop", "continue")]
+Excess = Annotated[Any, _choice_or_list("clip", "reject")]
+
+
+def _canonical_time(v: Any, name: str) -> str | None:
+    """An instant as canonical text, so equal instants written differently give one run id:
+    ``YYYY-MM-DD`` at midnight UTC, else ``YYYY-MM-DDTHH:MM:SS[.mmm]Z``."""
+    from backtest.data.timeutil import parse_time
+
+    if v is None:
+        return None
+    if isinstance(v, dt.date) and not isinstance(v, dt.datetime):  # a TOML local date
+        v = v.isoformat()
+    ms = parse_time(v, name=name)
+    if ms % 86_400_000 == 0:
+        return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).date().isoformat()
+    stamp = dt.datetime.fromtimestamp(ms // 1000, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return stamp + (f".{ms % 1000:03d}" if ms % 1000 else "") + "Z"
+
+
+# ---------------------------------------------------------------------------------------------
+# the tables
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: a string "10" where a number is expected is a mistake in a hand-written file
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class DataConfig(_Strict):
@@ -33,12 +96,35 @@ class DataConfig(_Strict):
     exchange: str = "binanceusdm"
     symbol: str = "BTC/USDT:USDT"
     timeframe: str = "1h"
-    start: str | None = Field(None, description="first bar open time (ISO date, inclusive)")
-    end: str | None = Field(None, description="end of the range (ISO date, exclusive)")
+    start: Any = Field(None, description="first bar open time (ISO date/time or ms, inclusive)")
+    end: Any = Field(None, description="end of the range (ISO date/time or ms, exclusive)")
     root: str | None = Field(None, description="store root; default data/ then data/sample")
     iv: str | None = Field(None, description="implied-vol index as 'exchange/name', e.g. 'deribit/BTC-DVOL'")
     allow_mark_fallback: bool = False
     allow_gaps: bool = False
+
+    @field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, v: str) -> str:
+        from backtest.data.timeutil import is_calendar
+
+        if is_calendar(v):  # also raises for a malformed timeframe
+            raise ValueError(f"timeframe {v!r} has bars of varying length; use s, m, h, d or w timeframes")
+        return v
+
+    @field_validator("start", "end", mode="plain")
+    @classmethod
+    def _time(cls, v: Any, info: Any) -> str | None:
+        if isinstance(v, bool) or not (v is None or isinstance(v, (str, int, dt.date))):
+            raise ValueError(f"expected an ISO date/time or milliseconds, got {v!r}")
+        out = _canonical_time(v, info.field_name)
+        start = info.data.get("start") if info.field_name == "end" else None
+        if out is not None and start is not None:
+            from backtest.data.timeutil import parse_time
+
+            if parse_time(out) <= parse_time(start):
+                raise ValueError(f"the date range is empty: end={out!r} is not after start={start!r}")
+        return out
 
     @field_validator("iv")
     @classmethod
@@ -49,24 +135,25 @@ class DataConfig(_Strict):
 
 
 class AccountConfig(_Strict):
-    """Engine account settings (see ``backtest.engine.settings.Account``); lists give one value per column."""
+    """Engine account settings (see ``backtest.engine.settings.Account``); a list gives one value
+    per column of the simulation."""
 
     initial_capital: Num = 10_000.0
-    margin_mode: Literal["cross", "isolated"] | list[Literal["cross", "isolated"]] = "cross"
+    margin_mode: MarginMode = "cross"
     leverage: Num = 20.0
     margin_call_threshold: Num = 0.8
-    margin_call_response: Literal["none", "reduce", "top_up"] | list[Literal["none", "reduce", "top_up"]] = "none"
+    margin_call_response: CallResponse = "none"
     margin_call_target: Num = 0.5
     reserve: Num = 0.0
-    after_liquidation: Literal["stop", "continue"] | list[Literal["stop", "continue"]] = "stop"
-    excess: Literal["clip", "reject"] | list[Literal["clip", "reject"]] = "clip"
+    after_liquidation: AfterLiquidation = "stop"
+    excess: Excess = "clip"
     fee_rate: Num | None = None
     slippage: Num = 0.0
     lag: int = Field(1, ge=0)
 
 
 class StrategyConfig(_Strict):
-    name: str
+    name: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict, description="values or lists (a grid)")
     filter: str | None = None
     filter_params: dict[str, Any] = Field(default_factory=dict)
@@ -75,9 +162,9 @@ class StrategyConfig(_Strict):
 class PerpConfig(_Strict):
     """A short-perp simulation: a strategy x a policy grid, all columns of one engine run."""
 
-    name: str
+    name: str = Field(min_length=1)
     strategy: StrategyConfig = StrategyConfig(name="short_hold")
-    policies: list[Any] = Field(default_factory=lambda: ["const(1)"])
+    policies: list[Any] = Field(default_factory=lambda: ["const(1)"], min_length=1)
     account: AccountConfig = AccountConfig()
 
 
@@ -85,7 +172,7 @@ class PutsConfig(_Strict):
     """Rolled long puts (``backtest.options.PutSettings`` fields in ``settings``); an optional
     ``long_put`` strategy decides when puts are held."""
 
-    name: str
+    name: str = Field(min_length=1)
     strategy: StrategyConfig | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
 
@@ -93,20 +180,49 @@ class PutsConfig(_Strict):
 class ProductConfig(_Strict):
     """Inverse leveraged products (``backtest.products.ProductSettings`` fields in ``settings``)."""
 
-    name: str
+    name: str = Field(min_length=1)
     settings: dict[str, Any] = Field(default_factory=dict)
+
+
+def _rankable() -> tuple[str, ...]:
+    from backtest.report.collect import RANKABLE
+
+    return RANKABLE
+
+
+def _metric_name(v: str) -> str:
+    keys = _rankable()
+    if v not in keys:
+        close = difflib.get_close_matches(v, keys, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"choose one of {', '.join(keys)}"
+        raise ValueError(f"{v!r} is not a rankable metric; {hint}")
+    return v
 
 
 class SweepConfig(_Strict):
     """How ``backtest sweep`` summarises a grid: rank by ``metric``, heatmap of ``x`` by ``y``
-    (column levels: strategy parameters or ``policy``)."""
+    (column levels: strategy parameters, ``filter.<param>`` or ``policy``)."""
 
     x: str
     y: str = "policy"
     metric: str = "sharpe"
+    result: str | None = Field(None, description="name of the [[perp]] swept; default the first")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        return _metric_name(v)
+
+    @model_validator(mode="after")
+    def _axes(self) -> "SweepConfig":
+        if self.x == self.y:
+            raise ValueError(f"x and y are both {self.x!r}; the heatmap needs two different column levels")
+        return self
 
 
 class RunConfig(_Strict):
+    """One run: a data set and the simulations compared in one report (see ``docs/runner.md``)."""
+
     title: str = "Backtest"
     rank_by: str = "calmar"
     reports_dir: str = "reports"
@@ -116,46 +232,102 @@ class RunConfig(_Strict):
     products: list[ProductConfig] = Field(default_factory=list)
     sweep: SweepConfig | None = None
 
+    @field_validator("rank_by")
+    @classmethod
+    def _rank_by(cls, v: str) -> str:
+        return _metric_name(v)
+
+    def content(self) -> dict[str, Any]:
+        """The resolved config (defaults filled in) as JSON-able data, without ``reports_dir``:
+        where a report is written is not part of what it computes."""
+        return self.model_dump(mode="json", exclude={"reports_dir"})
+
     def digest(self, data_fingerprint: str = "") -> str:
-        """Content hash of the resolved config and the data's fingerprint."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """sha256 hex of the resolved content (:meth:`content`, keys sorted) and the data's
+        fingerprint: equal for configs that differ only in key order, layout, comments or
+        spelled-out defaults."""
+        blob = json.dumps(self.content(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256((blob + "|" + data_fingerprint).encode()).hexdigest()
 
     def run_id(self, data_fingerprint: str = "") -> str:
+        """``<title slug>-<first 12 hex digits of digest>``, e.g. ``btc-short-0917a59291ab``."""
         slug = re.sub(r"[^a-z0-9]+", "-", self.title.lower()).strip("-")[:40] or "run"
         return f"{slug}-{self.digest(data_fingerprint)[:12]}"
 
 
+# ---------------------------------------------------------------------------------------------
+# reading and error reports
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model class inside ``X``, ``list[X]`` or ``X | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (list, typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _model_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """Field names of the table that holds the key at ``loc``."""
+    model: type[BaseModel] | None = RunConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _model_of(field.annotation) if field is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
-    lines = []
+    lines: dict[str, str] = {}
     for e in err.errors():
-        path = ""
-        for part in e["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        msg = e["msg"]
+        path = _path(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see README, 'Run configuration')"
-        lines.append(f"  {path or '<root>'}: {msg}")
-    return f"{source}: {len(lines)} invalid field(s):\n" + "\n".join(lines)
+            known = _known_keys(e["loc"])
+            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else
+                                   f"; known keys here: {', '.join(known)}")
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.setdefault(path, msg)
+    head = f"{source}: {len(lines)} invalid field(s): {', '.join(lines)}"
+    return head + "\n" + "\n".join(f"  {p}: {m}" for p, m in lines.items())
 
 
 def parse_config(doc: dict[str, Any], *, source: str = "config") -> RunConfig:
+    """Validate a config document (the parsed TOML); raises :class:`ConfigError` listing every
+    invalid field with its path."""
     try:
         return RunConfig.model_validate(doc)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a TOML run configuration."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The parsed TOML document; :class:`ConfigError` for a missing file or bad TOML."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a TOML run config")
     try:
-        doc = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(doc, source=str(path))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML run configuration."""
+    return parse_config(read_toml(path), source=str(path))
 
 
 MAIN_JOB = Path(__file__).with_name("main_job.toml")

@@ -1,29 +1,52 @@
-"""Execute a run configuration: load data, build targets, simulate, write the report."""
+"""Execute a run configuration: check it, load data, build targets, simulate, write the report."""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import hashlib
+import json
+import shutil
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from backtest.result import SimResult
+from backtest.runner.checks import check_settings, settings_error, unknown_fields
 from backtest.runner.config import ConfigError, PerpConfig, ProductConfig, PutsConfig, RunConfig
+from backtest.runner.labels import relabel
 
 Log = Callable[[str], None]
+# extra files of a report folder, computed from the collected report data and the column levels
+# before anything is written: (run data, {result name: level frame}) -> {file name: text}
+Extras = Callable[[Any, dict[str, pd.DataFrame]], Mapping[str, str]]
 
 
 @dataclass
 class RunOutcome:
+    """What :func:`execute` did.
+
+    Attributes
+    ----------
+    run_id : ``<title slug>-<12 hex digits>`` (see :meth:`RunConfig.run_id`).
+    out_dir : the report folder (absolute).
+    results : simulation name -> result, with the readable column labels of the report.
+    levels : simulation name -> level frame (index = column label, one column per grid level).
+    metrics : the ``metrics.json`` document written.
+    notes : data notes (fallbacks, filled or missing ranges).
+    seconds : wall time of the run.
+    """
+
     run_id: str
     out_dir: Path
     results: dict[str, SimResult]
+    levels: dict[str, pd.DataFrame] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -32,21 +55,8 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _settings(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Build a settings dataclass, naming unknown fields with a suggestion."""
-    known = [f.name for f in dataclasses.fields(cls)]
-    bad = [k for k in values if k not in known]
-    if bad:
-        hints = []
-        for k in bad:
-            close = difflib.get_close_matches(k, known, n=1)
-            hints.append(f"{where}.{k}: unknown setting" + (f" (did you mean {close[0]!r}?)" if close else
-                                                             f"; known: {', '.join(known)}"))
-        raise ConfigError("\n".join(hints))
-    return cls(**values)
-
-
 def load_data(cfg: RunConfig) -> Any:
+    """The run's :class:`~backtest.data.marketdata.MarketData` (``[data]`` table)."""
     from backtest.data import load_market_data
 
     d = cfg.data
@@ -55,7 +65,29 @@ def load_data(cfg: RunConfig) -> Any:
                             allow_mark_fallback=d.allow_mark_fallback, allow_gaps=d.allow_gaps)
 
 
-def _perp(cfg: PerpConfig, where: str, md: Any, spec: Any) -> SimResult:
+def market_fingerprint(spec: Any) -> str:
+    """sha256 hex of a market spec's content (contract terms, fees, tier tables and history)."""
+    def plain(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj):
+            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, (list, tuple)):
+            return [plain(x) for x in obj]
+        return obj
+
+    blob = json.dumps(plain(spec), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _settings(cls: type, values: dict[str, Any], where: str) -> Any:
+    bad = unknown_fields(cls, values, where)
+    if bad:
+        raise ConfigError("\n".join(bad))
+    return cls(**values)
+
+
+def _perp(cfg: PerpConfig, md: Any, spec: Any) -> tuple[SimResult, pd.Index]:
     from backtest.engine import Account, simulate_perp
     from strategies.policies import build_targets
 
@@ -63,85 +95,149 @@ def _perp(cfg: PerpConfig, where: str, md: Any, spec: Any) -> SimResult:
                                             filter=cfg.strategy.filter,
                                             filter_params=cfg.strategy.filter_params or None, spec=spec)
     account = Account(**cfg.account.model_dump())
-    return simulate_perp(md, target, spec, account, policy, columns=columns)
+    return simulate_perp(md, target, spec, account, policy, columns=columns), columns
 
 
-def _puts(cfg: PutsConfig, where: str, md: Any, currency: str) -> SimResult:
+def _puts(cfg: PutsConfig, where: str, md: Any, spec: Any) -> tuple[SimResult, pd.Index]:
     from backtest.options import PutSettings, simulate_puts
 
     values = dict(cfg.settings)
-    hold = None
-    columns = None
+    hold = columns = None
     if cfg.strategy is not None:
         import strategies
         from strategies.long_put import settings_of
 
-        if cfg.strategy.name != "long_put":
-            raise ConfigError(f"{where}.strategy.name={cfg.strategy.name!r}: puts take the 'long_put' strategy")
         sig = strategies.signals(md, "long_put", cfg.strategy.params or None, filter=cfg.strategy.filter,
                                  filter_params=cfg.strategy.filter_params or None)
         hold = sig.to_numpy(dtype=np.float64)
         values = settings_of(sig.columns) | values
         columns = sig.columns
     settings = _settings(PutSettings, values, f"{where}.settings")
-    return simulate_puts(md, settings, hold=hold, columns=columns, currency=currency)
+    # a coin account is named after the coin by the simulator; a USD account after the margin
+    # currency of a linear market (USDT), else USD
+    currency = None if settings.settlement == "coin" else ("USD" if spec.inverse else spec.settle)
+    res = simulate_puts(md, settings, hold=hold, columns=columns, currency=currency)
+    return res, res.columns
 
 
-def _products(cfg: ProductConfig, where: str, md: Any, currency: str) -> SimResult:
+def _products(cfg: ProductConfig, where: str, md: Any, spec: Any) -> tuple[SimResult, pd.Index]:
     from backtest.products import ProductSettings, simulate_product
 
     settings = _settings(ProductSettings, dict(cfg.settings), f"{where}.settings")
-    return simulate_product(md, settings, currency=currency)
+    # products are bought with USD (investment), whatever margins the backing perp
+    res = simulate_product(md, settings, currency="USD" if spec.inverse else spec.settle)
+    return res, res.columns
 
 
-def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log = _stderr,
-            source_config: dict[str, Any] | None = None) -> RunOutcome:
-    """Run every simulation of ``cfg`` on one data set and write one comparison report.
+def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr
+                 ) -> tuple[dict[str, SimResult], dict[str, pd.DataFrame]]:
+    """Run every simulation of ``cfg``; results carry readable column labels.
 
-    Errors in the simulations' settings are collected and raised together as a
-    :class:`ConfigError`; nothing is written then. The report folder is written atomically,
-    so a failing run never leaves a half-written report or damages an earlier one.
+    Raises
+    ------
+    ConfigError
+        Listing the settings problem of every simulation that failed validation (a ValueError
+        from a strategy, policy, engine or instrument); nothing is returned then.
     """
-    from backtest.data import default_root
-    from backtest.market import load_market
-    from backtest.report import write_report
-
-    t0 = time.perf_counter()
-    if not (cfg.perp or cfg.puts or cfg.products):
-        raise ConfigError("the config defines no simulation: add a [[perp]], [[puts]] or [[products]] table")
-    names = [s.name for s in (*cfg.perp, *cfg.puts, *cfg.products)]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ConfigError(f"simulation names {dup} are used twice; every [[perp]]/[[puts]]/[[products]] needs a distinct name")
-
-    log(f"loading {cfg.data.exchange} {cfg.data.symbol} {cfg.data.timeframe} ({cfg.data.start} .. {cfg.data.end})")
-    md = load_data(cfg)
-    notes = list(md.notes)
-    spec = load_market(cfg.data.exchange, cfg.data.symbol, data_dir=cfg.data.root or default_root())
-    log(f"  {md.n} bars from {md.source}; {len(md.funding)} funding prints")
-
-    results: dict[str, SimResult] = {}
-    errors: list[str] = []
-    jobs: list[tuple[str, str, Callable[[], SimResult]]] = []
+    jobs: list[tuple[str, str, Callable[[], tuple[SimResult, pd.Index]]]] = []
     for k, p in enumerate(cfg.perp):
-        jobs.append((p.name, f"perp[{k}]", lambda p=p, k=k: _perp(p, f"perp[{k}]", md, spec)))
+        jobs.append((p.name, f"perp[{k}]", lambda p=p: _perp(p, md, spec)))
     for k, p in enumerate(cfg.puts):
-        jobs.append((p.name, f"puts[{k}]", lambda p=p, k=k: _puts(p, f"puts[{k}]", md, spec.settle)))
+        jobs.append((p.name, f"puts[{k}]", lambda p=p, k=k: _puts(p, f"puts[{k}]", md, spec)))
     for k, p in enumerate(cfg.products):
-        jobs.append((p.name, f"products[{k}]", lambda p=p, k=k: _products(p, f"products[{k}]", md, spec.settle)))
+        jobs.append((p.name, f"products[{k}]", lambda p=p, k=k: _products(p, f"products[{k}]", md, spec)))
+    results: dict[str, SimResult] = {}
+    levels: dict[str, pd.DataFrame] = {}
+    errors: list[str] = []
     for name, where, job in jobs:
         log(f"simulating {name}")
         try:
-            results[name] = job()
-        except ConfigError as exc:
-            errors.append(str(exc))
-        except ValueError as exc:  # settings/strategy/policy/instrument validation errors
-            errors.append(f"{where} ({name}): {exc}")
+            res, grid = job()
+        except ConfigError as exc:  # already '<path>: <reason>' lines
+            errors.extend(str(exc).splitlines())
+            continue
+        except ValueError as exc:  # settings, strategy, policy, engine or instrument validation
+            errors.append(f"{where}: [{name}] {exc}")
+            continue
+        results[name], levels[name] = relabel(res, grid)
+        log(f"  {res.n_cols} column(s)")
     if errors:
-        raise ConfigError(f"{len(errors)} problem(s) in the run's settings:\n  " + "\n  ".join(errors))
+        raise settings_error(errors)
+    return results, levels
 
-    run_id = cfg.run_id(md.fingerprint)
-    out_dir = Path(reports_dir or cfg.reports_dir) / run_id
+
+def _publish(run: Any, out_dir: Path, files: Mapping[str, str]) -> Path:
+    """Write the report (and extra files) so the folder appears complete or not at all."""
+    from backtest.report import store_run
+    from backtest.report.store import _fsync_tree, _swap_into_place
+
+    if not files:
+        return store_run(run, out_dir)
+    out_dir = out_dir.resolve()
+    staging = out_dir.with_name(f".{out_dir.name}.staging-{uuid.uuid4().hex}")
+    try:
+        store_run(run, staging)
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        _fsync_tree(staging)
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log = _stderr,
+            source_config: dict[str, Any] | None = None, extras: Extras | None = None) -> RunOutcome:
+    """Run every simulation of ``cfg`` on one data set and write one comparison report.
+
+    Parameters
+    ----------
+    cfg : the validated run configuration.
+    reports_dir : parent folder of the report (default ``cfg.reports_dir``); the report goes to
+        ``<reports_dir>/<run id>`` and replaces an earlier report of the same id.
+    log : receives progress lines.
+    source_config : the config as written (path and parsed TOML), stored in ``config.json``.
+    extras : computes extra files of the report folder (``backtest sweep``: ``sweep.csv``,
+        ``heatmap.html``) before anything is written.
+
+    Returns
+    -------
+    RunOutcome
+
+    Raises
+    ------
+    ConfigError
+        Every settings problem (found before loading data, or by the simulations), together.
+    DataValidationError, FileNotFoundError
+        The data cannot be loaded (missing file, unknown symbol, empty range).
+
+    Nothing is written unless every step succeeds; the folder is moved into place complete, so
+    a failing run never leaves a half-written report and never damages an earlier one.
+    """
+    from backtest.data import default_root
+    from backtest.market import load_market
+    from backtest.report import collect
+
+    t0 = time.perf_counter()
+    problems = check_settings(cfg)
+    if problems:
+        raise settings_error(problems)
+
+    d = cfg.data
+    log(f"loading {d.exchange} {d.symbol} {d.timeframe} ({d.start or 'first bar'} .. {d.end or 'last bar'})")
+    md = load_data(cfg)
+    spec = load_market(d.exchange, d.symbol, data_dir=d.root or default_root())
+    notes = list(md.notes)
+    log(f"  {md.n} bars from {md.source}; {len(md.funding)} funding prints")
+    for note in notes:
+        log(f"  note: {note}")
+
+    results, levels = simulate_all(cfg, md, spec, log)
+
+    market_fp = market_fingerprint(spec)
+    run_id = cfg.run_id(f"data:{md.fingerprint}|market:{market_fp}")
+    out_dir = Path(reports_dir if reports_dir is not None else cfg.reports_dir) / run_id
     resolved = {
         "run_id": run_id,
         "config": cfg.model_dump(mode="json"),
@@ -150,30 +246,21 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
                  "first_bar": str(md.frame.index[0]), "last_bar": str(md.frame.index[-1]), "notes": notes},
         "market": {"exchange": spec.exchange, "symbol": spec.symbol, "inverse": spec.inverse,
                    "settle": spec.settle, "contract_size": spec.contract_size, "taker_fee": spec.taker_fee,
-                   "liquidation_fee_rate": spec.liquidation_fee_rate},
+                   "liquidation_fee_rate": spec.liquidation_fee_rate, "fingerprint": market_fp},
+        "columns": {name: {"levels": list(lv.columns),
+                           "values": {lab: [_plain(v) for v in row] for lab, row in zip(lv.index, lv.to_numpy())}}
+                    for name, lv in levels.items()},
     }
+    log("computing metrics")
+    run = collect(results, title=cfg.title, config=resolved, notes="\n".join(notes), rank_by=cfg.rank_by)
+    files = dict(extras(run, levels)) if extras is not None else {}
     log(f"writing report {out_dir}")
-    write_report(results, out_dir, title=cfg.title, config=resolved, notes="\n".join(notes), rank_by=cfg.rank_by)
-    return RunOutcome(run_id=run_id, out_dir=out_dir, results=results, notes=notes,
-                      seconds=time.perf_counter() - t0)
+    out_dir = _publish(run, out_dir, files)
+    seconds = time.perf_counter() - t0
+    log(f"done in {seconds:.1f} s")
+    return RunOutcome(run_id=run_id, out_dir=out_dir, results=results, levels=levels, metrics=run.metrics,
+                      notes=notes, seconds=seconds)
 
 
-def sweep_table(result: SimResult, metric: str) -> pd.DataFrame:
-    """Per-column USD metrics of a grid result, ranked by ``metric`` (best first)."""
-    from backtest.metrics import compute_metrics
-    from backtest.metrics.docs import COLUMN_KEYS
-
-    if metric not in COLUMN_KEYS:
-        close = difflib.get_close_matches(metric, COLUMN_KEYS, n=1)
-        raise ConfigError(f"sweep.metric={metric!r} is not a metric" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    m = compute_metrics(result, currency="usd")
-    rows = list(m["columns"].values())
-    cols = result.columns
-    frame = pd.DataFrame(rows)
-    if isinstance(cols, pd.MultiIndex):
-        for lvl, name in enumerate(cols.names):
-            frame.insert(lvl, name or f"level_{lvl}", cols.get_level_values(lvl))
-    else:
-        frame.insert(0, cols.name or "column", list(cols))
-    lower_better = metric in ("max_drawdown_duration_bars", "max_drawdown_duration_days", "ulcer_index", "fees")
-    return frame.sort_values(metric, ascending=lower_better, na_position="last").reset_index(drop=True)
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v

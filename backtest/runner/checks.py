@@ -1,0 +1,158 @@
+"""Checks of a run config that need the registries (strategies, policies, instrument settings)
+but no market data, so a misspelt name fails in a second instead of after loading the data.
+
+Every problem of every simulation is collected; :func:`check_settings` returns them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+from backtest.runner.config import PerpConfig, RunConfig, StrategyConfig
+
+
+def unknown_fields(cls: type, values: dict[str, Any], where: str) -> list[str]:
+    """Problems for keys of ``values`` that are not fields of the settings dataclass ``cls``."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    out = []
+    for k in values:
+        if k in known:
+            continue
+        close = difflib.get_close_matches(k, known, n=1)
+        out.append(f"{where}.{k}: unknown setting" + (f" (did you mean {close[0]!r}?)" if close
+                                                        else f"; known: {', '.join(known)}"))
+    return out
+
+
+def _strategy(cfg: StrategyConfig, where: str) -> list[str]:
+    import strategies
+
+    out = []
+    for key, name, sub, params in (("name", cfg.name, "params", cfg.params),
+                                   ("filter", cfg.filter, "filter_params", cfg.filter_params)):
+        if name is None:
+            continue
+        try:
+            strategy = strategies.get(name)
+        except ValueError as exc:
+            out.append(f"{where}.{key}: {exc}")
+            continue
+        try:
+            strategy.grid(params or None)
+        except ValueError as exc:
+            out.append(f"{where}.{sub}: {exc}")
+    if cfg.filter is None and cfg.filter_params:
+        out.append(f"{where}.filter_params: given without a filter; name the filter strategy, e.g. "
+                   "filter = 'bear_regime'")
+    return out
+
+
+def _policies(cfg: PerpConfig, where: str) -> list[str]:
+    from strategies.policies import expand
+
+    out = []
+    for i, item in enumerate(cfg.policies):
+        try:
+            expand([item])
+        except ValueError as exc:
+            out.append(f"{where}.policies[{i}]: {exc}")
+    return out
+
+
+def level_names(cfg: StrategyConfig) -> list[str]:
+    """Column levels a [[perp]] simulation of this strategy produces (see
+    :func:`strategies.signals` and :func:`strategies.build_targets`), in order."""
+    import strategies
+
+    def fields(name: str) -> list[str]:
+        return list(strategies.get(name).params.model_fields) or ["strategy"]
+
+    names = fields(cfg.name)
+    if cfg.filter is not None:
+        names += ["filter"] + [f"filter.{n}" for n in fields(cfg.filter)]
+    return names + ["policy"]
+
+
+def sweep_target(cfg: RunConfig) -> PerpConfig:
+    """The [[perp]] simulation a sweep summarises (``sweep.result``, default the first)."""
+    from backtest.runner.config import ConfigError
+
+    names = [p.name for p in cfg.perp]
+    if not names:
+        raise ConfigError("sweep: a sweep needs a [[perp]] table with a grid (strategy params and/or policies)")
+    want = cfg.sweep.result if cfg.sweep is not None else None
+    if want is None:
+        return cfg.perp[0]
+    if want not in names:
+        close = difflib.get_close_matches(want, names, n=1)
+        raise ConfigError(f"sweep.result: {want!r} names no [[perp]] simulation"
+                          + (f" (did you mean {close[0]!r}?)" if close else f"; [[perp]] names: {names}"))
+    return cfg.perp[names.index(want)]
+
+
+def _sweep(cfg: RunConfig) -> list[str]:
+    from backtest.runner.config import ConfigError
+
+    try:
+        target = sweep_target(cfg)
+    except ConfigError as exc:
+        return [str(exc)]
+    try:
+        levels = level_names(target.strategy)
+    except ValueError:
+        return []  # the strategy name itself is reported by _strategy
+    out = []
+    for axis in ("x", "y"):
+        name = getattr(cfg.sweep, axis)
+        if name not in levels:
+            close = difflib.get_close_matches(name, levels, n=1)
+            out.append(f"sweep.{axis}: {name!r} is not a column level of [[perp]] {target.name!r}"
+                       + (f" (did you mean {close[0]!r}?)" if close else "") + f"; levels: {', '.join(levels)}")
+    return out
+
+
+def check_settings(cfg: RunConfig) -> list[str]:
+    """Every problem found without data, as ``'<key path>: <reason>'``: simulation names, strategy and filter names and
+    parameters, policy strings, put/product setting names, sweep levels. Empty when all is well."""
+    from backtest.options import PutSettings
+    from backtest.products import ProductSettings
+
+    sims = [(f"perp[{k}]", p.name) for k, p in enumerate(cfg.perp)]
+    sims += [(f"puts[{k}]", p.name) for k, p in enumerate(cfg.puts)]
+    sims += [(f"products[{k}]", p.name) for k, p in enumerate(cfg.products)]
+    if not sims:
+        return ["config: it defines no simulation; add a [[perp]], [[puts]] or [[products]] table"]
+    out = []
+    seen: dict[str, str] = {}
+    for where, name in sims:
+        if name in seen:
+            out.append(f"{where}.name: {name!r} is already used by {seen[name]}; give every simulation a "
+                       "distinct name")
+        seen.setdefault(name, where)
+    for k, p in enumerate(cfg.perp):
+        out += _strategy(p.strategy, f"perp[{k}].strategy")
+        out += _policies(p, f"perp[{k}]")
+    for k, p in enumerate(cfg.puts):
+        if p.strategy is not None:
+            if p.strategy.name != "long_put":
+                out.append(f"puts[{k}].strategy.name: puts take the 'long_put' strategy, not {p.strategy.name!r}")
+            else:
+                out += _strategy(p.strategy, f"puts[{k}].strategy")
+        out += unknown_fields(PutSettings, p.settings, f"puts[{k}].settings")
+    for k, p in enumerate(cfg.products):
+        out += unknown_fields(ProductSettings, p.settings, f"products[{k}].settings")
+    if cfg.sweep is not None:
+        out += _sweep(cfg)
+    return out
+
+
+def settings_error(problems: list[str]) -> "ConfigError":
+    """One :class:`ConfigError` for many ``'<key path>: <reason>'`` problems: a first line naming
+    every path, then one indented line per problem."""
+    from backtest.runner.config import ConfigError
+
+    paths = list(dict.fromkeys(p.split(": ", 1)[0] for p in problems))
+    body = "\n".join("  " + p.replace("\n", "\n    ") for p in problems)
+    return ConfigError(f"{len(problems)} problem(s) in the run's settings: {', '.join(paths)}\n{body}")
