@@ -129,7 +129,13 @@ def simulate_perp(
         raise EngineInputError(f"unknown series {unknown}; choose from {', '.join(SERIES)}")
     keep = [s for s in SERIES if s in wanted or s in REQUIRED_SERIES]
     omap = np.array([keep.index(s) if s in keep else -1 for s in SERIES], dtype=np.int64)
-    out, fills, fund, calls, liqs, nfl, nfu, nca, nli = nb.simulate_nb(
+    nfe = bars.fe_bar.shape[0]
+    out = np.empty((len(keep), m, n), dtype=np.float64)
+    fills = np.empty(2 * n * m, dtype=RECORD_DTYPES["fills"])
+    fund = np.empty(max(nfe * m, 1), dtype=RECORD_DTYPES["funding"])
+    calls = np.empty(n * m, dtype=RECORD_DTYPES["margin_calls"])
+    liqs = np.empty(2 * n * m, dtype=RECORD_DTYPES["liquidations"])
+    nfl, nfu, nca, nli = nb.simulate_nb(
         bars.open, bars.mark_open, bars.mark_high, bars.mark_low, bars.mark_close,
         bars.fe_bar, bars.fe_time, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
         tgt, int(account.lag), bool(spec.inverse), float(spec.contract_size), float(spec.lot_size),
@@ -139,9 +145,8 @@ def simulate_perp(
         acc["call_response"], acc["call_target"], acc["reserve"], acc["after_liq"], acc["excess"],
         acc["fee_rate"], acc["slippage"],
         pol["policy_kind"], pol["max_drawdown"], pol["floor"], pol["multiplier"], pol["ratchet"],
-        pol["max_exposure"], omap,
+        pol["max_exposure"], omap, out, fills, fund, calls, liqs,
     )
-    nfe = bars.fe_bar.shape[0]
     records = {
         "fills": _compact(fills, nfl, 2 * n),
         "funding": _compact(fund, nfu, nfe),
@@ -168,15 +173,9 @@ def simulate_perp(
 
 def _compact(buf: np.ndarray, counts: np.ndarray, stride: int) -> np.ndarray:
     """Gather the used part of each column's slice (column order, then event order)."""
-    total = int(counts.sum())
-    out = np.empty(total, dtype=buf.dtype)
-    k = 0
-    for j, c in enumerate(counts):
-        c = int(c)
-        if c:
-            out[k:k + c] = buf[j * stride: j * stride + c]
-            k += c
-    return out
+    if len(counts) == 1:  # one column: its slice is already compact (a view, no copy)
+        return buf[: int(counts[0])]
+    return nb.compact_nb(buf, counts, int(stride), np.empty(int(counts.sum()), dtype=buf.dtype))
 
 
 def raw_outputs(result: SimResult) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

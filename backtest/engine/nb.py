@@ -65,7 +65,7 @@ def fits_nb(need, avail):
     return need <= avail + CHECK_RTOL * (abs(need) + abs(avail))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def order_allowed_nb(new_c, C, EP, W, M, cross, pf, e_open, ncap, cs, inverse, lev, fr):
     """(a) tier cap ``N <= Ncap``; (b) available margin (cross: ``N/L + fee <= E_open``;
     isolated increase: ``dN/L + fee <= W``; isolated flip: ``N/L + fee <= W after the close``)."""
@@ -123,11 +123,10 @@ def flex_nb(a, i, col):
 
 
 @njit(cache=True, inline="always")
-def put_nb(out, omap, s, j, i, val):
-    """Store series ``s`` if it was requested (``omap[s]`` is its slot, -1 = not stored)."""
-    k = omap[s]
-    if k >= 0:
-        out[k, j, i] = val
+def put_nb(out, slot, j, i, val):
+    """Store a series value if the series was requested (``slot`` -1 = not stored)."""
+    if slot >= 0:
+        out[slot, j, i] = val
 
 
 @njit(cache=True, inline="always")
@@ -237,24 +236,23 @@ def tier_cap_nb(tiers, ver, nt, leverage):
     return cap
 
 
-@njit(cache=True)
-def levels_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr):
-    """Liquidation price and margin-call price of the current position (0.0 = none).
-
-    ``MB(P) - MM(P)`` is monotone in the price for a fixed position (MM has slope ``mmr < 1``
-    in the notional), so "ratio >= theta at price P" is exactly "P at or past the theta-price";
-    the kernel compares prices and re-solves only when the position or its balance changes.
-    """
-    if C == 0.0:
-        return 0.0, 0.0
-    lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
-    pc = lp if thr >= 1.0 else solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
-    return lp, pc
+@njit(cache=True, inline="always")
+def ratio_past_nb(C, EP, B, price, cs, inverse, tiers, ver, nt, theta):
+    """Direct check: margin ratio ``MM/MB >= theta`` at ``price`` (``MB <= 0`` counts)."""
+    mb = B + upnl_nb(C, EP, price, cs, inverse)
+    mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(price, cs, inverse))
+    return mb <= 0.0 or mm >= theta * mb
 
 
 @njit(cache=True, inline="always")
 def past_nb(C, price, level):
-    """True when ``price`` is at or beyond ``level`` on the position's adverse side."""
+    """True when ``price`` is at or beyond ``level`` on the position's adverse side.
+
+    ``MB(P) - MM(P)`` is monotone in the price for a fixed position (MM grows with slope
+    ``mmr < 1`` in the notional), so "ratio >= theta at P" is exactly "P at or past the
+    theta-price": while the position and its balance are unchanged the kernel compares prices
+    with cached levels; right after a change it checks the ratio directly and solves a level
+    only when it needs the price itself (an event, or the ``liq_price`` output)."""
     if level == LEVEL_ALL:
         return True
     if level <= 0.0:
@@ -283,6 +281,10 @@ def simulate_col_nb(
     nc = 0
     nl = 0
 
+    # series slots as local scalars: stores into ``out`` cannot alias them, so they stay in
+    # registers instead of being reloaded after every store
+    o0, o1, o2, o3, o4 = omap[0], omap[1], omap[2], omap[3], omap[4]
+    o5, o6, o7, o8, o9 = omap[5], omap[6], omap[7], omap[8], omap[9]
     W = init_cap
     M = 0.0
     C = 0.0
@@ -297,9 +299,10 @@ def simulate_col_nb(
     peak = init_cap
     cross = mode == CROSS
     ptr = 0
-    lp = 0.0        # liquidation price of the current state (0 = none)
-    pcall = 0.0     # margin-call price of the current state (0 = none)
-    dirty = True    # lp/pcall must be re-solved
+    lp = 0.0        # liquidation price of the current state (valid when lp_ok)
+    pcall = 0.0     # margin-call price of the current state (valid when pc_ok)
+    lp_ok = False
+    pc_ok = False
     ver = -1
     nt = 0
     ncap = 0.0      # tier cap (notional) at this column's leverage setting
@@ -309,19 +312,23 @@ def simulate_col_nb(
             ver = tier_ver[i]
             nt = ntiers[ver]
             ncap = tier_cap_nb(tiers, ver, nt, lev)
-            dirty = True
+            lp_ok = False
+            pc_ok = False
         mo = mark_open[i]
         if stopped:
             # frozen column: flat, no funding, equity = what is left
             while ptr < nfe and fe_bar[ptr] <= i:
                 ptr += 1
-            put_nb(out, omap, 0, j, i, W)
-            put_nb(out, omap, 1, j, i, W * mark_close[i] if inverse else W)
-            for k in range(2, 7):
-                put_nb(out, omap, k, j, i, 0.0)
-            put_nb(out, omap, 7, j, i, cum_fund)
-            put_nb(out, omap, 8, j, i, cum_fees)
-            put_nb(out, omap, 9, j, i, added)
+            put_nb(out, o0, j, i, W)
+            put_nb(out, o1, j, i, W * mark_close[i] if inverse else W)
+            put_nb(out, o2, j, i, 0.0)
+            put_nb(out, o3, j, i, 0.0)
+            put_nb(out, o4, j, i, 0.0)
+            put_nb(out, o5, j, i, 0.0)
+            put_nb(out, o6, j, i, 0.0)
+            put_nb(out, o7, j, i, cum_fund)
+            put_nb(out, o8, j, i, cum_fees)
+            put_nb(out, o9, j, i, added)
             continue
 
         # ---- 1. funding prints at the open instant: the position held going into the open pays
@@ -337,20 +344,21 @@ def simulate_col_nb(
                 cum_fund += amt
                 write_funding_nb(fund, uo + nu, i, j, fe_time[ptr], fe_rate[ptr], fe_mark[ptr], C, amt)
                 nu += 1
-                dirty = True
+                lp_ok = False
+                pc_ok = False
             ptr += 1
 
         # ---- 2. gap check: carried position liquidatable at the mark open
         if C != 0.0:
-            if dirty:
-                lp, pcall = levels_nb(C, EP, W if cross else M, cs, inverse, tiers, ver, nt, thr)
-                dirty = False
-            if past_nb(C, mo, lp):
+            B = W if cross else M
+            if past_nb(C, mo, lp) if lp_ok else ratio_past_nb(C, EP, B, mo, cs, inverse, tiers, ver, nt, 1.0):
+                if not lp_ok:
+                    lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
                 W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
                     i, j, liqs, lo + nl, nl, C, EP, W, M, cross, mo, lp if level_ok_nb(lp) else mo, 1, cs,
                     inverse, liq_fee, cum_fees, after_liq)
-                lp = 0.0
-                pcall = 0.0
+                lp_ok = False
+                pc_ok = False
 
         # ---- 3. fill at the open
         ti = i - lag
@@ -410,7 +418,8 @@ def simulate_col_nb(
                         W, M, C, EP, cum_fees, nf = apply_fill_nb(
                             i, j, fills, fo + nf, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev,
                             fr, cum_fees, status, RS_TARGET)
-                        dirty = True
+                        lp_ok = False
+                        pc_ok = False
 
         # ---- 4. funding prints strictly inside the bar: the position after the fill pays
         while ptr < nfe and fe_bar[ptr] == i:
@@ -423,18 +432,23 @@ def simulate_col_nb(
                 cum_fund += amt
                 write_funding_nb(fund, uo + nu, i, j, fe_time[ptr], fe_rate[ptr], fe_mark[ptr], C, amt)
                 nu += 1
-                dirty = True
+                lp_ok = False
+                pc_ok = False
             ptr += 1
 
         # ---- 5. margin check at the adverse mark extreme
         if C != 0.0 and not stopped:
-            if dirty:
-                lp, pcall = levels_nb(C, EP, W if cross else M, cs, inverse, tiers, ver, nt, thr)
-                dirty = False
             px = mark_high[i] if C < 0.0 else mark_low[i]
-            if not in_call and past_nb(C, px, pcall):
-                pc = mo if past_nb(C, mo, pcall) else pcall
-                B = W if cross else M
+            B = W if cross else M
+            if not in_call and (past_nb(C, px, pcall) if pc_ok else
+                                ratio_past_nb(C, EP, B, px, cs, inverse, tiers, ver, nt, thr)):
+                if past_nb(C, mo, pcall) if pc_ok else ratio_past_nb(C, EP, B, mo, cs, inverse, tiers, ver, nt, thr):
+                    pc = mo
+                else:
+                    if not pc_ok:
+                        pcall = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
+                        pc_ok = True
+                    pc = pcall if level_ok_nb(pcall) else px
                 mb_c = B + upnl_nb(C, EP, pc, cs, inverse)
                 mm_c = mm_nb(tiers, ver, nt, abs(C) * cval_nb(pc, cs, inverse))
                 ratio_c = mm_c / mb_c if mb_c > 0.0 else np.inf
@@ -452,7 +466,8 @@ def simulate_col_nb(
                         added += x
                         reserve_left -= x
                         amount = x
-                        dirty = True
+                        lp_ok = False
+                        pc_ok = False
                 elif resp == RESP_REDUCE and mb_c > 0.0:
                     # largest |C'| whose ratio at pc, after the reducing trade's slippage (and,
                     # in cross mode, its fee) has hit the backing balance, is at most tau:
@@ -487,7 +502,8 @@ def simulate_col_nb(
                         amount = abs(C) - newabs
                         W, M, C, EP, cum_fees, nf = apply_reduce_keep_nb(
                             i, j, fills, fo + nf, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr, cum_fees)
-                        dirty = True
+                        lp_ok = False
+                        pc_ok = False
                 r = calls[co + nc]
                 r["bar"] = i
                 r["col"] = j
@@ -497,10 +513,10 @@ def simulate_col_nb(
                 r["amount"] = amount
                 nc += 1
             if C != 0.0:
-                if dirty:
-                    lp, pcall = levels_nb(C, EP, W if cross else M, cs, inverse, tiers, ver, nt, thr)
-                    dirty = False
-                if past_nb(C, px, lp):
+                B = W if cross else M
+                if past_nb(C, px, lp) if lp_ok else ratio_past_nb(C, EP, B, px, cs, inverse, tiers, ver, nt, 1.0):
+                    if not lp_ok:
+                        lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
                     if level_ok_nb(lp):
                         gap = 1 if (C < 0.0 and mo >= lp) or (C > 0.0 and mo <= lp) else 0
                         trig = lp
@@ -510,37 +526,42 @@ def simulate_col_nb(
                     W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
                         i, j, liqs, lo + nl, nl, C, EP, W, M, cross, mo if gap else trig, trig, gap, cs,
                         inverse, liq_fee, cum_fees, after_liq)
-                    lp = 0.0
-                    pcall = 0.0
+                    lp_ok = False
+                    pc_ok = False
 
         # ---- 6. valuation at the mark close
         pcl = mark_close[i]
         upl = upnl_nb(C, EP, pcl, cs, inverse)
         eq = W + M + upl
-        put_nb(out, omap, 0, j, i, eq)
-        put_nb(out, omap, 1, j, i, eq * pcl if inverse else eq)
-        put_nb(out, omap, 2, j, i, C)
+        put_nb(out, o0, j, i, eq)
+        put_nb(out, o1, j, i, eq * pcl if inverse else eq)
+        put_nb(out, o2, j, i, C)
         if C != 0.0:
-            if dirty:
-                lp, pcall = levels_nb(C, EP, W if cross else M, cs, inverse, tiers, ver, nt, thr)
-                dirty = False
+            B = W if cross else M
             notional = C * cval_nb(pcl, cs, inverse)
-            put_nb(out, omap, 3, j, i, notional)
-            put_nb(out, omap, 4, j, i, abs(notional) / eq if eq > 0.0 else 0.0)
-            if omap[5] >= 0:
-                mb = (W if cross else M) + upl
+            put_nb(out, o3, j, i, notional)
+            put_nb(out, o4, j, i, abs(notional) / eq if eq > 0.0 else 0.0)
+            if o5 >= 0:
+                mb = B + upl
                 mm = mm_nb(tiers, ver, nt, abs(notional))
-                out[omap[5], j, i] = mm / mb if mb > 0.0 else 1.0
-            put_nb(out, omap, 6, j, i, lp if level_ok_nb(lp) else 0.0)
-            if not past_nb(C, pcl, pcall):
+                out[o5, j, i] = mm / mb if mb > 0.0 else 1.0
+            if o6 >= 0:
+                if not lp_ok:
+                    lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
+                    lp_ok = True
+                out[o6, j, i] = lp if level_ok_nb(lp) else 0.0
+            if in_call and not (past_nb(C, pcl, pcall) if pc_ok else
+                                ratio_past_nb(C, EP, B, pcl, cs, inverse, tiers, ver, nt, thr)):
                 in_call = False
         else:
-            for k in range(3, 7):
-                put_nb(out, omap, k, j, i, 0.0)
+            put_nb(out, o3, j, i, 0.0)
+            put_nb(out, o4, j, i, 0.0)
+            put_nb(out, o5, j, i, 0.0)
+            put_nb(out, o6, j, i, 0.0)
             in_call = False
-        put_nb(out, omap, 7, j, i, cum_fund)
-        put_nb(out, omap, 8, j, i, cum_fees)
-        put_nb(out, omap, 9, j, i, added)
+        put_nb(out, o7, j, i, cum_fund)
+        put_nb(out, o8, j, i, cum_fees)
+        put_nb(out, o9, j, i, added)
         e_prev = eq
         if eq > peak:
             peak = eq
@@ -563,7 +584,7 @@ def write_funding_nb(fund, slot, i, j, t, rate, mark, C, amt):
     r["amount"] = amt
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def apply_fill_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev, fr, cum_fees,
                   status, reason):
     """Trade from ``C`` to ``cs_t`` at ``pf``; fees from the wallet; isolated margin moves."""
@@ -711,28 +732,25 @@ def simulate_nb(
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
     pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
+    out, fills, fund, calls, liqs,
 ):
-    """Simulate all columns.
+    """Simulate all columns into buffers allocated by the caller (numpy allocates large arrays
+    on transparent huge pages, which makes first writes several times cheaper than numba's
+    allocator).
+
+    Buffers
+    -------
+    out : float64 (n_stored, n_cols, n_bars): series ``s`` of ``enums.SERIES`` goes to slot
+        ``omap[s]`` (-1 = not stored); each column's bars are contiguous
+    fills (2*n*m), fund (n_funding*m), calls (n*m), liqs (2*n*m) : record buffers, column ``j``
+        owning a fixed slice
 
     Returns
     -------
-    out : float64 (n_stored, n_cols, n_bars): series ``s`` of ``enums.SERIES`` is in slot
-        ``omap[s]`` (-1 = not stored); each column's bars are contiguous
-    fills, funding, calls, liqs : record buffers, column ``j`` owning a fixed slice
     n_fills, n_funding, n_calls, n_liqs : int64 (n_cols,) records used per column
     """
     n = open_.shape[0]
     m = init_cap.shape[0]
-    nfe = fe_bar.shape[0]
-    n_slots = 0
-    for s in range(omap.shape[0]):
-        if omap[s] >= 0:
-            n_slots += 1
-    out = np.empty((n_slots, m, n), dtype=np.float64)
-    fills = np.empty(2 * n * m, dtype=fill_dt)
-    fund = np.empty(max(nfe * m, 1), dtype=funding_dt)
-    calls = np.empty(n * m, dtype=margin_call_dt)
-    liqs = np.empty(2 * n * m, dtype=liquidation_dt)
     n_fills = np.zeros(m, dtype=np.int64)
     n_fund = np.zeros(m, dtype=np.int64)
     n_calls = np.zeros(m, dtype=np.int64)
@@ -749,4 +767,19 @@ def simulate_nb(
             pol_kind[jj], pol_maxdd[jj], pol_floor[jj], pol_mult[jj], pol_ratchet[jj], pol_maxexp[jj],
             omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
         )
-    return out, fills, fund, calls, liqs, n_fills, n_fund, n_calls, n_liqs
+    return n_fills, n_fund, n_calls, n_liqs
+
+
+@njit(cache=True, parallel=True)
+def compact_nb(buf, counts, stride, out):
+    """Gather each column's used records (``counts[j]`` from offset ``j*stride``) into ``out``."""
+    m = counts.shape[0]
+    starts = np.zeros(m, dtype=np.int64)
+    for j in range(1, m):
+        starts[j] = starts[j - 1] + counts[j - 1]
+    for j in prange(m):
+        src = j * stride
+        dst = starts[j]
+        for k in range(counts[j]):
+            out[dst + k] = buf[src + k]
+    return out
