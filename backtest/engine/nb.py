@@ -395,15 +395,7 @@ def simulate_col_nb(
                     if go and adds_exposure_nb(C, cs_t) and not order_allowed_nb(
                             cs_t, C, EP, W, M, cross, pf, e_open, ncap, cs, inverse, lev, fr):
                         if excess == EXCESS_REJECT:
-                            r = fills[fo + nf]
-                            r["bar"] = i
-                            r["col"] = j
-                            r["price"] = pf
-                            r["size"] = d
-                            r["notional"] = abs(d) * vf
-                            r["fee"] = 0.0
-                            r["status"] = ST_REJECTED
-                            r["reason"] = RS_TARGET
+                            write_fill_nb(fills, fo + nf, i, j, pf, d, abs(d) * vf, 0.0, ST_REJECTED, RS_TARGET)
                             nf += 1
                             go = False
                         else:
@@ -573,6 +565,19 @@ def simulate_col_nb(
 
 
 @njit(cache=True, inline="always")
+def write_fill_nb(fills, slot, i, j, price, size, notional, fee, status, reason):
+    r = fills[slot]
+    r["bar"] = i
+    r["col"] = j
+    r["price"] = price
+    r["size"] = size
+    r["notional"] = notional
+    r["fee"] = fee
+    r["status"] = status
+    r["reason"] = reason
+
+
+@njit(cache=True, inline="always")
 def write_funding_nb(fund, slot, i, j, t, rate, mark, C, amt):
     r = fund[slot]
     r["bar"] = i
@@ -636,15 +641,7 @@ def apply_fill_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inver
             else:
                 C = 0.0
                 EP = 0.0
-    r = fills[slot]
-    r["bar"] = i
-    r["col"] = j
-    r["price"] = pf
-    r["size"] = d
-    r["notional"] = abs(d) * vf
-    r["fee"] = fee
-    r["status"] = status
-    r["reason"] = reason
+    write_fill_nb(fills, slot, i, j, pf, d, abs(d) * vf, fee, status, reason)
     return W, M, C, EP, cum_fees, nf + 1
 
 
@@ -669,15 +666,7 @@ def apply_reduce_keep_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs
         if not cross:
             W += M
             M = 0.0
-    r = fills[slot]
-    r["bar"] = i
-    r["col"] = j
-    r["price"] = pf
-    r["size"] = d
-    r["notional"] = abs(d) * vf
-    r["fee"] = fee
-    r["status"] = ST_FILLED
-    r["reason"] = RS_CALL
+    write_fill_nb(fills, slot, i, j, pf, d, abs(d) * vf, fee, ST_FILLED, RS_CALL)
     return W, M, C, EP, cum_fees, nf + 1
 
 
