@@ -247,7 +247,12 @@ def _line_root(side: int, qty: float, entry: float, balance: float, mmr: float, 
     den = qty * m - side * qty
     if den == 0.0:
         return math.inf
-    return (balance + c - side * qty * entry) / den
+    num = balance + c - side * qty * entry
+    # a 1x long (B = Q*EP) makes the numerator vanish: rounding noise must not turn "no
+    # liquidation price" into a price of 1e-12
+    if abs(num) <= 1e-12 * (abs(balance) + abs(c) + qty * entry):
+        return 0.0
+    return num / den
 
 
 def liquidation_price(contracts: float, entry: float, balance: float, tiers,

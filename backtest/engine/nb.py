@@ -172,8 +172,9 @@ LEVEL_ALL = -1.0  # solve result: every positive price is past the level (balanc
 @njit(cache=True)
 def line_root_nb(s, q, ep, backing, mmr, cum, inverse):
     """Root of ``B + uPnL(P) = N(P)*mmr - cum`` on one tier's line (Binance's formulas);
-    ``inf`` when the line has no root. A denominator within 1e-12 (relative) of zero is zero,
-    so that an inverse 1x short has no liquidation price instead of one of 1e20."""
+    ``inf`` when the line has no root. A denominator (inverse) or numerator (linear) within
+    1e-12 (relative) of zero is zero, so that an inverse 1x short or a linear 1x long has no
+    liquidation price instead of one of 1e20 or 1e-12."""
     if inverse:
         den = backing + cum + s * q / ep
         if abs(den) <= 1e-12 * (abs(backing) + abs(cum) + q / ep):
@@ -182,7 +183,10 @@ def line_root_nb(s, q, ep, backing, mmr, cum, inverse):
     den = q * mmr - s * q
     if den == 0.0:
         return np.inf
-    return (backing + cum - s * q * ep) / den
+    num = backing + cum - s * q * ep
+    if abs(num) <= 1e-12 * (abs(backing) + abs(cum) + q * ep):  # a 1x long: no price, not 1e-12
+        return 0.0
+    return num / den
 
 
 @njit(cache=True)
