@@ -100,7 +100,7 @@ class PerpBars:
             if bad.any():
                 i = int(np.argmax(bad))
                 raise EngineInputError(
-                    f"{name} at bar {i} ({_ts_str(ts[i])}) is {a[i]!r}; prices must be finite and > 0 "
+                    f"{name} at bar {i} ({_ts_str(ts[i])}) is {float(a[i])!r}; prices must be finite and > 0 "
                     "(fill or drop the bar in the data, or allow the mark fallback in the loader)")
             arr[name] = a
         for pre in ("", "mark_"):
@@ -163,7 +163,7 @@ def map_funding(ts: np.ndarray, bar_ms: int, funding_time: Any, funding_rate: An
     if bad.any():
         i = int(np.argmax(bad))
         raise EngineInputError(
-            f"funding_rate at {_ts_str(t_raw[i])} is {rate[i]!r}; drop the print or fill it explicitly")
+            f"funding_rate at {_ts_str(t_raw[i])} is {float(rate[i])!r}; drop the print or fill it explicitly")
     if t_raw.size > 1 and not np.all(np.diff(t_raw) > 0):
         i = int(np.argmax(np.diff(t_raw) <= 0)) + 1
         raise EngineInputError(

@@ -158,7 +158,7 @@ def account_arrays(acc: Account, m: int, default_fee: float) -> dict[str, np.nda
         bad = ~ok(out[key])
         if bad.any():
             j = int(np.argmax(bad))
-            raise SettingsError(f"Account.{public.get(key, key)}={out[key][j]!r} (column {j}) must be {what}")
+            raise SettingsError(f"Account.{public.get(key, key)}={float(out[key][j])!r} (column {j}) must be {what}")
     bad = (out["call_response"] != CallResponse.NONE) & (out["call_target"] >= out["call_threshold"])
     if bad.any():
         j = int(np.argmax(bad))
@@ -190,7 +190,7 @@ def policy_arrays(pol: Policy, m: int) -> dict[str, np.ndarray]:
     for key, bad, what in checks:
         if bad.any():
             j = int(np.argmax(bad))
-            raise SettingsError(f"Policy.{key}={out[key][j]!r} (column {j}) must be {what}")
+            raise SettingsError(f"Policy.{key}={float(out[key][j])!r} (column {j}) must be {what}")
     return out
 
 
