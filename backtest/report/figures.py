@@ -247,6 +247,11 @@ def _price_figure(rf: ResultFrames, max_points: int) -> dict | None:
     if not (has_line or markers or rf.get("liq_price") is not None):
         return None
     _layout(fig, "Price with liquidations and margin calls", "price")
+    if has_line:
+        # a far-away liquidation price (a nearly flat position) must not squash the price line:
+        # show up to 3x the highest price; the lines beyond stay in the data (zoom out to see)
+        top = float(np.nanmax(rf.price))
+        fig.update_yaxes(range=[0.0, 3.0 * top])
     return to_spec(fig)
 
 
