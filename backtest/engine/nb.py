@@ -12,18 +12,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from backtest.engine.enums import fill_dt, funding_dt, liquidation_dt, margin_call_dt
-
 # Enum values repeated as module constants so numba folds them.
-ISOLATED = 0
 CROSS = 1
-RESP_NONE = 0
 RESP_REDUCE = 1
 RESP_TOP_UP = 2
 AFTER_STOP = 0
-EXCESS_CLIP = 0
 EXCESS_REJECT = 1
-POL_NONE = 0
 POL_DRAWDOWN = 1
 POL_CPPI = 2
 ST_FILLED = 0
