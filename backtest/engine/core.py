@@ -18,9 +18,9 @@ from backtest.result import REQUIRED_SERIES, SimResult
 def _bars_from(data: Any) -> PerpBars:
     if isinstance(data, PerpBars):
         return data
-    frame = getattr(data, "frame", None)
-    if isinstance(frame, pd.DataFrame):
-        return PerpBars.from_frame(frame, getattr(data, "funding", None), bar_ms=getattr(data, "bar_ms", None))
+    to_bars = getattr(data, "to_perp_bars", None)  # the loader's MarketData
+    if callable(to_bars):
+        return to_bars()
     if isinstance(data, pd.DataFrame):
         return PerpBars.from_frame(data)
     raise EngineInputError(
