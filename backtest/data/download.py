@@ -9,8 +9,10 @@ Guarantees (see docs/data.md):
   (the last stored candle + 1 bar) and, if ``since`` is earlier, the head up to
   ``covered_from``. A run whose range is already covered makes no data request.
 * **Resumable.** Pages are merged into the file one by one, atomically, and the tail's
-  ``covered_to`` advances with each page; a run killed at any page leaves a valid file and
-  the next run continues after the last stored row, with no gap and no duplicate.
+  ``covered_to`` advances with each page (empty pages included); a run killed at any page
+  leaves a valid file and the next run continues after the last stored row, with no gap and
+  no duplicate, and asks for no page twice, except the page that revealed a gap (see below)
+  when the kill hits the gap's first request.
 * **Closed candles only.** A candle is kept only if it closed by ``min(until, now)``
   (open time + timeframe <= that instant); funding prints only if earlier than it.
 * The store holds one contiguous verified range per dataset: a requested range that does
@@ -22,6 +24,15 @@ the last row received. An empty page means the exchange has nothing in the page'
 timeframe, or page size x 1 h for funding), which is how windowed endpoints such as Binance
 COIN-M get past the time before listing. Results note where the exchange had no candles at
 the start or end of the requested range.
+
+Some endpoints answer a window with its *newest* rows (Bybit funding history, OKX funding
+history; their lists are sorted newest first). A full page that starts after the cursor may
+therefore have lost rows at its start, so the gap between the cursor and the page's first row
+is requested again with an upper bound (ccxt's ``until``, or the raw parameter of
+:data:`backtest.data.fetch.RAW_UNTIL`), page by page backwards until a page is not full. While
+such a gap is open, the rows above it are stored with their verified range in the metadata
+(``pending_from``/``pending_to``), so a run killed inside the gap resumes the gap and fetches
+no page twice. An endpoint that ignores the upper bound is refused (it would leave a hole).
 """
 
 from __future__ import annotations
@@ -34,7 +45,8 @@ import numpy as np
 import pandas as pd
 
 from backtest.data.fetch import (
-    DownloadError, Retry, call, check_capability, check_symbol, check_timeframe, one_line, page_limit,
+    DEFAULT_PAGE_LIMIT, DownloadError, Retry, call, check_capability, check_symbol, check_timeframe, one_line,
+    page_limit, until_params,
 )
 from backtest.data.store import CANDLE_KINDS, KINDS, Store, merge_rows, read_file, read_meta, write_file
 from backtest.data.timeutil import iso, now_ms, parse_time, parse_timeframe
@@ -150,32 +162,51 @@ def _funding_frame(entries: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, int
     return frame.sort_values("timestamp", kind="stable").reset_index(drop=True), dropped
 
 
-def derive_intervals(ts: np.ndarray) -> np.ndarray:
+def derive_intervals(ts: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
     """Funding interval of each print in hours: the time since the previous print, on
-    timestamps rounded to the whole second (the exchange's ms jitter removed); the first print
-    takes the time to the next one; a single print gets NaN."""
+    timestamps rounded to the whole second (the exchange's ms jitter removed).
+
+    A print that starts a block (``starts[i]`` True; the first print always does) takes the time
+    to the next print instead: its predecessor is unknown or lies across a range not yet
+    downloaded. A block start without a successor gets NaN.
+    """
     t = (np.asarray(ts, dtype=np.int64) + 500) // 1000 * 1000
     out = np.full(t.shape, np.nan)
+    if t.size == 0:
+        return out
+    first = np.zeros(t.shape, dtype=bool) if starts is None else np.asarray(starts, dtype=bool).copy()
+    first[0] = True
     if t.size >= 2:
         d = np.diff(t) / HOUR_MS
         out[1:] = d
-        out[0] = d[0]
+        to_next = np.append(d, np.nan)
+        out[first] = to_next[first]
     return out
 
 
-def _merge_funding(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """Merge funding prints; fill ``interval_hours`` where unknown (NaN) with
-    :func:`derive_intervals`, and re-derive the old first print once it has a predecessor
-    (its time-to-next guess becomes the real time since the previous print)."""
-    merged = merge_rows(old, new)
-    ts = merged["timestamp"].to_numpy()
-    iv = merged["interval_hours"].to_numpy().copy()
-    fill = ~np.isfinite(iv)
-    if len(old) and ts[0] != old["timestamp"].iloc[0]:
-        fill |= ts == old["timestamp"].iloc[0]
-    iv[fill] = derive_intervals(ts)[fill]
-    merged["interval_hours"] = iv
-    return merged
+def _block_starts(ts: np.ndarray, gap_ends: Iterable[int]) -> np.ndarray:
+    """Mask of the prints that start a block: the first print, and the first print at or after
+    each end of a range that is not downloaded yet."""
+    starts = np.zeros(ts.shape, dtype=bool)
+    if ts.size:
+        starts[0] = True
+        for g in gap_ends:
+            j = int(np.searchsorted(ts, g, side="left"))
+            if j < ts.size:
+                starts[j] = True
+    return starts
+
+
+def _fill_intervals(frame: pd.DataFrame, starts: np.ndarray, redo: Iterable[int]) -> pd.DataFrame:
+    """Fill ``interval_hours`` where unknown (NaN), at block starts and at the timestamps in
+    ``redo`` (prints whose neighbour changed: former block starts), with :func:`derive_intervals`."""
+    ts = frame["timestamp"].to_numpy()
+    iv = frame["interval_hours"].to_numpy(dtype=np.float64).copy()
+    fill = ~np.isfinite(iv) | starts | np.isin(ts, np.fromiter(redo, dtype=np.int64))
+    if fill.any():
+        iv[fill] = derive_intervals(ts, starts)[fill]
+        frame = frame.assign(interval_hours=iv)
+    return frame
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,8 +253,9 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
     path = store.path(ex.id, symbol, kind, tf)
     label = f"{symbol} {kind}{' ' + tf if tf else ''}"
     market = ex.markets[symbol]
-    limit = ctx.limit or page_limit(ex, market, kind)
-    skip = (limit or 100) * (tf_ms if candle else HOUR_MS)
+    # a known page size is what tells a full (possibly cut) page from a complete one
+    limit = int(ctx.limit or page_limit(ex, market, kind) or DEFAULT_PAGE_LIMIT)
+    skip = limit * (tf_ms if candle else HOUR_MS)
 
     now = ctx.clock()
     end = now if until is None else min(until, now)
@@ -242,6 +274,10 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
         cov_from, cov_to = int(ts.min()), int(ts.max()) + step
     else:
         cov_from = cov_to = None
+    pending = None
+    if cov_to is not None and "pending_from" in meta and "pending_to" in meta:
+        pf, pt = int(meta["pending_from"]), int(meta["pending_to"])
+        pending = (pf, pt) if cov_to <= pf < pt else None
 
     segments: list[tuple[str, int, int]] = []
     if cov_from is None:
@@ -256,21 +292,42 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
             segments.append(("head", since, cov_from))
         segments.append(("tail", cov_to, stop))
 
-    state = {"rows": old if old is not None else None, "requests": 0, "cov_from": cov_from, "cov_to": cov_to}
+    state: dict[str, Any] = {"rows": old if old is not None else None, "requests": 0, "cov_from": cov_from,
+                             "cov_to": cov_to, "pending": pending, "dropped": 0, "starts": set()}
     notes: list[str] = []
     total_span = sum(max(0, b - a) for _, a, b in segments) or 1
     done_span = 0
+
+    def gap_ends() -> list[int]:
+        """Upper ends of the ranges inside the file that are not downloaded yet."""
+        out = []
+        rows = state["rows"]
+        if rows is not None and len(rows) and int(rows["timestamp"].iloc[0]) < state["cov_from"]:
+            out.append(state["cov_from"])  # a head being downloaded below the verified range
+        if state["pending"] is not None:
+            out.append(state["pending"][0])
+        return out
+
+    if kind == "funding" and old is not None and len(old):
+        ts0 = old["timestamp"].to_numpy()
+        state["starts"] = set(ts0[_block_starts(ts0, gap_ends())].tolist())
 
     def persist(new: pd.DataFrame | None) -> None:
         cur = state["rows"]
         if cur is None:
             cur = new.iloc[:0] if new is not None else _candles_frame([], kind) if candle else _funding_frame([])[0]
-        if new is not None and len(new):
-            merged = _merge_funding(cur, new) if kind == "funding" else merge_rows(cur, new)
-        else:
-            merged = cur
-        meta_out = {**meta, "exchange": ex.id, "symbol": symbol, "kind": kind,
-                    "covered_from": str(state["cov_from"]), "covered_to": str(state["cov_to"])}
+        merged = merge_rows(cur, new) if new is not None and len(new) else cur
+        if kind == "funding" and len(merged):
+            ts_m = merged["timestamp"].to_numpy()
+            state["rows"] = merged  # gap_ends() reads the merged rows
+            starts = _block_starts(ts_m, gap_ends())
+            merged = _fill_intervals(merged, starts, state["starts"])
+            state["starts"] = set(ts_m[starts].tolist())
+        meta_out = {k: v for k, v in meta.items() if k not in ("pending_from", "pending_to")}
+        meta_out.update({"exchange": ex.id, "symbol": symbol, "kind": kind,
+                         "covered_from": str(state["cov_from"]), "covered_to": str(state["cov_to"])})
+        if state["pending"] is not None:
+            meta_out["pending_from"], meta_out["pending_to"] = (str(v) for v in state["pending"])
         if tf:
             meta_out["timeframe"] = tf
         write_file(path, merged, meta_out)
@@ -282,48 +339,78 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
             ctx.progress(Progress(label, 0, total_span, min(total_span, done_span + at), n,
                                   state["requests"], done, msg))
 
-    def fetch(cursor: int) -> list[Any]:
-        what = f"{ex.id} {label} page from {iso(cursor)}"
+    def fetch(cursor: int, upto: int | None = None) -> tuple[pd.DataFrame, int]:
+        """One page from ``cursor`` (ms), bounded above by ``upto`` (inclusive) when given;
+        returns (rows sorted by time, number of rows the exchange returned)."""
+        what = f"{ex.id} {label} page from {iso(cursor)}" + ("" if upto is None else f" to {iso(upto)}")
         state["requests"] += 1
         retried = lambda k, e, d: report(0, f"retry {k} in {d:.1f}s after {one_line(e, 120)}")  # noqa: E731
+        params = {} if upto is None else until_params(ex, kind, upto)
         if kind == "funding":
-            return call(ex.fetch_funding_rate_history, symbol, cursor, limit, retry=ctx.retry, what=what,
-                        on_retry=retried)
-        fn = {"ohlcv": ex.fetch_ohlcv, "mark": ex.fetch_mark_ohlcv, "index": ex.fetch_index_ohlcv}[kind]
-        return call(fn, symbol, tf, cursor, limit, retry=ctx.retry, what=what, on_retry=retried)
+            raw = call(ex.fetch_funding_rate_history, symbol, cursor, limit, params, retry=ctx.retry, what=what,
+                       on_retry=retried)
+            page, dropped = _funding_frame(raw)
+            state["dropped"] += dropped
+        else:
+            fn = {"ohlcv": ex.fetch_ohlcv, "mark": ex.fetch_mark_ohlcv, "index": ex.fetch_index_ohlcv}[kind]
+            raw = call(fn, symbol, tf, cursor, limit, params, retry=ctx.retry, what=what, on_retry=retried)
+            page = _candles_frame(raw, kind)
+        return page, len(raw)
 
-    dropped_funding = 0
+    def close_gap(seg: str, seg_start: int, lo: int, hi: int, above: pd.DataFrame | None, above_end: int) -> int:
+        """Make ``[lo, hi)`` known, given that ``[hi, above_end)`` is (its rows: ``above``, not
+        stored yet, or already stored as the pending block). Pages backwards with an upper
+        bound; every page is stored at once. Returns ``above_end``."""
+        while True:
+            page, n_raw = fetch(lo, hi - 1)
+            ts = page["timestamp"].to_numpy()
+            if (ts >= hi).any():
+                raise DownloadError(
+                    f"{ex.id} {label}: asked for rows from {iso(lo)} but got a full page starting at {iso(hi)}, "
+                    f"and a request bounded to end before {iso(hi)} still returned rows at or after it: this "
+                    "endpoint neither pages forward from 'since' nor honours 'until' in ccxt, so the store would "
+                    "get a hole; nothing after the last stored row was written")
+            got = page[ts >= lo]
+            first = int(got["timestamp"].iloc[0]) if len(got) else None
+            rows = got if above is None else pd.concat([got, above], ignore_index=True)
+            above = None
+            if n_raw < limit or first is None or first <= lo:
+                # the exchange had no more rows in [lo, hi): the gap is closed
+                if seg == "tail":
+                    state["cov_to"] = max(state["cov_to"], above_end)
+                    state["pending"] = None
+                persist(rows)
+                report(above_end - seg_start)
+                return above_end
+            # a full page of the newest rows before `hi`: [first, above_end) is known now
+            if seg == "tail":
+                state["pending"] = (first, above_end)
+            persist(rows)
+            hi = first
+
     for seg, a, b in segments:
         if a >= b:
             continue
         cursor = a
-        dirty = False  # cursor moved past the last persisted covered_to without rows
-        first_page = True
+        if seg == "tail" and state["pending"] is not None:
+            pf, pt = state["pending"]
+            cursor = close_gap(seg, a, cursor, pf, None, pt)
         while cursor < b:
-            raw = fetch(cursor)
-            if kind == "funding":
-                page, dropped = _funding_frame(raw)
-                dropped_funding += dropped
-            else:
-                page = _candles_frame(raw, kind)
+            page, n_raw = fetch(cursor)
             ts = page["timestamp"].to_numpy()
             keep = page[(ts >= cursor) & (ts < b)]
             beyond = bool((ts >= b).any())
-            if len(keep):
-                jump = int(keep["timestamp"].iloc[0]) - cursor
-                if not first_page and limit and len(page) >= limit and jump > limit * (tf_ms or 8 * HOUR_MS):
-                    # a full page that starts more than a page span after the cursor: the
-                    # endpoint returned its latest rows, not the first ones after `since`
-                    raise DownloadError(
-                        f"{ex.id} {label}: asked for rows from {iso(cursor)} but got a full page starting at "
-                        f"{iso(cursor + jump)}; this endpoint does not page forward from 'since' in ccxt, so the "
-                        "store would get a hole; nothing after the last stored row was written")
+            if n_raw >= limit and len(ts) and int(ts[0]) > cursor:
+                # a full page that starts after the cursor: rows at its start may have been
+                # cut off (the endpoint answers with the newest rows of its window)
+                above_end = b if beyond else int(keep["timestamp"].iloc[-1]) + step
+                cursor = close_gap(seg, a, cursor, min(int(ts[0]), b), keep, above_end)
+            elif len(keep):
                 # resume point: one bar (1 ms for funding) after the last stored row
                 nxt = int(keep["timestamp"].iloc[-1]) + step
                 if seg == "tail":
                     state["cov_to"] = max(state["cov_to"], nxt)
                 persist(keep)
-                dirty = False
                 cursor = b if beyond else nxt
             elif beyond:
                 cursor = b
@@ -333,17 +420,18 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
                 # or for the time before listing
                 cursor = min(b, cursor + skip)
                 if seg == "tail":
+                    # stored at once, so that a run killed at the next page does not ask again
                     state["cov_to"] = max(state["cov_to"], cursor)
-                dirty = True
-            first_page = False
+                    persist(None)
             report(cursor - a)
         if seg == "head":
             state["cov_from"] = a
             persist(None)
-        elif dirty or state["rows"] is None:
+        elif state["rows"] is None:
             persist(None)
         done_span += b - a
 
+    dropped_funding = state["dropped"]
     if dropped_funding:
         notes.append(f"dropped {dropped_funding} funding print(s) without time or rate")
     frame = state["rows"]
@@ -359,6 +447,12 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
         if holes:
             notes.append(f"{len(holes)} hole(s) longer than 1.5x the usual {med / HOUR_MS:g} h between funding "
                          f"prints, first {iso(holes[0][0])} .. {iso(holes[0][1])}")
+        if len(frame) >= 2 and med > 0:
+            first = int(frame["timestamp"].iloc[0])
+            if first - state["cov_from"] > 1.5 * med:
+                # e.g. OKX serves about three months of funding history only
+                notes.append(f"the exchange has no funding print before {iso(first)} (asked from "
+                             f"{iso(state['cov_from'])}); before listing, or history not served there")
     if candle and len(frame):
         first, last = int(frame["timestamp"].iloc[0]), int(frame["timestamp"].iloc[-1])
         if first - state["cov_from"] >= 2 * tf_ms:

@@ -21,6 +21,35 @@ HAS_KEY = {
 }
 
 
+# Page size where ccxt declares none (e.g. funding history everywhere in ccxt 4.5): small enough
+# for every supported endpoint (OKX funding history serves at most 100 prints a page), and sent
+# explicitly so that the downloader can tell a full page from a complete one.
+DEFAULT_PAGE_LIMIT = 100
+
+# ccxt maps the unified ``until`` to the endpoint's upper bound (Binance ``endTime``, Bybit
+# ``end``/``endTime``, OKX candles ``after``) except where listed here: (ccxt exchange class,
+# kind) -> (raw parameter, ms added to the inclusive ``until``). Facts about ccxt 4.5, kept as data.
+RAW_UNTIL: dict[tuple[str, str], tuple[str, int]] = {
+    # okx.fetch_funding_rate_history sends only 'before'; OKX's 'after' returns the prints
+    # earlier than the given fundingTime (exclusive), newest first
+    ("okx", "funding"): ("after", 1),
+}
+
+
+def ccxt_lineage(exchange: Any) -> set[str]:
+    """Names of the ccxt exchange classes ``exchange`` derives from (``myokx`` -> also ``okx``)."""
+    return {c.__name__ for c in type(exchange).__mro__}
+
+
+def until_params(exchange: Any, kind: str, until: int) -> dict[str, Any]:
+    """Request parameters that bound a page of ``kind`` above at ``until`` (ms, inclusive)."""
+    for name in ccxt_lineage(exchange):
+        raw = RAW_UNTIL.get((name, kind))
+        if raw is not None:
+            return {raw[0]: int(until) + raw[1]}
+    return {"until": int(until)}
+
+
 class DownloadError(RuntimeError):
     """A download failed; the message is one line naming the dataset, the cause and the fix."""
 
@@ -92,7 +121,7 @@ def call(fn: Callable[..., Any], *args: Any, retry: Retry, what: str,
 
 def check_capability(exchange: Any, kind: str, symbol: str) -> None:
     """Raise :class:`DownloadError` unless ``exchange.has`` offers the kind's endpoint and the
-    market can have it (funding needs a perpetual swap).
+    market can have it (mark and index candles need a contract, funding a perpetual swap).
 
     Mark and index candles are only taken from ``fetchMarkOHLCV``/``fetchIndexOHLCV``:
     sending ``{'price': 'mark'}`` to an exchange that does not declare them may silently
@@ -104,6 +133,11 @@ def check_capability(exchange: Any, kind: str, symbol: str) -> None:
             f"{exchange.id} {symbol} {kind}: the exchange does not offer {key} "
             f"(ccxt exchange.has[{key!r}] is {exchange.has.get(key)!r}); drop '-k {kind}' for this exchange")
     market = exchange.markets[symbol]
+    if kind in ("mark", "index") and not market.get("contract"):
+        # ccxt answers some spot markets' price='mark' with trade candles (e.g. bybit)
+        raise DownloadError(
+            f"{exchange.id} {symbol} {kind}: the market is {market.get('type')!r}; mark and index candles exist "
+            f"only for contracts; drop '-k {kind}' or pick a contract symbol such as BTC/USDT:USDT")
     if kind == "funding" and not market.get("swap"):
         raise DownloadError(
             f"{exchange.id} {symbol} funding: the market is {market.get('type')!r}, funding exists only for "

@@ -12,6 +12,12 @@ Tiers come from ccxt's ``fetchMarketLeverageTiers``/``fetchLeverageTiers`` where
 serves them without credentials; otherwise (e.g. Binance, whose bracket endpoint is private)
 the tiers of the bundled spec (``backtest/markets/<id>.json``) or of the previous snapshot are
 kept, and the notes say so. Symbols already in the snapshot and not requested are kept.
+
+Fetched tiers are refused (and the notes say why) when they cannot be notional tiers: a
+maintenance rate at or above the initial rate of the tier's maximum leverage (``1/maxLeverage``,
+e.g. rates quoted in percent), or an exchange in :data:`TIERS_IN_CONTRACTS`, whose tiers are
+bounded by position size in contracts. The maintenance amount is ``info.cum`` (Binance) or
+``info.mmDeduction`` (Bybit) when given, else Binance's continuity recursion.
 """
 
 from __future__ import annotations
@@ -20,12 +26,19 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from backtest.data.fetch import DownloadError, Retry, call
+from backtest.data.fetch import DownloadError, Retry, call, ccxt_lineage
 from backtest.data.store import Store
 from backtest.data.timeutil import iso, now_ms
 from backtest.market import BUNDLED_DIR, TIER_CUM, MarketSpec, MarketSpecError, TierTable
 
 UNKNOWN_CAP = 1e18  # stands for an open-ended last tier (JSON has no infinity)
+
+# Exchanges (ccxt class names) whose public tier endpoint bounds tiers by position size in
+# contracts, which ccxt passes through as min/maxNotional: a notional table would need a price.
+TIERS_IN_CONTRACTS = {
+    "okx": "OKX position tiers (/api/v5/public/position-tiers) are bounded by position size in contracts "
+           "(minSz/maxSz), not by notional",
+}
 
 
 def _tick(value: Any, mode: int) -> float | None:
@@ -54,9 +67,19 @@ def normalise_tiers(rows: list[dict[str, Any]], *, where: str) -> list[dict[str,
     continuity recursion) and an open last tier capped at 1e18; validated by
     :class:`backtest.market.TierTable`."""
     clean = []
-    for r in rows:
+    for i, r in enumerate(rows):
         hi = _num(r.get("maxNotional"))
-        clean.append({**r, "maxNotional": UNKNOWN_CAP if hi is None or hi == float("inf") else hi})
+        row = {**r, "maxNotional": UNKNOWN_CAP if hi is None or hi == float("inf") else hi}
+        info = r.get("info") if isinstance(r.get("info"), dict) else {}
+        deduction = _num(info.get("mmDeduction"))
+        if row.get("maintAmt") is None and info.get("cum") is None and deduction is not None:
+            row["maintAmt"] = deduction  # Bybit: maintenance margin = notional * rate - mmDeduction
+        mmr, lev = _num(r.get("maintenanceMarginRate")), _num(r.get("maxLeverage"))
+        if mmr is not None and lev is not None and lev > 0 and mmr >= 1.0 / lev:
+            raise MarketSpecError(
+                f"{where}[{i}]: maintenanceMarginRate {mmr:g} is not below the initial margin rate "
+                f"1/maxLeverage = {1.0 / lev:g}; the rates may be quoted in percent")
+        clean.append(row)
     table = TierTable.from_ccxt(clean, where=where)
     out = []
     for i, r in enumerate(clean):
@@ -74,6 +97,9 @@ def normalise_tiers(rows: list[dict[str, Any]], *, where: str) -> list[dict[str,
 def _fetch_tiers(ex: Any, symbol: str, retry: Retry) -> tuple[list[dict[str, Any]] | None, str, int]:
     """(rows or None, reason, requests) from ccxt, without credentials."""
     reqs = 0
+    for name in ccxt_lineage(ex):
+        if name in TIERS_IN_CONTRACTS:
+            return None, TIERS_IN_CONTRACTS[name] + "; a notional tier table needs a price", reqs
     try:
         if ex.has.get("fetchMarketLeverageTiers"):
             reqs += 1
