@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from html.parser import HTMLParser
 
 from typer.testing import CliRunner
 
@@ -14,35 +13,10 @@ from backtest.metrics import METRIC_UNITS
 from backtest.report.render import fmt_metric
 from backtest.runner import execute, parse_config
 from runner_kit import TINY
+from tests.report.report_html import metric_cells
 
 
-class Cells(HTMLParser):
-    """Every metric cell <td data-key=...>: its data-* attributes and text."""
-
-    def __init__(self):
-        super().__init__()
-        self.cells, self._cur = [], None
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "td" and "data-key" in a:
-            self._cur = {**{k[5:]: v for k, v in a.items() if k.startswith("data-")}, "text": ""}
-
-    def handle_data(self, data):
-        if self._cur is not None:
-            self._cur["text"] += data
-
-    def handle_endtag(self, tag):
-        if tag == "td" and self._cur is not None:
-            self._cur["text"] = self._cur["text"].strip()
-            self.cells.append(self._cur)
-            self._cur = None
-
-
-def cells(html: str) -> list[dict]:
-    p = Cells()
-    p.feed(html)
-    return p.cells
+cells = metric_cells  # the report tests' parser of the metric table cells
 
 
 def table_cells(html: str) -> dict[tuple, str]:
