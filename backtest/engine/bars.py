@@ -29,8 +29,26 @@ class EngineInputError(ValueError):
 PRICE_FIELDS = ("open", "high", "low", "close", "mark_open", "mark_high", "mark_low", "mark_close")
 
 
-def _ts_str(ts: int) -> str:
+def ts_str(ts: int) -> str:
+    """ISO-8601 UTC text of an int64 ms timestamp (for error messages)."""
     return pd.Timestamp(int(ts), unit="ms", tz="UTC").isoformat()
+
+
+def check_bar_times(ts: np.ndarray, bar_ms: int | None, error: type[Exception]) -> int:
+    """Check that bar open times (int64 ms, at least one) strictly increase and return the bar
+    size: ``bar_ms`` when given, else the smallest spacing. Raises ``error`` naming the bar."""
+    n = ts.shape[0]
+    if n > 1 and not np.all(np.diff(ts) > 0):
+        i = int(np.argmax(np.diff(ts) <= 0)) + 1
+        raise error(f"timestamp is not strictly increasing at bar {i} ({ts_str(ts[i])}); "
+                    "sort and de-duplicate the bars")
+    if bar_ms is None:
+        if n < 2:
+            raise error("bar_ms is needed when there is a single bar")
+        bar_ms = int(np.min(np.diff(ts)))
+    if int(bar_ms) <= 0:
+        raise error(f"bar_ms={bar_ms!r} must be a positive number of milliseconds")
+    return int(bar_ms)
 
 
 @dataclass(frozen=True)
@@ -77,14 +95,7 @@ class PerpBars:
         n = ts.shape[0]
         if n == 0:
             raise EngineInputError("no bars: the timestamp array is empty; check the date range")
-        if n > 1 and not np.all(np.diff(ts) > 0):
-            i = int(np.argmax(np.diff(ts) <= 0)) + 1
-            raise EngineInputError(
-                f"timestamp is not strictly increasing at bar {i} ({_ts_str(ts[i])}); sort and de-duplicate the bars")
-        if bar_ms is None:
-            if n < 2:
-                raise EngineInputError("bar_ms is needed when there is a single bar")
-            bar_ms = int(np.min(np.diff(ts)))
+        bar_ms = check_bar_times(ts, bar_ms, EngineInputError)
         arrays = {"open": open, "high": high, "low": low, "close": close,
                   "mark_open": open if mark_open is None else mark_open,
                   "mark_high": high if mark_high is None else mark_high,
@@ -100,7 +111,7 @@ class PerpBars:
             if bad.any():
                 i = int(np.argmax(bad))
                 raise EngineInputError(
-                    f"{name} at bar {i} ({_ts_str(ts[i])}) is {float(a[i])!r}; prices must be finite and > 0 "
+                    f"{name} at bar {i} ({ts_str(ts[i])}) is {float(a[i])!r}; prices must be finite and > 0 "
                     "(fill or drop the bar in the data, or allow the mark fallback in the loader)")
             arr[name] = a
         for pre in ("", "mark_"):
@@ -110,7 +121,7 @@ class PerpBars:
             if bad.any():
                 i = int(np.argmax(bad))
                 raise EngineInputError(
-                    f"{pre}high/{pre}low at bar {i} ({_ts_str(ts[i])}) do not bracket {pre}open/{pre}close "
+                    f"{pre}high/{pre}low at bar {i} ({ts_str(ts[i])}) do not bracket {pre}open/{pre}close "
                     f"(high={hi[i]}, low={lo[i]}); fix the candle in the data")
         fe = map_funding(ts, bar_ms, funding_time, funding_rate, funding_mark, arr["mark_open"])
         return cls(timestamp=ts, bar_ms=int(bar_ms), **arr, **fe)
@@ -163,11 +174,11 @@ def map_funding(ts: np.ndarray, bar_ms: int, funding_time: Any, funding_rate: An
     if bad.any():
         i = int(np.argmax(bad))
         raise EngineInputError(
-            f"funding_rate at {_ts_str(t_raw[i])} is {float(rate[i])!r}; drop the print or fill it explicitly")
+            f"funding_rate at {ts_str(t_raw[i])} is {float(rate[i])!r}; drop the print or fill it explicitly")
     if t_raw.size > 1 and not np.all(np.diff(t_raw) > 0):
         i = int(np.argmax(np.diff(t_raw) <= 0)) + 1
         raise EngineInputError(
-            f"funding times are not strictly increasing at {_ts_str(t_raw[i])}; de-duplicate the funding data")
+            f"funding times are not strictly increasing at {ts_str(t_raw[i])}; de-duplicate the funding data")
     t = (t_raw + 500) // 1000 * 1000  # nearest whole second (jitter of a few ms)
     bar = np.searchsorted(ts, t, side="right") - 1
     inside = (bar >= 0) & (t < ts[np.clip(bar, 0, None)] + bar_ms)

@@ -19,6 +19,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from backtest.engine.bars import check_bar_times, ts_str  # noqa: F401 (ts_str re-exported)
+
 DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS  # 365-day years (crypto trades every calendar day)
 
@@ -29,11 +31,6 @@ MAX_PLAUSIBLE_VOL = 5.0
 class InstrumentInputError(ValueError):
     """Input data or a setting of an instrument simulation is invalid; the message names the
     value, where it is (bar/column/field) and the fix."""
-
-
-def ts_str(ts: int) -> str:
-    """ISO-8601 UTC text of an int64 ms timestamp (for error messages)."""
-    return pd.Timestamp(int(ts), unit="ms", tz="UTC").isoformat()
 
 
 def _as_2d(name: str, a: Any, n: int, allow_nan: bool) -> np.ndarray:
@@ -124,16 +121,7 @@ class Underlying:
         n = ts.shape[0]
         if ts.ndim != 1 or n == 0:
             raise InstrumentInputError("timestamp must be a non-empty 1-d array of int64 ms UTC bar open times")
-        if n > 1 and not np.all(np.diff(ts) > 0):
-            i = int(np.argmax(np.diff(ts) <= 0)) + 1
-            raise InstrumentInputError(
-                f"timestamp is not strictly increasing at bar {i} ({ts_str(ts[i])}); sort and de-duplicate the bars")
-        if bar_ms is None:
-            if n < 2:
-                raise InstrumentInputError("bar_ms is needed when there is a single bar")
-            bar_ms = int(np.min(np.diff(ts)))
-        if int(bar_ms) <= 0:
-            raise InstrumentInputError(f"bar_ms={bar_ms!r} must be a positive number of milliseconds")
+        bar_ms = check_bar_times(ts, bar_ms, InstrumentInputError)
         p = _as_2d("price", price, n, allow_nan=False)
         if (p <= 0).any():
             i, j = np.argwhere(p <= 0)[0]

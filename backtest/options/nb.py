@@ -119,19 +119,11 @@ def strike_for_delta_nb(S_, T, atm, skew, b, target, step):
 
 
 @njit(cache=True)
-def _grow_i(a, k):
+def _grow(a, k):
+    """``a`` with room for row ``k`` (doubled when full; same dtype)."""
     if k < a.shape[0]:
         return a
-    out = np.zeros((2 * a.shape[0] + 16, a.shape[1]), dtype=np.int64)
-    out[: a.shape[0]] = a
-    return out
-
-
-@njit(cache=True)
-def _grow_f(a, k):
-    if k < a.shape[0]:
-        return a
-    out = np.zeros((2 * a.shape[0] + 16, a.shape[1]), dtype=np.float64)
+    out = np.zeros((2 * a.shape[0] + 16, a.shape[1]), dtype=a.dtype)
     out[: a.shape[0]] = a
     return out
 
@@ -223,8 +215,8 @@ def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_ba
                 cash += n_ct * (pay - dfee)
                 recv += n_ct * pay
                 fees += n_ct * dfee
-                settle_i = _grow_i(settle_i, ns)
-                settle_f = _grow_f(settle_f, ns)
+                settle_i = _grow(settle_i, ns)
+                settle_f = _grow(settle_f, ns)
                 settle_i[ns, 0], settle_i[ns, 1], settle_i[ns, 2] = i, c, exp_t
                 settle_f[ns, 0], settle_f[ns, 1], settle_f[ns, 2] = K, S_, n_ct
                 settle_f[ns, 3], settle_f[ns, 4], settle_f[ns, 5] = pay, n_ct * pay, n_ct * dfee
@@ -306,8 +298,8 @@ def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_ba
                 fees += n_ct * f1
                 holding = True
                 bought_before = True
-                roll_i = _grow_i(roll_i, nr)
-                roll_f = _grow_f(roll_f, nr)
+                roll_i = _grow(roll_i, nr)
+                roll_f = _grow(roll_f, nr)
                 roll_i[nr, 0], roll_i[nr, 1], roll_i[nr, 2] = i, c, reason
                 roll_i[nr, 3], roll_i[nr, 4] = exp_t, clipped
                 roll_f[nr, 0], roll_f[nr, 1], roll_f[nr, 2], roll_f[nr, 3] = K, n_ct, n_ct * fill, n_ct * f1
@@ -316,8 +308,8 @@ def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_ba
                 nr += 1
             elif reason == _EXIT:
                 # a sale without a purchase: the new-put fields are empty
-                roll_i = _grow_i(roll_i, nr)
-                roll_f = _grow_f(roll_f, nr)
+                roll_i = _grow(roll_i, nr)
+                roll_f = _grow(roll_f, nr)
                 roll_i[nr, 0], roll_i[nr, 1], roll_i[nr, 2], roll_i[nr, 3], roll_i[nr, 4] = i, c, reason, -1, 0
                 roll_f[nr, 0], roll_f[nr, 1], roll_f[nr, 2], roll_f[nr, 3] = np.nan, 0.0, 0.0, 0.0
                 roll_f[nr, 4], roll_f[nr, 5], roll_f[nr, 6], roll_f[nr, 7] = S_, np.nan, np.nan, np.nan

@@ -50,6 +50,27 @@ def _grow(ai, af, k):
 
 
 @njit(cache=True)
+def _rebalance_nb(i, col, reason, record, price, nav, c, q, cg, qg, L, units, cost_rate, rv, p_ref,
+                  reb_i, reb_f, nr):
+    """Trade the perp position back to ``L x nav`` at ``price`` (the fee-free gross book alike),
+    recording the rebalance when ``record``. Returns the new state and the trade cost."""
+    q_new = L * nav / price
+    cost = cost_rate * abs(q_new - q) * price
+    if record:
+        reb_i, reb_f = _grow(reb_i, reb_f, nr)
+        reb_i[nr, 0], reb_i[nr, 1], reb_i[nr, 2] = i, col, reason
+        reb_f[nr, 0], reb_f[nr, 1] = price, q * price / nav
+        reb_f[nr, 2], reb_f[nr, 3] = nav - cost, units * (q_new - q)
+        nr += 1
+    c = nav - cost - q_new * price
+    navg = cg + qg * price
+    qg = L * navg / price
+    cg = navg - qg * price
+    rv += math.log(price / p_ref) ** 2
+    return c, q_new, cost, cg, qg, rv, price, reb_i, reb_f, nr
+
+
+@njit(cache=True)
 def simulate_products_nb(close_time, price, high, low, has_hl, funding, has_funding, lev, trigger, reset,
                          reb_offset_ms, fee_day, trade_cost, invest):
     """Leveraged products, one holding per column, bought at bar 0's close at NAV 1.
@@ -122,22 +143,10 @@ def simulate_products_nb(close_time, price, high, low, has_hl, funding, has_fund
                     # already past the level at the open (funding moved NAV): trade at the open
                     if (L < 1.0 and ps < P_prev) or (L > 1.0 and ps > P_prev):
                         ps = P_prev
-                    nav_at = c + q * ps
-                    q_new = L * nav_at / ps
-                    cost = trade_cost[col] * abs(q_new - q) * ps
-                    reb_i, reb_f = _grow(reb_i, reb_f, nr)
-                    reb_i[nr, 0], reb_i[nr, 1], reb_i[nr, 2] = i, col, _TRIGGER
-                    reb_f[nr, 0], reb_f[nr, 1] = ps, q * ps / nav_at
-                    reb_f[nr, 2], reb_f[nr, 3] = nav_at - cost, units * (q_new - q)
-                    nr += 1
-                    c = nav_at - cost - q_new * ps
-                    q = q_new
+                    c, q, cost, cg, qg, rv, p_ref, reb_i, reb_f, nr = _rebalance_nb(
+                        i, col, _TRIGGER, True, ps, c + q * ps, c, q, cg, qg, L, units, trade_cost[col], rv,
+                        p_ref, reb_i, reb_f, nr)
                     cum_cost += cost
-                    navg = cg + qg * ps
-                    qg = L * navg / ps
-                    cg = navg - qg * ps
-                    rv += math.log(ps / p_ref) ** 2
-                    p_ref = ps
                     k += 1
                 if c + q * X <= 0.0:
                     # NAV reaches 0 inside the bar: the product is closed, holders keep nothing
@@ -168,22 +177,10 @@ def simulate_products_nb(close_time, price, high, low, has_hl, funding, has_fund
                     elif can_trigger and not has_hl and abs(q * P / nav) >= abs(lam):
                         reason = _TRIGGER
                     if reason >= 0:
-                        q_new = L * nav / P
-                        cost = trade_cost[col] * abs(q_new - q) * P
-                        if reason != 99:
-                            reb_i, reb_f = _grow(reb_i, reb_f, nr)
-                            reb_i[nr, 0], reb_i[nr, 1], reb_i[nr, 2] = i, col, reason
-                            reb_f[nr, 0], reb_f[nr, 1] = P, q * P / nav
-                            reb_f[nr, 2], reb_f[nr, 3] = nav - cost, units * (q_new - q)
-                            nr += 1
-                        c = nav - cost - q_new * P
-                        q = q_new
+                        c, q, cost, cg, qg, rv, p_ref, reb_i, reb_f, nr = _rebalance_nb(
+                            i, col, reason, reason != 99, P, nav, c, q, cg, qg, L, units, trade_cost[col], rv,
+                            p_ref, reb_i, reb_f, nr)
                         cum_cost += cost
-                        navg = cg + qg * P
-                        qg = L * navg / P
-                        cg = navg - qg * P
-                        rv += math.log(P / p_ref) ** 2
-                        p_ref = P
             nav = c + q * P if alive else 0.0
             navg = cg + qg * P
             eq = units * nav
