@@ -6,6 +6,7 @@ product alike: per-bar series of shape (n_bars, n_cols) plus structured event re
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,50 @@ REQUIRED_SERIES = (
 )
 
 
+class LazySeries(Mapping):
+    """Series an engine stored, plus series derived from them (and from the records) on first
+    access, then kept. A large sweep then writes only what it cannot derive (equity, position),
+    and a series nobody reads costs nothing. Reads like a ``dict`` of (n_bars, n_cols) arrays.
+    """
+
+    def __init__(self, stored: dict[str, np.ndarray], derived: dict[str, Callable[[], np.ndarray]],
+                 order: tuple[str, ...] | None = None) -> None:
+        both = set(stored) & set(derived)
+        if both:
+            raise ValueError(f"series {sorted(both)} are both stored and derived")
+        self.stored = dict(stored)
+        self._derive = dict(derived)
+        names = list(stored) + list(derived)
+        self._order = [k for k in (order or ()) if k in names] + [k for k in names if k not in (order or ())]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.stored:
+            return self.stored[name]
+        fn = self._derive[name]  # KeyError for an unknown name, as a dict
+        arr = fn()
+        self.stored[name] = arr
+        del self._derive[name]
+        return arr
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.stored or name in self._derive
+
+    def derived(self) -> list[str]:
+        """Names not computed yet."""
+        return [k for k in self._order if k in self._derive]
+
+    def select(self, cols: np.ndarray) -> "LazySeries":
+        """The same series restricted to some columns; derived ones stay lazy."""
+        return LazySeries({k: v[:, cols] for k, v in self.stored.items()},
+                          {k: (lambda k=k: self[k][:, cols]) for k in self.derived()}, tuple(self._order))
+
+
 @dataclass(frozen=True)
 class SimResult:
     """Outputs of one simulation.
@@ -35,7 +80,8 @@ class SimResult:
     currency : settlement currency of ``equity`` and every money series/record (``USDT``, ``BTC``, ``USD``).
     index : bar open times, tz-aware UTC ``DatetimeIndex`` of length n_bars.
     columns : one label per simulated column (a parameter/policy combination), length n_cols.
-    series : name -> float64 array (n_bars, n_cols); at least :data:`REQUIRED_SERIES`.
+    series : name -> float64 array (n_bars, n_cols); at least :data:`REQUIRED_SERIES`. A ``dict``
+        or a :class:`LazySeries` (derived series computed on first access).
     records : name -> structured array with at least int64 fields ``bar`` and ``col``
         (for perps: ``fills``, ``funding``, ``margin_calls``, ``liquidations``).
     price_usd : float64 (n_bars,), USD value of one unit of ``currency`` at each bar's close
@@ -50,7 +96,7 @@ class SimResult:
     currency: str
     index: pd.DatetimeIndex
     columns: pd.Index
-    series: dict[str, np.ndarray]
+    series: Mapping[str, np.ndarray]
     records: dict[str, np.ndarray]
     price_usd: np.ndarray
     initial_capital: np.ndarray
@@ -62,7 +108,8 @@ class SimResult:
         missing = [s for s in REQUIRED_SERIES if s not in self.series]
         if missing:
             raise ValueError(f"SimResult({self.kind}): missing series {missing}")
-        for name, arr in self.series.items():
+        stored = self.series.stored if isinstance(self.series, LazySeries) else self.series
+        for name, arr in stored.items():
             if arr.shape != (n, m):
                 raise ValueError(
                     f"SimResult({self.kind}): series {name!r} has shape {arr.shape}, expected {(n, m)}")
@@ -104,6 +151,7 @@ class SimResult:
             recs[k] = keep
         return SimResult(
             kind=self.kind, currency=self.currency, index=self.index, columns=self.columns[cols],
-            series={k: v[:, cols] for k, v in self.series.items()}, records=recs,
+            series=self.series.select(cols) if isinstance(self.series, LazySeries)
+            else {k: v[:, cols] for k, v in self.series.items()}, records=recs,
             price_usd=self.price_usd, initial_capital=self.initial_capital[cols], meta=dict(self.meta),
             underlying=self.underlying)

@@ -10,9 +10,10 @@ import pandas as pd
 from backtest.engine import nb
 from backtest.engine.bars import EngineInputError, PerpBars
 from backtest.engine.enums import RECORD_DTYPES, SERIES
-from backtest.engine.settings import Account, Policy, SettingsError, account_arrays, policy_arrays
+from backtest.engine.settings import (Account, CallResponse, Policy, SettingsError, account_arrays,
+                                      policy_arrays)
 from backtest.market import TIER_MAXLEV, MarketSpec
-from backtest.result import REQUIRED_SERIES, SimResult
+from backtest.result import REQUIRED_SERIES, LazySeries, SimResult
 
 
 def _bars_from(data: Any) -> PerpBars:
@@ -27,7 +28,16 @@ def _bars_from(data: Any) -> PerpBars:
         f"data must be PerpBars, a loader MarketData or a DataFrame, got {type(data).__name__}")
 
 
-def _target_2d(target: Any, n: int, index: np.ndarray) -> tuple[np.ndarray, pd.Index | None]:
+def _flat(arr: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The target's memory as a 1-D array plus element strides (0 for a broadcast dimension of
+    size 1), without a copy for a row- or column-major array."""
+    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = np.ascontiguousarray(arr)
+    rs, cs = (s // arr.itemsize for s in arr.strides)
+    return (arr.ravel(order="K"), rs if arr.shape[0] > 1 else 0, cs if arr.shape[1] > 1 else 0)
+
+
+def _target_2d(target: Any, n: int) -> tuple[np.ndarray, pd.Index | None]:
     cols = None
     if isinstance(target, pd.DataFrame):
         cols = target.columns
@@ -44,13 +54,7 @@ def _target_2d(target: Any, n: int, index: np.ndarray) -> tuple[np.ndarray, pd.I
     if arr.ndim != 2 or arr.shape[0] not in (1, n):
         raise EngineInputError(
             f"target has shape {arr.shape}; expected (n_bars={n}, n_cols) or (1, n_cols): align it to the bars")
-    bad = np.isinf(arr)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        when = pd.Timestamp(int(index[i if arr.shape[0] > 1 else 0]), unit="ms", tz="UTC")
-        raise EngineInputError(f"target is infinite at bar {i} ({when.isoformat()}), column {j}; use NaN to keep the position")
-    # column-major: each column's thread reads its target sequentially (pandas frames already are)
-    return np.asfortranarray(arr), cols
+    return arr, cols  # either memory order: the kernel reads each column's rows in turn
 
 
 def simulate_perp(
@@ -87,7 +91,7 @@ def simulate_perp(
     policy = policy or Policy()
     bars = _bars_from(data)
     n = bars.n
-    tgt, tcols = _target_2d(target, n, bars.timestamp)
+    tgt, tcols = _target_2d(target, n)
     m_candidates = [tgt.shape[1]]
     if columns is not None:
         m_candidates.append(len(columns))
@@ -127,33 +131,46 @@ def simulate_perp(
     unknown = [s for s in wanted if s not in SERIES]
     if unknown:
         raise EngineInputError(f"unknown series {unknown}; choose from {', '.join(SERIES)}")
-    keep = [s for s in SERIES if s in wanted or s in REQUIRED_SERIES]
+    # the kernel writes what needs its state; the rest is derived on first access (_derived)
+    keep = [s for s in KERNEL_SERIES if s in wanted or s in REQUIRED_SERIES]
     omap = np.array([keep.index(s) if s in keep else -1 for s in SERIES], dtype=np.int64)
     nfe = bars.fe_bar.shape[0]
     out = np.empty((len(keep), m, n), dtype=np.float64)
-    fills = np.empty(2 * n * m, dtype=RECORD_DTYPES["fills"])
-    fund = np.empty(max(nfe * m, 1), dtype=RECORD_DTYPES["funding"])
-    calls = np.empty(n * m, dtype=RECORD_DTYPES["margin_calls"])
-    liqs = np.empty(2 * n * m, dtype=RECORD_DTYPES["liquidations"])
-    nfl, nfu, nca, nli = nb.simulate_nb(
+    lag = int(account.lag)
+    tflat, trs, tcs = _flat(tgt)
+    caps, first_inf = nb.record_caps_nb(tflat, trs, tcs, tgt.shape[0], lag, n, nfe, acc["call_response"],
+                                        acc["after_liq"])
+    if (first_inf >= 0).any():  # the first infinite value in row order
+        rows = np.where(first_inf >= 0, first_inf, np.iinfo(np.int64).max)
+        j = int(np.argmin(rows))
+        i = int(rows[j])
+        when = pd.Timestamp(int(bars.timestamp[i if tgt.shape[0] > 1 else 0]), unit="ms", tz="UTC")
+        raise EngineInputError(
+            f"target is infinite at bar {i} ({when.isoformat()}), column {j}; use NaN to keep the position")
+    starts = np.zeros_like(caps)
+    np.cumsum(caps[:, :-1], axis=1, out=starts[:, 1:])
+    bufs = [np.empty(int(caps[r].sum()) + 1, dtype=RECORD_DTYPES[name])  # + the spare slot
+            for r, name in enumerate(RECORD_DTYPES)]
+    counts = nb.simulate_nb(
         bars.open, bars.mark_open, bars.mark_high, bars.mark_low, bars.mark_close,
         bars.fe_bar, bars.fe_time, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
-        tgt, int(account.lag), bool(spec.inverse), float(spec.contract_size), float(spec.lot_size),
+        tflat, trs, tcs, lag, bool(spec.inverse), float(spec.contract_size), float(spec.lot_size),
         float(spec.min_notional), float(spec.liquidation_fee_rate),
         tiers, ntiers, tier_ver,
         acc["initial_capital"], acc["margin_mode"], acc["leverage"], acc["call_threshold"],
         acc["call_response"], acc["call_target"], acc["reserve"], acc["after_liq"], acc["excess"],
         acc["fee_rate"], acc["slippage"],
         pol["policy_kind"], pol["max_drawdown"], pol["floor"], pol["multiplier"], pol["ratchet"],
-        pol["max_exposure"], omap, out, fills, fund, calls, liqs,
+        pol["max_exposure"], omap, out, *bufs, starts, caps,
     )
-    records = {
-        "fills": _compact(fills, nfl, 2 * n),
-        "funding": _compact(fund, nfu, nfe),
-        "margin_calls": _compact(calls, nca, n),
-        "liquidations": _compact(liqs, nli, 2 * n),
-    }
+    over = np.stack(counts) > caps
+    if over.any():  # cannot happen while record_caps_nb's bounds hold; never return bad records
+        r, j = np.argwhere(over)[0]
+        raise RuntimeError(f"engine error: column {j} wrote {counts[r][j]} {list(RECORD_DTYPES)[r]} records, "
+                           f"more than the {caps[r, j]} bounded by record_caps_nb; please report this")
+    records = {name: _compact(bufs[r], counts[r], caps[r], starts[r]) for r, name in enumerate(RECORD_DTYPES)}
     stored = {name: out[k].T for k, name in enumerate(keep)}
+    series = LazySeries(stored, _derived(stored, records, bars, spec, n, m), SERIES)
     price_usd = bars.mark_close.copy() if spec.inverse else np.ones(n)
     index = pd.DatetimeIndex(pd.to_datetime(bars.timestamp, unit="ms", utc=True), name="time")
     meta = {
@@ -166,16 +183,57 @@ def simulate_perp(
         "lag": int(account.lag),
         "settings": {k: v.tolist() for k, v in {**acc, **pol}.items()},
     }
-    return SimResult(kind="perp", currency=spec.settle, index=index, columns=cols, series=stored,
+    return SimResult(kind="perp", currency=spec.settle, index=index, columns=cols, series=series,
                      records=records, price_usd=price_usd, initial_capital=acc["initial_capital"].copy(),
                      meta=meta, underlying=bars.mark_close.copy())
 
 
-def _compact(buf: np.ndarray, counts: np.ndarray, stride: int) -> np.ndarray:
-    """Gather the used part of each column's slice (column order, then event order)."""
-    if len(counts) == 1:  # one column: its slice is already compact (a view, no copy)
-        return buf[: int(counts[0])]
-    return nb.compact_nb(buf, counts, int(stride), np.empty(int(counts.sum()), dtype=buf.dtype))
+# Series that need the kernel's state. The others follow from these, the bars and the records.
+KERNEL_SERIES = ("equity", "position", "margin_ratio", "liq_price")
+
+
+def _derived(stored: dict[str, np.ndarray], records: dict[str, np.ndarray], bars: PerpBars, spec: MarketSpec,
+             n: int, m: int) -> dict:
+    """How to compute the other series from what the kernel stored, with the kernel's own
+    formulas (README, "Engine semantics", step 6)."""
+    eq, pos, close = stored["equity"], stored["position"], bars.mark_close[:, None]
+    cs = float(spec.contract_size)
+
+    def notional() -> np.ndarray:
+        return pos * (cs / close if spec.inverse else cs * close)
+
+    def leverage() -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(eq > 0.0, np.abs(notional()) / eq, 0.0)
+
+    def cumulative(*flows: tuple[str, str, Any]) -> np.ndarray:
+        """Running total per column of record amounts, valued at each bar's close."""
+        tot = np.zeros(n * m)
+        for rec_name, field, keep in flows:
+            r = records[rec_name]
+            if keep is not None:
+                r = r[keep(r)]
+            if len(r):
+                tot += np.bincount(r["bar"] * m + r["col"], weights=r[field], minlength=n * m)
+        return np.cumsum(tot.reshape(n, m), axis=0)
+
+    return {
+        # linear: USDT counts as USD, so equity_usd is the equity array itself (read-only use)
+        "equity_usd": (lambda: eq * close) if spec.inverse else (lambda: eq),
+        "notional": notional,
+        "leverage": leverage,
+        "cum_funding": lambda: cumulative(("funding", "amount", None)),
+        "cum_fees": lambda: cumulative(("fills", "fee", None), ("liquidations", "clearance_fee", None)),
+        "capital_added": lambda: cumulative(
+            ("margin_calls", "amount", lambda r: r["response"] == CallResponse.TOP_UP)),
+    }
+
+
+def _compact(buf: np.ndarray, counts: np.ndarray, caps: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The used records (column order, then event order), compacted in place."""
+    if np.array_equal(counts, caps):  # every slice is full: already compact
+        return buf[: int(caps.sum())]
+    return buf[: nb.compact_nb(buf, counts, starts)]
 
 
 def raw_outputs(result: SimResult) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

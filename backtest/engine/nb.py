@@ -111,9 +111,11 @@ def largest_allowed_nb(desired, C, EP, W, M, cross, pf, e_open, ncap, cs, invers
 
 
 @njit(cache=True, inline="always")
-def flex_nb(a, i, col):
-    """Flexible 2D read: a dimension of size 1 broadcasts (vectorbt-style flexible indexing)."""
-    return a[i if a.shape[0] > 1 else 0, col if a.shape[1] > 1 else 0]
+def flex_nb(flat, rs, cs, i, col):
+    """Flexible 2D read from the flat memory of a 2D array with element strides ``rs``/``cs``
+    (stride 0 broadcasts a dimension of size 1, vectorbt-style). One compiled kernel then serves
+    row-major, column-major and broadcast targets without copying them."""
+    return flat[i * rs + col * cs]
 
 
 @njit(cache=True, inline="always")
@@ -262,18 +264,17 @@ def past_nb(C, price, level):
 def simulate_col_nb(
     j, open_, mark_open, mark_high, mark_low, mark_close,
     fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
-    target, lag, inverse, cs, lot, min_notional, liq_fee,
+    target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
     pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp,
-    omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
+    omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs, fo, uo, co, lo, fc, uc, cc, lc,
 ):
+    """One column; ``fo``, ``uo``, ``co``, ``lo``: where its fill, funding, margin-call and
+    liquidation records start in the shared buffers, ``fc``, ``uc``, ``cc``, ``lc``: how many
+    it may write (:func:`record_caps_nb`)."""
     n = open_.shape[0]
     nfe = fe_bar.shape[0]
-    fo = j * 2 * n          # record offsets of this column
-    uo = j * nfe
-    co = j * n
-    lo = j * 2 * n
     nf = 0
     nu = 0
     nc = 0
@@ -340,7 +341,7 @@ def simulate_col_nb(
                 else:
                     M += amt
                 cum_fund += amt
-                write_funding_nb(fund, uo + nu, i, j, fe_time[ptr], fe_rate[ptr], fe_mark[ptr], C, amt)
+                write_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, fe_time[ptr], fe_rate[ptr], fe_mark[ptr], C, amt)
                 nu += 1
                 lp_ok = False
                 pc_ok = False
@@ -353,7 +354,7 @@ def simulate_col_nb(
                 if not lp_ok:
                     lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
                 W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
-                    i, j, liqs, lo + nl, nl, C, EP, W, M, cross, mo, lp if level_ok_nb(lp) else mo, 1, cs,
+                    i, j, liqs, rslot_nb(lo, nl, lc, liqs), nl, C, EP, W, M, cross, mo, lp if level_ok_nb(lp) else mo, 1, cs,
                     inverse, liq_fee, cum_fees, after_liq)
                 lp_ok = False
                 pc_ok = False
@@ -361,7 +362,7 @@ def simulate_col_nb(
         # ---- 3. fill at the open
         ti = i - lag
         if not stopped and ti >= 0:
-            e = flex_nb(target, ti, j)
+            e = flex_nb(target, trs, tcs, ti, j)
             if not np.isnan(e):
                 if pol_kind == POL_DRAWDOWN:
                     dd = 1.0 - e_prev / peak if peak > 0.0 else 0.0
@@ -393,7 +394,8 @@ def simulate_col_nb(
                     if go and adds_exposure_nb(C, cs_t) and not order_allowed_nb(
                             cs_t, C, EP, W, M, cross, pf, e_open, ncap, cs, inverse, lev, fr):
                         if excess == EXCESS_REJECT:
-                            write_fill_nb(fills, fo + nf, i, j, pf, d, abs(d) * vf, 0.0, ST_REJECTED, RS_TARGET)
+                            write_fill_nb(fills, rslot_nb(fo, nf, fc, fills), i, j, pf, d, abs(d) * vf, 0.0, ST_REJECTED,
+                                          RS_TARGET)
                             nf += 1
                             go = False
                         else:
@@ -406,7 +408,7 @@ def simulate_col_nb(
                             status = ST_CLIPPED
                     if go:
                         W, M, C, EP, cum_fees, nf = apply_fill_nb(
-                            i, j, fills, fo + nf, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev,
+                            i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev,
                             fr, cum_fees, status, RS_TARGET)
                         lp_ok = False
                         pc_ok = False
@@ -420,7 +422,7 @@ def simulate_col_nb(
                 else:
                     M += amt
                 cum_fund += amt
-                write_funding_nb(fund, uo + nu, i, j, fe_time[ptr], fe_rate[ptr], fe_mark[ptr], C, amt)
+                write_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, fe_time[ptr], fe_rate[ptr], fe_mark[ptr], C, amt)
                 nu += 1
                 lp_ok = False
                 pc_ok = False
@@ -491,10 +493,10 @@ def simulate_col_nb(
                         cs_t = newabs if C > 0.0 else -newabs
                         amount = abs(C) - newabs
                         W, M, C, EP, cum_fees, nf = apply_reduce_keep_nb(
-                            i, j, fills, fo + nf, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr, cum_fees)
+                            i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr, cum_fees)
                         lp_ok = False
                         pc_ok = False
-                r = calls[co + nc]
+                r = calls[rslot_nb(co, nc, cc, calls)]
                 r["bar"] = i
                 r["col"] = j
                 r["price"] = pc
@@ -514,7 +516,7 @@ def simulate_col_nb(
                         gap = 0
                         trig = px
                     W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
-                        i, j, liqs, lo + nl, nl, C, EP, W, M, cross, mo if gap else trig, trig, gap, cs,
+                        i, j, liqs, rslot_nb(lo, nl, lc, liqs), nl, C, EP, W, M, cross, mo if gap else trig, trig, gap, cs,
                         inverse, liq_fee, cum_fees, after_liq)
                     lp_ok = False
                     pc_ok = False
@@ -560,6 +562,12 @@ def simulate_col_nb(
     n_fund[j] = nu
     n_calls[j] = nc
     n_liqs[j] = nl
+
+
+@njit(cache=True, inline="always")
+def rslot_nb(start, k, cap, buf):
+    """Slot of a column's k-th record; the buffer's spare last slot once past its capacity."""
+    return start + k if k < cap else buf.shape[0] - 1
 
 
 @njit(cache=True, inline="always")
@@ -715,11 +723,11 @@ def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inve
 def simulate_nb(
     open_, mark_open, mark_high, mark_low, mark_close,
     fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
-    target, lag, inverse, cs, lot, min_notional, liq_fee,
+    target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
     pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
-    out, fills, fund, calls, liqs,
+    out, fills, fund, calls, liqs, rec_start, rec_cap,
 ):
     """Simulate all columns into buffers allocated by the caller (numpy allocates large arrays
     on transparent huge pages, which makes first writes several times cheaper than numba's
@@ -729,8 +737,10 @@ def simulate_nb(
     -------
     out : float64 (n_stored, n_cols, n_bars): series ``s`` of ``enums.SERIES`` goes to slot
         ``omap[s]`` (-1 = not stored); each column's bars are contiguous
-    fills (2*n*m), fund (n_funding*m), calls (n*m), liqs (2*n*m) : record buffers, column ``j``
-        owning a fixed slice
+    fills, fund, calls, liqs : record buffers; column ``j`` owns ``rec_cap[r, j]`` records from
+        ``rec_start[r, j]`` (r = 0..3 in that order, sized by :func:`record_caps_nb`); the last
+        record of each buffer is a spare that takes any write past a column's capacity, which the
+        caller detects from the returned counts
 
     Returns
     -------
@@ -747,26 +757,61 @@ def simulate_nb(
         simulate_col_nb(
             j, open_, mark_open, mark_high, mark_low, mark_close,
             fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
-            target, lag, inverse, cs, lot, min_notional, liq_fee,
+            target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
             tiers, ntiers, tier_ver,
             init_cap[jj], mode[jj], lev[jj], thr[jj], resp[jj], tau[jj], reserve[jj], after_liq[jj],
             excess[jj], fr[jj], slip[jj],
             pol_kind[jj], pol_maxdd[jj], pol_floor[jj], pol_mult[jj], pol_ratchet[jj], pol_maxexp[jj],
             omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
+            rec_start[0, jj], rec_start[1, jj], rec_start[2, jj], rec_start[3, jj],
+            rec_cap[0, jj], rec_cap[1, jj], rec_cap[2, jj], rec_cap[3, jj],
         )
     return n_fills, n_fund, n_calls, n_liqs
 
 
 @njit(cache=True, parallel=True)
-def compact_nb(buf, counts, stride, out):
-    """Gather each column's used records (``counts[j]`` from offset ``j*stride``) into ``out``."""
-    m = counts.shape[0]
-    starts = np.zeros(m, dtype=np.int64)
-    for j in range(1, m):
-        starts[j] = starts[j - 1] + counts[j - 1]
-    for j in prange(m):
-        src = j * stride
-        dst = starts[j]
-        for k in range(counts[j]):
-            out[dst + k] = buf[src + k]
-    return out
+def record_caps_nb(target, trs, tcs, rows, lag, n, nfe, resp, after_liq):
+    """Most records each column can write, (4, n_cols) for fills, funding, margin calls and
+    liquidations, so that the record buffers are sized to the work rather than to 2 x bars x
+    columns (fresh memory is zeroed by the OS page by page, which made the oversized buffers the
+    largest single cost of a sweep). Also returns, per column, the first target row that is
+    infinite (-1: none), so the target is read once.
+
+    Bounds: one target order (filled, clipped or rejected) per bar with a target, plus one
+    margin-call reduce per bar for the ``reduce`` response; one payment per funding print; one
+    margin call per bar; and a liquidation needs a position opened by a target order since the
+    previous one (at most one when the column stops after a liquidation)."""
+    m = resp.shape[0]
+    caps = np.empty((4, m), dtype=np.int64)
+    first_inf = np.full(m, -1, dtype=np.int64)
+    for jj in prange(m):
+        j = np.int64(jj)
+        cnt = 0
+        for t in range(rows):
+            e = flex_nb(target, trs, tcs, t, j)
+            if np.isinf(e) and first_inf[j] < 0:
+                first_inf[j] = t
+        for i in range(lag, n):
+            if not np.isnan(flex_nb(target, trs, tcs, i - lag, j)):
+                cnt += 1
+        caps[0, j] = cnt + (n if resp[j] == RESP_REDUCE else 0)
+        caps[1, j] = nfe
+        caps[2, j] = n
+        caps[3, j] = min(cnt, 1) if after_liq[j] == AFTER_STOP else cnt
+    return caps, first_inf
+
+
+@njit(cache=True)
+def compact_nb(buf, counts, starts):
+    """Move each column's used records (``counts[j]`` from ``starts[j]``) to the front of
+    ``buf``, in place, in column order; returns how many records that is. Each destination is at
+    or before its source, so a forward copy never overwrites records not yet moved."""
+    dst = 0
+    for j in range(counts.shape[0]):
+        src = starts[j]
+        c = counts[j]
+        if src != dst:
+            for k in range(c):
+                buf[dst + k] = buf[src + k]
+        dst += c
+    return dst

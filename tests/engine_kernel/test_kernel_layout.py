@@ -1,0 +1,194 @@
+"""How the kernel lays out its work: record buffers sized per column, targets read in any memory
+order without a copy, many columns at once, and series derived on first access."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backtest.engine import Account, Policy, simulate_perp
+from backtest.engine import core as engine_core
+from backtest.engine.core import raw_outputs
+from backtest.engine.enums import RECORD_DTYPES, SERIES
+from backtest.engine.reference import simulate_reference
+from backtest.result import REQUIRED_SERIES, LazySeries
+from tests.engine.scenario_kit import make_bars, make_spec
+from tests.engine_kernel.test_kernel_vs_reference import _close, assert_same, make_case
+
+
+def _same_outputs(a, b) -> None:
+    sa, ra = raw_outputs(a)
+    sb, rb = raw_outputs(b)
+    for k in SERIES:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+    for k in RECORD_DTYPES:
+        np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)
+
+
+def _matches_reference(res, bars, target, spec, account) -> None:
+    series, records = raw_outputs(res)
+    ref_series, ref_records = simulate_reference(bars, target, spec, account, Policy())
+    for k in SERIES:
+        _close(series[k], ref_series[k], k, res.initial_capital)
+    for k in RECORD_DTYPES:
+        assert len(records[k]) == len(ref_records[k]), k
+        for f in RECORD_DTYPES[k].names:
+            _close(records[k][f], ref_records[k][f], f"{k}.{f}")
+
+
+def _rising(n: int, step: float, gap: float = 1.0) -> list[tuple[float, float, float, float]]:
+    """Bars that rise every bar (each opening ``gap`` times above the last close)."""
+    rows, close = [], 100.0
+    for _ in range(n):
+        o = close * gap
+        close = o * (1.0 + step)
+        rows.append((o, close * 1.002, o * 0.999, close))
+    return rows
+
+
+def test_liquidated_every_bar_fills_the_liquidation_capacity():
+    """Continue after liquidation: a 5x short on 50x isolated margin, re-opened every bar into bars
+    that rise 5 %, is liquidated at every bar's high and keeps 90 % of the equity to re-open. The
+    liquidation records reach the bound (one per target order) and equal the reference."""
+    n = 30
+    bars = make_bars(_rising(n, 0.05))
+    spec = make_spec(lot=0.0)
+    account = Account(initial_capital=1_000.0, leverage=50.0, margin_mode="isolated",
+                      after_liquidation="continue", margin_call_response="none", lag=1)
+    target = np.full((n, 3), -5.0)
+    target[::2, 1] = np.nan  # a target every other bar
+    res = simulate_perp(bars, target, spec, account)
+    liq = res.records["liquidations"]
+    per_col = np.bincount(liq["col"], minlength=3)
+    assert per_col[0] == n - 1 and per_col[2] == n - 1  # one per target order: the capacity
+    assert per_col[1] == np.count_nonzero(~np.isnan(target[: n - 1, 1]))
+    np.testing.assert_array_equal(liq["bar"][liq["col"] == 0], np.arange(1, n))  # one per bar
+    _matches_reference(res, bars, target, spec, account)
+
+
+def test_margin_call_reduce_every_bar_stays_within_capacity():
+    """The reduce response cuts the position on every rising bar, on top of a target order per
+    bar: up to two fills per bar, the bound for a reduce column."""
+    n = 40
+    bars = make_bars(_rising(n, 0.04))  # 15x on 20x isolated: the call is 3.7 % up, liquidation 4.6 %
+    spec = make_spec(lot=0.0)
+    account = Account(initial_capital=1_000.0, leverage=20.0, margin_mode="isolated", margin_call_threshold=0.3,
+                      margin_call_response="reduce", margin_call_target=0.1, lag=1)
+    target = np.full((n, 2), -15.0)
+    res = simulate_perp(bars, target, spec, account)
+    fills = res.records["fills"]
+    reasons = np.bincount(fills["reason"][fills["col"] == 0], minlength=2)
+    assert reasons[0] == n - 1 and reasons[1] == n - 1  # a target order and a call reduce every bar
+    _matches_reference(res, bars, target, spec, account)
+
+
+def test_capacity_guard_refuses_to_return_overflowing_records(monkeypatch):
+    """Were a capacity bound wrong, the extra records go to a spare slot and the run fails
+    loudly instead of returning another column's records or writing past the buffer."""
+    n = 20
+    bars = make_bars(_rising(n, 0.01))
+    real = engine_core.nb.record_caps_nb
+
+    def too_small(*args):
+        caps, first_inf = real(*args)
+        caps = caps.copy()
+        caps[0] = 3  # room for 3 fills per column
+        return caps, first_inf
+
+    monkeypatch.setattr(engine_core.nb, "record_caps_nb", too_small)
+    with pytest.raises(RuntimeError, match=r"column 0 wrote 19 fills records, more than the 3"):
+        simulate_perp(bars, np.full((n, 2), -2.0), make_spec(lot=0.0), Account(lag=1))
+
+
+@pytest.mark.parametrize("seed", [5, 17, 404])
+def test_many_columns_equal_each_column_alone(seed):
+    """Twelve columns with different settings in one call equal each column simulated on its
+    own (the record buffers are shared, each column writing its own slice)."""
+    bars, _, spec, _, _ = make_case(seed)
+    rng = np.random.default_rng(seed)
+    n, m = bars.n, 12
+    target = rng.choice([-10.0, -3.0, -1.0, 0.0, 2.0, np.nan], (n, m))
+    maxlev = float(spec.tiers.rows[0, 4])
+    cols = [dict(
+        initial_capital=1.0 if spec.inverse else 10_000.0,
+        margin_mode=str(rng.choice(["isolated", "cross"])),
+        leverage=min(float(rng.choice([2.0, 10.0, 50.0])), maxlev),
+        margin_call_threshold=0.6,
+        margin_call_response=str(rng.choice(["none", "reduce", "top_up"])),
+        margin_call_target=0.3,
+        reserve=0.5 if spec.inverse else 5_000.0,
+        after_liquidation=str(rng.choice(["stop", "continue"])),
+        excess=str(rng.choice(["clip", "reject"])),
+        fee_rate=float(rng.choice([0.0, 0.0005])),
+    ) for _ in range(m)]
+    whole = simulate_perp(bars, target, spec, Account(lag=1, **{k: [c[k] for c in cols] for k in cols[0]}))
+    per_col_records: dict[str, list] = {k: [] for k in RECORD_DTYPES}
+    for j in range(m):
+        one = simulate_perp(bars, target[:, j], spec, Account(lag=1, **cols[j]))
+        for k in SERIES:
+            np.testing.assert_array_equal(whole.series[k][:, j], one.series[k][:, 0], err_msg=f"{k} column {j}")
+        for k in RECORD_DTYPES:
+            r = one.records[k].copy()
+            r["col"] = j
+            per_col_records[k].append(r)
+    for k in RECORD_DTYPES:
+        np.testing.assert_array_equal(whole.records[k], np.concatenate(per_col_records[k]), err_msg=k)
+    assert len(whole.records["fills"]) > 0
+
+
+def test_target_memory_orders_give_the_same_run():
+    """Row-major, column-major, a strided view and broadcast rows or columns: one result."""
+    bars, _, spec, account, policy = make_case(7)
+    n = bars.n
+    m = 3
+    rng = np.random.default_rng(1)
+    full = np.ascontiguousarray(rng.choice([-5.0, -1.0, 0.0, 1.0, np.nan], (n, m)))
+    account = Account(lag=1, leverage=min(5.0, float(spec.tiers.rows[0, 4])),
+                      initial_capital=1.0 if spec.inverse else 10_000.0)
+    base = simulate_perp(bars, full, spec, account)
+    _same_outputs(base, simulate_perp(bars, np.asfortranarray(full), spec, account))
+    wide = np.empty((n, 2 * m))
+    wide[:, ::2] = full
+    _same_outputs(base, simulate_perp(bars, wide[:, ::2], spec, account))  # not contiguous
+    row = full[3:4]
+    _same_outputs(simulate_perp(bars, np.repeat(row, n, axis=0), spec, account),
+                  simulate_perp(bars, row, spec, account))  # (1, m) broadcast over bars
+    col = full[:, :1]
+    _same_outputs(simulate_perp(bars, np.repeat(col, m, axis=1), spec, account),
+                  simulate_perp(bars, col, spec, Account(lag=1, leverage=account.leverage,
+                                                         initial_capital=[account.initial_capital] * m)))
+
+
+def test_series_are_derived_on_first_access_and_equal_the_reference():
+    """The kernel stores equity and position; equity in USD, notional, leverage and the running
+    totals are derived when first read, from the bars and the records, and equal the reference."""
+    seed = 230  # a kept seed with funding, fees, calls and liquidations
+    bars, target, spec, account, policy = make_case(seed)
+    res = simulate_perp(bars, target, spec, account, policy, series=("equity",))
+    assert isinstance(res.series, LazySeries)
+    assert set(res.series) == set(REQUIRED_SERIES) and "liq_price" not in res.series
+    assert set(res.series.derived()) == set(REQUIRED_SERIES) - {"equity", "position"}
+    ref_series, _ = simulate_reference(bars, target, spec, account, policy)
+    sub = res.select([0])
+    for name in REQUIRED_SERIES:
+        _close(res.series[name], ref_series[name], name, np.array([res.initial_capital.max() * 1e5]))
+        np.testing.assert_array_equal(sub.series[name][:, 0], res.series[name][:, 0])
+    assert res.series.derived() == []
+    assert_same(seed)  # the default run (all series, margin ratio and liquidation price) too
+
+
+def test_lazy_series_behaves_like_a_dict():
+    calls = []
+
+    def make():
+        calls.append(1)
+        return np.ones((2, 1))
+
+    s = LazySeries({"a": np.zeros((2, 1))}, {"b": make}, order=("b", "a"))
+    assert list(s) == ["b", "a"] and len(s) == 2 and "b" in s and "c" not in s
+    assert calls == []
+    assert s["b"].sum() == 2 and s["b"] is s["b"] and calls == [1]
+    with pytest.raises(KeyError):
+        s["c"]
+    with pytest.raises(ValueError, match="both stored and derived"):
+        LazySeries({"a": np.zeros(1)}, {"a": make})
