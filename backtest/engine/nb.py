@@ -302,6 +302,11 @@ def simulate_col_nb(
     pcall = 0.0     # margin-call price of the current state (valid when pc_ok)
     lp_ok = False
     pc_ok = False
+    # ``safe``: an adverse mark price at which the current state was found below the margin-call
+    # threshold (<= 1), hence not liquidatable, nor at any less adverse price (monotone, see
+    # past_nb); valid while ``safe_ok``, i.e. until the state changes
+    safe_ok = False
+    safe = 0.0
     ver = -1
     nt = 0
     ncap = 0.0      # tier cap (notional) at this column's leverage setting
@@ -313,6 +318,7 @@ def simulate_col_nb(
             ncap = tier_cap_nb(tiers, ver, nt, lev)
             lp_ok = False
             pc_ok = False
+            safe_ok = False
         mo = mark_open[i]
         if stopped:
             # frozen column: flat, no funding, equity = what is left
@@ -345,10 +351,12 @@ def simulate_col_nb(
                 nu += 1
                 lp_ok = False
                 pc_ok = False
+                safe_ok = False
             ptr += 1
 
-        # ---- 2. gap check: carried position liquidatable at the mark open
-        if C != 0.0:
+        # ---- 2. gap check: carried position liquidatable at the mark open (not when the open is
+        # no more adverse than a price already found safe for this state)
+        if C != 0.0 and not (safe_ok and (mo <= safe if C < 0.0 else mo >= safe)):
             B = W if cross else M
             if past_nb(C, mo, lp) if lp_ok else ratio_past_nb(C, EP, B, mo, cs, inverse, tiers, ver, nt, 1.0):
                 if not lp_ok:
@@ -358,6 +366,7 @@ def simulate_col_nb(
                     inverse, liq_fee, cum_fees, after_liq)
                 lp_ok = False
                 pc_ok = False
+                safe_ok = False
 
         # ---- 3. fill at the open
         ti = i - lag
@@ -412,6 +421,7 @@ def simulate_col_nb(
                             fr, cum_fees, status, RS_TARGET)
                         lp_ok = False
                         pc_ok = False
+                        safe_ok = False
 
         # ---- 4. funding prints strictly inside the bar: the position after the fill pays
         while ptr < nfe and fe_bar[ptr] == i:
@@ -426,14 +436,21 @@ def simulate_col_nb(
                 nu += 1
                 lp_ok = False
                 pc_ok = False
+                safe_ok = False
             ptr += 1
 
         # ---- 5. margin check at the adverse mark extreme
         if C != 0.0 and not stopped:
             px = mark_high[i] if C < 0.0 else mark_low[i]
             B = W if cross else M
-            if not in_call and (past_nb(C, px, pcall) if pc_ok else
-                                ratio_past_nb(C, EP, B, px, cs, inverse, tiers, ver, nt, thr)):
+            called = False
+            if not in_call:
+                called = past_nb(C, px, pcall) if pc_ok else ratio_past_nb(C, EP, B, px, cs, inverse, tiers, ver,
+                                                                             nt, thr)
+                if not called:  # below the threshold (<= 1) at the extreme: no liquidation this bar
+                    safe = px
+                    safe_ok = True
+            if called:
                 if past_nb(C, mo, pcall) if pc_ok else ratio_past_nb(C, EP, B, mo, cs, inverse, tiers, ver, nt, thr):
                     pc = mo
                 else:
@@ -460,6 +477,7 @@ def simulate_col_nb(
                         amount = x
                         lp_ok = False
                         pc_ok = False
+                        safe_ok = False
                 elif resp == RESP_REDUCE and mb_c > 0.0:
                     # largest |C'| whose ratio at pc, after the reducing trade's slippage (and,
                     # in cross mode, its fee) has hit the backing balance, is at most tau:
@@ -496,6 +514,7 @@ def simulate_col_nb(
                             i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr, cum_fees)
                         lp_ok = False
                         pc_ok = False
+                        safe_ok = False
                 r = calls[rslot_nb(co, nc, cc, calls)]
                 r["bar"] = i
                 r["col"] = j
@@ -504,7 +523,7 @@ def simulate_col_nb(
                 r["response"] = resp
                 r["amount"] = amount
                 nc += 1
-            if C != 0.0:
+            if C != 0.0 and in_call:  # in a call episode (or one began at this bar): check the liquidation
                 B = W if cross else M
                 if past_nb(C, px, lp) if lp_ok else ratio_past_nb(C, EP, B, px, cs, inverse, tiers, ver, nt, 1.0):
                     if not lp_ok:
@@ -520,6 +539,7 @@ def simulate_col_nb(
                         inverse, liq_fee, cum_fees, after_liq)
                     lp_ok = False
                     pc_ok = False
+                    safe_ok = False
 
         # ---- 6. valuation at the mark close
         pcl = mark_close[i]
