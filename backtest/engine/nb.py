@@ -804,20 +804,28 @@ def record_caps_nb(target, trs, tcs, rows, lag, n, nfe, resp, after_liq):
     m = resp.shape[0]
     caps = np.empty((4, m), dtype=np.int64)
     first_inf = np.full(m, -1, dtype=np.int64)
-    for jj in prange(m):
-        j = np.int64(jj)
-        cnt = 0
+    blk = 64  # columns per task: a row-major target is then read a row segment at a time
+    for b in prange((m + blk - 1) // blk):
+        j0 = b * blk
+        j1 = min(m, j0 + blk)
+        cnt = np.zeros(j1 - j0, dtype=np.int64)
         for t in range(rows):
-            e = flex_nb(target, trs, tcs, t, j)
-            if np.isinf(e) and first_inf[j] < 0:
-                first_inf[j] = t
-        for i in range(lag, n):
-            if not np.isnan(flex_nb(target, trs, tcs, i - lag, j)):
-                cnt += 1
-        caps[0, j] = cnt + (n if resp[j] == RESP_REDUCE else 0)
-        caps[1, j] = nfe
-        caps[2, j] = n
-        caps[3, j] = min(cnt, 1) if after_liq[j] == AFTER_STOP else cnt
+            counted = lag <= t + lag < n
+            for j in range(j0, j1):
+                e = flex_nb(target, trs, tcs, t, j)
+                if np.isnan(e):
+                    continue
+                if counted:
+                    cnt[j - j0] += 1
+                if np.isinf(e) and first_inf[j] < 0:
+                    first_inf[j] = t
+        for j in range(j0, j1):
+            # a target broadcast over the bars (one row) is read at every bar
+            c = cnt[j - j0] * (max(n - lag, 0) if rows == 1 else 1)
+            caps[0, j] = c + (n if resp[j] == RESP_REDUCE else 0)
+            caps[1, j] = nfe
+            caps[2, j] = n
+            caps[3, j] = min(c, 1) if after_liq[j] == AFTER_STOP else c
     return caps, first_inf
 
 
