@@ -60,6 +60,10 @@ class LazySeries(Mapping):
     def __contains__(self, name: object) -> bool:
         return name in self.stored or name in self._derive
 
+    def __reduce__(self):
+        """Pickle (and deep-copy) with every series computed: derivations are closures."""
+        return (LazySeries, ({k: self[k] for k in self._order}, {}, tuple(self._order)))
+
     def derived(self) -> list[str]:
         """Names not computed yet."""
         return [k for k in self._order if k in self._derive]

@@ -230,10 +230,10 @@ def _derived(stored: dict[str, np.ndarray], records: dict[str, np.ndarray], bars
 
 
 def _compact(buf: np.ndarray, counts: np.ndarray, caps: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """The used records (column order, then event order), compacted in place."""
-    if np.array_equal(counts, caps):  # every slice is full: already compact
-        return buf[: int(caps.sum())]
-    return buf[: nb.compact_nb(buf, counts, starts)]
+    """The used records (column order, then event order), compacted in place; copied out when
+    they use less than half of the buffer, so that the rest of it is freed."""
+    used = int(caps.sum()) if np.array_equal(counts, caps) else nb.compact_nb(buf, counts, starts)
+    return buf[:used] if 2 * used >= len(buf) else buf[:used].copy()
 
 
 def raw_outputs(result: SimResult) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -192,3 +192,29 @@ def test_lazy_series_behaves_like_a_dict():
         s["c"]
     with pytest.raises(ValueError, match="both stored and derived"):
         LazySeries({"a": np.zeros(1)}, {"a": make})
+
+
+def test_results_pickle_with_their_derived_series():
+    """A result crosses process boundaries (multiprocessing, joblib, caches): the derived
+    series are computed on the way."""
+    import pickle
+
+    bars, target, spec, account, policy = make_case(230)
+    res = simulate_perp(bars, target, spec, account, policy, series=("equity",))
+    back = pickle.loads(pickle.dumps(res))
+    assert back.series.derived() == []
+    for name in res.series:
+        np.testing.assert_array_equal(back.series[name], res.series[name], err_msg=name)
+    for name in RECORD_DTYPES:
+        np.testing.assert_array_equal(back.records[name], res.records[name], err_msg=name)
+
+
+def test_sparse_records_do_not_hold_the_whole_buffer():
+    """Records using under half of their buffer are copied out, so the buffer is freed."""
+    bars, target, spec, account, policy = make_case(230)
+    sparse = np.full_like(target, np.nan)
+    sparse[0] = -1.0
+    res = simulate_perp(bars, sparse, spec, account, policy)
+    for name in RECORD_DTYPES:
+        rec = res.records[name]
+        assert rec.base is None or rec.base.nbytes <= 2 * rec.nbytes + rec.dtype.itemsize, name
