@@ -78,9 +78,11 @@ def simulate_perp(
     account : account settings (scalars or one value per column).
     policy : in-loop leverage policy (drawdown control, CPPI), scalars or per column.
     columns : labels of the columns (default: the target's columns, else 0..n_cols-1).
-    series : names of the per-bar series to store (default all of ``enums.SERIES``); the
-        :data:`backtest.result.REQUIRED_SERIES` are always stored. Large sweeps that only need
-        equity and events save memory and time by leaving out ``margin_ratio`` and ``liq_price``.
+    series : names of the per-bar series wanted (default all of ``enums.SERIES``); the
+        :data:`backtest.result.REQUIRED_SERIES` are always available. The kernel stores
+        ``equity``, ``position`` and the wanted ones of ``margin_ratio`` and ``liq_price``; the
+        others are derived on first access (README, "Outputs and memory"). Large sweeps that only
+        need equity and events save memory and time with ``series=("equity",)``.
 
     Returns
     -------
