@@ -341,13 +341,8 @@ def simulate_col_nb(
             ptr += 1
         while ptr < nfe and fe_bar[ptr] == i and fe_at_open[ptr]:
             if C != 0.0:
-                amt = -C * cval_nb(fe_mark[ptr], cs, inverse) * fe_rate[ptr]
-                if cross:
-                    W += amt
-                else:
-                    M += amt
-                cum_fund += amt
-                write_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, fe_time[ptr], fe_rate[ptr], fe_mark[ptr], C, amt)
+                W, M, cum_fund = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate,
+                                                fe_mark, C, W, M, cross, cum_fund, cs, inverse)
                 nu += 1
                 lp_ok = False
                 pc_ok = False
@@ -362,7 +357,8 @@ def simulate_col_nb(
                 if not lp_ok:
                     lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
                 W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
-                    i, j, liqs, rslot_nb(lo, nl, lc, liqs), nl, C, EP, W, M, cross, mo, lp if level_ok_nb(lp) else mo, 1, cs,
+                    i, j, liqs, rslot_nb(lo, nl, lc, liqs), nl, C, EP, W, M, cross, mo,
+                    lp if level_ok_nb(lp) else mo, 1, cs,
                     inverse, liq_fee, cum_fees, after_liq)
                 lp_ok = False
                 pc_ok = False
@@ -403,7 +399,8 @@ def simulate_col_nb(
                     if go and adds_exposure_nb(C, cs_t) and not order_allowed_nb(
                             cs_t, C, EP, W, M, cross, pf, e_open, ncap, cs, inverse, lev, fr):
                         if excess == EXCESS_REJECT:
-                            write_fill_nb(fills, rslot_nb(fo, nf, fc, fills), i, j, pf, d, abs(d) * vf, 0.0, ST_REJECTED,
+                            write_fill_nb(fills, rslot_nb(fo, nf, fc, fills), i, j, pf, d, abs(d) * vf, 0.0,
+                                          ST_REJECTED,
                                           RS_TARGET)
                             nf += 1
                             go = False
@@ -417,7 +414,8 @@ def simulate_col_nb(
                             status = ST_CLIPPED
                     if go:
                         W, M, C, EP, cum_fees, nf = apply_fill_nb(
-                            i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev,
+                            i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse,
+                            lev,
                             fr, cum_fees, status, RS_TARGET)
                         lp_ok = False
                         pc_ok = False
@@ -426,13 +424,8 @@ def simulate_col_nb(
         # ---- 4. funding prints strictly inside the bar: the position after the fill pays
         while ptr < nfe and fe_bar[ptr] == i:
             if C != 0.0 and not stopped:
-                amt = -C * cval_nb(fe_mark[ptr], cs, inverse) * fe_rate[ptr]
-                if cross:
-                    W += amt
-                else:
-                    M += amt
-                cum_fund += amt
-                write_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, fe_time[ptr], fe_rate[ptr], fe_mark[ptr], C, amt)
+                W, M, cum_fund = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate,
+                                                fe_mark, C, W, M, cross, cum_fund, cs, inverse)
                 nu += 1
                 lp_ok = False
                 pc_ok = False
@@ -511,7 +504,8 @@ def simulate_col_nb(
                         cs_t = newabs if C > 0.0 else -newabs
                         amount = abs(C) - newabs
                         W, M, C, EP, cum_fees, nf = apply_reduce_keep_nb(
-                            i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr, cum_fees)
+                            i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr,
+                            cum_fees)
                         lp_ok = False
                         pc_ok = False
                         safe_ok = False
@@ -535,7 +529,8 @@ def simulate_col_nb(
                         gap = 0
                         trig = px
                     W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
-                        i, j, liqs, rslot_nb(lo, nl, lc, liqs), nl, C, EP, W, M, cross, mo if gap else trig, trig, gap, cs,
+                        i, j, liqs, rslot_nb(lo, nl, lc, liqs), nl, C, EP, W, M, cross, mo if gap else trig, trig,
+                        gap, cs,
                         inverse, liq_fee, cum_fees, after_liq)
                     lp_ok = False
                     pc_ok = False
@@ -601,6 +596,19 @@ def write_fill_nb(fills, slot, i, j, price, size, notional, fee, status, reason)
     r["fee"] = fee
     r["status"] = status
     r["reason"] = reason
+
+
+@njit(cache=True, inline="always")
+def pay_funding_nb(fund, slot, i, j, p, fe_time, fe_rate, fe_mark, C, W, M, cross, cum_fund, cs, inverse):
+    """Funding print ``p`` on position ``C``: ``-C * v(mark) * rate`` into the backing balance,
+    with its record."""
+    amt = -C * cval_nb(fe_mark[p], cs, inverse) * fe_rate[p]
+    if cross:
+        W += amt
+    else:
+        M += amt
+    write_funding_nb(fund, slot, i, j, fe_time[p], fe_rate[p], fe_mark[p], C, amt)
+    return W, M, cum_fund + amt
 
 
 @njit(cache=True, inline="always")
