@@ -798,42 +798,99 @@ def simulate_nb(
 
 
 @njit(cache=True, parallel=True)
+def target_counts_nb(flat, rs, cs, rows, mt, last):
+    """Per column of the target's memory (``mt`` columns of ``rows`` rows): the NaN count over
+    the first ``last`` rows and the count of infinite values over all rows. Memory is read in
+    its own order (row-major: chunks of whole rows; column-major: whole columns), so the scan
+    streams and vectorizes; an infinite value ``e`` is told apart by ``e * 0`` being NaN."""
+    nan_c = np.zeros(mt, dtype=np.int64)
+    ninf = np.zeros(mt, dtype=np.int64)
+    if cs == 1 and mt > 1:  # row-major: tasks take chunks of whole rows
+        nch = min(rows, 64)
+        p_nan = np.zeros((nch, mt), dtype=np.int64)
+        p_bad = np.zeros((nch, mt), dtype=np.int64)
+        p_tail = np.zeros((nch, mt), dtype=np.int64)
+        for c in prange(nch):
+            t0 = rows * c // nch
+            t1 = rows * (c + 1) // nch
+            a = p_nan[c]
+            b = p_bad[c]
+            z = p_tail[c]
+            for t in range(t0, t1):
+                row = flat[t * rs:t * rs + mt]
+                if t < last:
+                    for j in range(mt):
+                        e = row[j]
+                        a[j] += np.isnan(e)
+                        b[j] += np.isnan(e * 0.0)
+                else:
+                    for j in range(mt):
+                        e = row[j]
+                        z[j] += np.isnan(e)
+                        b[j] += np.isnan(e * 0.0)
+        for c in range(nch):
+            for j in range(mt):
+                nan_c[j] += p_nan[c, j]
+                ninf[j] += p_bad[c, j] - p_nan[c, j] - p_tail[c, j]
+    else:  # column-major (or one column): tasks take whole columns
+        for j in prange(mt):
+            col = flat[j * cs:j * cs + (rows - 1) * rs + 1]
+            a = 0
+            b = 0
+            z = 0
+            if rs == 1 or rows == 1:
+                for t in range(last):
+                    e = col[t]
+                    a += np.isnan(e)
+                    b += np.isnan(e * 0.0)
+                for t in range(last, rows):
+                    e = col[t]
+                    z += np.isnan(e)
+                    b += np.isnan(e * 0.0)
+            else:
+                for t in range(rows):
+                    e = col[t * rs]
+                    b += np.isnan(e * 0.0)
+                    if t < last:
+                        a += np.isnan(e)
+                    else:
+                        z += np.isnan(e)
+            nan_c[j] = a
+            ninf[j] = b - a - z
+    return nan_c, ninf
+
+
+@njit(cache=True)
 def record_caps_nb(target, trs, tcs, rows, lag, n, nfe, resp, after_liq):
     """Most records each column can write, (4, n_cols) for fills, funding, margin calls and
     liquidations, so that the record buffers are sized to the work rather than to 2 x bars x
     columns (fresh memory is zeroed by the OS page by page, which made the oversized buffers the
     largest single cost of a sweep). Also returns, per column, the first target row that is
-    infinite (-1: none), so the target is read once.
+    infinite (-1: none), so the target is scanned once when it is finite.
 
     Bounds: one target order (filled, clipped or rejected) per bar with a target, plus one
     margin-call reduce per bar for the ``reduce`` response; one payment per funding print; one
     margin call per bar; and a liquidation needs a position opened by a target order since the
     previous one (at most one when the column stops after a liquidation)."""
     m = resp.shape[0]
+    mt = m if tcs != 0 else 1  # a target of one column is broadcast (stride 0)
+    last = min(rows, max(n - lag, 0))  # target rows that reach a bar
+    nan_c, ninf = target_counts_nb(target, trs, tcs, rows, mt, last)
     caps = np.empty((4, m), dtype=np.int64)
     first_inf = np.full(m, -1, dtype=np.int64)
-    blk = 64  # columns per task: a row-major target is then read a row segment at a time
-    for b in prange((m + blk - 1) // blk):
-        j0 = b * blk
-        j1 = min(m, j0 + blk)
-        cnt = np.zeros(j1 - j0, dtype=np.int64)
-        for t in range(rows):
-            counted = lag <= t + lag < n
-            for j in range(j0, j1):
-                e = flex_nb(target, trs, tcs, t, j)
-                if np.isnan(e):
-                    continue
-                if counted:
-                    cnt[j - j0] += 1
-                if np.isinf(e) and first_inf[j] < 0:
+    for j in range(m):
+        jt = j if mt > 1 else 0
+        # a target broadcast over the bars (one row) is read at every bar
+        c = (last - nan_c[jt]) * (max(n - lag, 0) if rows == 1 else 1)
+        caps[0, j] = c + (n if resp[j] == RESP_REDUCE else 0)
+        caps[1, j] = nfe
+        caps[2, j] = n
+        caps[3, j] = min(c, 1) if after_liq[j] == AFTER_STOP else c
+        if ninf[jt] > 0:  # error path: find the row
+            for t in range(rows):
+                if np.isinf(flex_nb(target, trs, tcs, t, j)):
                     first_inf[j] = t
-        for j in range(j0, j1):
-            # a target broadcast over the bars (one row) is read at every bar
-            c = cnt[j - j0] * (max(n - lag, 0) if rows == 1 else 1)
-            caps[0, j] = c + (n if resp[j] == RESP_REDUCE else 0)
-            caps[1, j] = nfe
-            caps[2, j] = n
-            caps[3, j] = min(c, 1) if after_liq[j] == AFTER_STOP else c
+                    break
     return caps, first_inf
 
 

@@ -218,3 +218,36 @@ def test_sparse_records_do_not_hold_the_whole_buffer():
     for name in RECORD_DTYPES:
         rec = res.records[name]
         assert rec.base is None or rec.base.nbytes <= 2 * rec.nbytes + rec.dtype.itemsize, name
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("shape", [(50, 7), (50, 1), (1, 7), (1, 1), (200, 130)])
+@pytest.mark.parametrize("lag", [0, 1, 3])
+def test_record_bounds_count_the_target_in_any_layout(order, shape, lag):
+    """The capacity scan reads the target in its own memory order (row chunks or whole columns);
+    its counts equal numpy's on the broadcast (bars, columns) view, whatever the layout, the lag
+    and where the infinite values are."""
+    rng = np.random.default_rng(sum(shape) + lag)
+    n, m = 50 if shape[0] == 1 else shape[0], 7 if shape[1] == 1 else shape[1]
+    tgt = rng.normal(size=shape)
+    tgt[rng.random(shape) < 0.4] = np.nan
+    if shape[0] > 1:
+        tgt[-1, 0] = np.inf  # a row the lag may push past the last bar: still an error
+    if shape[0] > 2 and shape[1] > 1:
+        tgt[[2, 1], [shape[1] - 1, shape[1] - 1]] = [-np.inf, np.inf]  # first in row order: row 1
+    tgt = np.asarray(tgt, order=order)
+    flat, rs, cs = engine_core._flat(tgt)
+    resp = np.array([1, 0] * m)[:m]  # reduce on even columns
+    after = np.array([0, 1, 1] * m)[:m]  # stop after a liquidation on every third column
+    caps, first_inf = engine_core.nb.record_caps_nb(flat, rs, cs, tgt.shape[0], lag, n, 9, resp, after)
+
+    full = np.broadcast_to(tgt, (tgt.shape[0], m))
+    reach = full[: max(n - lag, 0)]  # target rows that reach a bar
+    orders = (~np.isnan(reach)).sum(axis=0) * (max(n - lag, 0) if tgt.shape[0] == 1 else 1)
+    np.testing.assert_array_equal(caps[0], orders + np.where(resp == 1, n, 0))
+    np.testing.assert_array_equal(caps[1], np.full(m, 9))
+    np.testing.assert_array_equal(caps[2], np.full(m, n))
+    np.testing.assert_array_equal(caps[3], np.where(after == 0, np.minimum(orders, 1), orders))
+    inf = np.isinf(full)
+    want = np.where(inf.any(axis=0), inf.argmax(axis=0), -1)
+    np.testing.assert_array_equal(first_inf, want)
