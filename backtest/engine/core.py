@@ -135,6 +135,7 @@ def simulate_perp(
         raise EngineInputError(f"unknown series {unknown}; choose from {', '.join(SERIES)}")
     # the kernel writes what needs its state; the rest is derived on first access (_derived)
     keep = [s for s in KERNEL_SERIES if s in wanted or s in REQUIRED_SERIES]
+    assert keep[:2] == ["equity", "position"]  # the kernel's fixed rows 0 and 1
     omap = np.array([keep.index(s) if s in keep else -1 for s in SERIES], dtype=np.int64)
     nfe = bars.fe_bar.shape[0]
     out = np.empty((len(keep), m, n), dtype=np.float64)

@@ -280,17 +280,16 @@ def simulate_col_nb(
     nc = 0
     nl = 0
 
-    # series slots as local scalars: stores into ``out`` cannot alias them, so they stay in
-    # registers instead of being reloaded after every store
-    o0, o1, o2, o3, o4 = omap[0], omap[1], omap[2], omap[3], omap[4]
-    o5, o6, o7, o8, o9 = omap[5], omap[6], omap[7], omap[8], omap[9]
+    # equity and position are always stored (rows 0 and 1 of ``out``); the margin ratio and the
+    # liquidation price when asked for (slots as local scalars: stores into ``out`` cannot alias
+    # them, so they stay in registers instead of being reloaded after every store)
+    eq_o = out[0, j]
+    pos_o = out[1, j]
+    o5, o6 = omap[5], omap[6]
     W = init_cap
     M = 0.0
     C = 0.0
     EP = 0.0
-    cum_fund = 0.0
-    cum_fees = 0.0
-    added = 0.0
     reserve_left = reserve
     stopped = False
     in_call = False
@@ -324,16 +323,10 @@ def simulate_col_nb(
             # frozen column: flat, no funding, equity = what is left
             while ptr < nfe and fe_bar[ptr] <= i:
                 ptr += 1
-            put_nb(out, o0, j, i, W)
-            put_nb(out, o1, j, i, W * mark_close[i] if inverse else W)
-            put_nb(out, o2, j, i, 0.0)
-            put_nb(out, o3, j, i, 0.0)
-            put_nb(out, o4, j, i, 0.0)
+            eq_o[i] = W
+            pos_o[i] = 0.0
             put_nb(out, o5, j, i, 0.0)
             put_nb(out, o6, j, i, 0.0)
-            put_nb(out, o7, j, i, cum_fund)
-            put_nb(out, o8, j, i, cum_fees)
-            put_nb(out, o9, j, i, added)
             continue
 
         # ---- 1. funding prints at the open instant: the position held going into the open pays
@@ -341,8 +334,8 @@ def simulate_col_nb(
             ptr += 1
         while ptr < nfe and fe_bar[ptr] == i and fe_at_open[ptr]:
             if C != 0.0:
-                W, M, cum_fund = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate,
-                                                fe_mark, C, W, M, cross, cum_fund, cs, inverse)
+                W, M = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate, fe_mark,
+                                      C, W, M, cross, cs, inverse)
                 nu += 1
                 lp_ok = False
                 pc_ok = False
@@ -356,10 +349,10 @@ def simulate_col_nb(
             if past_nb(C, mo, lp) if lp_ok else ratio_past_nb(C, EP, B, mo, cs, inverse, tiers, ver, nt, 1.0):
                 if not lp_ok:
                     lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
-                W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
+                W, M, C, EP, stopped, in_call, nl = liquidate_nb(
                     i, j, liqs, rslot_nb(lo, nl, lc, liqs), nl, C, EP, W, M, cross, mo,
                     lp if level_ok_nb(lp) else mo, 1, cs,
-                    inverse, liq_fee, cum_fees, after_liq)
+                    inverse, liq_fee, after_liq)
                 lp_ok = False
                 pc_ok = False
                 safe_ok = False
@@ -413,10 +406,10 @@ def simulate_col_nb(
                                 cs_t = C  # what is left of the order is below the minimum: no trade
                             status = ST_CLIPPED
                     if go:
-                        W, M, C, EP, cum_fees, nf = apply_fill_nb(
+                        W, M, C, EP, nf = apply_fill_nb(
                             i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse,
                             lev,
-                            fr, cum_fees, status, RS_TARGET)
+                            fr, status, RS_TARGET)
                         lp_ok = False
                         pc_ok = False
                         safe_ok = False
@@ -424,8 +417,8 @@ def simulate_col_nb(
         # ---- 4. funding prints strictly inside the bar: the position after the fill pays
         while ptr < nfe and fe_bar[ptr] == i:
             if C != 0.0 and not stopped:
-                W, M, cum_fund = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate,
-                                                fe_mark, C, W, M, cross, cum_fund, cs, inverse)
+                W, M = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate, fe_mark,
+                                      C, W, M, cross, cs, inverse)
                 nu += 1
                 lp_ok = False
                 pc_ok = False
@@ -438,6 +431,9 @@ def simulate_col_nb(
             B = W if cross else M
             called = False
             if not in_call:
+                if not pc_ok and safe_ok:  # the state outlived a bar: price its call level once
+                    pcall = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
+                    pc_ok = True
                 called = past_nb(C, px, pcall) if pc_ok else ratio_past_nb(C, EP, B, px, cs, inverse, tiers, ver,
                                                                              nt, thr)
                 if not called:  # below the threshold (<= 1) at the extreme: no liquidation this bar
@@ -465,7 +461,6 @@ def simulate_col_nb(
                             W += x
                         else:
                             M += x
-                        added += x
                         reserve_left -= x
                         amount = x
                         lp_ok = False
@@ -503,9 +498,8 @@ def simulate_col_nb(
                     if newabs < abs(C):
                         cs_t = newabs if C > 0.0 else -newabs
                         amount = abs(C) - newabs
-                        W, M, C, EP, cum_fees, nf = apply_reduce_keep_nb(
-                            i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr,
-                            cum_fees)
+                        W, M, C, EP, nf = apply_reduce_keep_nb(
+                            i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr)
                         lp_ok = False
                         pc_ok = False
                         safe_ok = False
@@ -528,10 +522,10 @@ def simulate_col_nb(
                     else:  # the balance is exhausted at every price: execute at the extreme
                         gap = 0
                         trig = px
-                    W, M, C, EP, cum_fees, stopped, in_call, nl = liquidate_nb(
+                    W, M, C, EP, stopped, in_call, nl = liquidate_nb(
                         i, j, liqs, rslot_nb(lo, nl, lc, liqs), nl, C, EP, W, M, cross, mo if gap else trig, trig,
                         gap, cs,
-                        inverse, liq_fee, cum_fees, after_liq)
+                        inverse, liq_fee, after_liq)
                     lp_ok = False
                     pc_ok = False
                     safe_ok = False
@@ -540,17 +534,13 @@ def simulate_col_nb(
         pcl = mark_close[i]
         upl = upnl_nb(C, EP, pcl, cs, inverse)
         eq = W + M + upl
-        put_nb(out, o0, j, i, eq)
-        put_nb(out, o1, j, i, eq * pcl if inverse else eq)
-        put_nb(out, o2, j, i, C)
+        eq_o[i] = eq
+        pos_o[i] = C
         if C != 0.0:
             B = W if cross else M
-            notional = C * cval_nb(pcl, cs, inverse)
-            put_nb(out, o3, j, i, notional)
-            put_nb(out, o4, j, i, abs(notional) / eq if eq > 0.0 else 0.0)
             if o5 >= 0:
                 mb = B + upl
-                mm = mm_nb(tiers, ver, nt, abs(notional))
+                mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(pcl, cs, inverse))
                 out[o5, j, i] = mm / mb if mb > 0.0 else 1.0
             if o6 >= 0:
                 if not lp_ok:
@@ -561,14 +551,9 @@ def simulate_col_nb(
                                 ratio_past_nb(C, EP, B, pcl, cs, inverse, tiers, ver, nt, thr)):
                 in_call = False
         else:
-            put_nb(out, o3, j, i, 0.0)
-            put_nb(out, o4, j, i, 0.0)
             put_nb(out, o5, j, i, 0.0)
             put_nb(out, o6, j, i, 0.0)
             in_call = False
-        put_nb(out, o7, j, i, cum_fund)
-        put_nb(out, o8, j, i, cum_fees)
-        put_nb(out, o9, j, i, added)
         e_prev = eq
         if eq > peak:
             peak = eq
@@ -599,7 +584,7 @@ def write_fill_nb(fills, slot, i, j, price, size, notional, fee, status, reason)
 
 
 @njit(cache=True, inline="always")
-def pay_funding_nb(fund, slot, i, j, p, fe_time, fe_rate, fe_mark, C, W, M, cross, cum_fund, cs, inverse):
+def pay_funding_nb(fund, slot, i, j, p, fe_time, fe_rate, fe_mark, C, W, M, cross, cs, inverse):
     """Funding print ``p`` on position ``C``: ``-C * v(mark) * rate`` into the backing balance,
     with its record."""
     amt = -C * cval_nb(fe_mark[p], cs, inverse) * fe_rate[p]
@@ -608,7 +593,7 @@ def pay_funding_nb(fund, slot, i, j, p, fe_time, fe_rate, fe_mark, C, W, M, cros
     else:
         M += amt
     write_funding_nb(fund, slot, i, j, fe_time[p], fe_rate[p], fe_mark[p], C, amt)
-    return W, M, cum_fund + amt
+    return W, M
 
 
 @njit(cache=True, inline="always")
@@ -624,14 +609,12 @@ def write_funding_nb(fund, slot, i, j, t, rate, mark, C, amt):
 
 
 @njit(cache=True, inline="always")
-def apply_fill_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev, fr, cum_fees,
-                  status, reason):
+def apply_fill_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev, fr, status, reason):
     """Trade from ``C`` to ``cs_t`` at ``pf``; fees from the wallet; isolated margin moves."""
     d = cs_t - C
     vf = cval_nb(pf, cs, inverse)
     fee = fr * abs(d) * vf
     W -= fee
-    cum_fees += fee
     if d != 0.0:
         if C == 0.0:
             C = cs_t
@@ -676,17 +659,16 @@ def apply_fill_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inver
                 C = 0.0
                 EP = 0.0
     write_fill_nb(fills, slot, i, j, pf, d, abs(d) * vf, fee, status, reason)
-    return W, M, C, EP, cum_fees, nf + 1
+    return W, M, C, EP, nf + 1
 
 
 @njit(cache=True)
-def apply_reduce_keep_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr, cum_fees):
+def apply_reduce_keep_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr):
     """Margin-call reduce: realised PnL stays with the backing balance (isolated margin is kept)."""
     d = cs_t - C
     vf = cval_nb(pf, cs, inverse)
     fee = fr * abs(d) * vf
     W -= fee
-    cum_fees += fee
     closed = abs(d)
     sgn = 1.0 if C > 0.0 else -1.0
     realized = upnl_nb(sgn * closed, EP, pf, cs, inverse)
@@ -701,12 +683,11 @@ def apply_reduce_keep_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs
             W += M
             M = 0.0
     write_fill_nb(fills, slot, i, j, pf, d, abs(d) * vf, fee, ST_FILLED, RS_CALL)
-    return W, M, C, EP, cum_fees, nf + 1
+    return W, M, C, EP, nf + 1
 
 
 @njit(cache=True)
-def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inverse, liq_fee, cum_fees,
-                 after_liq):
+def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inverse, liq_fee, after_liq):
     """Close the whole position at ``pl``; the backing balance keeps max(0, B + uPnL - fee)."""
     vl = cval_nb(pl, cs, inverse)
     fee_l = liq_fee * abs(C) * vl
@@ -731,7 +712,6 @@ def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inve
     else:
         W = W + keep
         M = 0.0
-    cum_fees += charged
     r = liqs[slot]
     r["bar"] = i
     r["col"] = j
@@ -744,7 +724,7 @@ def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inve
     r["deficit"] = deficit
     r["gap"] = gap
     stopped = after_liq == AFTER_STOP
-    return W, M, 0.0, 0.0, cum_fees, stopped, False, nl + 1
+    return W, M, 0.0, 0.0, stopped, False, nl + 1
 
 
 @njit(cache=True, parallel=True)
@@ -763,8 +743,10 @@ def simulate_nb(
 
     Buffers
     -------
-    out : float64 (n_stored, n_cols, n_bars): series ``s`` of ``enums.SERIES`` goes to slot
-        ``omap[s]`` (-1 = not stored); each column's bars are contiguous
+    out : float64 (n_stored, n_cols, n_bars): equity in row 0, position in row 1, and the
+        margin ratio and liquidation price in rows ``omap[5]`` and ``omap[6]`` when those are
+        not -1 (``omap[s]``: the row of series ``s`` of ``enums.SERIES``); each column's bars are
+        contiguous. The other series are derived from these and the records (``core._derived``).
     fills, fund, calls, liqs : record buffers; column ``j`` owns ``rec_cap[r, j]`` records from
         ``rec_start[r, j]`` (r = 0..3 in that order, sized by :func:`record_caps_nb`); the last
         record of each buffer is a spare that takes any write past a column's capacity, which the
