@@ -155,11 +155,12 @@ def mm_nb(tiers, ver, nt, notional):
 
 
 @njit(cache=True, inline="always")
-def floor_lot_nb(q, lot):
-    """Round a non-negative quantity down to the lot size."""
+def floor_lot_nb(q, lot, inv_lot):
+    """Round a non-negative quantity down to the lot size (``inv_lot = 1 / lot``: a product
+    instead of a division on the chain from one bar's equity to the next order)."""
     if lot <= 0.0:
         return q
-    return np.floor(q / lot + LOT_EPS) * lot
+    return np.floor(q * inv_lot + LOT_EPS) * lot
 
 
 LEVEL_ALL = -1.0  # solve result: every positive price is past the level (balance exhausted)
@@ -268,11 +269,13 @@ def simulate_col_nb(
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
     pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp,
-    omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs, fo, uo, co, lo, fc, uc, cc, lc,
+    omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs, fo, uo, co, lo, fc, uc, cc, lc, inv_vo,
 ):
     """One column; ``fo``, ``uo``, ``co``, ``lo``: where its fill, funding, margin-call and
     liquidation records start in the shared buffers, ``fc``, ``uc``, ``cc``, ``lc``: how many
-    it may write (:func:`record_caps_nb`)."""
+    it may write (:func:`record_caps_nb`); ``inv_vo``: 1 / contract value at each bar's open,
+    shared by the columns (sizing multiplies by it: no division on the chain from one bar's
+    equity to the next order)."""
     n = open_.shape[0]
     nfe = fe_bar.shape[0]
     nf = 0
@@ -296,6 +299,7 @@ def simulate_col_nb(
     e_prev = init_cap
     peak = init_cap
     cross = mode == CROSS
+    inv_lot = 1.0 / lot if lot > 0.0 else 0.0
     ptr = 0
     lp = 0.0        # liquidation price of the current state (valid when lp_ok)
     pcall = 0.0     # margin-call price of the current state (valid when pc_ok)
@@ -380,9 +384,9 @@ def simulate_col_nb(
                 if e_open <= DUST_RTOL * init_cap:  # nothing (or float dust) to size from: close only
                     cs_t = 0.0
                 else:
-                    cs_t = e * e_open / cval_nb(po, cs, inverse)
+                    cs_t = e * e_open * inv_vo[i]
                     sg = 1.0 if cs_t >= 0.0 else -1.0
-                    cs_t = sg * floor_lot_nb(abs(cs_t), lot)
+                    cs_t = sg * floor_lot_nb(abs(cs_t), lot, inv_lot)
                 if not same_size_nb(cs_t, C, lot):
                     d = cs_t - C
                     pf = po * (1.0 + slip) if d > 0.0 else po * (1.0 - slip)
@@ -494,7 +498,7 @@ def simulate_col_nb(
                         if k2 >= k:
                             break
                         k = k2
-                    newabs = floor_lot_nb(min(max(a, 0.0), abs(C)), lot)
+                    newabs = floor_lot_nb(min(max(a, 0.0), abs(C)), lot, inv_lot)
                     if newabs < abs(C):
                         cs_t = newabs if C > 0.0 else -newabs
                         amount = abs(C) - newabs
@@ -762,6 +766,9 @@ def simulate_nb(
     n_fund = np.zeros(m, dtype=np.int64)
     n_calls = np.zeros(m, dtype=np.int64)
     n_liqs = np.zeros(m, dtype=np.int64)
+    inv_vo = np.empty(n)  # contracts per unit of the settlement currency at each bar's open
+    for i in range(n):
+        inv_vo[i] = 1.0 / cval_nb(open_[i], cs, inverse)
     for jj in prange(m):
         j = np.int64(jj)
         simulate_col_nb(
@@ -774,7 +781,7 @@ def simulate_nb(
             pol_kind[jj], pol_maxdd[jj], pol_floor[jj], pol_mult[jj], pol_ratchet[jj], pol_maxexp[jj],
             omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
             rec_start[0, jj], rec_start[1, jj], rec_start[2, jj], rec_start[3, jj],
-            rec_cap[0, jj], rec_cap[1, jj], rec_cap[2, jj], rec_cap[3, jj],
+            rec_cap[0, jj], rec_cap[1, jj], rec_cap[2, jj], rec_cap[3, jj], inv_vo,
         )
     return n_fills, n_fund, n_calls, n_liqs
 
