@@ -134,8 +134,8 @@ def simulate_perp(
     if unknown:
         raise EngineInputError(f"unknown series {unknown}; choose from {', '.join(SERIES)}")
     # the kernel writes what needs its state; the rest is derived on first access (_derived)
-    keep = [s for s in KERNEL_SERIES if s in wanted or s in REQUIRED_SERIES]
-    assert keep[:2] == ["equity", "position"]  # the kernel's fixed rows 0 and 1
+    # equity and position always (the kernel's fixed rows 0 and 1), then the optional ones wanted
+    keep = ["equity", "position"] + [s for s in KERNEL_SERIES[2:] if s in wanted]
     omap = np.array([keep.index(s) if s in keep else -1 for s in SERIES], dtype=np.int64)
     nfe = bars.fe_bar.shape[0]
     out = np.empty((len(keep), m, n), dtype=np.float64)
@@ -192,7 +192,7 @@ def simulate_perp(
 
 
 # Series that need the kernel's state. The others follow from these, the bars and the records.
-KERNEL_SERIES = ("equity", "position", "margin_ratio", "liq_price")
+KERNEL_SERIES = ("equity", "position", "margin_ratio", "liq_price")  # the first two always
 
 
 def _derived(stored: dict[str, np.ndarray], records: dict[str, np.ndarray], bars: PerpBars, spec: MarketSpec,
