@@ -10,7 +10,8 @@ reference this kernel is tested against.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import literally, njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 # Enum values repeated as module constants so numba folds them.
 CROSS = 1
@@ -163,6 +164,7 @@ def floor_lot_nb(q, lot, inv_lot):
     return np.floor(q * inv_lot + LOT_EPS) * lot
 
 
+ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 LEVEL_ALL = -1.0  # solve result: every positive price is past the level (balance exhausted)
 
 
@@ -270,12 +272,23 @@ def simulate_col_nb(
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
     pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp,
     omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs, fo, uo, co, lo, fc, uc, cc, lc, inv_vo,
+    nxt, bits, jt, sparse,
 ):
     """One column; ``fo``, ``uo``, ``co``, ``lo``: where its fill, funding, margin-call and
     liquidation records start in the shared buffers, ``fc``, ``uc``, ``cc``, ``lc``: how many
     it may write (:func:`record_caps_nb`); ``inv_vo``: 1 / contract value at each bar's open,
     shared by the columns (sizing multiplies by it: no division on the chain from one bar's
-    equity to the next order)."""
+    equity to the next order).
+
+    ``sparse`` (a compile-time constant: two specialisations) turns on quiet stretches: ``bits``
+    (:func:`target_bits_nb`, column ``jt``) tells where the next target order is and ``nxt``
+    where the next funding print or tier change is, and the bars before them are valued in a
+    tight loop while no adverse mark reaches the state's margin-call price. Such a bar is the
+    general bar with nothing to do (no order, no print, not in a call, the mark short of the
+    call level, hence of the liquidation level), computed with the same expressions, so both
+    specialisations give the same numbers; the dense one is used when most bars have an order
+    (its loop is tighter without the stretch code)."""
+    literally(sparse)
     n = open_.shape[0]
     nfe = fe_bar.shape[0]
     nf = 0
@@ -313,8 +326,75 @@ def simulate_col_nb(
     ver = -1
     nt = 0
     ncap = 0.0      # tier cap (notional) at this column's leverage setting
+    nwords = bits.shape[0]
+    tnext = -1      # sparse: the next bar with a target order (n: none)
+    skip = 0        # sparse: bars before this one were valued by a quiet stretch
 
     for i in range(n):
+        if sparse:
+            if i < skip:
+                continue
+            if tnext < i:  # the first target row >= i - lag holding a value, from the bitmap
+                r = max(i - lag, 0)
+                k = r >> 6
+                w = bits[k, jt] & (ALL_BITS << np.uint64(r & 63)) if k < nwords else np.uint64(0)
+                while w == 0 and k < nwords - 1:
+                    k += 1
+                    w = bits[k, jt]
+                tnext = k * 64 + np.int64(trailing_zeros(w)) + lag if w != 0 else n
+            end = min(nxt[i], tnext)
+            if end > i + 1 and not stopped and not in_call and ver >= 0:
+                # ---- quiet stretch [i, end): see the docstring
+                ok = True
+                lim = np.inf  # stop where sg * adverse mark >= lim
+                sg = 1.0
+                adv = mark_high
+                B = W if cross else M
+                if C != 0.0:
+                    if not pc_ok:
+                        pcall = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
+                        pc_ok = True
+                    if C > 0.0:
+                        sg = -1.0
+                        adv = mark_low
+                    if pcall == LEVEL_ALL:
+                        ok = False
+                    elif pcall > 0.0:
+                        lim = sg * pcall
+                    if o6 >= 0 and not lp_ok:
+                        lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
+                        lp_ok = True
+                if ok:
+                    K = W + M
+                    b = i
+                    eq = e_prev
+                    while b < end:
+                        if sg * adv[b] >= lim:
+                            break
+                        pcl = mark_close[b]
+                        upl = upnl_nb(C, EP, pcl, cs, inverse)
+                        eq = K + upl
+                        eq_o[b] = eq
+                        pos_o[b] = C
+                        if o5 >= 0:
+                            if C != 0.0:
+                                mb = B + upl
+                                mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(pcl, cs, inverse))
+                                out[o5, j, b] = mm / mb if mb > 0.0 else 1.0
+                            else:
+                                out[o5, j, b] = 0.0
+                        if o6 >= 0:
+                            out[o6, j, b] = lp if C != 0.0 and level_ok_nb(lp) else 0.0
+                        if eq > peak:
+                            peak = eq
+                        b += 1
+                    if b > i:
+                        e_prev = eq
+                        if C != 0.0:
+                            safe = adv[b - 1]
+                            safe_ok = True
+                        skip = b
+                        continue
         if tier_ver[i] != ver:
             ver = tier_ver[i]
             nt = ntiers[ver]
@@ -324,14 +404,13 @@ def simulate_col_nb(
             safe_ok = False
         mo = mark_open[i]
         if stopped:
-            # frozen column: flat, no funding, equity = what is left
-            while ptr < nfe and fe_bar[ptr] <= i:
-                ptr += 1
-            eq_o[i] = W
-            pos_o[i] = 0.0
-            put_nb(out, o5, j, i, 0.0)
-            put_nb(out, o6, j, i, 0.0)
-            continue
+            # frozen column: flat, no funding, equity = what is left, to the last bar
+            for b in range(i, n):
+                eq_o[b] = W
+                pos_o[b] = 0.0
+                put_nb(out, o5, j, b, 0.0)
+                put_nb(out, o6, j, b, 0.0)
+            break
 
         # ---- 1. funding prints at the open instant: the position held going into the open pays
         while ptr < nfe and fe_bar[ptr] < i:
@@ -363,7 +442,7 @@ def simulate_col_nb(
 
         # ---- 3. fill at the open
         ti = i - lag
-        if not stopped and ti >= 0:
+        if not stopped and ti >= 0 and (tnext == i or not sparse):  # sparse: rows without a value are not read
             e = flex_nb(target, trs, tcs, ti, j)
             if not np.isnan(e):
                 if pol_kind == POL_DRAWDOWN:
@@ -731,7 +810,7 @@ def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inve
     return W, M, 0.0, 0.0, stopped, False, nl + 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def simulate_nb(
     open_, mark_open, mark_high, mark_low, mark_close,
     fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
@@ -739,7 +818,7 @@ def simulate_nb(
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
     pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
-    out, fills, fund, calls, liqs, rec_start, rec_cap,
+    out, fills, fund, calls, liqs, rec_start, rec_cap, bits, sparse,
 ):
     """Simulate all columns into buffers allocated by the caller (numpy allocates large arrays
     on transparent huge pages, which makes first writes several times cheaper than numba's
@@ -755,11 +834,15 @@ def simulate_nb(
         ``rec_start[r, j]`` (r = 0..3 in that order, sized by :func:`record_caps_nb`); the last
         record of each buffer is a spare that takes any write past a column's capacity, which the
         caller detects from the returned counts
+    bits : uint64 (n_words, n_target_cols), :func:`target_bits_nb` of the target, read by the
+        sparse specialisation (quiet stretches)
+    sparse : which specialisation runs (compiled on first use: each is compiled only when used)
 
     Returns
     -------
     n_fills, n_funding, n_calls, n_liqs : int64 (n_cols,) records used per column
     """
+    literally(sparse)
     n = open_.shape[0]
     m = init_cap.shape[0]
     n_fills = np.zeros(m, dtype=np.int64)
@@ -769,8 +852,50 @@ def simulate_nb(
     inv_vo = np.empty(n)  # contracts per unit of the settlement currency at each bar's open
     for i in range(n):
         inv_vo[i] = 1.0 / cval_nb(open_[i], cs, inverse)
+    # from each bar, the next bar with a funding print or a tier-table change (shared events
+    # that end a quiet stretch); bar 0 is one
+    nxt = np.empty(n, dtype=np.int64)
+    ev = np.zeros(n, dtype=np.bool_)
+    for k in range(fe_bar.shape[0]):
+        if 0 <= fe_bar[k] < n:
+            ev[fe_bar[k]] = True
+    for i in range(1, n):
+        if tier_ver[i] != tier_ver[i - 1]:
+            ev[i] = True
+    nx = 0
+    for i in range(n - 1, -1, -1):
+        if ev[i] or i == 0:
+            nx = i
+        nxt[i] = nx
+    run_cols_nb(open_, mark_open, mark_high, mark_low, mark_close,
+                fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+                target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
+                tiers, ntiers, tier_ver,
+                init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
+                pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
+                out, fills, fund, calls, liqs, rec_start, rec_cap, bits,
+                n_fills, n_fund, n_calls, n_liqs, inv_vo, nxt, sparse)
+    return n_fills, n_fund, n_calls, n_liqs
+
+
+@njit(cache=True, parallel=True)
+def run_cols_nb(
+    open_, mark_open, mark_high, mark_low, mark_close,
+    fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+    target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
+    tiers, ntiers, tier_ver,
+    init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
+    pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
+    out, fills, fund, calls, liqs, rec_start, rec_cap, bits,
+    n_fills, n_fund, n_calls, n_liqs, inv_vo, nxt, sparse,
+):
+    """The columns of :func:`simulate_nb` in parallel, with the ``sparse`` (literal) specialisation."""
+    literally(sparse)
+    m = init_cap.shape[0]
+    mt = bits.shape[1]
     for jj in prange(m):
         j = np.int64(jj)
+        jt = j if mt > 1 else np.int64(0)  # the column of the target bitmap
         simulate_col_nb(
             j, open_, mark_open, mark_high, mark_low, mark_close,
             fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
@@ -782,8 +907,8 @@ def simulate_nb(
             omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
             rec_start[0, jj], rec_start[1, jj], rec_start[2, jj], rec_start[3, jj],
             rec_cap[0, jj], rec_cap[1, jj], rec_cap[2, jj], rec_cap[3, jj], inv_vo,
+            nxt, bits, jt, sparse,
         )
-    return n_fills, n_fund, n_calls, n_liqs
 
 
 @njit(cache=True, parallel=True)
@@ -849,6 +974,36 @@ def target_counts_nb(flat, rs, cs, rows, mt, last):
     return nan_c, ninf
 
 
+@njit(cache=True, parallel=True)
+def target_bits_nb(flat, rs, cs, rows, mt, last):
+    """Where the target holds a value: bit ``t % 64`` of ``bits[t // 64, j]`` is set when row
+    ``t < last`` of target column ``j`` is not NaN (1.1 MB for 8,760 rows x 1,000 columns).
+    Read in the target's own memory order; tells the sparse kernel where the next order is
+    without reading the rows in between."""
+    nw = (last + 63) // 64
+    bits = np.zeros((nw, mt), dtype=np.uint64)
+    if cs == 1 and mt > 1:  # row-major: tasks take 64 rows (one word per column)
+        for k in prange(nw):
+            w = bits[k]
+            t0 = k * 64
+            for t in range(t0, min(last, t0 + 64)):
+                row = flat[t * rs:t * rs + mt]
+                sh = np.uint64(t - t0)
+                for j in range(mt):
+                    e = row[j]
+                    w[j] |= np.uint64(e == e) << sh
+    else:  # column-major (or one column): tasks take whole columns
+        for j in prange(mt):
+            for k in range(nw):
+                t0 = k * 64
+                acc = np.uint64(0)
+                for t in range(t0, min(last, t0 + 64)):
+                    e = flat[j * cs + t * rs]
+                    acc |= np.uint64(e == e) << np.uint64(t - t0)
+                bits[k, j] = acc
+    return bits
+
+
 @njit(cache=True)
 def record_caps_nb(target, trs, tcs, rows, lag, n, nfe, resp, after_liq):
     """Most records each column can write, (4, n_cols) for fills, funding, margin calls and
@@ -897,3 +1052,50 @@ def compact_nb(buf, counts, starts):
                 buf[dst + k] = buf[src + k]
         dst += c
     return dst
+
+
+
+@njit(cache=True)
+def simulate_sparse_nb(
+    open_, mark_open, mark_high, mark_low, mark_close,
+    fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+    target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
+    tiers, ntiers, tier_ver,
+    init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
+    pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
+    out, fills, fund, calls, liqs, rec_start, rec_cap, bits,
+):
+    """:func:`simulate_nb`, sparse specialisation (quiet stretches). The two entry points fix
+    ``sparse`` at compile time, so each compiles only when used and a call does not re-resolve a
+    literal argument."""
+    return simulate_nb(
+        open_, mark_open, mark_high, mark_low, mark_close,
+        fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+        target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
+        tiers, ntiers, tier_ver,
+        init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
+        pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
+        out, fills, fund, calls, liqs, rec_start, rec_cap, bits, True,
+    )
+
+
+@njit(cache=True)
+def simulate_dense_nb(
+    open_, mark_open, mark_high, mark_low, mark_close,
+    fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+    target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
+    tiers, ntiers, tier_ver,
+    init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
+    pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
+    out, fills, fund, calls, liqs, rec_start, rec_cap, bits,
+):
+    """:func:`simulate_nb`, dense specialisation."""
+    return simulate_nb(
+        open_, mark_open, mark_high, mark_low, mark_close,
+        fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+        target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
+        tiers, ntiers, tier_ver,
+        init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
+        pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
+        out, fills, fund, calls, liqs, rec_start, rec_cap, bits, False,
+    )
