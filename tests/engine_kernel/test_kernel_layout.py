@@ -100,10 +100,16 @@ def test_capacity_guard_refuses_to_return_overflowing_records(monkeypatch):
         simulate_perp(bars, np.full((n, 2), -2.0), make_spec(lot=0.0), Account(lag=1))
 
 
+# the kernel's two specialisations, forced: 0 = dense always, 2 = sparse (quiet stretches) always
+SPECIALISATIONS = pytest.mark.parametrize("share", [0.0, 2.0], ids=["dense", "sparse"])
+
+
+@SPECIALISATIONS
 @pytest.mark.parametrize("seed", [5, 17, 404])
-def test_many_columns_equal_each_column_alone(seed):
+def test_many_columns_equal_each_column_alone(seed, share, monkeypatch):
     """Twelve columns with different settings in one call equal each column simulated on its
     own (the record buffers are shared, each column writing its own slice)."""
+    monkeypatch.setattr(engine_core, "SPARSE_MAX_ORDER_SHARE", share)
     bars, _, spec, _, _ = make_case(seed)
     rng = np.random.default_rng(seed)
     n, m = bars.n, 12
@@ -136,8 +142,10 @@ def test_many_columns_equal_each_column_alone(seed):
     assert len(whole.records["fills"]) > 0
 
 
-def test_target_memory_orders_give_the_same_run():
+@SPECIALISATIONS
+def test_target_memory_orders_give_the_same_run(share, monkeypatch):
     """Row-major, column-major, a strided view and broadcast rows or columns: one result."""
+    monkeypatch.setattr(engine_core, "SPARSE_MAX_ORDER_SHARE", share)
     bars, _, spec, account, policy = make_case(7)
     n = bars.n
     m = 3
@@ -251,3 +259,25 @@ def test_record_bounds_count_the_target_in_any_layout(order, shape, lag):
     inf = np.isinf(full)
     want = np.where(inf.any(axis=0), inf.argmax(axis=0), -1)
     np.testing.assert_array_equal(first_inf, want)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("shape", [(50, 7), (50, 1), (64, 3), (65, 2), (200, 130)])
+@pytest.mark.parametrize("lag", [0, 1, 3])
+def test_target_bitmap_marks_the_rows_with_a_value_in_any_layout(order, shape, lag):
+    """Bit t % 64 of word t // 64 is set exactly for the target rows holding a value that reach
+    a bar (row + lag < bars), whatever the memory order; word boundaries included."""
+    rng = np.random.default_rng(sum(shape) + lag)
+    n = shape[0]
+    tgt = rng.normal(size=shape)
+    tgt[rng.random(shape) < 0.7] = np.nan
+    tgt = np.asarray(tgt, order=order)
+    flat, rs, cs = engine_core._flat(tgt)
+    last = max(n - lag, 0)
+    bits = engine_core.nb.target_bits_nb(flat, rs, cs, n, shape[1], last)
+    assert bits.shape == ((last + 63) // 64, shape[1])
+    rows = np.arange(bits.shape[0] * 64)
+    got = (bits[rows // 64] >> (rows % 64)[:, None].astype(np.uint64)) & np.uint64(1)
+    want = np.zeros_like(got)
+    want[:last] = ~np.isnan(tgt[:last])
+    np.testing.assert_array_equal(got, want)
