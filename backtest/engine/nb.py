@@ -2,7 +2,9 @@
 
 Implements README.md ("Engine semantics") for linear and inverse perpetuals, isolated and
 cross margin, with funding, tiered maintenance margin, margin calls and mark-price liquidation.
-Bars on axis 0, columns on axis 1; columns run in parallel (``prange``). The readable form of
+Bars on axis 0, columns on axis 1; columns run in parallel (``prange``). Two specialisations
+(:func:`simulate_dense_nb`, :func:`simulate_sparse_nb`) differ only in speed: the sparse one
+values quiet stretches between target orders in a tight loop. The readable form of
 every formula is in :mod:`backtest.mechanics`; :mod:`backtest.engine.reference` is the slow
 reference this kernel is tested against.
 """
@@ -1052,7 +1054,6 @@ def compact_nb(buf, counts, starts):
                 buf[dst + k] = buf[src + k]
         dst += c
     return dst
-
 
 
 @njit(cache=True)
