@@ -345,7 +345,7 @@ def simulate_col_nb(
                     w = bits[k, jt]
                 tnext = k * 64 + np.int64(trailing_zeros(w)) + lag if w != 0 else n
             end = min(nxt[i], tnext)
-            if end > i + 1 and not stopped and not in_call and ver >= 0:
+            if end > i + 1 and not stopped and not in_call:  # (bar 0 is never in one: nxt[0] = 0)
                 # ---- quiet stretch [i, end): see the docstring
                 ok = True
                 lim = np.inf  # stop where sg * adverse mark >= lim
@@ -812,7 +812,7 @@ def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inve
     return W, M, 0.0, 0.0, stopped, False, nl + 1
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def simulate_nb(
     open_, mark_open, mark_high, mark_low, mark_close,
     fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
@@ -858,6 +858,7 @@ def simulate_nb(
     # that end a quiet stretch); bar 0 is one
     nxt = np.empty(n, dtype=np.int64)
     ev = np.zeros(n, dtype=np.bool_)
+    ev[0] = True
     for k in range(fe_bar.shape[0]):
         if 0 <= fe_bar[k] < n:
             ev[fe_bar[k]] = True
@@ -866,34 +867,9 @@ def simulate_nb(
             ev[i] = True
     nx = 0
     for i in range(n - 1, -1, -1):
-        if ev[i] or i == 0:
+        if ev[i]:
             nx = i
         nxt[i] = nx
-    run_cols_nb(open_, mark_open, mark_high, mark_low, mark_close,
-                fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
-                target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
-                tiers, ntiers, tier_ver,
-                init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
-                pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
-                out, fills, fund, calls, liqs, rec_start, rec_cap, bits,
-                n_fills, n_fund, n_calls, n_liqs, inv_vo, nxt, sparse)
-    return n_fills, n_fund, n_calls, n_liqs
-
-
-@njit(cache=True, parallel=True)
-def run_cols_nb(
-    open_, mark_open, mark_high, mark_low, mark_close,
-    fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
-    target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
-    tiers, ntiers, tier_ver,
-    init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
-    pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
-    out, fills, fund, calls, liqs, rec_start, rec_cap, bits,
-    n_fills, n_fund, n_calls, n_liqs, inv_vo, nxt, sparse,
-):
-    """The columns of :func:`simulate_nb` in parallel, with the ``sparse`` (literal) specialisation."""
-    literally(sparse)
-    m = init_cap.shape[0]
     mt = bits.shape[1]
     for jj in prange(m):
         j = np.int64(jj)
@@ -911,6 +887,7 @@ def run_cols_nb(
             rec_cap[0, jj], rec_cap[1, jj], rec_cap[2, jj], rec_cap[3, jj], inv_vo,
             nxt, bits, jt, sparse,
         )
+    return n_fills, n_fund, n_calls, n_liqs
 
 
 @njit(cache=True, parallel=True)
