@@ -289,7 +289,9 @@ def simulate_col_nb(
     general bar with nothing to do (no order, no print, not in a call, the mark short of the
     call level, hence of the liquidation level), computed with the same expressions, so both
     specialisations give the same numbers; the dense one is used when most bars have an order
-    (its loop is tighter without the stretch code)."""
+    (its loop is tighter without the stretch code). A stretch whose most adverse mark is no
+    further than a price already found safe, or is below the call threshold itself, needs no
+    level and no check per bar; a flat column's stretch only writes its equity."""
     literally(sparse)
     n = open_.shape[0]
     nfe = fe_bar.shape[0]
@@ -322,7 +324,8 @@ def simulate_col_nb(
     pc_ok = False
     # ``safe``: an adverse mark price at which the current state was found below the margin-call
     # threshold (<= 1), hence not liquidatable, nor at any less adverse price (monotone, see
-    # past_nb); valid while ``safe_ok``, i.e. until the state changes
+    # past_nb); valid while ``safe_ok``, i.e. until the state changes (a funding receipt keeps it:
+    # it raises the balance, hence lowers the ratio at every price)
     safe_ok = False
     safe = 0.0
     ver = -1
@@ -353,19 +356,61 @@ def simulate_col_nb(
                 adv = mark_high
                 B = W if cross else M
                 if C != 0.0:
-                    if not pc_ok:
-                        pcall = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
-                        pc_ok = True
                     if C > 0.0:
                         sg = -1.0
                         adv = mark_low
-                    if pcall == LEVEL_ALL:
-                        ok = False
-                    elif pcall > 0.0:
-                        lim = sg * pcall
+                    if not pc_ok:
+                        # the stretch's most adverse mark: below the call threshold there, the
+                        # whole stretch is quiet and no level needs solving
+                        mx = sg * adv[i]
+                        for b in range(i + 1, end):
+                            mx = max(mx, sg * adv[b])
+                        mx = sg * mx
+                        if safe_ok and sg * mx <= sg * safe:
+                            pass
+                        elif not ratio_past_nb(C, EP, B, mx, cs, inverse, tiers, ver, nt, thr):
+                            safe = mx
+                            safe_ok = True
+                        else:
+                            pcall = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
+                            pc_ok = True
+                    if pc_ok:
+                        if pcall == LEVEL_ALL:
+                            ok = False
+                        elif pcall > 0.0:
+                            lim = sg * pcall
                     if o6 >= 0 and not lp_ok:
                         lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
                         lp_ok = True
+                if ok and C == 0.0:
+                    K = W + M
+                    for b in range(i, end):
+                        eq_o[b] = K
+                        pos_o[b] = 0.0
+                    if o5 >= 0:
+                        for b in range(i, end):
+                            out[o5, j, b] = 0.0
+                    if o6 >= 0:
+                        for b in range(i, end):
+                            out[o6, j, b] = 0.0
+                    e_prev = K
+                    if K > peak:
+                        peak = K
+                    skip = end
+                    continue
+                if ok and lim == np.inf and o5 < 0 and o6 < 0:
+                    # no adverse mark can reach the call level: no check per bar
+                    K = W + M
+                    eq = e_prev
+                    for b in range(i, end):
+                        eq = K + upnl_nb(C, EP, mark_close[b], cs, inverse)
+                        eq_o[b] = eq
+                        pos_o[b] = C
+                        if eq > peak:
+                            peak = eq
+                    e_prev = eq
+                    skip = end
+                    continue
                 if ok:
                     K = W + M
                     b = i
@@ -392,7 +437,7 @@ def simulate_col_nb(
                         b += 1
                     if b > i:
                         e_prev = eq
-                        if C != 0.0:
+                        if C != 0.0 and not (safe_ok and sg * adv[b - 1] <= sg * safe):
                             safe = adv[b - 1]
                             safe_ok = True
                         skip = b
@@ -419,12 +464,13 @@ def simulate_col_nb(
             ptr += 1
         while ptr < nfe and fe_bar[ptr] == i and fe_at_open[ptr]:
             if C != 0.0:
-                W, M = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate, fe_mark,
-                                      C, W, M, cross, cs, inverse)
+                W, M, amt = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate, fe_mark,
+                                           C, W, M, cross, cs, inverse)
                 nu += 1
-                lp_ok = False
-                pc_ok = False
-                safe_ok = False
+                if amt != 0.0:
+                    lp_ok = False
+                    pc_ok = False
+                    safe_ok = safe_ok and amt > 0.0  # a receipt only lowers the ratio at every price
             ptr += 1
 
         # ---- 2. gap check: carried position liquidatable at the mark open (not when the open is
@@ -502,12 +548,13 @@ def simulate_col_nb(
         # ---- 4. funding prints strictly inside the bar: the position after the fill pays
         while ptr < nfe and fe_bar[ptr] == i:
             if C != 0.0 and not stopped:
-                W, M = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate, fe_mark,
-                                      C, W, M, cross, cs, inverse)
+                W, M, amt = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate, fe_mark,
+                                           C, W, M, cross, cs, inverse)
                 nu += 1
-                lp_ok = False
-                pc_ok = False
-                safe_ok = False
+                if amt != 0.0:
+                    lp_ok = False
+                    pc_ok = False
+                    safe_ok = safe_ok and amt > 0.0
             ptr += 1
 
         # ---- 5. margin check at the adverse mark extreme
@@ -515,7 +562,9 @@ def simulate_col_nb(
             px = mark_high[i] if C < 0.0 else mark_low[i]
             B = W if cross else M
             called = False
-            if not in_call:
+            if not in_call and safe_ok and (px <= safe if C < 0.0 else px >= safe):
+                pass  # no more adverse than a price already found safe for this state
+            elif not in_call:
                 if not pc_ok and safe_ok:  # the state outlived a bar: price its call level once
                     pcall = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
                     pc_ok = True
@@ -678,7 +727,7 @@ def pay_funding_nb(fund, slot, i, j, p, fe_time, fe_rate, fe_mark, C, W, M, cros
     else:
         M += amt
     write_funding_nb(fund, slot, i, j, fe_time[p], fe_rate[p], fe_mark[p], C, amt)
-    return W, M
+    return W, M, amt
 
 
 @njit(cache=True, inline="always")

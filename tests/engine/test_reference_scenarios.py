@@ -205,6 +205,38 @@ def test_funding_at_the_open_is_paid_by_the_position_going_in(simulate):
     assert s["position"][2, 1] == -10.0 and s["position"][3, 2] == -10.0
 
 
+def test_funding_paid_can_liquidate_without_a_more_adverse_mark(simulate):
+    # Isolated, 1,000 USDT, leverage 20, short -10x at 100: C = -100, M = 10000/20 = 500.
+    # Isolated LP = (M + Q*EP) / (Q*(1 + mmr)) = 10500/100.4 = 104.58; call threshold 0.95.
+    # Bar 3's mark high 104.5: MB = 500 - 450 = 50, MM = 0.004*100*104.5 = 41.8, ratio 0.836 < 0.95.
+    # Bar 4's open: the short pays a -0.3 % print at mark 100: -(-100)*100*(-0.003) = -30 out of
+    # the isolated margin (M = 470), and bar 4's mark high 104.4, below bar 3's, is now past
+    # both levels: call at P_c = (470 + 10000) / (100*0.004/0.95 + 100) = 9946.5/95.4 and
+    # liquidation at LP = 10470/100.4 = 104.28 (no gap: the mark opens at 100).
+    bars = make_bars([
+        FLAT,
+        (100, 101, 99, 100, 100, 101, 99, 100),
+        (100, 103, 99, 102, 100, 103, 99, 102),
+        (102, 104.5, 101, 103, 102, 104.5, 101, 103),
+        (100, 104.4, 99, 100, 100, 104.4, 99, 100),
+        FLAT,
+    ], funding=[(T0 + 4 * HOUR, -0.003, 100.0)])
+    acc = Account(initial_capital=1000.0, margin_mode="isolated", leverage=20.0, margin_call_threshold=0.95)
+    s, r = run(simulate, bars, targets([-10.0, None, None, None, None, None]), make_spec(), acc)
+    f = recs(r, "funding", col=0)
+    assert len(f) == 1 and f["bar"][0] == 4 and f["amount"][0] == pytest.approx(-30.0, rel=1e-12)
+    assert len(recs(r, "liquidations", bar=3)) == 0 and len(recs(r, "margin_calls", bar=3)) == 0
+    call = recs(r, "margin_calls", col=0)
+    assert len(call) == 1 and call["bar"][0] == 4
+    assert call["price"][0] == pytest.approx(9946.5 / 95.4, rel=1e-12)
+    liq = recs(r, "liquidations", col=0)
+    assert len(liq) == 1 and liq["bar"][0] == 4 and liq["gap"][0] == 0
+    assert liq["price"][0] == pytest.approx(10470 / 100.4, rel=1e-12)
+    assert s["position"][4, 0] == 0.0
+    # the isolated loss is the margin (500), funding included: the free balance 500 is what is left
+    assert s["equity"][4, 0] == pytest.approx(500.0, rel=1e-12)
+
+
 def test_funding_with_ms_jitter_lands_on_the_bar_open(simulate):
     # The 02:00 print stamped 02:00:00.003 rounds to 02:00:00, the open of bar 2, so it is paid
     # by the position going into bar 2 (closed at that open): +10 * 100 * 0.001 = 1.0.

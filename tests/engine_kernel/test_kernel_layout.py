@@ -185,6 +185,24 @@ def test_series_are_derived_on_first_access_and_equal_the_reference():
     assert_same(seed)  # the default run (all series, margin ratio and liquidation price) too
 
 
+@SPECIALISATIONS
+@pytest.mark.parametrize("sparse_target", [False, True], ids=["orders", "sparse_orders"])
+def test_sweep_outputs_equal_the_full_run(sparse_target, share, monkeypatch):
+    """Storing fewer series (``series=("equity",)``) takes other code paths in the kernel (no
+    liquidation price or margin ratio to write: quiet stretches skip the per-bar checks once the
+    stretch's most adverse mark is found safe); equity, position and every record are the same
+    numbers as in the full run, which is checked against the reference."""
+    monkeypatch.setattr(engine_core, "SPARSE_MAX_ORDER_SHARE", share)
+    for seed in range(120):
+        bars, target, spec, account, policy = make_case(seed, sparse=sparse_target)
+        full = simulate_perp(bars, target, spec, account, policy)
+        lean = simulate_perp(bars, target, spec, account, policy, series=("equity",))
+        for k in ("equity", "position"):
+            np.testing.assert_array_equal(lean.series[k], full.series[k], err_msg=f"seed {seed}: {k}")
+        for k in RECORD_DTYPES:
+            np.testing.assert_array_equal(lean.records[k], full.records[k], err_msg=f"seed {seed}: {k}")
+
+
 def test_lazy_series_behaves_like_a_dict():
     calls = []
 
