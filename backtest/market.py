@@ -195,7 +195,8 @@ class MarketSpec:
         -------
         tiers : float64 (n_versions, max_tiers, 5), padded by repeating the last tier
         n_tiers : int64 (n_versions,)
-        version : int64 (n_bars,), the table in force at each bar's open time
+        version : int64 (n_bars,), the table in force at each bar's open time (``timestamps``:
+            the bars' open times, increasing)
         """
         tables = [t for _, t in self.tier_history] or [self.tiers]
         starts = np.array([s for s, _ in self.tier_history] or [0], dtype=np.int64)
@@ -205,8 +206,12 @@ class MarketSpec:
             out[k, : t.n] = t.rows
             out[k, t.n:] = t.rows[-1]
         n_tiers = np.array([t.n for t in tables], dtype=np.int64)
-        version = np.searchsorted(starts, np.asarray(timestamps, dtype=np.int64), side="right") - 1
-        version = np.clip(version, 0, len(tables) - 1).astype(np.int64)
+        ts = np.asarray(timestamps, dtype=np.int64)
+        # bars from the first at or after each table's start (the first table also before it):
+        # one search per table instead of one per bar
+        cuts = np.searchsorted(ts, starts, side="left")
+        cuts[0] = 0
+        version = np.repeat(np.arange(len(tables), dtype=np.int64), np.diff(cuts, append=ts.shape[0]))
         return out, n_tiers, version
 
 

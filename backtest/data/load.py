@@ -11,7 +11,7 @@ import pandas as pd
 from backtest.data.marketdata import FUNDING_EVENT_COLUMNS, MarketData, funding_to_bars
 from backtest.data.resample import ResampleError, _resample_arrays
 from backtest.data.store import SAMPLE_ROOT, Store, read_meta
-from backtest.data.timeutil import iso, is_calendar, parse_time, parse_timeframe
+from backtest.data.timeutil import is_calendar, iso, ms_index, parse_time, parse_timeframe
 from backtest.data.validate import (
     DataValidationError, check_candles, check_funding, fmt_ranges, funding_holes, ranges_of,
 )
@@ -259,7 +259,7 @@ def load_market_data(exchange: str, symbol: str, timeframe: str = "1h", *, root:
     if iv is not None:
         cols["iv"], ivnotes = _load_iv(store, root is not None, tuple(iv), ts, tgt_ms, max_age_ms, iv_max_age)
         notes += ivnotes
-    index = pd.DatetimeIndex(pd.to_datetime(ts, unit="ms", utc=True), name="time")
+    index = ms_index(ts)
     frame = pd.DataFrame(cols, index=index)
     funding = fund[inside].reset_index(drop=True)[list(FUNDING_EVENT_COLUMNS)]
     md = MarketData(exchange=exchange, symbol=symbol, timeframe=timeframe, bar_ms=tgt_ms,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.data.marketdata import MarketData, fingerprint, funding_to_bars
-from backtest.data.timeutil import is_calendar, iso, parse_timeframe
+from backtest.data.timeutil import is_calendar, iso, ms_index, parse_timeframe
 from backtest.data.validate import fmt_ranges
 
 _HOW = {
@@ -120,7 +120,7 @@ def resample_frame(frame: pd.DataFrame, timeframe: str, *, from_timeframe: str |
     if src_ms <= 0:
         raise ResampleError("bar times are not strictly increasing; sort and de-duplicate the frame first")
     out_ts, cols, notes = _resample_arrays(ts, {c: frame[c].to_numpy() for c in frame.columns}, src_ms, tgt_ms)
-    idx = pd.DatetimeIndex(pd.to_datetime(out_ts, unit="ms", utc=True), name="time")
+    idx = ms_index(out_ts)
     return pd.DataFrame(cols, index=idx, columns=list(frame.columns)), notes
 
 
@@ -161,7 +161,7 @@ def resample(md_or_frame: MarketData | pd.DataFrame, timeframe: str, *, from_tim
             return md
         out_ts, cols, notes = _resample_arrays(md.timestamps, {c: md.frame[c].to_numpy() for c in md.frame.columns},
                                                md.bar_ms, tgt_ms)
-        idx = pd.DatetimeIndex(pd.to_datetime(out_ts, unit="ms", utc=True), name="time")
+        idx = ms_index(out_ts)
         frame = pd.DataFrame(cols, index=idx, columns=list(md.frame.columns))
         _, _, inside = funding_to_bars(out_ts, tgt_ms, md.funding)
         funding = md.funding[inside].reset_index(drop=True)

@@ -98,3 +98,14 @@ def iso(ms: int | None) -> str:
 def now_ms() -> int:
     """The current time in milliseconds UTC."""
     return int(datetime.now(tz=timezone.utc).timestamp() * 1000)
+
+
+def ms_index(ms, name: str | None = "time"):
+    """UTC ``DatetimeIndex`` of millisecond timestamps, in the microsecond unit that
+    ``pd.to_datetime(ms, unit="ms", utc=True)`` gives, built from the integers directly (ten
+    times faster on a year of minute bars). pandas is imported here, not at module level."""
+    import numpy as np
+    import pandas as pd
+
+    us = np.asarray(ms, dtype=np.int64) * 1000
+    return pd.DatetimeIndex(us.view("datetime64[us]"), dtype="datetime64[us, UTC]", name=name)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from backtest.data.timeutil import ms_index
 from backtest.engine import nb
 from backtest.engine.bars import EngineInputError, PerpBars
 from backtest.engine.enums import RECORD_DTYPES, SERIES
@@ -183,7 +184,7 @@ def simulate_perp(
     stored = {name: out[k].T for k, name in enumerate(keep)}
     series = LazySeries(stored, _derived(stored, records, bars, spec, n, m), SERIES)
     price_usd = bars.mark_close.copy() if spec.inverse else np.ones(n)
-    index = pd.DatetimeIndex(pd.to_datetime(bars.timestamp, unit="ms", utc=True), name="time")
+    index = ms_index(bars.timestamp)
     meta = {
         "instrument": "inverse_perp" if spec.inverse else "linear_perp",
         "symbol": spec.symbol,

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.engine.bars import check_bar_times, ts_str  # noqa: F401 (ts_str re-exported)
+from backtest.data.timeutil import ms_index
 
 DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS  # 365-day years (crypto trades every calendar day)
@@ -89,7 +90,7 @@ class Underlying:
 
     @property
     def index(self) -> pd.DatetimeIndex:
-        return pd.DatetimeIndex(pd.to_datetime(self.timestamp, unit="ms", utc=True))
+        return ms_index(self.timestamp, name=None)
 
     @classmethod
     def from_arrays(cls, timestamp: Any, price: Any, *, high: Any = None, low: Any = None,

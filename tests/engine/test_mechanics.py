@@ -196,6 +196,25 @@ def test_bundled_tier_tables_load_and_are_continuous(exchange, symbol):
         _assert_continuous(table.rows, f"{exchange}:{symbol} tier_history[{k}] from {start}")
 
 
+@given(st.lists(st.integers(-3, 40), min_size=1, max_size=60, unique=True), st.integers(0, 1))
+@settings(max_examples=200, deadline=None)
+def test_tier_version_of_each_bar_is_the_last_table_started_at_its_open(offsets, on_starts):
+    """``tier_arrays`` finds, for increasing bar times, the last table whose start is at or
+    before each bar's open (the first table before every start), checked bar by bar."""
+    spec = load_market("binanceusdm", "BTC/USDT:USDT")
+    starts = [s for s, _ in spec.tier_history]
+    assert len(starts) > 2
+    step = (starts[-1] - starts[0]) // 30
+    grid = {starts[0] + k * step + 1 for k in offsets}  # between starts (and before the first)
+    ts = np.array(sorted(grid | (set(starts) if on_starts else set())), dtype=np.int64)  # and on them
+    tables, n_tiers, version = spec.tier_arrays(ts)
+    assert version.shape == ts.shape and version.dtype == np.int64
+    for t, v in zip(ts, version):
+        expected = max([k for k, s in enumerate(starts) if s <= t], default=0)
+        assert v == expected, (t, v, expected)
+        np.testing.assert_array_equal(tables[v, :n_tiers[v]], spec.tier_history[v][1].rows)
+
+
 def _fixture_tables():
     out = []
     for sym, blocks in HISTORY["history"].items():
