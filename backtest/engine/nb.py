@@ -366,14 +366,13 @@ def simulate_col_nb(
                         for b in range(i + 1, end):
                             mx = max(mx, sg * adv[b])
                         mx = sg * mx
-                        if safe_ok and sg * mx <= sg * safe:
-                            pass
-                        elif not ratio_past_nb(C, EP, B, mx, cs, inverse, tiers, ver, nt, thr):
-                            safe = mx
-                            safe_ok = True
-                        else:
-                            pcall = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
-                            pc_ok = True
+                        if not (safe_ok and sg * mx <= sg * safe):
+                            if ratio_past_nb(C, EP, B, mx, cs, inverse, tiers, ver, nt, thr):
+                                pcall = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
+                                pc_ok = True
+                            else:
+                                safe = mx
+                                safe_ok = True
                     if pc_ok:
                         if pcall == LEVEL_ALL:
                             ok = False
@@ -382,7 +381,7 @@ def simulate_col_nb(
                     if o6 >= 0 and not lp_ok:
                         lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
                         lp_ok = True
-                if ok and C == 0.0:
+                if C == 0.0:
                     K = W + M
                     for b in range(i, end):
                         eq_o[b] = K
@@ -411,7 +410,7 @@ def simulate_col_nb(
                     e_prev = eq
                     skip = end
                     continue
-                if ok:
+                if ok:  # a position, a call level in reach: stop at the first bar that reaches it
                     K = W + M
                     b = i
                     eq = e_prev
@@ -424,20 +423,17 @@ def simulate_col_nb(
                         eq_o[b] = eq
                         pos_o[b] = C
                         if o5 >= 0:
-                            if C != 0.0:
-                                mb = B + upl
-                                mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(pcl, cs, inverse))
-                                out[o5, j, b] = mm / mb if mb > 0.0 else 1.0
-                            else:
-                                out[o5, j, b] = 0.0
+                            mb = B + upl
+                            mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(pcl, cs, inverse))
+                            out[o5, j, b] = mm / mb if mb > 0.0 else 1.0
                         if o6 >= 0:
-                            out[o6, j, b] = lp if C != 0.0 and level_ok_nb(lp) else 0.0
+                            out[o6, j, b] = lp if level_ok_nb(lp) else 0.0
                         if eq > peak:
                             peak = eq
                         b += 1
                     if b > i:
                         e_prev = eq
-                        if C != 0.0 and not (safe_ok and sg * adv[b - 1] <= sg * safe):
+                        if not (safe_ok and sg * adv[b - 1] <= sg * safe):
                             safe = adv[b - 1]
                             safe_ok = True
                         skip = b
@@ -562,9 +558,8 @@ def simulate_col_nb(
             px = mark_high[i] if C < 0.0 else mark_low[i]
             B = W if cross else M
             called = False
-            if not in_call and safe_ok and (px <= safe if C < 0.0 else px >= safe):
-                pass  # no more adverse than a price already found safe for this state
-            elif not in_call:
+            # (a mark no more adverse than a price already found safe for this state: no call)
+            if not in_call and not (safe_ok and (px <= safe if C < 0.0 else px >= safe)):
                 if not pc_ok and safe_ok:  # the state outlived a bar: price its call level once
                     pcall = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
                     pc_ok = True
