@@ -226,6 +226,21 @@ def solve_price_nb(pos, ep, backing, cs, inverse, tiers, ver, nt, theta):
 
 
 @njit(cache=True, inline="always")
+def adverse_extreme_nb(mark_high, mark_low, short, i, end):
+    """The most adverse mark over bars ``[i, end)``: a short's highest mark high, a long's
+    lowest mark low."""
+    if short:
+        mx = mark_high[i]
+        for b in range(i + 1, end):
+            mx = max(mx, mark_high[b])
+        return mx
+    mn = mark_low[i]
+    for b in range(i + 1, end):
+        mn = min(mn, mark_low[b])
+    return mn
+
+
+@njit(cache=True, inline="always")
 def level_ok_nb(level):
     """A usable price level (not none, not 'every price')."""
     return level > 0.0 and np.isfinite(level)
@@ -265,7 +280,7 @@ def past_nb(C, price, level):
     return price >= level if C < 0.0 else price <= level
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def simulate_col_nb(
     j, open_, mark_open, mark_high, mark_low, mark_close,
     fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
@@ -333,12 +348,13 @@ def simulate_col_nb(
     ncap = 0.0      # tier cap (notional) at this column's leverage setting
     nwords = bits.shape[0]
     tnext = -1      # sparse: the next bar with a target order (n: none)
-    skip = 0        # sparse: bars before this one were valued by a quiet stretch
 
-    for i in range(n):
+    # a while loop, so that a quiet stretch jumps to its end (a ``for`` loop would step through
+    # the bars it valued)
+    i = -1
+    while i < n - 1:
+        i += 1
         if sparse:
-            if i < skip:
-                continue
             if tnext < i:  # the first target row >= i - lag holding a value, from the bitmap
                 r = max(i - lag, 0)
                 k = r >> 6
@@ -352,20 +368,13 @@ def simulate_col_nb(
                 # ---- quiet stretch [i, end): see the docstring
                 ok = True
                 lim = np.inf  # stop where sg * adverse mark >= lim
-                sg = 1.0
-                adv = mark_high
+                sg = 1.0 if C <= 0.0 else -1.0
                 B = W if cross else M
                 if C != 0.0:
-                    if C > 0.0:
-                        sg = -1.0
-                        adv = mark_low
                     if not pc_ok:
                         # the stretch's most adverse mark: below the call threshold there, the
                         # whole stretch is quiet and no level needs solving
-                        mx = sg * adv[i]
-                        for b in range(i + 1, end):
-                            mx = max(mx, sg * adv[b])
-                        mx = sg * mx
+                        mx = adverse_extreme_nb(mark_high, mark_low, C < 0.0, i, end)
                         if not (safe_ok and sg * mx <= sg * safe):
                             if ratio_past_nb(C, EP, B, mx, cs, inverse, tiers, ver, nt, thr):
                                 pcall = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
@@ -395,7 +404,7 @@ def simulate_col_nb(
                     e_prev = K
                     if K > peak:
                         peak = K
-                    skip = end
+                    i = end - 1
                     continue
                 if ok and lim == np.inf and o5 < 0 and o6 < 0:
                     # no adverse mark can reach the call level: no check per bar
@@ -408,14 +417,14 @@ def simulate_col_nb(
                         if eq > peak:
                             peak = eq
                     e_prev = eq
-                    skip = end
+                    i = end - 1
                     continue
                 if ok:  # a position, a call level in reach: stop at the first bar that reaches it
                     K = W + M
                     b = i
                     eq = e_prev
                     while b < end:
-                        if sg * adv[b] >= lim:
+                        if sg * (mark_high[b] if C < 0.0 else mark_low[b]) >= lim:
                             break
                         pcl = mark_close[b]
                         upl = upnl_nb(C, EP, pcl, cs, inverse)
@@ -433,10 +442,11 @@ def simulate_col_nb(
                         b += 1
                     if b > i:
                         e_prev = eq
-                        if not (safe_ok and sg * adv[b - 1] <= sg * safe):
-                            safe = adv[b - 1]
+                        last = mark_high[b - 1] if C < 0.0 else mark_low[b - 1]
+                        if not (safe_ok and sg * last <= sg * safe):
+                            safe = last
                             safe_ok = True
-                        skip = b
+                        i = b - 1
                         continue
         if tier_ver[i] != ver:
             ver = tier_ver[i]
@@ -560,9 +570,6 @@ def simulate_col_nb(
             called = False
             # (a mark no more adverse than a price already found safe for this state: no call)
             if not in_call and not (safe_ok and (px <= safe if C < 0.0 else px >= safe)):
-                if not pc_ok and safe_ok:  # the state outlived a bar: price its call level once
-                    pcall = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, thr)
-                    pc_ok = True
                 called = past_nb(C, px, pcall) if pc_ok else ratio_past_nb(C, EP, B, px, cs, inverse, tiers, ver,
                                                                              nt, thr)
                 if not called:  # below the threshold (<= 1) at the extreme: no liquidation this bar
