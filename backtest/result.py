@@ -26,17 +26,16 @@ REQUIRED_SERIES = (
 )
 
 
-class LazySeries(Mapping):
-    """Series an engine stored, plus series derived from them (and from the records) on first
-    access, then kept. A large sweep then writes only what it cannot derive (equity, position),
-    and a series nobody reads costs nothing. Reads like a ``dict`` of (n_bars, n_cols) arrays.
+class LazyMapping(Mapping):
+    """Arrays an engine stored, plus arrays derived from them on first access, then kept.
+    Reads like a ``dict``; pickling (and deep-copying) computes every derived array first.
     """
 
     def __init__(self, stored: dict[str, np.ndarray], derived: dict[str, Callable[[], np.ndarray]],
                  order: tuple[str, ...] | None = None) -> None:
         both = set(stored) & set(derived)
         if both:
-            raise ValueError(f"series {sorted(both)} are both stored and derived")
+            raise ValueError(f"{sorted(both)} are both stored and derived")
         self.stored = dict(stored)
         self._derive = dict(derived)
         names = list(stored) + list(derived)
@@ -61,17 +60,31 @@ class LazySeries(Mapping):
         return name in self.stored or name in self._derive
 
     def __reduce__(self):
-        """Pickle (and deep-copy) with every series computed: derivations are closures."""
-        return (LazySeries, ({k: self[k] for k in self._order}, {}, tuple(self._order)))
+        """Pickle (and deep-copy) with everything computed: derivations are closures."""
+        return (type(self), ({k: self[k] for k in self._order}, {}, tuple(self._order)))
 
     def derived(self) -> list[str]:
         """Names not computed yet."""
         return [k for k in self._order if k in self._derive]
 
+
+class LazySeries(LazyMapping):
+    """Series an engine stored, plus series derived from them (and from the records) on first
+    access. A large sweep then writes only what it cannot derive (equity, position), and a
+    series nobody reads costs nothing. Reads like a ``dict`` of (n_bars, n_cols) arrays.
+    """
+
     def select(self, cols: np.ndarray) -> "LazySeries":
         """The same series restricted to some columns; derived ones stay lazy."""
         return LazySeries({k: v[:, cols] for k, v in self.stored.items()},
                           {k: (lambda k=k: self[k][:, cols]) for k in self.derived()}, tuple(self._order))
+
+
+class LazyRecords(LazyMapping):
+    """Record arrays, some built from the engine's compact form on first access (the perp
+    kernel writes 32-byte fills and one float per funding print and column; the full records
+    are built when read). Reads like a ``dict`` of structured arrays.
+    """
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,8 @@ class SimResult:
     series : name -> float64 array (n_bars, n_cols); at least :data:`REQUIRED_SERIES`. A ``dict``
         or a :class:`LazySeries` (derived series computed on first access).
     records : name -> structured array with at least int64 fields ``bar`` and ``col``
-        (for perps: ``fills``, ``funding``, ``margin_calls``, ``liquidations``).
+        (for perps: ``fills``, ``funding``, ``margin_calls``, ``liquidations``). A ``dict`` or a
+        :class:`LazyRecords` (records built on first access).
     price_usd : float64 (n_bars,), USD value of one unit of ``currency`` at each bar's close
         (ones for USDT/USD settlement, the coin's mark close for inverse contracts).
     initial_capital : float64 (n_cols,), in ``currency``.
@@ -101,7 +115,7 @@ class SimResult:
     index: pd.DatetimeIndex
     columns: pd.Index
     series: Mapping[str, np.ndarray]
-    records: dict[str, np.ndarray]
+    records: Mapping[str, np.ndarray]
     price_usd: np.ndarray
     initial_capital: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)

@@ -15,10 +15,11 @@ a straightforward Python implementation of a short with fees and a liquidation c
 a slice of the work (its rate does not depend on the slice size).
 
 The engine runs twice: with every per-bar series (the default, what reports use) and with the
-outputs of a large sweep (``series=("equity",)``: equity and position stored, the other required
-series derived on access, every record). The write floor is a kernel with no logic that writes
-the sweep outputs (two series, the fill and funding records) into fresh memory: no engine that
-returns those outputs can be faster on this machine.
+outputs of a large sweep (``series=("equity",)``: equity stored, and the position or its
+changes, the other required series and the full records derived on access). The write floor is a kernel with no logic that writes
+the sweep outputs (the stored series, the compact fill and position-change records, the
+position per funding print) into fresh memory: no engine that returns those outputs can be
+faster on this machine.
 
 Usage: ``python benchmarks/bench_engine.py [--repeat 5] [--only W2] [--out benchmarks/results/latest.json]``
 """
@@ -97,50 +98,51 @@ def plain_loop(open_, high, close, target, fee, m_cols):
 
 
 def write_floor(n: int, m: int, every: int, fund_every: int, repeat: int) -> float:
-    """Seconds to write what the lean engine run writes (equity and position per bar and column,
-    a fill record per order, a funding record per print) into fresh memory, with no logic at all:
-    the memory floor under any engine that returns these outputs."""
+    """Seconds to write what the lean engine run writes into fresh memory, with no logic at all:
+    the memory floor under any engine that returns these outputs. Per bar and column the equity
+    (and the position when an order comes every bar: the dense kernel stores the series, the
+    sparse one a 16-byte change record per order), a 32-byte fill record per order and one
+    float64 per funding print and column (the position that paid it)."""
     from numba import njit, prange
 
-    from backtest.engine.enums import RECORD_DTYPES
+    from backtest.engine.enums import fill_nb_dt, position_change_dt
+
+    dense = every == 1
 
     @njit(parallel=True, cache=False)
-    def write_only(out, fills, fund, every, fund_every, n, m):
+    def write_only(out, fills, fpos, pchg, every, fund_every, n, m, dense):
         per_f = (n + every - 1) // every
-        per_u = (n + fund_every - 1) // fund_every
         for j in prange(m):
             nf = 0
             nu = 0
             for i in range(n):
                 out[0, j, i] = i * 1.0
-                out[1, j, i] = -1.0
+                if dense:
+                    out[1, j, i] = -1.0
                 if i % every == 0:
                     r = fills[j * per_f + nf]
                     r["bar"] = i
-                    r["col"] = j
                     r["price"] = 1.0
                     r["size"] = 2.0
-                    r["notional"] = 3.0
                     r["fee"] = 4.0
                     r["status"] = 0
                     r["reason"] = 0
+                    if not dense:
+                        q = pchg[j * per_f + nf]
+                        q["bar"] = i
+                        q["position"] = 3.0
                     nf += 1
                 if i % fund_every == 0:
-                    u = fund[j * per_u + nu]
-                    u["bar"] = i
-                    u["col"] = j
-                    u["time"] = i
-                    u["rate"] = 1.0
-                    u["mark"] = 2.0
-                    u["position"] = 3.0
-                    u["amount"] = 4.0
+                    fpos[j, nu] = 3.0
                     nu += 1
 
     def run_once():
-        out = np.empty((2, m, n))
-        fills = np.empty(m * ((n + every - 1) // every), RECORD_DTYPES["fills"])
-        fund = np.empty(m * ((n + fund_every - 1) // fund_every), RECORD_DTYPES["funding"])
-        write_only(out, fills, fund, every, fund_every, n, m)
+        per_f = (n + every - 1) // every
+        out = np.empty((2 if dense else 1, m, n))
+        fills = np.empty(m * per_f, fill_nb_dt)
+        pchg = np.empty(0 if dense else m * per_f, position_change_dt)
+        fpos = np.zeros((m, (n + fund_every - 1) // fund_every))
+        write_only(out, fills, fpos, pchg, every, fund_every, n, m, dense)
 
     run_once()
     return timeit(run_once, repeat)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,11 +11,11 @@ import pandas as pd
 from backtest.data.timeutil import ms_index
 from backtest.engine import nb
 from backtest.engine.bars import EngineInputError, PerpBars
-from backtest.engine.enums import RECORD_DTYPES, SERIES
+from backtest.engine.enums import RECORD_DTYPES, SERIES, fill_nb_dt, position_change_dt
 from backtest.engine.settings import (Account, CallResponse, Policy, SettingsError, account_arrays,
                                       policy_arrays)
 from backtest.market import TIER_MAXLEV, MarketSpec
-from backtest.result import REQUIRED_SERIES, LazySeries, SimResult
+from backtest.result import REQUIRED_SERIES, LazyRecords, LazySeries, SimResult
 
 
 def _bars_from(data: Any) -> PerpBars:
@@ -94,6 +95,8 @@ def simulate_perp(
     policy = policy or Policy()
     bars = _bars_from(data)
     n = bars.n
+    if n >= 2**31:  # the kernel's fill records hold the bar as int32
+        raise EngineInputError(f"{n} bars is more than the engine's 2**31 - 1; split the run into shorter spans")
     tgt, tcols = _target_2d(target, n)
     m_candidates = [tgt.shape[1]]
     if columns is not None:
@@ -134,15 +137,10 @@ def simulate_perp(
     unknown = [s for s in wanted if s not in SERIES]
     if unknown:
         raise EngineInputError(f"unknown series {unknown}; choose from {', '.join(SERIES)}")
-    # the kernel writes what needs its state; the rest is derived on first access (_derived)
-    # equity and position always (the kernel's fixed rows 0 and 1), then the optional ones wanted
-    keep = ["equity", "position"] + [s for s in KERNEL_SERIES[2:] if s in wanted]
-    omap = np.array([keep.index(s) if s in keep else -1 for s in SERIES], dtype=np.int64)
     nfe = bars.fe_bar.shape[0]
-    out = np.empty((len(keep), m, n), dtype=np.float64)
     lag = int(account.lag)
     tflat, trs, tcs = _flat(tgt)
-    caps, first_inf = nb.record_caps_nb(tflat, trs, tcs, tgt.shape[0], lag, n, nfe, acc["call_response"],
+    caps, first_inf = nb.record_caps_nb(tflat, trs, tcs, tgt.shape[0], lag, n, acc["call_response"],
                                         acc["after_liq"])
     if (first_inf >= 0).any():  # the first infinite value in row order
         rows = np.where(first_inf >= 0, first_inf, np.iinfo(np.int64).max)
@@ -159,10 +157,18 @@ def simulate_perp(
         bits = nb.target_bits_nb(tflat, trs, tcs, tgt.shape[0], tgt.shape[1], min(tgt.shape[0], max(n - lag, 0)))
     else:
         bits = np.zeros((0, 1), dtype=np.uint64)
+        caps[3] = 0  # the dense specialisation stores the position series, not its changes
+    # the kernel writes what needs its state; the rest is derived on first access (_derived):
+    # equity always (row 0), the position series in the dense specialisation (the sparse one
+    # records its changes), then the optional ones wanted
+    keep = ["equity"] + ([] if sparse else ["position"]) + [s for s in KERNEL_SERIES[2:] if s in wanted]
+    omap = np.array([keep.index(s) if s in keep else -1 for s in SERIES], dtype=np.int64)
+    out = np.empty((len(keep), m, n), dtype=np.float64)
     starts = np.zeros_like(caps)
     np.cumsum(caps[:, :-1], axis=1, out=starts[:, 1:])
-    bufs = [np.empty(int(caps[r].sum()) + 1, dtype=RECORD_DTYPES[name])  # + the spare slot
-            for r, name in enumerate(RECORD_DTYPES)]
+    bufs = [np.empty(int(caps[r].sum()) + 1, dtype=dt)  # + the spare slot
+            for r, dt in enumerate(KERNEL_RECORD_DTYPES.values())]
+    fpos = np.zeros((m, nfe), dtype=np.float64)  # the position that paid each print (0: none)
     counts = (nb.simulate_sparse_nb if sparse else nb.simulate_dense_nb)(
         bars.open, bars.mark_open, bars.mark_high, bars.mark_low, bars.mark_close,
         bars.fe_bar, bars.fe_time, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
@@ -173,16 +179,30 @@ def simulate_perp(
         acc["call_response"], acc["call_target"], acc["reserve"], acc["after_liq"], acc["excess"],
         acc["fee_rate"], acc["slippage"],
         pol["policy_kind"], pol["max_drawdown"], pol["floor"], pol["multiplier"], pol["ratchet"],
-        pol["max_exposure"], omap, out, *bufs, starts, caps, bits,
+        pol["max_exposure"], omap, out, bufs[0], fpos, bufs[1], bufs[2], bufs[3], starts, caps, bits,
     )
     over = np.stack(counts) > caps
     if over.any():  # cannot happen while record_caps_nb's bounds hold; never return bad records
         r, j = np.argwhere(over)[0]
-        raise RuntimeError(f"engine error: column {j} wrote {counts[r][j]} {list(RECORD_DTYPES)[r]} records, "
-                           f"more than the {caps[r, j]} bounded by record_caps_nb; please report this")
-    records = {name: _compact(bufs[r], counts[r], caps[r], starts[r]) for r, name in enumerate(RECORD_DTYPES)}
+        raise RuntimeError(f"engine error: column {j} wrote {counts[r][j]} {list(KERNEL_RECORD_DTYPES)[r]} "
+                           f"records, more than the {caps[r, j]} bounded by record_caps_nb; please report this")
+    # the records, compacted (the position changes are read in place, from each column's start)
+    kept = {name: _compact(bufs[r], counts[r], caps[r], starts[r]) for r, name in enumerate(KERNEL_RECORD_DTYPES)
+            if name != "position_changes"}
+
+    def fill_cols() -> np.ndarray:  # the column of each compact fill, from the per-column counts
+        return np.repeat(np.arange(m, dtype=np.int64), counts[0])
+
+    records = LazyRecords(
+        {"margin_calls": kept["margin_calls"], "liquidations": kept["liquidations"]},
+        {"fills": lambda: _fill_records(kept["fills"], fill_cols(), spec),
+         "funding": lambda: _funding_records(fpos, bars, spec)},
+        tuple(RECORD_DTYPES))
     stored = {name: out[k].T for k, name in enumerate(keep)}
-    series = LazySeries(stored, _derived(stored, records, bars, spec, n, m), SERIES)
+    derived = _derived(stored, kept, fill_cols, fpos, bars, spec, n, m, lambda: series["position"])
+    if sparse:
+        derived["position"] = lambda: _position_series(bufs[3], starts[3], counts[3], n, m)
+    series = LazySeries(stored, derived, SERIES)
     price_usd = bars.mark_close.copy() if spec.inverse else np.ones(n)
     index = ms_index(bars.timestamp)
     meta = {
@@ -205,45 +225,114 @@ def simulate_perp(
 # even at an order every 3 bars; the sparse one is 18 % faster every 4 bars, 25 % every 8.
 SPARSE_MAX_ORDER_SHARE = 0.3
 
+# The record buffers the kernel writes, in its order (fills in their compact form; funding is
+# stored as the position that paid each print, ``fpos``).
+KERNEL_RECORD_DTYPES = {"fills": fill_nb_dt, "margin_calls": RECORD_DTYPES["margin_calls"],
+                        "liquidations": RECORD_DTYPES["liquidations"], "position_changes": position_change_dt}
+
 # Series that need the kernel's state. The others follow from these, the bars and the records.
 KERNEL_SERIES = ("equity", "position", "margin_ratio", "liq_price")  # the first two always
 
 
-def _derived(stored: dict[str, np.ndarray], records: dict[str, np.ndarray], bars: PerpBars, spec: MarketSpec,
-             n: int, m: int) -> dict:
-    """How to compute the other series from what the kernel stored, with the kernel's own
-    formulas (README, "Engine semantics", step 6)."""
-    eq, pos, close = stored["equity"], stored["position"], bars.mark_close[:, None]
+def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_cols: Callable[[], np.ndarray],
+             fpos: np.ndarray, bars: PerpBars, spec: MarketSpec, n: int, m: int,
+             position: Callable[[], np.ndarray]) -> dict:
+    """How to compute the other series from what the kernel stored (the series, the compact
+    fills, the position that paid each funding print; ``position()`` reads the position series,
+    stored or derived), with the kernel's own formulas (README, "Engine semantics", step 6)."""
+    eq, close = stored["equity"], bars.mark_close[:, None]
     cs = float(spec.contract_size)
 
     def notional() -> np.ndarray:
-        return pos * (cs / close if spec.inverse else cs * close)
+        return position() * (cs / close if spec.inverse else cs * close)
 
     def leverage() -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(eq > 0.0, np.abs(notional()) / eq, 0.0)
 
-    def cumulative(*flows: tuple[str, str, Any]) -> np.ndarray:
-        """Running total per column of record amounts, valued at each bar's close."""
+    def cumulative(*flows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """Running total per column of (bar, column, amount) flows, valued at each bar's close."""
         tot = np.zeros(n * m)
-        for rec_name, field, keep in flows:
-            r = records[rec_name]
-            if keep is not None:
-                r = r[keep(r)]
-            if len(r):
-                tot += np.bincount(r["bar"] * m + r["col"], weights=r[field], minlength=n * m)
+        for bar, col, amount in flows:
+            if len(amount):
+                tot += np.bincount(bar * m + col, weights=amount, minlength=n * m)
         return np.cumsum(tot.reshape(n, m), axis=0)
+
+    def cum_funding() -> np.ndarray:
+        tot = np.zeros((n, m))
+        if fpos.shape[1]:
+            # per bar, the prints' amounts in print order (the order of the records' running total)
+            amount = _funding_amounts(fpos, bars.fe_mark, bars.fe_rate, spec)
+            first = np.flatnonzero(np.r_[True, bars.fe_bar[1:] != bars.fe_bar[:-1]])
+            tot[bars.fe_bar[first]] = np.add.reduceat(amount, first, axis=1).T
+        return np.cumsum(tot, axis=0)
+
+    def cum_fees() -> np.ndarray:
+        fills, liqs = kept["fills"], kept["liquidations"]
+        return cumulative((fills["bar"].astype(np.int64), fill_cols(), fills["fee"]),
+                          (liqs["bar"], liqs["col"], liqs["clearance_fee"]))
+
+    def capital_added() -> np.ndarray:
+        calls = kept["margin_calls"]
+        calls = calls[calls["response"] == CallResponse.TOP_UP]
+        return cumulative((calls["bar"], calls["col"], calls["amount"]))
 
     return {
         # linear: USDT counts as USD, so equity_usd is the equity array itself (read-only use)
         "equity_usd": (lambda: eq * close) if spec.inverse else (lambda: eq),
         "notional": notional,
         "leverage": leverage,
-        "cum_funding": lambda: cumulative(("funding", "amount", None)),
-        "cum_fees": lambda: cumulative(("fills", "fee", None), ("liquidations", "clearance_fee", None)),
-        "capital_added": lambda: cumulative(
-            ("margin_calls", "amount", lambda r: r["response"] == CallResponse.TOP_UP)),
+        "cum_funding": cum_funding,
+        "cum_fees": cum_fees,
+        "capital_added": capital_added,
     }
+
+
+def _position_series(changes: np.ndarray, starts: np.ndarray, counts: np.ndarray, n: int, m: int) -> np.ndarray:
+    """(n_bars, n_cols) position at each bar's close from the sparse kernel's changes (column
+    ``j``'s ``counts[j]`` from ``starts[j]``, in bar order), in the dense kernel's layout (each
+    column's bars contiguous)."""
+    out = np.empty((m, n), dtype=np.float64)
+    nb.expand_changes_nb(changes["bar"], changes["position"], starts, counts, out)
+    return out.T
+
+
+def _value(price: np.ndarray, spec: MarketSpec) -> np.ndarray:
+    """Value of one contract at ``price`` (the kernel's ``cval_nb``)."""
+    cs = float(spec.contract_size)
+    return cs / price if spec.inverse else cs * price
+
+
+def _funding_amounts(fpos: np.ndarray, mark: np.ndarray, rate: np.ndarray, spec: MarketSpec) -> np.ndarray:
+    """(n_cols, n_prints) funding cash flows, ``-position * v(mark) * rate`` in the kernel's
+    order of operations (``nb.funding_amount_nb``), hence the kernel's amounts bit for bit."""
+    return -fpos * _value(mark, spec) * rate
+
+
+def _fill_records(compact: np.ndarray, cols: np.ndarray, spec: MarketSpec) -> np.ndarray:
+    """Fill records (``enums.fill_dt``) from the kernel's compact fills: the column from each
+    record's place, the notional ``abs(size) * v(price)`` as the kernel computes it."""
+    out = np.empty(len(compact), dtype=RECORD_DTYPES["fills"])
+    for f in ("bar", "price", "size", "fee", "status", "reason"):
+        out[f] = compact[f]
+    out["col"] = cols
+    out["notional"] = np.abs(compact["size"]) * _value(compact["price"], spec)
+    return out
+
+
+def _funding_records(fpos: np.ndarray, bars: PerpBars, spec: MarketSpec) -> np.ndarray:
+    """Funding records (``enums.funding_dt``), one per print and column with a position, in
+    column order, then print order: the kernel stored the position that paid each print."""
+    col, p = np.nonzero(fpos)
+    out = np.empty(len(col), dtype=RECORD_DTYPES["funding"])
+    out["bar"] = bars.fe_bar[p]
+    out["col"] = col
+    out["time"] = bars.fe_time[p]
+    out["rate"] = bars.fe_rate[p]
+    out["mark"] = bars.fe_mark[p]
+    out["position"] = fpos[col, p]
+    out["amount"] = -out["position"] * _value(out["mark"], spec) * out["rate"]
+    return out
 
 
 def _compact(buf: np.ndarray, counts: np.ndarray, caps: np.ndarray, starts: np.ndarray) -> np.ndarray:

@@ -63,6 +63,22 @@ liquidation_dt = np.dtype([
     ("gap", np.int64),              # 1 if executed at the mark open (gap), else 0
 ], align=True)
 
+# What the kernel writes per fill (32 bytes instead of 64): the column follows from the record's
+# place (each column's records are contiguous, in column order) and the notional from the size
+# and the price (``abs(size) * v(price)``, the kernel's expression); ``core`` builds ``fill_dt``.
+fill_nb_dt = np.dtype([
+    ("bar", np.int32),
+    ("status", np.int8),
+    ("reason", np.int8),
+    ("price", np.float64),
+    ("size", np.float64),
+    ("fee", np.float64),
+], align=True)
+
+# The sparse specialisation's position series, as changes: at each bar whose closing position
+# differs from the previous bar's (before bar 0: flat), the bar and that position.
+position_change_dt = np.dtype([("bar", np.int64), ("position", np.float64)], align=True)
+
 RECORD_DTYPES = {
     "fills": fill_dt,
     "funding": funding_dt,

@@ -288,12 +288,13 @@ def simulate_col_nb(
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
     pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp,
-    omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs, fo, uo, co, lo, fc, uc, cc, lc, inv_vo,
-    nxt, bits, jt, sparse,
+    omap, out, fills, n_fills, fpos, calls, n_calls, liqs, n_liqs, pchg, n_pchg, fo, co, lo, qo, fc, cc, lc, qc,
+    inv_vo, nxt, bits, jt, sparse,
 ):
-    """One column; ``fo``, ``uo``, ``co``, ``lo``: where its fill, funding, margin-call and
-    liquidation records start in the shared buffers, ``fc``, ``uc``, ``cc``, ``lc``: how many
-    it may write (:func:`record_caps_nb`); ``inv_vo``: 1 / contract value at each bar's open,
+    """One column; ``fo``, ``co``, ``lo``, ``qo``: where its fill, margin-call, liquidation and
+    position-change records start in the shared buffers, ``fc``, ``cc``, ``lc``, ``qc``: how many
+    it may write (:func:`record_caps_nb`); ``fpos[j, p]``: the position that paid funding print ``p`` (left
+    at 0 when none did); ``inv_vo``: 1 / contract value at each bar's open,
     shared by the columns (sizing multiplies by it: no division on the chain from one bar's
     equity to the next order).
 
@@ -311,15 +312,17 @@ def simulate_col_nb(
     n = open_.shape[0]
     nfe = fe_bar.shape[0]
     nf = 0
-    nu = 0
     nc = 0
     nl = 0
+    nq = 0
+    c_last = 0.0    # sparse: the position of the last position-change record (0 before bar 0)
 
-    # equity and position are always stored (rows 0 and 1 of ``out``); the margin ratio and the
-    # liquidation price when asked for (slots as local scalars: stores into ``out`` cannot alias
-    # them, so they stay in registers instead of being reloaded after every store)
+    # equity is always stored (row 0 of ``out``); the position too by the dense specialisation
+    # (row ``omap[2]``; the sparse one writes a record per change instead, ``pchg``); the margin
+    # ratio and the liquidation price when asked for (slots as local scalars: stores into ``out``
+    # cannot alias them, so they stay in registers instead of being reloaded after every store)
     eq_o = out[0, j]
-    pos_o = out[1, j]
+    pos_o = out[max(omap[2], 0), j]  # written only by the dense specialisation (omap[2] >= 0 there)
     o5, o6 = omap[5], omap[6]
     W = init_cap
     M = 0.0
@@ -394,7 +397,6 @@ def simulate_col_nb(
                     K = W + M
                     for b in range(i, end):
                         eq_o[b] = K
-                        pos_o[b] = 0.0
                     if o5 >= 0:
                         for b in range(i, end):
                             out[o5, j, b] = 0.0
@@ -413,7 +415,6 @@ def simulate_col_nb(
                     for b in range(i, end):
                         eq = K + upnl_nb(C, EP, mark_close[b], cs, inverse)
                         eq_o[b] = eq
-                        pos_o[b] = C
                         if eq > peak:
                             peak = eq
                     e_prev = eq
@@ -430,7 +431,6 @@ def simulate_col_nb(
                         upl = upnl_nb(C, EP, pcl, cs, inverse)
                         eq = K + upl
                         eq_o[b] = eq
-                        pos_o[b] = C
                         if o5 >= 0:
                             mb = B + upl
                             mm = mm_nb(tiers, ver, nt, abs(C) * cval_nb(pcl, cs, inverse))
@@ -460,7 +460,8 @@ def simulate_col_nb(
             # frozen column: flat, no funding, equity = what is left, to the last bar
             for b in range(i, n):
                 eq_o[b] = W
-                pos_o[b] = 0.0
+                if not sparse:
+                    pos_o[b] = 0.0
                 put_nb(out, o5, j, b, 0.0)
                 put_nb(out, o6, j, b, 0.0)
             break
@@ -470,9 +471,7 @@ def simulate_col_nb(
             ptr += 1
         while ptr < nfe and fe_bar[ptr] == i and fe_at_open[ptr]:
             if C != 0.0:
-                W, M, amt = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate, fe_mark,
-                                           C, W, M, cross, cs, inverse)
-                nu += 1
+                W, M, amt = pay_funding_nb(fpos, j, ptr, fe_rate, fe_mark, C, W, M, cross, cs, inverse)
                 if amt != 0.0:
                     lp_ok = False
                     pc_ok = False
@@ -523,15 +522,12 @@ def simulate_col_nb(
                 if not same_size_nb(cs_t, C, lot):
                     d = cs_t - C
                     pf = po * (1.0 + slip) if d > 0.0 else po * (1.0 - slip)
-                    vf = cval_nb(pf, cs, inverse)
                     go = cs_t == 0.0 or order_usd_nb(d, pf, cs, inverse) >= min_notional
                     status = ST_FILLED
                     if go and adds_exposure_nb(C, cs_t) and not order_allowed_nb(
                             cs_t, C, EP, W, M, cross, pf, e_open, ncap, cs, inverse, lev, fr):
                         if excess == EXCESS_REJECT:
-                            write_fill_nb(fills, rslot_nb(fo, nf, fc, fills), i, j, pf, d, abs(d) * vf, 0.0,
-                                          ST_REJECTED,
-                                          RS_TARGET)
+                            write_fill_nb(fills, rslot_nb(fo, nf, fc, fills), i, pf, d, 0.0, ST_REJECTED, RS_TARGET)
                             nf += 1
                             go = False
                         else:
@@ -554,9 +550,7 @@ def simulate_col_nb(
         # ---- 4. funding prints strictly inside the bar: the position after the fill pays
         while ptr < nfe and fe_bar[ptr] == i:
             if C != 0.0 and not stopped:
-                W, M, amt = pay_funding_nb(fund, rslot_nb(uo, nu, uc, fund), i, j, ptr, fe_time, fe_rate, fe_mark,
-                                           C, W, M, cross, cs, inverse)
-                nu += 1
+                W, M, amt = pay_funding_nb(fpos, j, ptr, fe_rate, fe_mark, C, W, M, cross, cs, inverse)
                 if amt != 0.0:
                     lp_ok = False
                     pc_ok = False
@@ -671,7 +665,14 @@ def simulate_col_nb(
         upl = upnl_nb(C, EP, pcl, cs, inverse)
         eq = W + M + upl
         eq_o[i] = eq
-        pos_o[i] = C
+        if not sparse:
+            pos_o[i] = C
+        elif C != c_last:
+            r = pchg[rslot_nb(qo, nq, qc, pchg)]
+            r["bar"] = i
+            r["position"] = C
+            nq += 1
+            c_last = C
         if C != 0.0:
             B = W if cross else M
             if o5 >= 0:
@@ -695,9 +696,9 @@ def simulate_col_nb(
             peak = eq
 
     n_fills[j] = nf
-    n_fund[j] = nu
     n_calls[j] = nc
     n_liqs[j] = nl
+    n_pchg[j] = nq
 
 
 @njit(cache=True, inline="always")
@@ -707,41 +708,36 @@ def rslot_nb(start, k, cap, buf):
 
 
 @njit(cache=True, inline="always")
-def write_fill_nb(fills, slot, i, j, price, size, notional, fee, status, reason):
+def write_fill_nb(fills, slot, i, price, size, fee, status, reason):
+    """A fill in the kernel's compact form (``enums.fill_nb_dt``: no column, no notional; the
+    wrapper adds both when the records are read)."""
     r = fills[slot]
     r["bar"] = i
-    r["col"] = j
     r["price"] = price
     r["size"] = size
-    r["notional"] = notional
     r["fee"] = fee
     r["status"] = status
     r["reason"] = reason
 
 
 @njit(cache=True, inline="always")
-def pay_funding_nb(fund, slot, i, j, p, fe_time, fe_rate, fe_mark, C, W, M, cross, cs, inverse):
-    """Funding print ``p`` on position ``C``: ``-C * v(mark) * rate`` into the backing balance,
-    with its record."""
-    amt = -C * cval_nb(fe_mark[p], cs, inverse) * fe_rate[p]
+def funding_amount_nb(C, mark, rate, cs, inverse):
+    """Funding cash flow of position ``C`` at a print: ``-C * v(mark) * rate`` (the wrapper
+    builds the funding records with the same expression, so their amounts are these bits)."""
+    return -C * cval_nb(mark, cs, inverse) * rate
+
+
+@njit(cache=True, inline="always")
+def pay_funding_nb(fpos, j, p, fe_rate, fe_mark, C, W, M, cross, cs, inverse):
+    """Funding print ``p`` on position ``C`` into the backing balance; the position that paid
+    is stored (``fpos[j, p]``), from which the funding records are built."""
+    amt = funding_amount_nb(C, fe_mark[p], fe_rate[p], cs, inverse)
     if cross:
         W += amt
     else:
         M += amt
-    write_funding_nb(fund, slot, i, j, fe_time[p], fe_rate[p], fe_mark[p], C, amt)
+    fpos[j, p] = C
     return W, M, amt
-
-
-@njit(cache=True, inline="always")
-def write_funding_nb(fund, slot, i, j, t, rate, mark, C, amt):
-    r = fund[slot]
-    r["bar"] = i
-    r["col"] = j
-    r["time"] = t
-    r["rate"] = rate
-    r["mark"] = mark
-    r["position"] = C
-    r["amount"] = amt
 
 
 @njit(cache=True, inline="always")
@@ -794,7 +790,7 @@ def apply_fill_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inver
             else:
                 C = 0.0
                 EP = 0.0
-    write_fill_nb(fills, slot, i, j, pf, d, abs(d) * vf, fee, status, reason)
+    write_fill_nb(fills, slot, i, pf, d, fee, status, reason)
     return W, M, C, EP, nf + 1
 
 
@@ -818,7 +814,7 @@ def apply_reduce_keep_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs
         if not cross:
             W += M
             M = 0.0
-    write_fill_nb(fills, slot, i, j, pf, d, abs(d) * vf, fee, ST_FILLED, RS_CALL)
+    write_fill_nb(fills, slot, i, pf, d, fee, ST_FILLED, RS_CALL)
     return W, M, C, EP, nf + 1
 
 
@@ -871,7 +867,7 @@ def simulate_nb(
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
     pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
-    out, fills, fund, calls, liqs, rec_start, rec_cap, bits, sparse,
+    out, fills, fpos, calls, liqs, pchg, rec_start, rec_cap, bits, sparse,
 ):
     """Simulate all columns into buffers allocated by the caller (numpy allocates large arrays
     on transparent huge pages, which makes first writes several times cheaper than numba's
@@ -879,29 +875,36 @@ def simulate_nb(
 
     Buffers
     -------
-    out : float64 (n_stored, n_cols, n_bars): equity in row 0, position in row 1, and the
-        margin ratio and liquidation price in rows ``omap[5]`` and ``omap[6]`` when those are
-        not -1 (``omap[s]``: the row of series ``s`` of ``enums.SERIES``); each column's bars are
-        contiguous. The other series are derived from these and the records (``core._derived``).
-    fills, fund, calls, liqs : record buffers; column ``j`` owns ``rec_cap[r, j]`` records from
-        ``rec_start[r, j]`` (r = 0..3 in that order, sized by :func:`record_caps_nb`); the last
-        record of each buffer is a spare that takes any write past a column's capacity, which the
-        caller detects from the returned counts
+    out : float64 (n_stored, n_cols, n_bars): equity in row 0, the position in row ``omap[2]``
+        (dense specialisation only), and the margin ratio and liquidation price in rows
+        ``omap[5]`` and ``omap[6]`` when those are not -1 (``omap[s]``: the row of series ``s``
+        of ``enums.SERIES``); each column's bars are contiguous. The other series are derived
+        from these and the records (``core._derived``).
+    fills, calls, liqs, pchg : record buffers (``enums.fill_nb_dt``, ``margin_call_dt``,
+        ``liquidation_dt``, ``position_change_dt``); column ``j`` owns ``rec_cap[r, j]``
+        records from ``rec_start[r, j]`` (r = 0..3 in that order, sized by
+        :func:`record_caps_nb`); the last record of each buffer is a spare that takes any write
+        past a column's capacity, which the caller detects from the returned counts. The sparse
+        specialisation writes a ``pchg`` record (bar, position at its close) at each bar whose
+        closing position differs from the previous bar's, instead of the position series
+    fpos : float64 (n_cols, n_prints), zeros: ``fpos[j, p]`` is set to the position that paid
+        funding print ``p`` (8 bytes per print and column instead of a 56-byte record; the
+        wrapper builds the funding records from it)
     bits : uint64 (n_words, n_target_cols), :func:`target_bits_nb` of the target, read by the
         sparse specialisation (quiet stretches)
     sparse : which specialisation runs (compiled on first use: each is compiled only when used)
 
     Returns
     -------
-    n_fills, n_funding, n_calls, n_liqs : int64 (n_cols,) records used per column
+    n_fills, n_calls, n_liqs, n_pchg : int64 (n_cols,) records used per column
     """
     literally(sparse)
     n = open_.shape[0]
     m = init_cap.shape[0]
     n_fills = np.zeros(m, dtype=np.int64)
-    n_fund = np.zeros(m, dtype=np.int64)
     n_calls = np.zeros(m, dtype=np.int64)
     n_liqs = np.zeros(m, dtype=np.int64)
+    n_pchg = np.zeros(m, dtype=np.int64)
     inv_vo = np.empty(n)  # contracts per unit of the settlement currency at each bar's open
     for i in range(n):
         inv_vo[i] = 1.0 / cval_nb(open_[i], cs, inverse)
@@ -933,12 +936,12 @@ def simulate_nb(
             init_cap[jj], mode[jj], lev[jj], thr[jj], resp[jj], tau[jj], reserve[jj], after_liq[jj],
             excess[jj], fr[jj], slip[jj],
             pol_kind[jj], pol_maxdd[jj], pol_floor[jj], pol_mult[jj], pol_ratchet[jj], pol_maxexp[jj],
-            omap, out, fills, n_fills, fund, n_fund, calls, n_calls, liqs, n_liqs,
+            omap, out, fills, n_fills, fpos, calls, n_calls, liqs, n_liqs, pchg, n_pchg,
             rec_start[0, jj], rec_start[1, jj], rec_start[2, jj], rec_start[3, jj],
             rec_cap[0, jj], rec_cap[1, jj], rec_cap[2, jj], rec_cap[3, jj], inv_vo,
             nxt, bits, jt, sparse,
         )
-    return n_fills, n_fund, n_calls, n_liqs
+    return n_fills, n_calls, n_liqs, n_pchg
 
 
 @njit(cache=True, parallel=True)
@@ -1035,17 +1038,17 @@ def target_bits_nb(flat, rs, cs, rows, mt, last):
 
 
 @njit(cache=True)
-def record_caps_nb(target, trs, tcs, rows, lag, n, nfe, resp, after_liq):
-    """Most records each column can write, (4, n_cols) for fills, funding, margin calls and
-    liquidations, so that the record buffers are sized to the work rather than to 2 x bars x
+def record_caps_nb(target, trs, tcs, rows, lag, n, resp, after_liq):
+    """Most records each column can write, (4, n_cols) for fills, margin calls, liquidations
+    and position changes (funding is stored per print, not as records), so that the record buffers are sized to the work rather than to 2 x bars x
     columns (fresh memory is zeroed by the OS page by page, which made the oversized buffers the
     largest single cost of a sweep). Also returns, per column, the first target row that is
     infinite (-1: none), so the target is scanned once when it is finite.
 
     Bounds: one target order (filled, clipped or rejected) per bar with a target, plus one
-    margin-call reduce per bar for the ``reduce`` response; one payment per funding print; one
-    margin call per bar; and a liquidation needs a position opened by a target order since the
-    previous one (at most one when the column stops after a liquidation)."""
+    margin-call reduce per bar for the ``reduce`` response; one margin call per bar; and a liquidation needs a position opened by a target order since the
+    previous one (at most one when the column stops after a liquidation); the position changes
+    only at a bar with a fill or a liquidation."""
     m = resp.shape[0]
     mt = m if tcs != 0 else 1  # a target of one column is broadcast (stride 0)
     last = min(rows, max(n - lag, 0))  # target rows that reach a bar
@@ -1057,9 +1060,9 @@ def record_caps_nb(target, trs, tcs, rows, lag, n, nfe, resp, after_liq):
         # a target broadcast over the bars (one row) is read at every bar
         c = (last - nan_c[jt]) * (max(n - lag, 0) if rows == 1 else 1)
         caps[0, j] = c + (n if resp[j] == RESP_REDUCE else 0)
-        caps[1, j] = nfe
-        caps[2, j] = n
-        caps[3, j] = min(c, 1) if after_liq[j] == AFTER_STOP else c
+        caps[1, j] = n
+        caps[2, j] = min(c, 1) if after_liq[j] == AFTER_STOP else c
+        caps[3, j] = caps[0, j] + caps[2, j]
         if ninf[jt] > 0:  # error path: find the row
             for t in range(rows):
                 if np.isinf(flex_nb(target, trs, tcs, t, j)):
@@ -1092,7 +1095,7 @@ def simulate_sparse_nb(
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
     pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
-    out, fills, fund, calls, liqs, rec_start, rec_cap, bits,
+    out, fills, fpos, calls, liqs, pchg, rec_start, rec_cap, bits,
 ):
     """:func:`simulate_nb`, sparse specialisation (quiet stretches). The two entry points fix
     ``sparse`` at compile time, so each compiles only when used and a call does not re-resolve a
@@ -1104,7 +1107,7 @@ def simulate_sparse_nb(
         tiers, ntiers, tier_ver,
         init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
         pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
-        out, fills, fund, calls, liqs, rec_start, rec_cap, bits, True,
+        out, fills, fpos, calls, liqs, pchg, rec_start, rec_cap, bits, True,
     )
 
 
@@ -1116,7 +1119,7 @@ def simulate_dense_nb(
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
     pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
-    out, fills, fund, calls, liqs, rec_start, rec_cap, bits,
+    out, fills, fpos, calls, liqs, pchg, rec_start, rec_cap, bits,
 ):
     """:func:`simulate_nb`, dense specialisation."""
     return simulate_nb(
@@ -1126,5 +1129,25 @@ def simulate_dense_nb(
         tiers, ntiers, tier_ver,
         init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
         pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp, omap,
-        out, fills, fund, calls, liqs, rec_start, rec_cap, bits, False,
+        out, fills, fpos, calls, liqs, pchg, rec_start, rec_cap, bits, False,
     )
+
+
+@njit(cache=True, parallel=True)
+def expand_changes_nb(bar, pos, starts, counts, out):
+    """Fill ``out`` (n_cols, n_bars) with the position at each bar's close from position-change
+    records (column ``j``'s ``counts[j]`` records from ``starts[j]``, in bar order): flat before
+    the first change, then each change's position up to the next."""
+    m, n = out.shape
+    for j in prange(m):
+        row = out[j]
+        c = 0.0
+        b = 0
+        for k in range(starts[j], starts[j] + counts[j]):
+            nxt = bar[k]
+            for t in range(b, nxt):
+                row[t] = c
+            c = pos[k]
+            b = nxt
+        for t in range(b, n):
+            row[t] = c

@@ -11,7 +11,7 @@ from backtest.engine import core as engine_core
 from backtest.engine.core import raw_outputs
 from backtest.engine.enums import RECORD_DTYPES, SERIES
 from backtest.engine.reference import simulate_reference
-from backtest.result import REQUIRED_SERIES, LazySeries
+from backtest.result import REQUIRED_SERIES, LazyRecords, LazySeries
 from tests.engine.scenario_kit import make_bars, make_spec
 from tests.engine_kernel.test_kernel_vs_reference import _close, assert_same, make_case
 
@@ -167,15 +167,20 @@ def test_target_memory_orders_give_the_same_run(share, monkeypatch):
                                                          initial_capital=[account.initial_capital] * m)))
 
 
-def test_series_are_derived_on_first_access_and_equal_the_reference():
-    """The kernel stores equity and position; equity in USD, notional, leverage and the running
-    totals are derived when first read, from the bars and the records, and equal the reference."""
+@SPECIALISATIONS
+def test_series_are_derived_on_first_access_and_equal_the_reference(share, monkeypatch):
+    """The kernel stores equity, and the position series in the dense specialisation (the sparse
+    one records the position's changes); the position then, equity in USD, notional, leverage
+    and the running totals are derived when first read, from the bars, the stored series and the
+    records, and equal the reference."""
+    monkeypatch.setattr(engine_core, "SPARSE_MAX_ORDER_SHARE", share)
     seed = 230  # a kept seed with funding, fees, calls and liquidations
     bars, target, spec, account, policy = make_case(seed)
     res = simulate_perp(bars, target, spec, account, policy, series=("equity",))
     assert isinstance(res.series, LazySeries)
     assert set(res.series) == set(REQUIRED_SERIES) and "liq_price" not in res.series
-    assert set(res.series.derived()) == set(REQUIRED_SERIES) - {"equity", "position"}
+    stored = {"equity"} if share > 1.0 else {"equity", "position"}
+    assert set(res.series.derived()) == set(REQUIRED_SERIES) - stored
     ref_series, _ = simulate_reference(bars, target, spec, account, policy)
     sub = res.select([0])
     for name in REQUIRED_SERIES:
@@ -203,21 +208,49 @@ def test_sweep_outputs_equal_the_full_run(sparse_target, share, monkeypatch):
             np.testing.assert_array_equal(lean.records[k], full.records[k], err_msg=f"seed {seed}: {k}")
 
 
-def test_lazy_series_behaves_like_a_dict():
+@pytest.mark.parametrize("kind", [LazySeries, LazyRecords])
+def test_lazy_mappings_behave_like_a_dict(kind):
     calls = []
 
     def make():
         calls.append(1)
         return np.ones((2, 1))
 
-    s = LazySeries({"a": np.zeros((2, 1))}, {"b": make}, order=("b", "a"))
+    s = kind({"a": np.zeros((2, 1))}, {"b": make}, order=("b", "a"))
     assert list(s) == ["b", "a"] and len(s) == 2 and "b" in s and "c" not in s
     assert calls == []
     assert s["b"].sum() == 2 and s["b"] is s["b"] and calls == [1]
     with pytest.raises(KeyError):
         s["c"]
     with pytest.raises(ValueError, match="both stored and derived"):
-        LazySeries({"a": np.zeros(1)}, {"a": make})
+        kind({"a": np.zeros(1)}, {"a": make})
+
+
+@SPECIALISATIONS
+def test_fill_and_funding_records_are_built_from_the_compact_kernel_output(share, monkeypatch):
+    """The kernel writes 32-byte fills (no column, no notional) and, per funding print and
+    column, the position that paid it; the records are built on first read, with the column
+    from each fill's place, ``notional = |size| * v(price)`` and ``amount = -position * v(mark)
+    * rate``, and equal the reference's records field by field (linear and inverse cases)."""
+    monkeypatch.setattr(engine_core, "SPARSE_MAX_ORDER_SHARE", share)
+    assert engine_core.KERNEL_RECORD_DTYPES["fills"].itemsize == 32
+    inverse_seen = funded = 0
+    for seed in range(40):
+        bars, target, spec, account, policy = make_case(seed)
+        res = simulate_perp(bars, target, spec, account, policy, series=("equity",))
+        assert isinstance(res.records, LazyRecords)
+        assert set(res.records.derived()) == {"fills", "funding"}
+        _, ref = simulate_reference(bars, target, spec, account, policy)
+        for name in ("fills", "funding"):
+            got = res.records[name]
+            assert got.dtype == RECORD_DTYPES[name]
+            assert len(got) == len(ref[name]), (seed, name)
+            for f in RECORD_DTYPES[name].names:
+                _close(got[f], ref[name][f], f"seed {seed}: {name}.{f}")
+        assert res.records.derived() == []
+        inverse_seen += bool(spec.inverse)
+        funded += len(res.records["funding"]) > 0
+    assert inverse_seen and funded  # both contract types, and funding paid, were exercised
 
 
 def test_results_pickle_with_their_derived_series():
@@ -265,15 +298,15 @@ def test_record_bounds_count_the_target_in_any_layout(order, shape, lag):
     flat, rs, cs = engine_core._flat(tgt)
     resp = np.array([1, 0] * m)[:m]  # reduce on even columns
     after = np.array([0, 1, 1] * m)[:m]  # stop after a liquidation on every third column
-    caps, first_inf = engine_core.nb.record_caps_nb(flat, rs, cs, tgt.shape[0], lag, n, 9, resp, after)
+    caps, first_inf = engine_core.nb.record_caps_nb(flat, rs, cs, tgt.shape[0], lag, n, resp, after)
 
     full = np.broadcast_to(tgt, (tgt.shape[0], m))
     reach = full[: max(n - lag, 0)]  # target rows that reach a bar
     orders = (~np.isnan(reach)).sum(axis=0) * (max(n - lag, 0) if tgt.shape[0] == 1 else 1)
-    np.testing.assert_array_equal(caps[0], orders + np.where(resp == 1, n, 0))
-    np.testing.assert_array_equal(caps[1], np.full(m, 9))
-    np.testing.assert_array_equal(caps[2], np.full(m, n))
-    np.testing.assert_array_equal(caps[3], np.where(after == 0, np.minimum(orders, 1), orders))
+    np.testing.assert_array_equal(caps[0], orders + np.where(resp == 1, n, 0))  # fills
+    np.testing.assert_array_equal(caps[1], np.full(m, n))  # margin calls
+    np.testing.assert_array_equal(caps[2], np.where(after == 0, np.minimum(orders, 1), orders))  # liquidations
+    np.testing.assert_array_equal(caps[3], caps[0] + caps[2])  # position changes: a fill or a liquidation
     inf = np.isinf(full)
     want = np.where(inf.any(axis=0), inf.argmax(axis=0), -1)
     np.testing.assert_array_equal(first_inf, want)
