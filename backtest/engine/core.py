@@ -140,23 +140,21 @@ def simulate_perp(
     nfe = bars.fe_bar.shape[0]
     lag = int(account.lag)
     tflat, trs, tcs = _flat(tgt)
-    caps, first_inf = nb.record_caps_nb(tflat, trs, tcs, tgt.shape[0], lag, n, acc["call_response"],
-                                        acc["after_liq"])
-    if (first_inf >= 0).any():  # the first infinite value in row order
-        rows = np.where(first_inf >= 0, first_inf, np.iinfo(np.int64).max)
-        j = int(np.argmin(rows))
-        i = int(rows[j])
-        when = pd.Timestamp(int(bars.timestamp[i if tgt.shape[0] > 1 else 0]), unit="ms", tz="UTC")
+    rows, last = tgt.shape[0], min(tgt.shape[0], max(n - lag, 0))  # last: the target rows that reach a bar
+    bits, has_inf = nb.target_scan_nb(tflat, trs, tcs, rows, tgt.shape[1], last)
+    if has_inf.any():  # the first infinite value in row order
+        bad = np.isinf(np.broadcast_to(tgt, (rows, m)))
+        i = int(np.argmax(bad.any(axis=1)))
+        j = int(np.argmax(bad[i]))
+        when = pd.Timestamp(int(bars.timestamp[i if rows > 1 else 0]), unit="ms", tz="UTC")
         raise EngineInputError(
             f"target is infinite at bar {i} ({when.isoformat()}), column {j}; use NaN to keep the position")
+    caps = nb.record_caps_nb(bits, rows, lag, n, acc["call_response"], acc["after_liq"])
     # quiet stretches (the sparse specialisation) pay off when most bars have no order; the
     # target orders per column are the fill bound less the one reduce per bar (record_caps_nb)
     orders = caps[0] - np.where(acc["call_response"] == CallResponse.REDUCE, n, 0)
-    sparse = bool(tgt.shape[0] > 1 and orders.sum() <= SPARSE_MAX_ORDER_SHARE * n * m)
-    if sparse:
-        bits = nb.target_bits_nb(tflat, trs, tcs, tgt.shape[0], tgt.shape[1], min(tgt.shape[0], max(n - lag, 0)))
-    else:
-        bits = np.zeros((0, 1), dtype=np.uint64)
+    sparse = bool(rows > 1 and orders.sum() <= SPARSE_MAX_ORDER_SHARE * n * m)
+    if not sparse:
         caps[3] = 0  # the dense specialisation stores the position series, not its changes
     # the kernel writes what needs its state; the rest is derived on first access (_derived):
     # equity always (row 0), the position series in the dense specialisation (the sparse one

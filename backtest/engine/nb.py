@@ -299,7 +299,7 @@ def simulate_col_nb(
     equity to the next order).
 
     ``sparse`` (a compile-time constant: two specialisations) turns on quiet stretches: ``bits``
-    (:func:`target_bits_nb`, column ``jt``) tells where the next target order is and ``nxt``
+    (:func:`target_scan_nb`, column ``jt``) tells where the next target order is and ``nxt``
     where the next funding print or tier change is, and the bars before them are valued in a
     tight loop while no adverse mark reaches the state's margin-call price. Such a bar is the
     general bar with nothing to do (no order, no print, not in a call, the mark short of the
@@ -890,7 +890,7 @@ def simulate_nb(
     fpos : float64 (n_cols, n_prints), zeros: ``fpos[j, p]`` is set to the position that paid
         funding print ``p`` (8 bytes per print and column instead of a 56-byte record; the
         wrapper builds the funding records from it)
-    bits : uint64 (n_words, n_target_cols), :func:`target_bits_nb` of the target, read by the
+    bits : uint64 (n_words, n_target_cols), :func:`target_scan_nb`'s bitmap of the target, read by the
         sparse specialisation (quiet stretches)
     sparse : which specialisation runs (compiled on first use: each is compiled only when used)
 
@@ -945,130 +945,99 @@ def simulate_nb(
 
 
 @njit(cache=True, parallel=True)
-def target_counts_nb(flat, rs, cs, rows, mt, last):
-    """Per column of the target's memory (``mt`` columns of ``rows`` rows): the NaN count over
-    the first ``last`` rows and the count of infinite values over all rows. Memory is read in
-    its own order (row-major: chunks of whole rows; column-major: whole columns), so the scan
-    streams and vectorizes; an infinite value ``e`` is told apart by ``e * 0`` being NaN."""
-    nan_c = np.zeros(mt, dtype=np.int64)
-    ninf = np.zeros(mt, dtype=np.int64)
-    if cs == 1 and mt > 1:  # row-major: tasks take chunks of whole rows
-        nch = min(rows, 64)
-        p_nan = np.zeros((nch, mt), dtype=np.int64)
-        p_bad = np.zeros((nch, mt), dtype=np.int64)
-        p_tail = np.zeros((nch, mt), dtype=np.int64)
-        for c in prange(nch):
-            t0 = rows * c // nch
-            t1 = rows * (c + 1) // nch
-            a = p_nan[c]
-            b = p_bad[c]
-            z = p_tail[c]
-            for t in range(t0, t1):
-                row = flat[t * rs:t * rs + mt]
-                if t < last:
-                    for j in range(mt):
-                        e = row[j]
-                        a[j] += np.isnan(e)
-                        b[j] += np.isnan(e * 0.0)
-                else:
-                    for j in range(mt):
-                        e = row[j]
-                        z[j] += np.isnan(e)
-                        b[j] += np.isnan(e * 0.0)
-        for c in range(nch):
-            for j in range(mt):
-                nan_c[j] += p_nan[c, j]
-                ninf[j] += p_bad[c, j] - p_nan[c, j] - p_tail[c, j]
-    else:  # column-major (or one column): tasks take whole columns
-        for j in prange(mt):
-            col = flat[j * cs:j * cs + (rows - 1) * rs + 1]
-            a = 0
-            b = 0
-            z = 0
-            if rs == 1 or rows == 1:
-                for t in range(last):
-                    e = col[t]
-                    a += np.isnan(e)
-                    b += np.isnan(e * 0.0)
-                for t in range(last, rows):
-                    e = col[t]
-                    z += np.isnan(e)
-                    b += np.isnan(e * 0.0)
-            else:
-                for t in range(rows):
-                    e = col[t * rs]
-                    b += np.isnan(e * 0.0)
-                    if t < last:
-                        a += np.isnan(e)
-                    else:
-                        z += np.isnan(e)
-            nan_c[j] = a
-            ninf[j] = b - a - z
-    return nan_c, ninf
+def target_scan_nb(flat, rs, cs, rows, mt, last):
+    """One pass over the target's memory (``mt`` columns of ``rows`` rows, element strides
+    ``rs``/``cs``), in its own order (row-major: tasks take 64 rows, one word per column, and the
+    inner loop runs along a row and vectorizes; column-major: tasks take whole columns).
 
-
-@njit(cache=True, parallel=True)
-def target_bits_nb(flat, rs, cs, rows, mt, last):
-    """Where the target holds a value: bit ``t % 64`` of ``bits[t // 64, j]`` is set when row
-    ``t < last`` of target column ``j`` is not NaN (1.1 MB for 8,760 rows x 1,000 columns).
-    Read in the target's own memory order; tells the sparse kernel where the next order is
-    without reading the rows in between."""
+    Returns
+    -------
+    bits : uint64 (ceil(last / 64), mt): bit ``t % 64`` of ``bits[t // 64, j]`` is set when row
+        ``t < last`` of column ``j`` holds a value (not NaN): where the orders are, read by the
+        sparse kernel, and their count per column (:func:`record_caps_nb`)
+    has_inf : bool (mt,), column holds an infinite value in any row (an error: the caller
+        finds where)
+    """
     nw = (last + 63) // 64
+    nch = (rows + 63) // 64
     bits = np.zeros((nw, mt), dtype=np.uint64)
-    if cs == 1 and mt > 1:  # row-major: tasks take 64 rows (one word per column)
-        for k in prange(nw):
-            w = bits[k]
+    infs = np.zeros((nch, mt), dtype=np.bool_)
+    if cs == 1 and mt > 1:  # row-major
+        for k in prange(nch):
             t0 = k * 64
-            for t in range(t0, min(last, t0 + 64)):
+            f = infs[k]
+            if k < nw:
+                w = bits[k]
+                for t in range(t0, min(last, t0 + 64)):
+                    row = flat[t * rs:t * rs + mt]
+                    sh = np.uint64(t - t0)
+                    for j in range(mt):
+                        e = row[j]
+                        w[j] |= np.uint64(e == e) << sh
+                        f[j] |= np.isnan(e * 0.0) & (e == e)
+            for t in range(max(t0, last), min(rows, t0 + 64)):
                 row = flat[t * rs:t * rs + mt]
-                sh = np.uint64(t - t0)
                 for j in range(mt):
                     e = row[j]
-                    w[j] |= np.uint64(e == e) << sh
-    else:  # column-major (or one column): tasks take whole columns
+                    f[j] |= np.isnan(e * 0.0) & (e == e)
+    else:  # column-major (or one column)
         for j in prange(mt):
-            for k in range(nw):
+            bad = False
+            for k in range(nch):
                 t0 = k * 64
                 acc = np.uint64(0)
-                for t in range(t0, min(last, t0 + 64)):
+                for t in range(t0, min(rows, t0 + 64)):
                     e = flat[j * cs + t * rs]
-                    acc |= np.uint64(e == e) << np.uint64(t - t0)
-                bits[k, j] = acc
-    return bits
+                    if t < last:
+                        acc |= np.uint64(e == e) << np.uint64(t - t0)
+                    bad |= np.isnan(e * 0.0) & (e == e)
+                if k < nw:
+                    bits[k, j] = acc
+            infs[0, j] = bad
+    has_inf = np.zeros(mt, dtype=np.bool_)
+    for k in range(nch):
+        for j in range(mt):
+            has_inf[j] |= infs[k, j]
+    return bits, has_inf
+
+
+@njit(cache=True, inline="always")
+def popcount_nb(x):
+    """Set bits of a uint64 (the classic bit-parallel sum, which LLVM turns into ``popcnt``)."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
 @njit(cache=True)
-def record_caps_nb(target, trs, tcs, rows, lag, n, resp, after_liq):
+def record_caps_nb(bits, rows, lag, n, resp, after_liq):
     """Most records each column can write, (4, n_cols) for fills, margin calls, liquidations
-    and position changes (funding is stored per print, not as records), so that the record buffers are sized to the work rather than to 2 x bars x
-    columns (fresh memory is zeroed by the OS page by page, which made the oversized buffers the
-    largest single cost of a sweep). Also returns, per column, the first target row that is
-    infinite (-1: none), so the target is scanned once when it is finite.
+    and position changes (funding is stored per print, not as records), so that the record
+    buffers are sized to the work rather than to 2 x bars x columns (fresh memory is zeroed by
+    the OS page by page, which made the oversized buffers the largest single cost of a sweep).
+    ``bits``: :func:`target_scan_nb` of the target (``rows`` rows; one column is broadcast).
 
     Bounds: one target order (filled, clipped or rejected) per bar with a target, plus one
-    margin-call reduce per bar for the ``reduce`` response; one margin call per bar; and a liquidation needs a position opened by a target order since the
-    previous one (at most one when the column stops after a liquidation); the position changes
-    only at a bar with a fill or a liquidation."""
+    margin-call reduce per bar for the ``reduce`` response; one margin call per bar; and a
+    liquidation needs a position opened by a target order since the previous one (at most one
+    when the column stops after a liquidation); the position changes only at a bar with a fill
+    or a liquidation."""
     m = resp.shape[0]
-    mt = m if tcs != 0 else 1  # a target of one column is broadcast (stride 0)
-    last = min(rows, max(n - lag, 0))  # target rows that reach a bar
-    nan_c, ninf = target_counts_nb(target, trs, tcs, rows, mt, last)
+    mt = bits.shape[1]
     caps = np.empty((4, m), dtype=np.int64)
-    first_inf = np.full(m, -1, dtype=np.int64)
     for j in range(m):
         jt = j if mt > 1 else 0
-        # a target broadcast over the bars (one row) is read at every bar
-        c = (last - nan_c[jt]) * (max(n - lag, 0) if rows == 1 else 1)
+        c = np.int64(0)
+        for k in range(bits.shape[0]):
+            c += np.int64(popcount_nb(bits[k, jt]))
+        if rows == 1:  # a target broadcast over the bars (one row) is read at every bar
+            c *= max(n - lag, 0)
         caps[0, j] = c + (n if resp[j] == RESP_REDUCE else 0)
         caps[1, j] = n
         caps[2, j] = min(c, 1) if after_liq[j] == AFTER_STOP else c
         caps[3, j] = caps[0, j] + caps[2, j]
-        if ninf[jt] > 0:  # error path: find the row
-            for t in range(rows):
-                if np.isinf(flex_nb(target, trs, tcs, t, j)):
-                    first_inf[j] = t
-                    break
-    return caps, first_inf
+    return caps
 
 
 @njit(cache=True)

@@ -90,10 +90,9 @@ def test_capacity_guard_refuses_to_return_overflowing_records(monkeypatch):
     real = engine_core.nb.record_caps_nb
 
     def too_small(*args):
-        caps, first_inf = real(*args)
-        caps = caps.copy()
+        caps = real(*args).copy()
         caps[0] = 3  # room for 3 fills per column
-        return caps, first_inf
+        return caps
 
     monkeypatch.setattr(engine_core.nb, "record_caps_nb", too_small)
     with pytest.raises(RuntimeError, match=r"column 0 wrote 19 fills records, more than the 3"):
@@ -283,9 +282,10 @@ def test_sparse_records_do_not_hold_the_whole_buffer():
 @pytest.mark.parametrize("shape", [(50, 7), (50, 1), (1, 7), (1, 1), (200, 130)])
 @pytest.mark.parametrize("lag", [0, 1, 3])
 def test_record_bounds_count_the_target_in_any_layout(order, shape, lag):
-    """The capacity scan reads the target in its own memory order (row chunks or whole columns);
-    its counts equal numpy's on the broadcast (bars, columns) view, whatever the layout, the lag
-    and where the infinite values are."""
+    """The target scan reads the target in its own memory order (row chunks or whole columns);
+    the record bounds counted from its bitmap equal numpy's counts on the broadcast (bars,
+    columns) view, and it flags the columns holding an infinite value (in any row), whatever the
+    layout, the lag and where the infinite values are."""
     rng = np.random.default_rng(sum(shape) + lag)
     n, m = 50 if shape[0] == 1 else shape[0], 7 if shape[1] == 1 else shape[1]
     tgt = rng.normal(size=shape)
@@ -298,7 +298,9 @@ def test_record_bounds_count_the_target_in_any_layout(order, shape, lag):
     flat, rs, cs = engine_core._flat(tgt)
     resp = np.array([1, 0] * m)[:m]  # reduce on even columns
     after = np.array([0, 1, 1] * m)[:m]  # stop after a liquidation on every third column
-    caps, first_inf = engine_core.nb.record_caps_nb(flat, rs, cs, tgt.shape[0], lag, n, resp, after)
+    bits, has_inf = engine_core.nb.target_scan_nb(flat, rs, cs, tgt.shape[0], tgt.shape[1],
+                                                  min(tgt.shape[0], max(n - lag, 0)))
+    caps = engine_core.nb.record_caps_nb(bits, tgt.shape[0], lag, n, resp, after)
 
     full = np.broadcast_to(tgt, (tgt.shape[0], m))
     reach = full[: max(n - lag, 0)]  # target rows that reach a bar
@@ -307,9 +309,7 @@ def test_record_bounds_count_the_target_in_any_layout(order, shape, lag):
     np.testing.assert_array_equal(caps[1], np.full(m, n))  # margin calls
     np.testing.assert_array_equal(caps[2], np.where(after == 0, np.minimum(orders, 1), orders))  # liquidations
     np.testing.assert_array_equal(caps[3], caps[0] + caps[2])  # position changes: a fill or a liquidation
-    inf = np.isinf(full)
-    want = np.where(inf.any(axis=0), inf.argmax(axis=0), -1)
-    np.testing.assert_array_equal(first_inf, want)
+    np.testing.assert_array_equal(has_inf, np.isinf(tgt).any(axis=0))
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
@@ -325,7 +325,8 @@ def test_target_bitmap_marks_the_rows_with_a_value_in_any_layout(order, shape, l
     tgt = np.asarray(tgt, order=order)
     flat, rs, cs = engine_core._flat(tgt)
     last = max(n - lag, 0)
-    bits = engine_core.nb.target_bits_nb(flat, rs, cs, n, shape[1], last)
+    bits, has_inf = engine_core.nb.target_scan_nb(flat, rs, cs, n, shape[1], last)
+    assert not has_inf.any()
     assert bits.shape == ((last + 63) // 64, shape[1])
     rows = np.arange(bits.shape[0] * 64)
     got = (bits[rows // 64] >> (rows % 64)[:, None].astype(np.uint64)) & np.uint64(1)
