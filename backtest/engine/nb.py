@@ -301,7 +301,8 @@ def simulate_col_nb(
     ``sparse`` (a compile-time constant: two specialisations) turns on quiet stretches: ``bits``
     (:func:`target_scan_nb`, column ``jt``) tells where the next target order is and ``nxt``
     where the next funding print or tier change is, and the bars before them are valued in a
-    tight loop while no adverse mark reaches the state's margin-call price. Such a bar is the
+    tight loop while no adverse mark reaches the state's margin-call price (a flat column's
+    stretch runs to its next order: it pays no funding and reads the tier table there). Such a bar is the
     general bar with nothing to do (no order, no print, not in a call, the mark short of the
     call level, hence of the liquidation level), computed with the same expressions, so both
     specialisations give the same numbers; the dense one is used when most bars have an order
@@ -366,7 +367,9 @@ def simulate_col_nb(
                     k += 1
                     w = bits[k, jt]
                 tnext = k * 64 + np.int64(trailing_zeros(w)) + lag if w != 0 else n
-            end = min(nxt[i], tnext)
+            # a funding print or a tier change ends a stretch with a position; a flat column's
+            # runs to its next order (it pays nothing, and the tier table is read at that order)
+            end = tnext if C == 0.0 and i > 0 else min(nxt[i], tnext)
             if end > i + 1 and not stopped and not in_call:  # (bar 0 is never in one: nxt[0] = 0)
                 # ---- quiet stretch [i, end): see the docstring
                 ok = True
