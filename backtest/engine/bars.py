@@ -16,10 +16,13 @@ Funding mapping (documented in the README, "Engine semantics"):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from backtest.data.timeutil import ms_index
 
 
 class EngineInputError(ValueError):
@@ -79,6 +82,12 @@ class PerpBars:
     @property
     def n(self) -> int:
         return self.timestamp.shape[0]
+
+    @cached_property
+    def index(self) -> pd.DatetimeIndex:
+        """The bars' open times as a UTC ``DatetimeIndex`` (built once: sweeps over the same
+        bars share it; an index is immutable)."""
+        return ms_index(self.timestamp)
 
     @classmethod
     def from_arrays(

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.data.timeutil import ms_index
 from backtest.engine import nb
 from backtest.engine.bars import EngineInputError, PerpBars
 from backtest.engine.enums import RECORD_DTYPES, SERIES, fill_nb_dt, position_change_dt
@@ -197,12 +196,17 @@ def simulate_perp(
          "funding": lambda: _funding_records(fpos, bars, spec)},
         tuple(RECORD_DTYPES))
     stored = {name: out[k].T for k, name in enumerate(keep)}
-    derived = _derived(stored, kept, fill_cols, fpos, bars, spec, n, m, lambda: series["position"])
+    if sparse:  # built once, whether read as a series or through the notional (no reference cycle)
+        position = _once(lambda: _position_series(bufs[3], starts[3], counts[3], n, m))
+    else:
+        pos_stored = stored["position"]
+        position = lambda: pos_stored  # noqa: E731
+    derived = _derived(stored, kept, fill_cols, fpos, bars, spec, n, m, position)
     if sparse:
-        derived["position"] = lambda: _position_series(bufs[3], starts[3], counts[3], n, m)
+        derived["position"] = position
     series = LazySeries(stored, derived, SERIES)
     price_usd = bars.mark_close.copy() if spec.inverse else np.ones(n)
-    index = ms_index(bars.timestamp)
+    index = bars.index
     meta = {
         "instrument": "inverse_perp" if spec.inverse else "linear_perp",
         "symbol": spec.symbol,
@@ -284,6 +288,17 @@ def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_co
         "cum_fees": cum_fees,
         "capital_added": capital_added,
     }
+
+
+def _once(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    """``fn`` computed on the first call only."""
+    memo: list[np.ndarray] = []
+
+    def get() -> np.ndarray:
+        if not memo:
+            memo.append(fn())
+        return memo[0]
+    return get
 
 
 def _position_series(changes: np.ndarray, starts: np.ndarray, counts: np.ndarray, n: int, m: int) -> np.ndarray:
