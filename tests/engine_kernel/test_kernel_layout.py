@@ -267,6 +267,29 @@ def test_results_pickle_with_their_derived_series():
         np.testing.assert_array_equal(back.records[name], res.records[name], err_msg=name)
 
 
+@SPECIALISATIONS
+def test_a_dropped_result_frees_its_buffers_at_once(share, monkeypatch):
+    """A result holds no reference cycle (the lazy series and records refer to the kernel's
+    buffers, never back to the result), so a sweep loop that drops each result gives its
+    memory back at once instead of at the next garbage collection."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(engine_core, "SPARSE_MAX_ORDER_SHARE", share)
+    bars, target, spec, account, policy = make_case(230)
+    res = simulate_perp(bars, target, spec, account, policy, series=("equity",))
+    res.series["notional"]  # a derived series that reads the position
+    refs = [weakref.ref(res), weakref.ref(res.series), weakref.ref(res.records)]
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        del res
+        assert [r() is None for r in refs] == [True] * 3
+    finally:
+        if was:
+            gc.enable()
+
+
 def test_sparse_records_do_not_hold_the_whole_buffer():
     """Records using under half of their buffer are copied out, so the buffer is freed."""
     bars, target, spec, account, policy = make_case(230)
