@@ -17,10 +17,10 @@ a slice of the work (its rate does not depend on the slice size).
 
 The engine runs twice: with every per-bar series (the default, what reports use) and with the
 outputs of a large sweep (``series=("equity",)``: equity stored, and the position or its
-changes, the other required series and the full records derived on access). The write floor is a kernel with no logic that writes
-the sweep outputs (the stored series, the compact fill and position-change records, the
-position per funding print) into fresh memory: no engine that returns those outputs can be
-faster on this machine.
+changes, the other required series and the full records derived on access). The write floor
+is a kernel with no logic that writes the sweep outputs (the stored series, the compact fill
+and position-change records, the position per funding print) into fresh memory: no engine
+that returns those outputs can be faster on this machine.
 
 Usage: ``python benchmarks/bench_engine.py [--repeat 7] [--only W2] [--out benchmarks/results/latest.json]``
 """

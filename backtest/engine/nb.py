@@ -280,6 +280,11 @@ def past_nb(C, price, level):
     return price >= level if C < 0.0 else price <= level
 
 
+# ``_nrt=False``: compiled without numba's reference counting. The column kernel allocates
+# nothing (its arrays are the caller's, alive for the whole call); with reference counting, the
+# array views and the inlined helpers' array arguments cost calls into the runtime inside the
+# bar loop, and every call spills the live floating-point state to the stack (W2, kernel alone:
+# about 10 % of the time).
 @njit(cache=True, _nrt=False)
 def simulate_col_nb(
     j, open_, mark_open, mark_high, mark_low, mark_close,
@@ -292,9 +297,9 @@ def simulate_col_nb(
     inv_vo, nxt, bits, jt, sparse,
 ):
     """One column; ``fo``, ``co``, ``lo``, ``qo``: where its fill, margin-call, liquidation and
-    position-change records start in the shared buffers, ``fc``, ``cc``, ``lc``, ``qc``: how many
-    it may write (:func:`record_caps_nb`); ``fpos[j, p]``: the position that paid funding print ``p`` (left
-    at 0 when none did); ``inv_vo``: 1 / contract value at each bar's open,
+    position-change records start in the shared buffers, ``fc``, ``cc``, ``lc``, ``qc``: how
+    many it may write (:func:`record_caps_nb`); ``fpos[j, p]``: the position that paid funding
+    print ``p`` (left at 0 when none did); ``inv_vo``: 1 / contract value at each bar's open,
     shared by the columns (sizing multiplies by it: no division on the chain from one bar's
     equity to the next order).
 
@@ -302,9 +307,9 @@ def simulate_col_nb(
     (:func:`target_scan_nb`, column ``jt``) tells where the next target order is and ``nxt``
     where the next funding print or tier change is, and the bars before them are valued in a
     tight loop while no adverse mark reaches the state's margin-call price (a flat column's
-    stretch runs to its next order: it pays no funding and reads the tier table there). Such a bar is the
-    general bar with nothing to do (no order, no print, not in a call, the mark short of the
-    call level, hence of the liquidation level), computed with the same expressions, so both
+    stretch runs to its next order: it pays no funding and reads the tier table there). Such a
+    bar is the general bar with nothing to do (no order, no print, not in a call, the mark short
+    of the call level, hence of the liquidation level), computed with the same expressions, so both
     specialisations give the same numbers; the dense one is used when most bars have an order
     (its loop is tighter without the stretch code). A stretch whose most adverse mark is no
     further than a price already found safe, or is below the call threshold itself, needs no
@@ -893,8 +898,8 @@ def simulate_nb(
     fpos : float64 (n_cols, n_prints), zeros: ``fpos[j, p]`` is set to the position that paid
         funding print ``p`` (8 bytes per print and column instead of a 56-byte record; the
         wrapper builds the funding records from it)
-    bits : uint64 (n_words, n_target_cols), :func:`target_scan_nb`'s bitmap of the target, read by the
-        sparse specialisation (quiet stretches)
+    bits : uint64 (n_words, n_target_cols), :func:`target_scan_nb`'s bitmap of the target,
+        read by the sparse specialisation (quiet stretches)
     sparse : which specialisation runs (compiled on first use: each is compiled only when used)
 
     Returns
