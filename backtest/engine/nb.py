@@ -226,18 +226,42 @@ def solve_price_nb(pos, ep, backing, cs, inverse, tiers, ver, nt, theta):
 
 
 @njit(cache=True, inline="always")
+def range_max_nb(a, i, end, sg):
+    """``sg * max(sg * a[i:end])`` (``sg`` = 1: the maximum, -1: the minimum) over a non-empty
+    range of non-NaN values, with four independent running extremes (one chain of dependent
+    comparisons would cost its latency per element on a long stretch; the extreme of a set
+    does not depend on the order it is taken in)."""
+    m0 = sg * a[i]
+    m1 = m0
+    m2 = m0
+    m3 = m0
+    b = i + 1
+    while b + 4 <= end:
+        v0 = sg * a[b]
+        v1 = sg * a[b + 1]
+        v2 = sg * a[b + 2]
+        v3 = sg * a[b + 3]
+        m0 = v0 if v0 > m0 else m0
+        m1 = v1 if v1 > m1 else m1
+        m2 = v2 if v2 > m2 else m2
+        m3 = v3 if v3 > m3 else m3
+        b += 4
+    while b < end:
+        v0 = sg * a[b]
+        m0 = v0 if v0 > m0 else m0
+        b += 1
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    return sg * (m2 if m2 > m0 else m0)
+
+
+@njit(cache=True, inline="always")
 def adverse_extreme_nb(mark_high, mark_low, short, i, end):
     """The most adverse mark over bars ``[i, end)``: a short's highest mark high, a long's
     lowest mark low."""
     if short:
-        mx = mark_high[i]
-        for b in range(i + 1, end):
-            mx = max(mx, mark_high[b])
-        return mx
-    mn = mark_low[i]
-    for b in range(i + 1, end):
-        mn = min(mn, mark_low[b])
-    return mn
+        return range_max_nb(mark_high, i, end, 1.0)
+    return range_max_nb(mark_low, i, end, -1.0)
 
 
 @njit(cache=True, inline="always")
@@ -338,7 +362,8 @@ def simulate_col_nb(
     stopped = False
     in_call = False
     e_prev = init_cap
-    peak = init_cap
+    peak = init_cap  # highest equity at a close so far (read by the drawdown and CPPI policies)
+    track_peak = pol_kind == POL_DRAWDOWN or pol_kind == POL_CPPI
     cross = mode == CROSS
     inv_lot = 1.0 / lot if lot > 0.0 else 0.0
     ptr = 0
@@ -420,12 +445,16 @@ def simulate_col_nb(
                     # no adverse mark can reach the call level: no check per bar
                     K = W + M
                     eq = e_prev
-                    for b in range(i, end):
-                        eq = K + upnl_nb(C, EP, mark_close[b], cs, inverse)
-                        eq_o[b] = eq
-                        if eq > peak:
-                            peak = eq
-                    e_prev = eq
+                    if track_peak:
+                        for b in range(i, end):
+                            eq = K + upnl_nb(C, EP, mark_close[b], cs, inverse)
+                            eq_o[b] = eq
+                            if eq > peak:
+                                peak = eq
+                    else:  # no policy reads the peak: a loop without a running maximum
+                        for b in range(i, end):
+                            eq_o[b] = K + upnl_nb(C, EP, mark_close[b], cs, inverse)
+                    e_prev = eq_o[end - 1]
                     i = end - 1
                     continue
                 if ok:  # a position, a call level in reach: stop at the first bar that reaches it
@@ -914,24 +943,28 @@ def simulate_nb(
     n_liqs = np.zeros(m, dtype=np.int64)
     n_pchg = np.zeros(m, dtype=np.int64)
     inv_vo = np.empty(n)  # contracts per unit of the settlement currency at each bar's open
-    for i in range(n):
-        inv_vo[i] = 1.0 / cval_nb(open_[i], cs, inverse)
-    # from each bar, the next bar with a funding print or a tier-table change (shared events
-    # that end a quiet stretch); bar 0 is one
-    nxt = np.empty(n, dtype=np.int64)
-    ev = np.zeros(n, dtype=np.bool_)
-    ev[0] = True
-    for k in range(fe_bar.shape[0]):
-        if 0 <= fe_bar[k] < n:
-            ev[fe_bar[k]] = True
-    for i in range(1, n):
-        if tier_ver[i] != tier_ver[i - 1]:
-            ev[i] = True
-    nx = 0
-    for i in range(n - 1, -1, -1):
-        if ev[i]:
-            nx = i
-        nxt[i] = nx
+    if inverse:  # (the branch outside the loops, so that they vectorize)
+        for i in prange(n):
+            inv_vo[i] = 1.0 / (cs / open_[i])
+    else:
+        for i in prange(n):
+            inv_vo[i] = 1.0 / (cs * open_[i])
+    # sparse: from each bar, the next bar with a funding print or a tier-table change (shared
+    # events that end a quiet stretch); bar 0 is one
+    nxt = np.empty(n if sparse else 0, dtype=np.int64)
+    if sparse:
+        ev = np.zeros(n, dtype=np.bool_)
+        ev[0] = True
+        for k in range(fe_bar.shape[0]):
+            if 0 <= fe_bar[k] < n:
+                ev[fe_bar[k]] = True
+        for i in range(1, n):
+            ev[i] |= tier_ver[i] != tier_ver[i - 1]
+        nx = 0
+        for i in range(n - 1, -1, -1):
+            if ev[i]:
+                nx = i
+            nxt[i] = nx
     mt = bits.shape[1]
     for jj in prange(m):
         j = np.int64(jj)
@@ -956,7 +989,7 @@ def simulate_nb(
 def target_scan_nb(flat, rs, cs, rows, mt, last):
     """One pass over the target's memory (``mt`` columns of ``rows`` rows, element strides
     ``rs``/``cs``), in its own order (row-major: tasks take 64 rows, one word per column, and the
-    inner loop runs along a row and vectorizes; column-major: tasks take whole columns).
+    inner loop runs along a row and vectorizes; column-major: a task per column and 64 rows).
 
     Returns
     -------
@@ -988,20 +1021,23 @@ def target_scan_nb(flat, rs, cs, rows, mt, last):
                 for j in range(mt):
                     e = row[j]
                     f[j] |= np.isnan(e * 0.0) & (e == e)
-    else:  # column-major (or one column)
-        for j in prange(mt):
+    else:  # column-major (or one column): a task per column and word, so one column splits too
+        for q in prange(mt * nch):
+            j = q // nch
+            k = q - j * nch
+            t0 = k * 64
+            acc = np.uint64(0)
             bad = False
-            for k in range(nch):
-                t0 = k * 64
-                acc = np.uint64(0)
-                for t in range(t0, min(rows, t0 + 64)):
-                    e = flat[j * cs + t * rs]
-                    if t < last:
-                        acc |= np.uint64(e == e) << np.uint64(t - t0)
-                    bad |= np.isnan(e * 0.0) & (e == e)
-                if k < nw:
-                    bits[k, j] = acc
-            infs[0, j] = bad
+            for t in range(t0, min(last, t0 + 64)):
+                e = flat[j * cs + t * rs]
+                acc |= np.uint64(e == e) << np.uint64(t - t0)
+                bad |= np.isnan(e * 0.0) & (e == e)
+            for t in range(max(t0, last), min(rows, t0 + 64)):
+                e = flat[j * cs + t * rs]
+                bad |= np.isnan(e * 0.0) & (e == e)
+            if k < nw:
+                bits[k, j] = acc
+            infs[k, j] = bad
     has_inf = np.zeros(mt, dtype=np.bool_)
     for k in range(nch):
         for j in range(mt):
