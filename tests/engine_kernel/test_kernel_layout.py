@@ -356,3 +356,15 @@ def test_target_bitmap_marks_the_rows_with_a_value_in_any_layout(order, shape, l
     want = np.zeros_like(got)
     want[:last] = ~np.isnan(tgt[:last])
     np.testing.assert_array_equal(got, want)
+
+
+def test_stretch_extremes_equal_numpy_on_every_range():
+    """The four-chain running extreme of a stretch (``range_max_nb``) is numpy's max (sg = 1)
+    or min (sg = -1) for every range of every length, the unrolled part and the tail."""
+    rng = np.random.default_rng(7)
+    a = 30_000.0 * np.exp(rng.normal(0, 0.01, 41))
+    a[17] = a[18] = a.max() * 1.5  # a tie at the top
+    for i in range(len(a)):
+        for end in range(i + 1, len(a) + 1):
+            assert engine_core.nb.range_max_nb(a, i, end, 1.0) == a[i:end].max()
+            assert engine_core.nb.range_max_nb(a, i, end, -1.0) == a[i:end].min()
