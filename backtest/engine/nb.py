@@ -960,7 +960,7 @@ def simulate_nb(
                 ev[fe_bar[k]] = True
         for i in range(1, n):
             ev[i] |= tier_ver[i] != tier_ver[i - 1]
-        nx = 0
+        nx = n  # no event ahead: a stretch may run to the last bar
         for i in range(n - 1, -1, -1):
             if ev[i]:
                 nx = i

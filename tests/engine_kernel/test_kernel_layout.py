@@ -368,3 +368,30 @@ def test_stretch_extremes_equal_numpy_on_every_range():
         for end in range(i + 1, len(a) + 1):
             assert engine_core.nb.range_max_nb(a, i, end, 1.0) == a[i:end].max()
             assert engine_core.nb.range_max_nb(a, i, end, -1.0) == a[i:end].min()
+
+
+def test_without_funding_prints_a_held_position_is_valued_in_one_stretch(monkeypatch):
+    """With no funding print and one tier table, nothing ends a held position's quiet stretch
+    but its next order: the sparse kernel values the bars after the order in one stretch up to
+    the last bar (or the first mark that reaches the call level), and gives the dense kernel's
+    numbers bit for bit, which equal the reference's; a rising mark then reaches the call
+    level inside the stretch and the general bar takes over (calls, then the liquidation)."""
+    n = 200
+    rows, close = [], 100.0
+    for t in range(n):
+        o = close
+        close = o * (1.0 + (0.002 if t < 150 else 0.03) * np.sin(t) ** 2)
+        rows.append((o, max(o, close) * 1.001, min(o, close) * 0.999, close))
+    bars = make_bars(rows)
+    assert bars.fe_bar.shape[0] == 0
+    spec = make_spec(lot=0.0)
+    account = Account(initial_capital=1_000.0, leverage=20.0, margin_mode="isolated", lag=1)
+    target = np.full((n, 2), np.nan)
+    target[0] = [-2.0, -8.0]
+    runs = {}
+    for share in (0.0, 2.0):
+        monkeypatch.setattr(engine_core, "SPARSE_MAX_ORDER_SHARE", share)
+        runs[share] = simulate_perp(bars, target, spec, account)
+    _same_outputs(runs[0.0], runs[2.0])
+    _matches_reference(runs[2.0], bars, target, spec, account)
+    assert len(runs[2.0].records["margin_calls"]) and len(runs[2.0].records["liquidations"])
