@@ -13,7 +13,8 @@ numba engine and, where ``vectorbt-rust`` is installed, its rust engine; vectorb
 funding or liquidation logic, our engine runs its full mechanics (funding every 8 hours, tiered
 maintenance margin, margin-call and liquidation checks on the mark extremes). The plain loop is
 a straightforward Python implementation of a short with fees and a liquidation check, timed on
-a slice of the work (its rate does not depend on the slice size).
+a slice of the work (its rate does not depend on the slice size); the bare numba loop is the
+same loop compiled with numba, columns in parallel, writing an equity series and nothing else.
 
 The engine runs twice: with every per-bar series (the default, what reports use) and with the
 outputs of a large sweep (``series=("equity",)``: equity stored, and the position or its
@@ -96,6 +97,33 @@ def plain_loop(open_, high, close, target, fee, m_cols):
                 cash, pos = 0.0, 0.0
             equity_out[i, j] = cash + pos * close[i]
     return equity_out
+
+
+def bare_loop_nb():
+    """The plain loop compiled with numba, columns in parallel, writing an equity series: a
+    short at a target exposure with fees and a liquidation check at a fixed maintenance rate,
+    and nothing else (no funding, tiers, exchange checks, margin calls or records): the speed of
+    the arithmetic alone, for scale."""
+    from numba import njit, prange
+
+    @njit(parallel=True, cache=False)
+    def bare(open_, high, close, target, fee, out):
+        n, m = target.shape
+        for j in prange(m):
+            cash, pos = 10_000.0, 0.0
+            for i in range(n):
+                t = target[i - 1, j] if i > 0 else np.nan
+                if t == t:
+                    value = cash + pos * open_[i]
+                    want = t * value / open_[i]
+                    d = want - pos
+                    cash -= d * open_[i] + abs(d) * open_[i] * fee
+                    pos = want
+                if pos < 0 and cash + pos * high[i] <= 0.004 * abs(pos) * high[i]:
+                    cash, pos = 0.0, 0.0
+                out[j, i] = cash + pos * close[i]
+
+    return bare
 
 
 def write_floor(n: int, m: int, every: int, fund_every: int, repeat: int) -> float:
@@ -202,6 +230,7 @@ def run(repeat: int, only: list[str]) -> dict:
     except ImportError:
         engines = ["numba"]
     spec = load_market("binanceusdm", "BTC/USDT:USDT").replace(lot_size=0.0, min_notional=0.0)
+    bare = bare_loop_nb()
     rows = []
     for name, (n, m, bar_ms) in WORKLOADS.items():
         if only and name not in only:
@@ -220,6 +249,8 @@ def run(repeat: int, only: list[str]) -> dict:
                 kw = dict(close=close, size=size, size_type="targetpercent", price=price, fees=FEE,
                           init_cash=10_000.0, direction="both", freq="1h", engine=eng)
                 runs[f"vbt_{eng}"] = lambda kw=kw: vbt.Portfolio.from_orders(**kw)
+            o, h, c = (df[k].to_numpy() for k in ("open", "high", "close"))
+            runs["bare"] = lambda: bare(o, h, c, target, FEE, np.empty((m, n)))
             times = interleaved(runs, repeat)
             per_8h = max(1, 28_800_000 // bar_ms)
             t_floor = write_floor(n, m, 1 if every_bar else per_8h, per_8h, repeat)
@@ -249,7 +280,7 @@ def run(repeat: int, only: list[str]) -> dict:
 def table(res: dict) -> str:
     has_rust = any("vbt_rust_bc_per_s" in r for r in res["rows"])
     head = ("| work | rebalance | engine, all series | engine, sweep outputs | (fastest run) | vbt numba | "
-            + ("vbt rust | " if has_rust else "") + "plain loop | write floor | sweep / vbt numba | "
+            + ("vbt rust | " if has_rust else "") + "plain loop | bare numba loop | write floor | sweep / vbt numba | "
             + ("sweep / vbt rust | " if has_rust else "") + "sweep / loop |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in res["rows"]:
@@ -259,7 +290,7 @@ def table(res: dict) -> str:
                  f"{el / 1e6:.1f}", f"{r['engine_lean_best_bc_per_s'] / 1e6:.1f}", f"{vn / 1e6:.1f}"]
         if has_rust:
             cells.append(f"{r.get('vbt_rust_bc_per_s', float('nan')) / 1e6:.1f}")
-        cells += [f"{lp / 1e6:.2f}", f"{fl / 1e6:.0f}", f"{el / vn:.1f}x"]
+        cells += [f"{lp / 1e6:.2f}", f"{r['bare_bc_per_s'] / 1e6:.0f}", f"{fl / 1e6:.0f}", f"{el / vn:.1f}x"]
         if has_rust:
             cells.append(f"{el / r.get('vbt_rust_bc_per_s', float('nan')):.1f}x")
         cells.append(f"{el / lp:.0f}x")

@@ -81,14 +81,17 @@ def simulate_perp(
     columns : labels of the columns (default: the target's columns, else 0..n_cols-1).
     series : names of the per-bar series wanted (default all of ``enums.SERIES``); the
         :data:`backtest.result.REQUIRED_SERIES` are always available. The kernel stores
-        ``equity``, ``position`` and the wanted ones of ``margin_ratio`` and ``liq_price``; the
-        others are derived on first access (README, "Outputs and memory"). Large sweeps that only
-        need equity and events save memory and time with ``series=("equity",)``.
+        ``equity``, the position (its series, or its changes when few bars have an order) and
+        the wanted ones of ``margin_ratio`` and ``liq_price``; the others are derived on first
+        access (README, "Outputs and memory"). Large sweeps that only need equity and events
+        save memory and time with ``series=("equity",)``.
 
     Returns
     -------
     SimResult with series ``backtest.engine.enums.SERIES`` (settlement currency
-    ``spec.settle``) and records ``fills``, ``funding``, ``margin_calls``, ``liquidations``.
+    ``spec.settle``) and records ``fills``, ``funding``, ``margin_calls``, ``liquidations``
+    (a :class:`backtest.result.LazyRecords`: fills and funding are built from the kernel's
+    compact form when first read).
     """
     account = account or Account()
     policy = policy or Policy()
