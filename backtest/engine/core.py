@@ -10,6 +10,7 @@ import pandas as pd
 
 from backtest.engine import nb
 from backtest.engine.bars import EngineInputError, PerpBars
+from backtest.engine.buffers import POOL
 from backtest.engine.enums import RECORD_DTYPES, SERIES, fill_nb_dt, position_change_dt
 from backtest.engine.settings import (Account, CallResponse, Policy, SettingsError, account_arrays,
                                       policy_arrays)
@@ -163,12 +164,15 @@ def simulate_perp(
     # records its changes), then the optional ones wanted
     keep = ["equity"] + ([] if sparse else ["position"]) + [s for s in KERNEL_SERIES[2:] if s in wanted]
     omap = np.array([keep.index(s) if s in keep else -1 for s in SERIES], dtype=np.int64)
-    out = np.empty((len(keep), m, n), dtype=np.float64)
+    # the large outputs in memory lent by the pool (a dropped result's buffers are written
+    # again instead of fresh pages: buffers.py); margin calls and liquidations are rare, so
+    # their buffers stay untouched virtual memory
+    out = POOL.empty((len(keep), m, n), np.float64)
     starts = np.zeros_like(caps)
     np.cumsum(caps[:, :-1], axis=1, out=starts[:, 1:])
-    bufs = [np.empty(int(caps[r].sum()) + 1, dtype=dt)  # + the spare slot
-            for r, dt in enumerate(KERNEL_RECORD_DTYPES.values())]
-    fpos = np.zeros((m, nfe), dtype=np.float64)  # the position that paid each print (0: none)
+    bufs = [(POOL.empty if name in POOLED_RECORDS else np.empty)(int(caps[r].sum()) + 1, dt)  # + the spare slot
+            for r, (name, dt) in enumerate(KERNEL_RECORD_DTYPES.items())]
+    fpos = POOL.empty((m, nfe), np.float64, zero=True)  # the position that paid each print (0: none)
     counts = (nb.simulate_sparse_nb if sparse else nb.simulate_dense_nb)(
         bars.open, bars.mark_open, bars.mark_high, bars.mark_low, bars.mark_close,
         bars.fe_bar, bars.fe_time, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
@@ -234,6 +238,8 @@ SPARSE_MAX_ORDER_SHARE = 0.3
 # stored as the position that paid each print, ``fpos``).
 KERNEL_RECORD_DTYPES = {"fills": fill_nb_dt, "margin_calls": RECORD_DTYPES["margin_calls"],
                         "liquidations": RECORD_DTYPES["liquidations"], "position_changes": position_change_dt}
+
+POOLED_RECORDS = ("fills", "position_changes")
 
 # Series that need the kernel's state. The others follow from these, the bars and the records.
 KERNEL_SERIES = ("equity", "position", "margin_ratio", "liq_price")  # the first two always
