@@ -16,9 +16,11 @@ a straightforward Python implementation of a short with fees and a liquidation c
 a slice of the work (its rate does not depend on the slice size); the bare numba loop is the
 same loop compiled with numba, columns in parallel, writing an equity series and nothing else.
 
-The engine runs twice: with every per-bar series (the default, what reports use) and with the
+The engine runs three times: with every per-bar series (the default, what reports use) and with the
 outputs of a large sweep (``series=("equity",)``: equity stored, and the position or its
-changes, the other required series and the full records derived on access). The write floor
+changes, the other required series and the full records derived on access), and the second
+once more with its buffer pool off (every output in fresh memory, as in a process's first
+run; otherwise each run writes the memory of the previous, dropped, result). The write floor
 is a kernel with no logic that writes the sweep outputs (the stored series, the compact fill
 and position-change records, the position per funding print) into fresh memory: no engine
 that returns those outputs can be faster on this machine.
@@ -177,6 +179,19 @@ def write_floor(n: int, m: int, every: int, fund_every: int, repeat: int) -> flo
     return timeit(run_once, repeat)
 
 
+def without_pool(fn):
+    """``fn()`` with the engine's buffer pool off: every output in fresh memory, as in the first
+    run of a process (the pool lends a dropped result's memory to the next run)."""
+    from backtest.engine.buffers import POOL
+
+    saved = POOL.max_bytes
+    POOL.max_bytes = 0
+    try:
+        return fn()
+    finally:
+        POOL.max_bytes = saved
+
+
 def interleaved(runs: dict, repeat: int) -> dict[str, list[float]]:
     """Seconds of each run, ``repeat`` times, after a warm-up call each (compiled, cached), the
     runs taking turns: every engine sees the same stretches of the machine's speed (on this
@@ -244,7 +259,9 @@ def run(repeat: int, only: list[str]) -> dict:
             price = pd.DataFrame(np.repeat(df["open"].to_numpy()[:, None], m, axis=1))
             size = pd.DataFrame(target).shift(1)
             runs = {"engine": lambda: simulate_perp(bars, target, spec, acc),
-                    "engine_lean": lambda: simulate_perp(bars, target, spec, acc, series=LEAN)}
+                    "engine_lean": lambda: simulate_perp(bars, target, spec, acc, series=LEAN),
+                    "engine_lean_fresh": lambda: without_pool(
+                        lambda: simulate_perp(bars, target, spec, acc, series=LEAN))}
             for eng in engines:
                 kw = dict(close=close, size=size, size_type="targetpercent", price=price, fees=FEE,
                           init_cash=10_000.0, direction="both", freq="1h", engine=eng)
@@ -262,6 +279,7 @@ def run(repeat: int, only: list[str]) -> dict:
                 row[f"{key}_s"] = t
                 row[f"{key}_bc_per_s"] = n * m / t
                 row[f"{key}_best_bc_per_s"] = n * m / min(ts)
+                row[f"{key}_runs_s"] = [round(t, 6) for t in ts]  # every run, in order (the spread)
             # plain loop on a slice: enough bar-columns for a stable rate
             cols = max(1, min(m, 200_000 // n))
             nn = min(n, 200_000)
@@ -279,7 +297,7 @@ def run(repeat: int, only: list[str]) -> dict:
 
 def table(res: dict) -> str:
     has_rust = any("vbt_rust_bc_per_s" in r for r in res["rows"])
-    head = ("| work | rebalance | engine, all series | engine, sweep outputs | (fastest run) | vbt numba | "
+    head = ("| work | rebalance | engine, all series | engine, sweep outputs | (fastest run) | (fresh memory) | vbt numba | "
             + ("vbt rust | " if has_rust else "") + "plain loop | bare numba loop | write floor | sweep / vbt numba | "
             + ("sweep / vbt rust | " if has_rust else "") + "sweep / loop |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -287,7 +305,8 @@ def table(res: dict) -> str:
         e, el, vn, lp = r["engine_bc_per_s"], r["engine_lean_bc_per_s"], r["vbt_numba_bc_per_s"], r["loop_bc_per_s"]
         fl = r["write_floor_bc_per_s"]
         cells = [f"{r['workload']} ({r['bars']:,} x {r['cols']:,})", r["rebalance"], f"{e / 1e6:.1f}",
-                 f"{el / 1e6:.1f}", f"{r['engine_lean_best_bc_per_s'] / 1e6:.1f}", f"{vn / 1e6:.1f}"]
+                 f"{el / 1e6:.1f}", f"{r['engine_lean_best_bc_per_s'] / 1e6:.1f}",
+                 f"{r['engine_lean_fresh_bc_per_s'] / 1e6:.1f}", f"{vn / 1e6:.1f}"]
         if has_rust:
             cells.append(f"{r.get('vbt_rust_bc_per_s', float('nan')) / 1e6:.1f}")
         cells += [f"{lp / 1e6:.2f}", f"{r['bare_bc_per_s'] / 1e6:.0f}", f"{fl / 1e6:.0f}", f"{el / vn:.1f}x"]
