@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numba import prange
 
 WORKLOADS = {"W1": (525_600, 1, 60_000), "W2": (8_760, 1_000, 3_600_000), "W3": (100_000, 100, 3_600_000)}
 FEE = 0.0005
@@ -82,10 +83,12 @@ def make_target(n: int, m: int, bar_ms: int, every_bar: bool) -> np.ndarray:
 
 
 def plain_loop(open_, high, close, target, fee, m_cols):
-    """The obvious Python loop: short at a target exposure, fees, liquidation at 1/leverage move."""
+    """The obvious loop: short at a target exposure, fees, liquidation at 1/leverage move. Plain
+    Python as it stands (``prange`` is ``range`` outside numba); compiled with numba it is the
+    bare numba loop (:func:`bare_loop_nb`). Returns the equity, (bars, columns)."""
     n = len(open_)
-    equity_out = np.empty((n, m_cols))
-    for j in range(m_cols):
+    equity_out = np.empty((m_cols, n))  # each column's bars contiguous
+    for j in prange(m_cols):
         cash, pos = 10_000.0, 0.0
         for i in range(n):
             t = target[i - 1, j] if i > 0 else np.nan
@@ -97,35 +100,18 @@ def plain_loop(open_, high, close, target, fee, m_cols):
                 pos = want
             if pos < 0 and cash + pos * high[i] <= 0.004 * abs(pos) * high[i]:
                 cash, pos = 0.0, 0.0
-            equity_out[i, j] = cash + pos * close[i]
-    return equity_out
+            equity_out[j, i] = cash + pos * close[i]
+    return equity_out.T
 
 
 def bare_loop_nb():
-    """The plain loop compiled with numba, columns in parallel, writing an equity series: a
-    short at a target exposure with fees and a liquidation check at a fixed maintenance rate,
-    and nothing else (no funding, tiers, exchange checks, margin calls or records): the speed of
-    the arithmetic alone, for scale."""
-    from numba import njit, prange
+    """The plain loop compiled with numba, columns in parallel: a short at a target exposure
+    with fees and a liquidation check at a fixed maintenance rate, writing an equity series and
+    nothing else (no funding, tiers, exchange checks, margin calls or records): the speed of the
+    arithmetic alone, for scale."""
+    from numba import njit
 
-    @njit(parallel=True, cache=False)
-    def bare(open_, high, close, target, fee, out):
-        n, m = target.shape
-        for j in prange(m):
-            cash, pos = 10_000.0, 0.0
-            for i in range(n):
-                t = target[i - 1, j] if i > 0 else np.nan
-                if t == t:
-                    value = cash + pos * open_[i]
-                    want = t * value / open_[i]
-                    d = want - pos
-                    cash -= d * open_[i] + abs(d) * open_[i] * fee
-                    pos = want
-                if pos < 0 and cash + pos * high[i] <= 0.004 * abs(pos) * high[i]:
-                    cash, pos = 0.0, 0.0
-                out[j, i] = cash + pos * close[i]
-
-    return bare
+    return njit(parallel=True, cache=False)(plain_loop)
 
 
 def write_floor(n: int, m: int, every: int, fund_every: int, repeat: int) -> float:
@@ -267,7 +253,7 @@ def run(repeat: int, only: list[str]) -> dict:
                           init_cash=10_000.0, direction="both", freq="1h", engine=eng)
                 runs[f"vbt_{eng}"] = lambda kw=kw: vbt.Portfolio.from_orders(**kw)
             o, h, c = (df[k].to_numpy() for k in ("open", "high", "close"))
-            runs["bare"] = lambda: bare(o, h, c, target, FEE, np.empty((m, n)))
+            runs["bare"] = lambda: bare(o, h, c, target, FEE, m)
             times = interleaved(runs, repeat)
             per_8h = max(1, 28_800_000 // bar_ms)
             t_floor = write_floor(n, m, 1 if every_bar else per_8h, per_8h, repeat)
