@@ -70,8 +70,8 @@ class LazyMapping(Mapping):
 
 class LazySeries(LazyMapping):
     """Series an engine stored, plus series derived from them (and from the records) on first
-    access. A large sweep then writes only what it cannot derive (equity, position), and a
-    series nobody reads costs nothing. Reads like a ``dict`` of (n_bars, n_cols) arrays.
+    access. A large sweep then writes only what it cannot derive (equity, the position or its
+    changes), and a series nobody reads costs nothing. Reads like a ``dict`` of (n_bars, n_cols) arrays.
     """
 
     def select(self, cols: np.ndarray) -> "LazySeries":

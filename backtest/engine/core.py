@@ -193,9 +193,8 @@ def simulate_perp(
     # the records, compacted (the position changes are read in place, from each column's start)
     kept = {name: _compact(bufs[r], counts[r], caps[r], starts[r]) for r, name in enumerate(KERNEL_RECORD_DTYPES)
             if name != "position_changes"}
-
-    def fill_cols() -> np.ndarray:  # the column of each compact fill, from the per-column counts
-        return np.repeat(np.arange(m, dtype=np.int64), counts[0])
+    # the column of each compact fill, from the per-column counts (for the records and cum_fees)
+    fill_cols = _once(lambda: np.repeat(np.arange(m, dtype=np.int64), counts[0]))
 
     records = LazyRecords(
         {"margin_calls": kept["margin_calls"], "liquidations": kept["liquidations"]},
@@ -242,7 +241,7 @@ KERNEL_RECORD_DTYPES = {"fills": fill_nb_dt, "margin_calls": RECORD_DTYPES["marg
 POOLED_RECORDS = ("fills", "position_changes")
 
 # Series that need the kernel's state. The others follow from these, the bars and the records.
-KERNEL_SERIES = ("equity", "position", "margin_ratio", "liq_price")  # the first two always
+KERNEL_SERIES = ("equity", "position", "margin_ratio", "liq_price")  # equity always; position: dense
 
 
 def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_cols: Callable[[], np.ndarray],
