@@ -283,8 +283,8 @@ def run(repeat: int, only: list[str]) -> dict:
 
 def table(res: dict) -> str:
     has_rust = any("vbt_rust_bc_per_s" in r for r in res["rows"])
-    head = ("| work | rebalance | engine, all series | engine, sweep outputs | (fastest run) | (fresh memory) | vbt numba | "
-            + ("vbt rust | " if has_rust else "") + "plain loop | bare numba loop | write floor | sweep / vbt numba | "
+    head = ("| work | rebalance | engine, all series | engine, sweep outputs | (fastest run) | (fresh memory) | "
+            + "vbt numba | " + ("vbt rust | " if has_rust else "") + "plain loop | bare numba loop | write floor | sweep / vbt numba | "
             + ("sweep / vbt rust | " if has_rust else "") + "sweep / loop |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in res["rows"]:

@@ -3,11 +3,12 @@
 Writing memory for the first time is a large part of a sweep's cost: the operating system zeroes
 every fresh page before the kernel writes it, and on a virtual machine that returns freed memory
 to its host, the host faults it in again as well (benchmarks/README.md: W2 in 40 ms instead of
-46-48 ms rebalanced every 8 hours, 140 ms instead of 420-600 ms rebalanced every bar). A batch job runs the engine many times on
-same-sized work and drops each result after reading what it needs, so the engine lends its
-large output buffers from a pool: a buffer goes back to the pool when nothing references it any
-more (the result that viewed it, and every array taken from that result, are gone), and the next
-run that needs that much memory writes into it instead of into fresh pages.
+46-48 ms rebalanced every 8 hours, 140 ms instead of 420-600 ms rebalanced every bar). A batch
+job runs the engine many times on same-sized work and drops each result after reading what it
+needs, so the engine lends its large output buffers from a pool: a buffer goes back to the pool
+when nothing references it any more (the result that viewed it, and every array taken from that
+result, are gone), and the next run that needs that much memory writes into it instead of into
+fresh pages.
 
 A buffer is lent only when nothing outside the pool holds it, checked with its reference count
 (any view, record array, DataFrame or buffer-protocol export of a result keeps its buffer
