@@ -251,10 +251,9 @@ def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_co
     fills, the position that paid each funding print; ``position()`` reads the position series,
     stored or derived), with the kernel's own formulas (README, "Engine semantics", step 6)."""
     eq, close = stored["equity"], bars.mark_close[:, None]
-    cs = float(spec.contract_size)
 
     def notional() -> np.ndarray:
-        return position() * (cs / close if spec.inverse else cs * close)
+        return position() * _value(close, spec)
 
     def leverage() -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -325,8 +324,9 @@ def _value(price: np.ndarray, spec: MarketSpec) -> np.ndarray:
 
 
 def _funding_amounts(fpos: np.ndarray, mark: np.ndarray, rate: np.ndarray, spec: MarketSpec) -> np.ndarray:
-    """(n_cols, n_prints) funding cash flows, ``-position * v(mark) * rate`` in the kernel's
-    order of operations (``nb.funding_amount_nb``), hence the kernel's amounts bit for bit."""
+    """Funding cash flows ``-position * v(mark) * rate`` (positions per print, broadcast against
+    the prints' marks and rates) in the kernel's order of operations (``nb.funding_amount_nb``),
+    hence the kernel's amounts bit for bit."""
     return -fpos * _value(mark, spec) * rate
 
 
@@ -352,7 +352,7 @@ def _funding_records(fpos: np.ndarray, bars: PerpBars, spec: MarketSpec) -> np.n
     out["rate"] = bars.fe_rate[p]
     out["mark"] = bars.fe_mark[p]
     out["position"] = fpos[col, p]
-    out["amount"] = -out["position"] * _value(out["mark"], spec) * out["rate"]
+    out["amount"] = _funding_amounts(out["position"], out["mark"], out["rate"], spec)
     return out
 
 

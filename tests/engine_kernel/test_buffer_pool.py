@@ -24,8 +24,8 @@ def _bars(seed: int):
         o = close
         close = o * np.exp(rng.normal(0, 0.01))
         rows.append((o, max(o, close) * 1.003, min(o, close) * 0.997, close))
-    funding = [(t, 1e-4) for t in range(make_bars(rows).timestamp[0], make_bars(rows).timestamp[-1], 8 * 3_600_000)]
-    return make_bars(rows, funding=funding)
+    ts = make_bars(rows).timestamp
+    return make_bars(rows, funding=[(t, 1e-4) for t in range(ts[0], ts[-1], 8 * 3_600_000)])
 
 
 def _target(every: int, level: float) -> np.ndarray:
