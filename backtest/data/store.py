@@ -44,8 +44,8 @@ from backtest.data.timeutil import iso, parse_timeframe
 # The committed sample ships inside the package (package data), so it is found in a checkout,
 # an editable install and a wheel alike; nothing may assume the repository layout.
 SAMPLE_ROOT = Path(__file__).resolve().parent / "sample"
-# The folder two levels above the package: the source checkout when the package runs from one
-# (editable install, tests), else the site-packages' parent, which is never used as a store.
+# The folder above the package: the source checkout when the package runs from one (editable
+# install, tests); for an installed package it is site-packages itself, never used as a store.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_ROOT = "BACKTEST_DATA_DIR"
 
