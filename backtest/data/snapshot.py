@@ -131,9 +131,9 @@ def snapshot_markets(ex: Any, symbols: list[str], store: Store, *, retry: Retry 
                      ) -> tuple[Path, list[str], int]:
     """Write (merge) the market snapshot for ``symbols``; returns (path, notes, requests).
 
-    Markets must be loaded. ``on_retry(attempt, error, delay_s)`` is called before each retry
-    of a tier request (see :func:`backtest.data.fetch.call`). Each entry is checked with :meth:`MarketSpec.from_dict` when it
-    has tiers.
+    Markets must be loaded. Each entry is checked with :meth:`MarketSpec.from_dict` when it
+    has tiers. ``on_retry(attempt, error, delay_s)`` is called before each retry of a tier
+    request (see :func:`backtest.data.fetch.call`).
     """
     import ccxt
 
