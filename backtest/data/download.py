@@ -49,7 +49,8 @@ from backtest.data.fetch import (
     check_timeframe, one_line, page_limit, until_params,
 )
 from backtest.data.store import (
-    CANDLE_KINDS, KINDS, Store, StoreWriteError, check_writable, merge_rows, read_file, read_meta, write_file,
+    CANDLE_KINDS, KINDS, Store, StoreWriteError, check_writable, merge_rows, read_file, read_meta,
+    remove_empty_folders, write_file,
 )
 from backtest.data.timeutil import iso, now_ms, parse_time, parse_timeframe
 from backtest.data.validate import find_gaps, funding_holes
@@ -514,8 +515,6 @@ def download(exchange: "str | ccxt.Exchange", symbols: str | Iterable[str],
         One line naming the dataset, the cause and the fix: the exchange or the network failed
         (after the retries), or the disk is full.
     """
-    from backtest.data.snapshot import snapshot_markets
-
     syms = [symbols] if isinstance(symbols, str) else list(symbols)
     tfs = [timeframes] if isinstance(timeframes, str) else list(timeframes)
     kinds = list(dict.fromkeys(kinds))
@@ -540,9 +539,21 @@ def download(exchange: "str | ccxt.Exchange", symbols: str | Iterable[str],
     store = Store(root)
     try:
         # before the first request: a folder that cannot be written fails in the first second
-        check_writable(store.root)
+        created = check_writable(store.root)
     except StoreWriteError as exc:
         raise _write_failure(exc) from exc
+    try:
+        return _download(ex, store, syms, kinds, tfs, since_ms, until_ms, limit, retry, clock, progress)
+    except BaseException:
+        remove_empty_folders(created)  # a run that stored nothing leaves no folder behind
+        raise
+
+
+def _download(ex: Any, store: Store, syms: list[str], kinds: list[str], tfs: list[str], since_ms: int | None,
+              until_ms: int | None, limit: int | None, retry: Retry, clock: Callable[[], int],
+              progress: Callable[[Progress], None] | None) -> list[DatasetResult]:
+    """:func:`download` after the checks that need no exchange."""
+    from backtest.data.snapshot import snapshot_markets
 
     def retried(label: str) -> Callable[[int, BaseException, float], None]:
         def on_retry(k: int, e: BaseException, d: float) -> None:

@@ -270,9 +270,15 @@ def write_problem(exc: OSError, target: Path) -> StoreWriteError:
     return StoreWriteError(f"cannot write {target}: {why}; check the folder and run again", setting=False)
 
 
-def check_writable(root: Path) -> Path:
+def check_writable(root: Path) -> list[Path]:
     """Create the store folder ``root`` if needed and prove a file can be created in it (the
     probe file is removed again), so a bad folder fails before any work.
+
+    Returns
+    -------
+    list of Path
+        The folders this call created, deepest first: :func:`remove_empty_folders` takes them
+        away again if the work fails before writing anything into them.
 
     Raises
     ------
@@ -280,12 +286,26 @@ def check_writable(root: Path) -> Path:
         Naming the folder, the cause and the fix (``--data-dir`` / ``$BACKTEST_DATA_DIR``).
     """
     root = Path(root)
+    created, p = [], root
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        created.append(p)
+        p = p.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
         _new_temp(root, ".write-check.").unlink()
     except OSError as exc:
+        remove_empty_folders(created)
         raise write_problem(exc, root) from exc
-    return root
+    return created
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; stop at the first that is not."""
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:
+            return
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -145,7 +145,7 @@ def test_invalid_input_exits_2_in_a_process(tmp_path, args, names):
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert names in one_error_line(r)
     assert n is not None and n <= 2  # at most the market loading: no data request
-    assert not list(store.rglob("*.parquet")) and not list(store.rglob("*.json"))
+    assert not store.exists()  # nothing left behind, not even an empty store folder
 
 
 def test_network_failure_exits_1_with_one_line(tmp_path):

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backtest.data.store import (
-    SAMPLE_ROOT, Store, StoreError, StoreWriteError, check_writable, default_root, merge_rows, symbol_dir,
+    SAMPLE_ROOT, Store, StoreError, StoreWriteError, check_writable, default_root, merge_rows,
+    remove_empty_folders, symbol_dir,
 )
 
 
@@ -109,8 +110,11 @@ def test_a_file_in_the_way_of_the_store_is_named_with_the_fix(tmp_path):
     with pytest.raises(StoreWriteError) as err:
         Store(blocker).write(candles([0]), "binanceusdm", "BTC/USDT:USDT", "ohlcv", "1h")
     assert err.value.setting and "a file is in the way" in str(err.value)
-    assert check_writable(tmp_path / "new" / "store").is_dir()
+    created = check_writable(tmp_path / "new" / "store")
+    assert created == [tmp_path / "new" / "store", tmp_path / "new"]
     assert list((tmp_path / "new" / "store").iterdir()) == []  # the probe file is gone
+    remove_empty_folders(created)
+    assert not (tmp_path / "new").exists()
 
 
 def test_write_stores_schema_and_symbol_metadata(tmp_path):
