@@ -17,7 +17,9 @@ HELP = (
     "Download OHLCV, mark/index OHLCV, funding history and market specs with ccxt into the Parquet store.\n\n"
     "Files: <data-dir>/<exchange>/<symbol-dir>/{ohlcv,mark,index}-<tf>.parquet and funding.parquet, where "
     "symbol-dir is the symbol with '/' and ':' replaced by '_'. Each page is merged into the store atomically "
-    "as it arrives. Exit code 1 with a one-line reason on failure."
+    "as it arrives. Exit code 2 with a one-line 'error: ...' on invalid input (exchange, symbol, kind, "
+    "timeframe, date, a data folder that cannot be written); 1 when the exchange, the network or the disk "
+    "fails (the store keeps every page fetched so far)."
 )
 
 EPILOG = (
@@ -62,16 +64,19 @@ def register(app: typer.Typer) -> None:
             None, "--until",
             help="end (exclusive), same formats; default now. Only candles closed by then are stored."),
         data_dir: Optional[Path] = typer.Option(
-            None, "--data-dir", "-d", help="store root (default: $BACKTEST_DATA_DIR, else <repo>/data)."),
+            None, "--data-dir", "-d",
+            help="store root (default: $BACKTEST_DATA_DIR; else data/ of the source checkout the package runs "
+                 "from; else ./data in the working directory)."),
         limit: Optional[int] = typer.Option(
             None, "--limit", min=1, help="rows per request (default: the largest ccxt declares for the endpoint)."),
         retries: int = typer.Option(
             5, "--retries", min=1,
-            help="attempts per request on network errors, rate limits and timeouts (exponential backoff from 1 s)."),
+            help="attempts per request on network errors, rate limits and timeouts (exponential backoff from 1 s; "
+                 "each retry is printed)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors."),
     ) -> None:
         """``backtest download`` (help text: HELP)."""
-        from backtest.data.download import DownloadError, Retry
+        from backtest.data.download import DownloadError, DownloadInputError, Retry
         from backtest.data.download import download as run
 
         err = _console(stderr=True)
@@ -82,12 +87,12 @@ def register(app: typer.Typer) -> None:
             with reporter:
                 results = run(exchange, _split(symbol), kinds, _split(timeframe), since=since, until=until,
                               root=data_dir, limit=limit, retry=Retry(attempts=retries), progress=reporter)
+        except DownloadInputError as exc:
+            _fail(err, exc, 2)
         except DownloadError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(code=1) from None
-        except ValueError as exc:  # bad dates and the like
-            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(code=1) from None
+            _fail(err, exc, 1)
+        except ValueError as exc:  # invalid input or data, e.g. an unreadable stored file
+            _fail(err, exc, 2)
         except KeyboardInterrupt:
             err.print("interrupted: the store keeps every page fetched so far; run the same command to resume",
                       markup=False, highlight=False)
@@ -99,6 +104,13 @@ def register(app: typer.Typer) -> None:
                     out.print(f"  note: {n}", markup=False, highlight=False, soft_wrap=True)
 
 
+def _fail(err, exc: BaseException, code: int) -> None:  # noqa: ANN001
+    """Print ``error: <one line>`` on stderr and exit with ``code``."""
+    text = " ".join(str(exc).split())
+    err.print(f"error: {text}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code=code) from None
+
+
 def _console(stderr: bool = False):  # noqa: ANN202
     from rich.console import Console
 
@@ -106,7 +118,10 @@ def _console(stderr: bool = False):  # noqa: ANN202
 
 
 class _Reporter:
-    """Progress sink: a rich progress bar on a terminal, plain lines otherwise, nothing if quiet."""
+    """Progress sink: a rich progress bar on a terminal, plain lines otherwise, nothing if quiet.
+
+    A message (a retry and its wait) is printed as a line in both modes, so a run that waits
+    on the exchange says so; on a terminal it is printed above the bar."""
 
     def __init__(self, console, *, quiet: bool) -> None:  # noqa: ANN001
         self.console = console
@@ -132,11 +147,12 @@ class _Reporter:
     def __call__(self, p) -> None:  # noqa: ANN001
         if self.quiet:
             return
-        if self.bar is not None:
+        if p.message:
+            self.console.print(f"{p.label}: {p.message}", markup=False, highlight=False, soft_wrap=True)
+        if self.bar is not None and (p.stop > p.start or p.label in self.tasks):
+            # a zero-span report (the market loading's retries) draws no bar
             tid = self.tasks.get(p.label)
             if tid is None:
                 tid = self.tasks[p.label] = self.bar.add_task(p.label, total=max(1, p.stop - p.start), info="")
             info = p.message or f"{p.rows} rows, {p.requests} req"
             self.bar.update(tid, completed=p.at - p.start, info=info)
-        elif p.message:
-            self.console.print(f"{p.label}: {p.message}", markup=False, highlight=False, soft_wrap=True)

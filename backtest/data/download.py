@@ -45,10 +45,13 @@ import numpy as np
 import pandas as pd
 
 from backtest.data.fetch import (
-    DEFAULT_PAGE_LIMIT, DownloadError, Retry, call, check_capability, check_symbol, check_timeframe, one_line,
-    page_limit, until_params,
+    DEFAULT_PAGE_LIMIT, DownloadError, DownloadInputError, Retry, call, check_capability, check_symbol,
+    check_timeframe, one_line, page_limit, until_params,
 )
-from backtest.data.store import CANDLE_KINDS, KINDS, Store, merge_rows, read_file, read_meta, write_file
+from backtest.data.store import (
+    CANDLE_KINDS, KINDS, Store, StoreWriteError, check_writable, merge_rows, read_file, read_meta,
+    remove_empty_folders, write_file,
+)
 from backtest.data.timeutil import iso, now_ms, parse_time, parse_timeframe
 from backtest.data.validate import find_gaps, funding_holes
 
@@ -59,8 +62,8 @@ DEFAULT_KINDS = ("ohlcv", "mark", "funding", "markets")
 ALL_KINDS = KINDS + ("markets",)
 HOUR_MS = 3_600_000
 
-__all__ = ["DownloadError", "Retry", "Progress", "DatasetResult", "download", "sync_dataset",
-           "make_exchange", "DEFAULT_KINDS", "ALL_KINDS"]
+__all__ = ["DownloadError", "DownloadInputError", "Retry", "Progress", "DatasetResult", "download",
+           "sync_dataset", "make_exchange", "DEFAULT_KINDS", "ALL_KINDS"]
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def make_exchange(exchange_id: str, config: dict[str, Any] | None = None) -> "cc
     if exchange_id not in ccxt.exchanges:
         close = [e for e in ccxt.exchanges if exchange_id.lower()[:4] in e][:8]
         hint = f"; similar: {', '.join(close)}" if close else ""
-        raise DownloadError(f"unknown ccxt exchange id {exchange_id!r}{hint}")
+        raise DownloadInputError(f"unknown ccxt exchange id {exchange_id!r}{hint}")
     return getattr(ccxt, exchange_id)({"enableRateLimit": True, **(config or {})})
 
 
@@ -283,7 +286,7 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
     if cov_from is None:
         start = since if since is not None else market.get("created")
         if start is None:
-            raise DownloadError(
+            raise DownloadInputError(
                 f"{ex.id} {label}: a new dataset needs a start; pass --since (ISO date or ms)")
         cov_from = cov_to = int(start)
         segments.append(("tail", int(start), stop))
@@ -490,11 +493,12 @@ def download(exchange: "str | ccxt.Exchange", symbols: str | Iterable[str],
         and tier snapshot ``<root>/markets/<exchange>.json``)
     timeframes : one or many ccxt timeframes for the candle kinds
     since, until : ISO date/time or ms UTC; ``until`` is exclusive and defaults to now
-    root : store root (default: ``$BACKTEST_DATA_DIR`` or ``<repo>/data``)
+    root : store root (default: :func:`backtest.data.store.default_root`)
     limit : page size (default: the largest ccxt declares for the endpoint)
     retry : backoff policy for transient errors
     clock : now in ms (injectable)
-    progress : called with a :class:`Progress` after every page
+    progress : called with a :class:`Progress` after every page, and with a message (the
+        ``Progress.message``) before every retry, the market loading's included
 
     Returns
     -------
@@ -502,32 +506,62 @@ def download(exchange: "str | ccxt.Exchange", symbols: str | Iterable[str],
 
     Raises
     ------
+    DownloadInputError
+        (a :class:`DownloadError`) for input that cannot work: unknown exchange, symbol, kind or
+        timeframe, a bad date, a kind the exchange does not offer, a data folder that cannot be
+        written. Everything checkable (the folder, symbol, timeframe, ``exchange.has``) is
+        checked before the first data request.
     DownloadError
-        One line naming the dataset, the cause and the fix. Everything checkable (symbol,
-        timeframe, ``exchange.has``) is checked before the first data request.
+        One line naming the dataset, the cause and the fix: the exchange or the network failed
+        (after the retries), or the disk is full.
     """
-    from backtest.data.snapshot import snapshot_markets
-
     syms = [symbols] if isinstance(symbols, str) else list(symbols)
     tfs = [timeframes] if isinstance(timeframes, str) else list(timeframes)
     kinds = list(dict.fromkeys(kinds))
     if not syms:
-        raise DownloadError("no symbol given; pass at least one --symbol such as BTC/USDT:USDT")
+        raise DownloadInputError("no symbol given; pass at least one --symbol such as BTC/USDT:USDT")
     unknown = [k for k in kinds if k not in ALL_KINDS]
     if unknown:
-        raise DownloadError(f"unknown kind(s) {unknown}; choose from {', '.join(ALL_KINDS)}")
+        raise DownloadInputError(f"unknown kind(s) {unknown}; choose from {', '.join(ALL_KINDS)}")
     for tf in tfs:
         try:
             parse_timeframe(tf)
         except ValueError as exc:
-            raise DownloadError(str(exc)) from None
-    since_ms, until_ms = parse_time(since, name="since"), parse_time(until, name="until")
+            raise DownloadInputError(str(exc)) from None
+    try:
+        since_ms, until_ms = parse_time(since, name="since"), parse_time(until, name="until")
+    except ValueError as exc:
+        raise DownloadInputError(str(exc)) from None
     if since_ms is not None and until_ms is not None and until_ms <= since_ms:
-        raise DownloadError(f"--until {iso(until_ms)} is not after --since {iso(since_ms)}")
+        raise DownloadInputError(f"--until {iso(until_ms)} is not after --since {iso(since_ms)}")
 
     ex = make_exchange(exchange) if isinstance(exchange, str) else exchange
     store = Store(root)
-    call(ex.load_markets, retry=retry, what=f"{ex.id} load_markets")
+    try:
+        # before the first request: a folder that cannot be written fails in the first second
+        created = check_writable(store.root)
+    except StoreWriteError as exc:
+        raise _write_failure(exc) from exc
+    try:
+        return _download(ex, store, syms, kinds, tfs, since_ms, until_ms, limit, retry, clock, progress)
+    except BaseException:
+        remove_empty_folders(created)  # a run that stored nothing leaves no folder behind
+        raise
+
+
+def _download(ex: Any, store: Store, syms: list[str], kinds: list[str], tfs: list[str], since_ms: int | None,
+              until_ms: int | None, limit: int | None, retry: Retry, clock: Callable[[], int],
+              progress: Callable[[Progress], None] | None) -> list[DatasetResult]:
+    """:func:`download` after the checks that need no exchange."""
+    from backtest.data.snapshot import snapshot_markets
+
+    def retried(label: str) -> Callable[[int, BaseException, float], None]:
+        def on_retry(k: int, e: BaseException, d: float) -> None:
+            if progress is not None:
+                progress(Progress(label, 0, 0, 0, 0, 0, message=f"retry {k} in {d:.1f}s after {one_line(e, 120)}"))
+        return on_retry
+
+    call(ex.load_markets, retry=retry, what=f"{ex.id} load_markets", on_retry=retried(f"{ex.id} markets"))
     for s in syms:
         check_symbol(ex, s)
         for k in kinds:
@@ -539,15 +573,25 @@ def download(exchange: "str | ccxt.Exchange", symbols: str | Iterable[str],
 
     ctx = _Ctx(ex, store, retry, clock, limit, progress)
     results: list[DatasetResult] = []
-    for s in syms:
-        for k in kinds:
-            if k == "markets":
-                continue
-            for tf in (tfs if k in CANDLE_KINDS else [None]):
-                results.append(_sync(ctx, s, k, tf, since_ms, until_ms))
-    if "markets" in kinds:
-        path, notes, n_req = snapshot_markets(ex, syms, store, retry=retry, clock=clock)
-        results.append(DatasetResult(exchange=ex.id, symbol=",".join(syms), kind="markets", timeframe=None,
-                                     path=path, requests=n_req, rows_added=0, rows_total=len(syms),
-                                     notes=tuple(notes)))
+    try:
+        for s in syms:
+            for k in kinds:
+                if k == "markets":
+                    continue
+                for tf in (tfs if k in CANDLE_KINDS else [None]):
+                    results.append(_sync(ctx, s, k, tf, since_ms, until_ms))
+        if "markets" in kinds:
+            path, notes, n_req = snapshot_markets(ex, syms, store, retry=retry, clock=clock,
+                                                  on_retry=retried(f"{ex.id} markets"))
+            results.append(DatasetResult(exchange=ex.id, symbol=",".join(syms), kind="markets", timeframe=None,
+                                         path=path, requests=n_req, rows_added=0, rows_total=len(syms),
+                                         notes=tuple(notes)))
+    except StoreWriteError as exc:
+        raise _write_failure(exc) from exc
     return results
+
+
+def _write_failure(exc: StoreWriteError) -> DownloadError:
+    """A store write failure as the download's error: invalid input (exit 2) when the folder is
+    the user's choice to fix, else a failure (exit 1); every page stored before it is kept."""
+    return (DownloadInputError if exc.setting else DownloadError)(str(exc))

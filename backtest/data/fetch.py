@@ -51,7 +51,17 @@ def until_params(exchange: Any, kind: str, until: int) -> dict[str, Any]:
 
 
 class DownloadError(RuntimeError):
-    """A download failed; the message is one line naming the dataset, the cause and the fix."""
+    """A download failed; the message is one line naming the dataset, the cause and the fix.
+
+    ``backtest download`` exits with code 1 for it (the exchange, the network or the machine
+    failed), or 2 for a :class:`DownloadInputError`.
+    """
+
+
+class DownloadInputError(DownloadError):
+    """The request cannot work as given (unknown exchange, symbol, kind or timeframe, a bad
+    date, a kind the exchange does not offer, an unusable data folder): the user must change
+    it. ``backtest download`` exits with code 2, as for every invalid input."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,7 @@ def call(fn: Callable[..., Any], *args: Any, retry: Retry, what: str,
 
 
 def check_capability(exchange: Any, kind: str, symbol: str) -> None:
-    """Raise :class:`DownloadError` unless ``exchange.has`` offers the kind's endpoint and the
+    """Raise :class:`DownloadInputError` unless ``exchange.has`` offers the kind's endpoint and the
     market can have it (mark and index candles need a contract, funding a perpetual swap).
 
     Mark and index candles are only taken from ``fetchMarkOHLCV``/``fetchIndexOHLCV``:
@@ -129,35 +139,35 @@ def check_capability(exchange: Any, kind: str, symbol: str) -> None:
     """
     key = HAS_KEY[kind]
     if not exchange.has.get(key):
-        raise DownloadError(
+        raise DownloadInputError(
             f"{exchange.id} {symbol} {kind}: the exchange does not offer {key} "
             f"(ccxt exchange.has[{key!r}] is {exchange.has.get(key)!r}); drop '-k {kind}' for this exchange")
     market = exchange.markets[symbol]
     if kind in ("mark", "index") and not market.get("contract"):
         # ccxt answers some spot markets' price='mark' with trade candles (e.g. bybit)
-        raise DownloadError(
+        raise DownloadInputError(
             f"{exchange.id} {symbol} {kind}: the market is {market.get('type')!r}; mark and index candles exist "
             f"only for contracts; drop '-k {kind}' or pick a contract symbol such as BTC/USDT:USDT")
     if kind == "funding" and not market.get("swap"):
-        raise DownloadError(
+        raise DownloadInputError(
             f"{exchange.id} {symbol} funding: the market is {market.get('type')!r}, funding exists only for "
             "perpetual swaps; drop '-k funding' or pick a swap symbol such as BTC/USDT:USDT")
 
 
 def check_symbol(exchange: Any, symbol: str) -> None:
-    """Raise :class:`DownloadError` naming close matches if ``symbol`` is not a market."""
+    """Raise :class:`DownloadInputError` naming close matches if ``symbol`` is not a market."""
     if symbol in exchange.markets:
         return
     base = symbol.split("/")[0].upper()
     close = sorted(s for s in exchange.markets if s.split("/")[0].upper() == base)[:8]
     hint = f"; markets with base {base}: {', '.join(close)}" if close else ""
-    raise DownloadError(f"{exchange.id}: no market {symbol!r} (ccxt BadSymbol){hint}")
+    raise DownloadInputError(f"{exchange.id}: no market {symbol!r} (ccxt BadSymbol){hint}")
 
 
 def check_timeframe(exchange: Any, timeframe: str) -> None:
     tfs = getattr(exchange, "timeframes", None) or {}
     if tfs and timeframe not in tfs:
-        raise DownloadError(
+        raise DownloadInputError(
             f"{exchange.id}: timeframe {timeframe!r} is not offered; choose one of {', '.join(tfs)}")
 
 

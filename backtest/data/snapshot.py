@@ -94,7 +94,9 @@ def normalise_tiers(rows: list[dict[str, Any]], *, where: str) -> list[dict[str,
     return out
 
 
-def _fetch_tiers(ex: Any, symbol: str, retry: Retry) -> tuple[list[dict[str, Any]] | None, str, int]:
+def _fetch_tiers(ex: Any, symbol: str, retry: Retry,
+                 on_retry: Callable[[int, BaseException, float], None] | None = None,
+                 ) -> tuple[list[dict[str, Any]] | None, str, int]:
     """(rows or None, reason, requests) from ccxt, without credentials."""
     reqs = 0
     for name in ccxt_lineage(ex):
@@ -103,11 +105,12 @@ def _fetch_tiers(ex: Any, symbol: str, retry: Retry) -> tuple[list[dict[str, Any
     try:
         if ex.has.get("fetchMarketLeverageTiers"):
             reqs += 1
-            rows = call(ex.fetch_market_leverage_tiers, symbol, retry=retry, what=f"{ex.id} {symbol} tiers")
+            rows = call(ex.fetch_market_leverage_tiers, symbol, retry=retry, what=f"{ex.id} {symbol} tiers",
+                        on_retry=on_retry)
         elif ex.has.get("fetchLeverageTiers"):
             reqs += 1
             rows = call(ex.fetch_leverage_tiers, [symbol], retry=retry,
-                        what=f"{ex.id} {symbol} tiers").get(symbol)
+                        what=f"{ex.id} {symbol} tiers", on_retry=on_retry).get(symbol)
         else:
             return None, "the exchange offers no leverage-tier endpoint in ccxt", reqs
     except DownloadError as exc:
@@ -123,11 +126,14 @@ def _bundled(exchange_id: str) -> dict[str, Any]:
 
 
 def snapshot_markets(ex: Any, symbols: list[str], store: Store, *, retry: Retry = Retry(),
-                     clock: Callable[[], int] = now_ms) -> tuple[Path, list[str], int]:
+                     clock: Callable[[], int] = now_ms,
+                     on_retry: Callable[[int, BaseException, float], None] | None = None,
+                     ) -> tuple[Path, list[str], int]:
     """Write (merge) the market snapshot for ``symbols``; returns (path, notes, requests).
 
     Markets must be loaded. Each entry is checked with :meth:`MarketSpec.from_dict` when it
-    has tiers.
+    has tiers. ``on_retry(attempt, error, delay_s)`` is called before each retry of a tier
+    request (see :func:`backtest.data.fetch.call`).
     """
     import ccxt
 
@@ -166,7 +172,7 @@ def snapshot_markets(ex: Any, symbols: list[str], store: Store, *, retry: Retry 
             entry["liquidationFeeRate"] = 0.0
             notes.append(f"{sym}: liquidationFeeRate unknown, set to 0; edit it by hand")
 
-        rows, reason, n = _fetch_tiers(ex, sym, retry)
+        rows, reason, n = _fetch_tiers(ex, sym, retry, on_retry)
         requests += n
         tiers = None
         if rows is not None:

@@ -1,6 +1,6 @@
 """The Parquet data store: layout, schema, atomic writes and merges.
 
-Layout under a root folder (``data/`` at the repository root by default)::
+Layout under a root folder (see :func:`default_root` for where it is by default)::
 
     <root>/<exchange-id>/<symbol-dir>/ohlcv-<timeframe>.parquet   trade-price candles
     <root>/<exchange-id>/<symbol-dir>/mark-<timeframe>.parquet    mark-price candles
@@ -15,15 +15,21 @@ verified range ``covered_from``/``covered_to`` (ms, see :mod:`backtest.data.down
 
 Every write goes to a temporary file in the same folder, is fsynced and then renamed over
 the target with :func:`os.replace`, so a crash at any point leaves either the old or the new
-file, never a torn one.
+file, never a torn one. The file gets the permissions a plain ``open()`` gives (``0o666``
+less the process umask), like every other output.
+
+The committed sample is package data (``backtest/data/sample/``, :data:`SAMPLE_ROOT`), so an
+installed package (``pip install .``, a wheel) finds it wherever it lives; in a source checkout
+``data/sample`` is a link to the same folder.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -35,8 +41,12 @@ import pyarrow.parquet as pq
 
 from backtest.data.timeutil import iso, parse_timeframe
 
+# The committed sample ships inside the package (package data), so it is found in a checkout,
+# an editable install and a wheel alike; nothing may assume the repository layout.
+SAMPLE_ROOT = Path(__file__).resolve().parent / "sample"
+# The folder above the package: the source checkout when the package runs from one (editable
+# install, tests); for an installed package it is site-packages itself, never used as a store.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_ROOT = REPO_ROOT / "data" / "sample"
 ENV_ROOT = "BACKTEST_DATA_DIR"
 
 CANDLE_KINDS = ("ohlcv", "mark", "index")
@@ -51,10 +61,27 @@ class StoreError(ValueError):
     """A store path, dataset or schema is invalid; the message names it and the fix."""
 
 
+def source_checkout() -> Path | None:
+    """The source checkout the package runs from (its ``pyproject.toml`` sits next to the
+    ``backtest`` package), or None for an installed package (site-packages, a wheel)."""
+    here = Path(__file__).resolve()
+    if (REPO_ROOT / "pyproject.toml").is_file() and here == REPO_ROOT / "backtest" / "data" / "store.py":
+        return REPO_ROOT
+    return None
+
+
 def default_root() -> Path:
-    """The default store root: ``$BACKTEST_DATA_DIR`` if set, else ``<repo>/data``."""
+    """The default store root (where ``backtest download`` writes and the loader looks first).
+
+    In order: ``$BACKTEST_DATA_DIR`` if set; ``<checkout>/data`` when the package runs from a
+    source checkout (what ``make demo`` uses, whatever the working directory); else ``data``
+    in the current working directory (an installed package never writes into site-packages).
+    """
     env = os.environ.get(ENV_ROOT)
-    return Path(env).expanduser() if env else REPO_ROOT / "data"
+    if env:
+        return Path(env).expanduser()
+    checkout = source_checkout()
+    return checkout / "data" if checkout is not None else Path.cwd() / "data"
 
 
 def symbol_dir(symbol: str) -> str:
@@ -176,15 +203,30 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _new_temp(folder: Path, prefix: str) -> Path:
+    """Create an empty file with a fresh random name in ``folder`` and return its path.
+
+    Opened with mode ``0o666`` so the kernel applies the process umask, as for any ``open()``
+    (``tempfile.mkstemp`` would force ``0o600``, leaving store files unreadable by the group).
+    """
+    for _ in range(100):
+        tmp = folder / f"{prefix}{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, f"no free temporary file name in {folder}")  # pragma: no cover
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` atomically: ``write(tmp)`` into a temporary file in the same folder,
     fsync it, then :func:`os.replace` it over ``path``. On any error the temporary file is
-    removed and ``path`` is untouched."""
+    removed and ``path`` is untouched. The file's mode is ``0o666`` less the process umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temp(path.parent, f".{path.name}.")
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
@@ -194,6 +236,76 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+class StoreWriteError(OSError):
+    """A store file or folder cannot be written; the message is one line naming it, the cause
+    and the fix. ``setting`` is True when the cause is the user's choice of folder (read-only,
+    not permitted, a file in the way) and False when it is the machine's state (a full disk,
+    an I/O error)."""
+
+    def __init__(self, message: str, *, setting: bool) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def write_problem(exc: OSError, target: Path) -> StoreWriteError:
+    """The :class:`StoreWriteError` for an ``OSError`` raised while writing ``target``."""
+    if isinstance(exc, StoreWriteError):
+        return exc
+    code = getattr(exc, "errno", None)
+    why = exc.strerror or str(exc)
+    other = f"or choose another store folder with --data-dir or ${ENV_ROOT}"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreWriteError(f"cannot write {target}: {why}; make the folder writable, {other}", setting=True)
+    if code in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return StoreWriteError(f"cannot write {target}: {why} (a file is in the way of a folder); remove it, "
+                               f"{other}", setting=True)
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StoreWriteError(f"cannot write {target}: {why}; free space (or raise the quota) and run the "
+                               "same command again: it resumes after the last stored page", setting=False)
+    return StoreWriteError(f"cannot write {target}: {why}; check the folder and run again", setting=False)
+
+
+def check_writable(root: Path) -> list[Path]:
+    """Create the store folder ``root`` if needed and prove a file can be created in it (the
+    probe file is removed again), so a bad folder fails before any work.
+
+    Returns
+    -------
+    list of Path
+        The folders this call created, deepest first: :func:`remove_empty_folders` takes them
+        away again if the work fails before writing anything into them.
+
+    Raises
+    ------
+    StoreWriteError
+        Naming the folder, the cause and the fix (``--data-dir`` / ``$BACKTEST_DATA_DIR``).
+    """
+    root = Path(root)
+    created, p = [], root
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _new_temp(root, ".write-check.").unlink()
+    except OSError as exc:
+        remove_empty_folders(created)
+        raise write_problem(exc, root) from exc
+    return created
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; stop at the first that is not."""
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:
+            return
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -341,7 +453,10 @@ class Store:
 
     def write_markets(self, exchange: str, doc: dict[str, Any]) -> Path:
         path = self.markets_path(exchange)
-        atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=False) + "\n")
+        try:
+            atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=False) + "\n")
+        except OSError as exc:
+            raise write_problem(exc, path) from exc
         return path
 
     @staticmethod
@@ -377,7 +492,10 @@ def write_file(path: Path, frame: pd.DataFrame, meta: dict[str, str]) -> None:
     md = dict(table.schema.metadata or {})
     md.update({k.encode(): str(v).encode() for k, v in meta.items()})
     table = table.replace_schema_metadata(md)
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    try:
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    except OSError as exc:  # pyarrow's IO errors are OSErrors too
+        raise write_problem(exc, path) from exc
 
 
 def dataset_info(path: Path, *, exchange: str, symbol: str, kind: str, timeframe: str | None) -> DatasetInfo:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import stat
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backtest.data.store import SAMPLE_ROOT, Store, StoreError, default_root, merge_rows, symbol_dir
+from backtest.data.store import (
+    SAMPLE_ROOT, Store, StoreError, StoreWriteError, check_writable, default_root, merge_rows,
+    remove_empty_folders, symbol_dir,
+)
 
 
 def candles(ts, base=100.0):
@@ -53,11 +58,63 @@ def test_bad_paths_are_refused(tmp_path, args):
         Store(tmp_path).path(*args)
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def test_default_root_honours_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("BACKTEST_DATA_DIR", str(tmp_path))
     assert default_root() == tmp_path and Store().root == tmp_path
     monkeypatch.delenv("BACKTEST_DATA_DIR")
-    assert default_root() == SAMPLE_ROOT.parent
+    # a source checkout keeps its own data/ whatever the working directory (an installed
+    # package uses ./data instead: tests/test_install.py)
+    monkeypatch.chdir(tmp_path)
+    assert default_root() == REPO / "data"
+
+
+def test_the_sample_is_package_data_and_the_checkout_links_to_it():
+    """The sample lives inside the package (so a wheel carries it); data/sample in the checkout
+    is the same folder."""
+    assert SAMPLE_ROOT == REPO / "backtest" / "data" / "sample"
+    assert (SAMPLE_ROOT / "binanceusdm" / "BTC_USDT_USDT" / "ohlcv-1h.parquet").is_file()
+    assert (REPO / "data" / "sample").resolve() == SAMPLE_ROOT
+    assert {str(d.path.relative_to(SAMPLE_ROOT)) for d in Store(SAMPLE_ROOT).datasets()} == {
+        f"binanceusdm/{s}_USDT_USDT/{f}.parquet" for s in ("BTC", "ETH") for f in ("ohlcv-1h", "mark-1h", "funding")
+    } | {"deribit/BTC-DVOL/index-1h.parquet"}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_mode_of_a_plain_open(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        s = Store(tmp_path)
+        paths = [s.write(candles([0, 3_600_000]), "binanceusdm", "BTC/USDT:USDT", "ohlcv", "1h"),
+                 s.write_markets("binanceusdm", {"markets": {}})]
+        with open(tmp_path / "plain.txt", "w") as fh:
+            fh.write("x")
+    finally:
+        os.umask(old)
+    want = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert want == 0o666 & ~umask
+    for p in paths:
+        assert stat.S_IMODE(p.stat().st_mode) == want, p
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == \
+        ["binanceusdm.json", "ohlcv-1h.parquet", "plain.txt"]  # no temporary file left
+
+
+def test_a_file_in_the_way_of_the_store_is_named_with_the_fix(tmp_path):
+    blocker = tmp_path / "data"
+    blocker.write_text("x")
+    with pytest.raises(StoreWriteError) as err:
+        check_writable(blocker / "store")
+    assert err.value.setting and str(blocker / "store") in str(err.value) and "--data-dir" in str(err.value)
+    with pytest.raises(StoreWriteError) as err:
+        Store(blocker).write(candles([0]), "binanceusdm", "BTC/USDT:USDT", "ohlcv", "1h")
+    assert err.value.setting and "a file is in the way" in str(err.value)
+    created = check_writable(tmp_path / "new" / "store")
+    assert created == [tmp_path / "new" / "store", tmp_path / "new"]
+    assert list((tmp_path / "new" / "store").iterdir()) == []  # the probe file is gone
+    remove_empty_folders(created)
+    assert not (tmp_path / "new").exists()
 
 
 def test_write_stores_schema_and_symbol_metadata(tmp_path):

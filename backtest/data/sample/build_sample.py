@@ -1,7 +1,9 @@
 """Rebuild the committed sample from the team's shared market-data folder.
 
-Run once by hand (``python data/sample/build_sample.py ../shared/data/market``); nothing at
-run or test time depends on the source folder. The output follows the store layout
+Run once by hand from the repository root (``python backtest/data/sample/build_sample.py
+../shared/data/market``); it writes next to itself (``backtest/data/sample/``, package data;
+``data/sample`` in a checkout is a link to it). Nothing at run or test time depends on the
+source folder. The output follows the store layout
 (see README, "Data store"): ``<exchange>/<symbol-dir>/<kind>-<timeframe>.parquet``.
 """
 
