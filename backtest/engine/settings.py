@@ -74,13 +74,13 @@ class Account:
         margin): ``'clip'`` it to the largest allowed size, or ``'reject'`` it.
     fee_rate : trading fee as a fraction of traded notional; None = the market's taker fee.
     slippage : adverse fill-price offset as a fraction of price.
+    allow_lookahead : ``True`` states that the target is known before each bar opens (e.g. it
+        was computed from the previous bar), so ``lag = 0`` is not look-ahead. The result says
+        so (``meta['allow_lookahead']`` and a note in ``meta['notes']``, kept in a report's metrics.json).
     lag : bars between the target's row and the fill (1 = a target computed at bar t's close
         fills at bar t+1's open); an integer shorter than the data. ``lag = 0`` fills
         row t at bar t's own open, a price known before the close that computed a close-based
         target: look-ahead. It is refused unless ``allow_lookahead=True``.
-    allow_lookahead : ``True`` states that the target is known before each bar opens (e.g. it
-        was computed from the previous bar), so ``lag = 0`` is not look-ahead. The result says
-        so (``meta['allow_lookahead']`` and a note in ``meta['notes']``, shown in reports).
     """
 
     initial_capital: Num = 10_000.0
@@ -94,8 +94,8 @@ class Account:
     excess: Choice = "clip"
     fee_rate: Num | None = None
     slippage: Num = 0.0
-    lag: int = 1
     allow_lookahead: bool = False
+    lag: int = 1
 
 
 @dataclass(frozen=True)

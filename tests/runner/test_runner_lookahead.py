@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .runner_kit import TINY_TOML
+from runner_kit import TINY_TOML
 
 
 def backtest_cmd() -> list[str]:
@@ -51,4 +51,6 @@ def test_lag_longer_than_the_data_exits_2(tmp_path):
     proc = run_cli(tmp_path, "lag = 100000\n")  # the tiny config loads 354 bars
     assert proc.returncode == 2, proc.stderr
     assert "Account.lag=100000 is not shorter than the data (354 bars)" in proc.stderr
-    assert proc.stderr.splitlines()[0].startswith("error: ") and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "perp[0]" in errors[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
