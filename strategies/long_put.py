@@ -3,7 +3,7 @@
 Idea: buy puts either as a directional bearish bet or as protection of a long holding, while a
 trigger is on. This module only decides *when* to hold puts (signal -1 = hold puts, 0 = none);
 pricing, strikes, rolls and fees belong to the options backtest. The put's terms are named like
-the fields of :class:`backtest.options.sim.PutSettings` (``moneyness``, ``expiry``,
+the fields of :class:`backtest.options.sim.PutSettings` (``purpose``, ``moneyness``, ``expiry``,
 ``min_days``, ``size_mode``, ``exposure``, ``budget``) and :func:`settings_of` reads them back
 from the column labels.
 
@@ -27,7 +27,7 @@ from strategies.bear_regime import BearRegimeParams, regime_mask
 from strategies.frame import MarketFrame
 from strategies.indicators import moving_average
 
-PASS_THROUGH = ("moneyness", "expiry", "min_days", "size_mode", "exposure", "budget")
+PASS_THROUGH = ("purpose", "moneyness", "expiry", "min_days", "size_mode", "exposure", "budget")
 
 
 class LongPutParams(StrategyParams):
@@ -35,8 +35,8 @@ class LongPutParams(StrategyParams):
 
     Attributes
     ----------
-    purpose : ``'directional'`` (puts alone) or ``'protective'`` (puts on top of a long
-        holding of the underlying); a label for the options backtest.
+    purpose : ``'directional'`` (puts alone) or ``'protective'`` (puts on top of a held long
+        position of the underlying, whose P&L is part of the result); passed through.
     trigger : ``'always'``, ``'below_ma'`` or ``'bear_regime'`` (see module docstring).
     ma_days : moving-average length of the trigger, days.
     slope_days : slope lookback of the ``'bear_regime'`` trigger, days.

@@ -13,7 +13,7 @@ from backtest.engine.bars import EngineInputError, PerpBars
 from backtest.engine.buffers import POOL
 from backtest.engine.enums import RECORD_DTYPES, SERIES, fill_nb_dt, position_change_dt
 from backtest.engine.settings import (Account, CallResponse, Policy, SettingsError, account_arrays,
-                                      policy_arrays)
+                                      lookahead_notes, policy_arrays)
 from backtest.market import TIER_MAXLEV, MarketSpec
 from backtest.result import REQUIRED_SERIES, LazyRecords, LazySeries, SimResult
 
@@ -116,7 +116,7 @@ def simulate_perp(
     m = max(m_candidates)
     if tgt.shape[1] not in (1, m):
         raise EngineInputError(f"target has {tgt.shape[1]} columns but the settings give {m}; give 1 or {m}")
-    acc = account_arrays(account, m, spec.taker_fee)
+    acc = account_arrays(account, m, spec.taker_fee, n_bars=n)
     pol = policy_arrays(policy, m)
     tiers, ntiers, tier_ver = spec.tier_arrays(bars.timestamp)
     first_max = tiers[:, 0, TIER_MAXLEV].min()
@@ -221,6 +221,8 @@ def simulate_perp(
         "contract_size": spec.contract_size,
         "liquidation_fee_rate": spec.liquidation_fee_rate,
         "lag": int(account.lag),
+        "allow_lookahead": bool(account.allow_lookahead),
+        "notes": lookahead_notes(account),
         "settings": {k: v.tolist() for k, v in {**acc, **pol}.items()},
     }
     return SimResult(kind="perp", currency=spec.settle, index=index, columns=cols, series=series,

@@ -304,6 +304,31 @@ def past_nb(C, price, level):
     return price >= level if C < 0.0 else price <= level
 
 
+@njit(cache=True, inline="always")
+def policy_target_nb(e, kind, max_dd, floor, mult, ratchet, max_exp, e_prev, peak, init_cap):
+    """The in-loop leverage policy (``backtest.engine.settings.Policy``) applied to a target ``e``:
+    the factor from the equity at the previous close ``e_prev`` and its running peak ``peak``
+    (both >= ``init_cap`` at the start), then ``|target| <= max_exp``. The one formula: the
+    kernel and the reference simulator both call it.
+
+    * drawdown: ``dd = 1 - e_prev / peak``, factor ``clip(1 - dd / max_dd, floor, 1)``;
+    * CPPI: floor value ``F = floor * (peak if ratchet else init_cap)`` (``ratchet`` a bool),
+      factor ``mult * max(e_prev - F, 0) / e_prev``, 0 when ``e_prev <= 0``;
+    * none: factor 1.
+    """
+    if kind == POL_DRAWDOWN:
+        dd = 1.0 - e_prev / peak if peak > 0.0 else 0.0
+        e = e * min(1.0, max(floor, 1.0 - dd / max_dd))
+    elif kind == POL_CPPI:
+        fl = floor * (peak if ratchet else init_cap)
+        e = e * (mult * max(e_prev - fl, 0.0) / e_prev if e_prev > 0.0 else 0.0)
+    if e > max_exp:
+        return max_exp
+    if e < -max_exp:
+        return -max_exp
+    return e
+
+
 # ``_nrt=False``: compiled without numba's reference counting. The column kernel allocates
 # nothing (its arrays are the caller's, alive for the whole call); with reference counting, the
 # array views and the inlined helpers' array arguments cost calls into the runtime inside the
@@ -535,19 +560,8 @@ def simulate_col_nb(
         if not stopped and ti >= 0 and (tnext == i or not sparse):  # sparse: rows without a value are not read
             e = flex_nb(target, trs, tcs, ti, j)
             if not np.isnan(e):
-                if pol_kind == POL_DRAWDOWN:
-                    dd = 1.0 - e_prev / peak if peak > 0.0 else 0.0
-                    fac = 1.0 - dd / pol_maxdd
-                    fac = min(1.0, max(pol_floor, fac))
-                    e = e * fac
-                elif pol_kind == POL_CPPI:
-                    fl = pol_floor * (peak if pol_ratchet > 0.5 else init_cap)
-                    fac = pol_mult * max(e_prev - fl, 0.0) / e_prev if e_prev > 0.0 else 0.0
-                    e = e * fac
-                if e > pol_maxexp:
-                    e = pol_maxexp
-                elif e < -pol_maxexp:
-                    e = -pol_maxexp
+                e = policy_target_nb(e, pol_kind, pol_maxdd, pol_floor, pol_mult, pol_ratchet, pol_maxexp,
+                                     e_prev, peak, init_cap)
                 po = open_[i]
                 e_open = W + M + upnl_nb(C, EP, po, cs, inverse)
                 if e_open <= DUST_RTOL * init_cap:  # nothing (or float dust) to size from: close only

@@ -20,8 +20,9 @@ import numpy as np
 from backtest import mechanics as mk
 from backtest.engine.bars import EngineInputError, PerpBars
 from backtest.engine.enums import RECORD_DTYPES, SERIES, FillReason, FillStatus
+from backtest.engine.nb import policy_target_nb
 from backtest.engine.settings import (
-    Account, AfterLiquidation, CallResponse, Excess, MarginMode, Policy, PolicyKind,
+    Account, AfterLiquidation, CallResponse, Excess, MarginMode, Policy,
     account_arrays, policy_arrays,
 )
 from backtest.market import MarketSpec
@@ -98,7 +99,7 @@ class _Settings:
     max_drawdown: float
     floor: float
     multiplier: float
-    ratchet: float
+    ratchet: bool
     max_exposure: float
 
 
@@ -271,20 +272,6 @@ def _liquidate(st: _State, t: int, j: int, bars: PerpBars, ct: _Contract, cfg: _
 # Step 3: the fill at the open
 # --------------------------------------------------------------------------------------------
 
-def _policy_factor(st: _State, cfg: _Settings) -> float:
-    """In-loop policy factor from the previous close equity ``E`` and its running peak."""
-    e, peak = st.prev_equity, st.peak
-    if cfg.policy_kind == PolicyKind.DRAWDOWN:
-        dd = 1.0 - e / peak
-        return min(max(1.0 - dd / cfg.max_drawdown, cfg.floor), 1.0)
-    if cfg.policy_kind == PolicyKind.CPPI:
-        if e <= 0.0:
-            return 0.0
-        floor_value = cfg.floor * (peak if cfg.ratchet != 0.0 else cfg.initial_capital)
-        return cfg.multiplier * max(e - floor_value, 0.0) / e
-    return 1.0
-
-
 def _adds_exposure(c: float, new_c: float) -> bool:
     """Open, increase on the same side, or flip (the orders the exchange checks)."""
     if new_c == 0.0:
@@ -356,8 +343,9 @@ def _fill_target(st: _State, raw_target: float, t: int, j: int, bars: PerpBars, 
                  cfg: _Settings, tiers: np.ndarray, rec: _Records) -> None:
     if math.isnan(raw_target):
         return
-    target = raw_target * _policy_factor(st, cfg)
-    target = math.copysign(min(abs(target), cfg.max_exposure), target)
+    # the policy formula is written once (the kernel calls it too); the state it reads is ours
+    target = float(policy_target_nb(raw_target, cfg.policy_kind, cfg.max_drawdown, cfg.floor, cfg.multiplier,
+                                    cfg.ratchet, cfg.max_exposure, st.prev_equity, st.peak, cfg.initial_capital))
     open_ = float(bars.open[t])
     e_open = _equity(st, open_, ct)
     # equity below 1e-9 of the initial capital is float dust left by a liquidation: close only
@@ -571,7 +559,7 @@ def simulate_reference(bars: PerpBars, target: np.ndarray, spec: MarketSpec, acc
             f"target has shape {np.shape(target)} but the bars have {bars.n} rows; "
             "give a (n_bars, n_cols) array aligned to the bars")
     n, m = tgt.shape
-    acc = account_arrays(account, m, default_fee=spec.taker_fee)
+    acc = account_arrays(account, m, default_fee=spec.taker_fee, n_bars=n)
     pol = policy_arrays(policy, m)
     lag = int(account.lag)
 
@@ -602,7 +590,7 @@ def simulate_reference(bars: PerpBars, target: np.ndarray, spec: MarketSpec, acc
             max_drawdown=float(pol["max_drawdown"][j]),
             floor=float(pol["floor"][j]),
             multiplier=float(pol["multiplier"][j]),
-            ratchet=float(pol["ratchet"][j]),
+            ratchet=bool(pol["ratchet"][j]),
             max_exposure=float(pol["max_exposure"][j]),
         )
         _simulate_column(j, bars, tgt[:, j], lag, ct, cfg, tables, events, out, rec)

@@ -74,8 +74,13 @@ class Account:
         margin): ``'clip'`` it to the largest allowed size, or ``'reject'`` it.
     fee_rate : trading fee as a fraction of traded notional; None = the market's taker fee.
     slippage : adverse fill-price offset as a fraction of price.
+    allow_lookahead : ``True`` states that the target is known before each bar opens (e.g. it
+        was computed from the previous bar), so ``lag = 0`` is not look-ahead. The result says
+        so (``meta['allow_lookahead']`` and a note in ``meta['notes']``, kept in a report's metrics.json).
     lag : bars between the target's row and the fill (1 = a target computed at bar t's close
-        fills at bar t+1's open). 0 is allowed only when the target is known before the open.
+        fills at bar t+1's open); an integer shorter than the data. ``lag = 0`` fills
+        row t at bar t's own open, a price known before the close that computed a close-based
+        target: look-ahead. It is refused unless ``allow_lookahead=True``.
     """
 
     initial_capital: Num = 10_000.0
@@ -89,6 +94,7 @@ class Account:
     excess: Choice = "clip"
     fee_rate: Num | None = None
     slippage: Num = 0.0
+    allow_lookahead: bool = False
     lag: int = 1
 
 
@@ -102,14 +108,19 @@ class Policy:
     ``kind='cppi'``: ``F = floor * (peak(E) if ratchet else initial_capital)``;
         factor = ``multiplier * max(E - F, 0) / E`` (the target gives the direction and scale,
         normally +-1).
-    After the factor, ``|target| <= max_exposure``.
+    After the factor, ``|target| <= max_exposure``. The formula is
+    :func:`backtest.engine.nb.policy_target_nb`, the one both the kernel and the reference call.
+
+    Numbers are numbers (a bool is refused), ``ratchet`` is a bool (``True``/``False``, or one
+    per column; a number is refused: it once meant "on" when > 0.5 in the kernel and when != 0
+    in the reference).
     """
 
     kind: Choice = "none"
     max_drawdown: Num = 0.5
     floor: Num = 0.0
     multiplier: Num = 1.0
-    ratchet: Num = 0.0
+    ratchet: bool | Sequence[bool] | np.ndarray = False
     max_exposure: Num = np.inf
 
 
@@ -129,8 +140,59 @@ def _per_column(name: str, value: Any, m: int, dtype: type, choices: dict[str, i
     return np.ascontiguousarray(np.broadcast_to(arr, (m,)).copy())
 
 
-def account_arrays(acc: Account, m: int, default_fee: float) -> dict[str, np.ndarray]:
-    """Validate and broadcast an :class:`Account` to per-column arrays."""
+def _bool_per_column(name: str, value: Any, m: int) -> np.ndarray:
+    """A bool setting (scalar or one per column) as a bool array (m,); anything but
+    ``True``/``False`` (numpy bools included) is refused."""
+    vals = [value] if np.ndim(value) == 0 else list(np.asarray(value, dtype=object).ravel())
+    for j, v in enumerate(vals):
+        if not isinstance(v, (bool, np.bool_)):
+            where = "" if np.ndim(value) == 0 else f" (column {j})"
+            raise SettingsError(f"{name}={v!r}{where} must be True or False")
+    if len(vals) not in (1, m):
+        raise SettingsError(f"{name} has {len(vals)} values for {m} columns; give 1 or {m}")
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(vals, dtype=np.bool_), (m,)).copy())
+
+
+def _number_per_column(name: str, value: Any, m: int) -> np.ndarray:
+    """A numeric setting as float64 (m,); a bool (``floor=True``) is a typo, not 1.0."""
+    vals = [value] if np.ndim(value) == 0 else list(np.asarray(value, dtype=object).ravel())
+    for v in vals:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise SettingsError(f"{name}={v!r} must be a number")
+    return _per_column(name, value, m, float, None)
+
+
+def check_lag(acc: Account, n_bars: int | None = None) -> int:
+    """The validated ``Account.lag``: an integer >= 0; 0 only with ``allow_lookahead=True``; and,
+    given the number of bars, shorter than the data (else no target row would ever be filled)."""
+    if not isinstance(acc.allow_lookahead, (bool, np.bool_)):
+        raise SettingsError(f"Account.allow_lookahead={acc.allow_lookahead!r} must be True or False")
+    lag = acc.lag
+    if isinstance(lag, (bool, np.bool_)) or not isinstance(lag, (int, np.integer)) or lag < 0:
+        raise SettingsError(f"Account.lag={lag!r} must be an integer >= 0 (1 = fill at the next open)")
+    if lag == 0 and not acc.allow_lookahead:
+        raise SettingsError(
+            "Account.lag=0 fills each target row at the open of its own bar, before the close that a "
+            "close-based target is computed from (look-ahead); use lag=1 (the next open), or set "
+            "allow_lookahead=True if the target is known before each bar opens")
+    if n_bars is not None and lag >= n_bars:
+        raise SettingsError(
+            f"Account.lag={lag} is not shorter than the data ({n_bars} bars): no target row would reach "
+            f"a bar; use a lag below {n_bars} or load more bars")
+    return int(lag)
+
+
+def lookahead_notes(acc: Account) -> list[str]:
+    """Notes a result carries about its lag: one when ``allow_lookahead`` let ``lag = 0`` run."""
+    if int(acc.lag) == 0 and acc.allow_lookahead:
+        return ["lag = 0 with allow_lookahead = true: each target row is filled at the open of its own bar "
+                "(look-ahead if the target uses that bar's prices; stated by the user as known before the open)"]
+    return []
+
+
+def account_arrays(acc: Account, m: int, default_fee: float, n_bars: int | None = None) -> dict[str, np.ndarray]:
+    """Validate and broadcast an :class:`Account` to per-column arrays; with ``n_bars``, the
+    lag is also checked against the data (:func:`check_lag`)."""
     out = {
         "initial_capital": _per_column("initial_capital", acc.initial_capital, m, float, None),
         "margin_mode": _per_column("margin_mode", acc.margin_mode, m, int, MarginMode.names),
@@ -165,8 +227,7 @@ def account_arrays(acc: Account, m: int, default_fee: float) -> dict[str, np.nda
         raise SettingsError(
             f"Account.margin_call_target={out['call_target'][j]} (column {j}) must be below "
             f"margin_call_threshold={out['call_threshold'][j]} for a margin-call response")
-    if not isinstance(acc.lag, (int, np.integer)) or acc.lag < 0:
-        raise SettingsError(f"Account.lag={acc.lag!r} must be an integer >= 0 (1 = fill at the next open)")
+    check_lag(acc, n_bars)
     return out
 
 
@@ -174,11 +235,11 @@ def policy_arrays(pol: Policy, m: int) -> dict[str, np.ndarray]:
     """Validate and broadcast a :class:`Policy` to per-column arrays."""
     out = {
         "policy_kind": _per_column("Policy.kind", pol.kind, m, int, PolicyKind.names),
-        "max_drawdown": _per_column("Policy.max_drawdown", pol.max_drawdown, m, float, None),
-        "floor": _per_column("Policy.floor", pol.floor, m, float, None),
-        "multiplier": _per_column("Policy.multiplier", pol.multiplier, m, float, None),
-        "ratchet": _per_column("Policy.ratchet", pol.ratchet, m, float, None),
-        "max_exposure": _per_column("Policy.max_exposure", pol.max_exposure, m, float, None),
+        "max_drawdown": _number_per_column("Policy.max_drawdown", pol.max_drawdown, m),
+        "floor": _number_per_column("Policy.floor", pol.floor, m),
+        "multiplier": _number_per_column("Policy.multiplier", pol.multiplier, m),
+        "ratchet": _bool_per_column("Policy.ratchet", pol.ratchet, m),
+        "max_exposure": _number_per_column("Policy.max_exposure", pol.max_exposure, m),
     }
     k = out["policy_kind"]
     checks = [

@@ -27,6 +27,12 @@ class SizeMode:
     names = {"notional": 0, "budget": 1}
 
 
+class Purpose:
+    DIRECTIONAL = 0  # puts alone
+    PROTECTIVE = 1   # puts on top of a held long position in the underlying (its P&L is in equity)
+    names = {"directional": 0, "protective": 1}
+
+
 class VolSource:
     AUTO = 0
     IV = 1

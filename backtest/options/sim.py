@@ -26,6 +26,9 @@ Rules (details and sources in ``docs/instruments.md``):
   (underlying = S in USD, 1 coin in coin settlement).
 * Size: ``notional``: contracts = exposure x equity / S (coin: exposure x equity);
   ``budget``: premium + fees = budget x equity. Never more than the cash can pay (``clipped``).
+* Purpose: ``directional`` (puts alone) or ``protective``: the puts protect a held long
+  position of ``Q = exposure x initial_capital / S_start`` coins, held from the first purchase's
+  close to the end, whose P&L ``Q x (S_t - S_start)`` is part of the equity (USD settlement).
 """
 
 from __future__ import annotations
@@ -94,6 +97,11 @@ class PutSettings:
         (sold) the model value (0.05).
     start : optional instant (ms UTC int, ISO text or Timestamp) of the first purchase: the first
         bar close at or after it. Default: the first bar with a usable volatility.
+    purpose : per column; ``'directional'`` (puts alone) or ``'protective'``: the account also
+        holds ``Q = exposure x initial_capital / S_start`` coins of the underlying from the first
+        purchase's close (``S_start``) to the end (the size of the first notional-mode put), and
+        its P&L ``Q x (S_t - S_start)`` is added to the equity. The put leg is the directional one.
+        USD settlement only (a coin account's balance already is a long holding of the coin).
     """
 
     initial_capital: Num | None = None
@@ -125,6 +133,7 @@ class PutSettings:
     delivery_fee_cap: Num = 0.125
     slippage: Num = 0.05
     start: Any = None
+    purpose: Choice = "directional"
 
 
 _SCALAR_FIELDS = ("settlement", "expiry", "expiry_hour", "start")
@@ -160,6 +169,7 @@ def _arrays(s: PutSettings, m: int) -> dict[str, np.ndarray]:
         "dfee_rate": f("delivery_fee_rate", s.delivery_fee_rate),
         "dfee_cap": f("delivery_fee_cap", s.delivery_fee_cap),
         "slippage": f("slippage", s.slippage),
+        "purpose": f("purpose", s.purpose, choices=E.Purpose.names),
     }
     fin = np.isfinite
     delta_mode = a["strike_mode"] == E.StrikeMode.DELTA
@@ -303,6 +313,11 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
             raise InstrumentInputError("settlement='coin' needs one price path (the coin's USD price)")
         m = kp
     a = _arrays(settings, m)
+    protective = a["purpose"] == E.Purpose.PROTECTIVE
+    if coin and protective.any():
+        raise InstrumentInputError(
+            "PutSettings.purpose='protective' needs settlement='usd': with settlement='coin' the coin balance "
+            "itself is the long holding the puts protect (see account_delta); use purpose='directional'")
     close_time = u.close_time
     n = u.n
 
@@ -355,6 +370,7 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
         a["roll_dte"], a["size_mode"], a["exposure"], a["budget"], a["skew"], a["fee_rate"], a["fee_cap"],
         a["dfee_rate"], a["dfee_cap"], a["slippage"], a["init_cap"])
     _raise_status(status, value, u, a, exp, src_names)
+    holding, entry = _add_holding(out, u.price, start_bar, a, protective)
 
     cols = column_labels(values, m, columns)
     series = {name: np.ascontiguousarray(out[k]) for k, name in enumerate(E.SERIES)}
@@ -373,16 +389,47 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
         "start_bar": start_bar.tolist(),
         "iv_used_share": used_iv[np.arange(n)[:, None] >= start_bar[None, :]].mean() if n else 0.0,
         "expiries_used": int(len(np.unique(records["rolls"]["expiry"]))),
+        "protective": {"holding": holding.tolist(), "entry_price": entry.tolist()},
         "notes": [
             "model prices (Black-76 on the perp mark as forward, no chain data)",
             "notional = -contracts x underlying (puts are a short-delta exposure)",
             "settlement at the first bar close at or after the expiry, at that close",
-        ],
+        ] + (["protective columns: equity includes the P&L of a held long position of "
+              "exposure x initial_capital / S_start coins (meta['protective'])"] if protective.any() else []),
     }
     meta["iv_used_share"] = float(meta["iv_used_share"]) if np.isfinite(meta["iv_used_share"]) else 0.0
     return SimResult(kind="put", currency=cur, index=u.index, columns=cols, series=series, records=records,
                      price_usd=price_usd, initial_capital=a["init_cap"].copy(), meta=meta,
                      underlying=u.price[:, 0].copy())
+
+
+def _add_holding(out: np.ndarray, price: np.ndarray, start_bar: np.ndarray, a: dict,
+                 protective: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Protective columns: add the held underlying's P&L to the kernel's output (in place).
+
+    The holding is ``Q = exposure x initial_capital / S_start`` coins (the first notional-mode
+    put's size), held from the start bar's close; it is never sold, so its P&L stays unrealised
+    and the put leg (cash, sizing, rolls) is the directional one. Per bar from the start:
+    ``equity += Q x (S_t - S_start)``, ``account_delta += Q``; ``leverage`` and
+    ``delta_exposure`` are re-derived from the new equity with the kernel's formulas.
+
+    Returns the holding ``Q`` (coins) and ``S_start`` per column (0 for directional columns).
+    """
+    m = start_bar.shape[0]
+    holding, entry = np.zeros(m), np.zeros(m)
+    for j in np.flatnonzero(protective):
+        s = price[:, j if price.shape[1] > 1 else 0]
+        i0 = int(start_bar[j])
+        entry[j] = s[i0]
+        holding[j] = a["exposure"][j] * a["init_cap"][j] / s[i0]
+        eq = out[E.EQUITY, i0:, j] + holding[j] * (s[i0:] - s[i0])
+        out[E.EQUITY, i0:, j] = eq
+        out[E.EQUITY_USD, i0:, j] = eq  # USD settlement: equity is in USD
+        out[E.ACCOUNT_DELTA, i0:, j] += holding[j]
+        pos = eq > 0.0
+        out[E.LEVERAGE, i0:, j] = np.where(pos, np.abs(out[E.NOTIONAL, i0:, j]) / np.where(pos, eq, 1.0), 0.0)
+        out[E.DELTA_EXPOSURE, i0:, j] = np.where(pos, out[E.DELTA, i0:, j] * s[i0:] / np.where(pos, eq, 1.0), 0.0)
+    return holding, entry
 
 
 def _jsonable(v: Any) -> Any:

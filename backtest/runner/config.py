@@ -149,7 +149,17 @@ class AccountConfig(_Strict):
     excess: Excess = "clip"
     fee_rate: Num | None = None
     slippage: Num = 0.0
+    # before ``lag``: its check reads it
+    allow_lookahead: bool = Field(False, description="let lag = 0 run: the target is known before each bar opens")
     lag: int = Field(1, ge=0)
+
+    @field_validator("lag")
+    @classmethod
+    def _lookahead(cls, v: int, info: Any) -> int:
+        from backtest.engine.settings import Account, check_lag
+
+        # the engine's rule and message (a lag longer than the data is refused once it is loaded)
+        return check_lag(Account(lag=v, allow_lookahead=info.data.get("allow_lookahead", False)))
 
 
 class StrategyConfig(_Strict):

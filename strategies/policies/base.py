@@ -175,10 +175,50 @@ def _value(text: str) -> Any:
         return text
 
 
+# Deepest nesting of parentheses a policy label may have (``const(1)`` is 1, ``min(const(1))`` 2):
+# far more than any useful combination, and far below Python's recursion limit.
+MAX_POLICY_DEPTH = 32
+
+
+def _shown(text: str, keep: int = 60) -> str:
+    """``text`` shortened for a message (a label can be thousands of characters long)."""
+    return text if len(text) <= 2 * keep else f"{text[:keep]}...{text[-keep:]} ({len(text)} characters)"
+
+
+def _check_nesting(text: str) -> None:
+    """Balanced parentheses, nested at most :data:`MAX_POLICY_DEPTH` deep (checked in one pass,
+    before the recursive reading)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                break
+    if depth != 0:
+        raise PolicyError(f"cannot read policy {_shown(text)!r}: unbalanced parentheses; every '(' needs its ')'")
+    if deepest > MAX_POLICY_DEPTH:
+        raise PolicyError(
+            f"policy {_shown(text)!r} nests {deepest} levels deep; at most {MAX_POLICY_DEPTH} are allowed: "
+            "list the caps in one min(a,b,c) instead of nesting min(min(...))")
+
+
+def nesting_depth(policy: LeveragePolicy) -> int:
+    """Levels of a policy's label: 1 for a plain policy, 1 + the deepest part for ``min``."""
+    parts = getattr(policy, "policies", None)
+    return 1 + max((nesting_depth(p) for p in parts), default=0) if parts else 1
+
+
 def parse(text: str) -> LeveragePolicy:
     """Read a policy from its label, e.g. ``'const(3)'``, ``'voltarget(0.5,max_leverage=5)'``,
-    ``'min(voltarget(0.5),liqcap(3))'`` or a bare name for the defaults (``'cppi'``)."""
+    ``'min(voltarget(0.5),liqcap(3))'`` or a bare name for the defaults (``'cppi'``). Labels nest
+    at most :data:`MAX_POLICY_DEPTH` levels deep."""
+    if not isinstance(text, str):
+        raise PolicyError(f"cannot read policy {text!r}: give a label such as 'const(3)'")
     text = text.strip()
+    _check_nesting(text)
     if "(" not in text:
         return make(text)
     if not text.endswith(")"):

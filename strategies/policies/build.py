@@ -74,7 +74,7 @@ def build_targets(data: Any, strategy_name: str, strategy_params: Any = None, po
         max_drawdown=np.tile(np.asarray(fields["max_drawdown"], dtype=np.float64), ks),
         floor=np.tile(np.asarray(fields["floor"], dtype=np.float64), ks),
         multiplier=np.tile(np.asarray(fields["multiplier"], dtype=np.float64), ks),
-        ratchet=np.tile(np.asarray(fields["ratchet"], dtype=np.float64), ks),
+        ratchet=np.tile(np.asarray(fields["ratchet"], dtype=np.bool_), ks),
         max_exposure=np.tile(np.asarray(fields["max_exposure"], dtype=np.float64), ks),
     )
     return pd.DataFrame(target, index=market.index, columns=columns), policy, columns

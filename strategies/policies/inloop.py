@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from strategies.policies.base import InLoop, register_policy
 
@@ -57,7 +57,8 @@ class CPPI(InLoop):
     multiplier : cushion multiplier m (> 0); a short loses the cushion on a rise of 1/m within
         one rebalance (gap risk), so m <= 5-10 for hourly crypto bars.
     floor : protected fraction of capital (or of the peak when ratcheting), [0, 1).
-    ratchet : raise the floor with the equity peak (TIPP) instead of fixing it at the start.
+    ratchet : raise the floor with the equity peak (TIPP) instead of fixing it at the start;
+        ``True`` or ``False`` (a label writes ``ratchet=true``; a number is refused).
     max_exposure : cap on |target| (> 0; inf = none).
     """
 
@@ -65,9 +66,9 @@ class CPPI(InLoop):
     positional: ClassVar[tuple[str, ...]] = ("multiplier", "floor")
     multiplier: float = Field(3.0, gt=0)
     floor: float = Field(0.8, ge=0, lt=1)
-    ratchet: bool = False
+    ratchet: StrictBool = False
     max_exposure: float = Field(5.0, gt=0, allow_inf_nan=True)
 
     def engine_fields(self) -> dict[str, Any]:
         return {"kind": "cppi", "multiplier": self.multiplier, "floor": self.floor,
-                "ratchet": 1.0 if self.ratchet else 0.0, "max_exposure": self.max_exposure}
+                "ratchet": self.ratchet, "max_exposure": self.max_exposure}

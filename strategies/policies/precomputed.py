@@ -19,7 +19,8 @@ from strategies.frame import DAYS_PER_YEAR, MarketFrame
 from strategies.indicators import (average_true_range, ewma_variance, log_returns, moving_average,
                                    rolling_std, rolling_sum)
 from backtest.market import TIER_MAX, TIER_MAXLEV, TIER_MIN
-from strategies.policies.base import LeveragePolicy, PolicyError, Precomputed, parse, register_policy
+from strategies.policies.base import (MAX_POLICY_DEPTH, LeveragePolicy, PolicyError, Precomputed, nesting_depth,
+                                      parse, register_policy)
 
 
 @register_policy
@@ -303,4 +304,8 @@ def min_of(*policies: Any) -> MinOf:
                 "only precomputed policies can be combined with min_of")
     if not items:
         raise PolicyError("min_of needs at least one policy")
+    depth = 1 + max(nesting_depth(p) for p in items)
+    if depth > MAX_POLICY_DEPTH:
+        raise PolicyError(f"min_of: the combined policy would nest {depth} levels deep; at most "
+                          f"{MAX_POLICY_DEPTH} are allowed: list the caps in one min_of(a, b, c) instead")
     return MinOf(policies=tuple(items))

@@ -144,14 +144,15 @@ def random_case(seed: int, n_bars: int = 36, n_cols: int = 4):
         excess=list(rng.choice(["clip", "reject"], n_cols)),
         fee_rate=None if rng.random() < 0.5 else float(rng.choice([0.0, 0.001])),
         slippage=list(rng.choice([0.0, 0.001], n_cols)),
-        lag=int(rng.choice([0, 1])),
+        lag=(lag := int(rng.choice([0, 1]))),
+        allow_lookahead=lag == 0,  # a random target is known before the open: lag 0 is fine here
     )
     policy = Policy(
         kind=list(rng.choice(["none", "drawdown", "cppi"], n_cols)),
         max_drawdown=list(rng.choice([0.2, 0.5], n_cols)),
         floor=list(rng.choice([0.0, 0.3], n_cols)),
         multiplier=list(rng.choice([1.0, 3.0], n_cols)),
-        ratchet=list(rng.choice([0.0, 1.0], n_cols)),
+        ratchet=list(rng.choice([0.0, 1.0], n_cols) == 1.0),
         max_exposure=list(rng.choice([np.inf, 4.0], n_cols)),
     )
     return bars, tgt, spec, account, policy

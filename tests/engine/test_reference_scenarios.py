@@ -645,7 +645,7 @@ def test_policy_factor_from_previous_close_and_running_peak(simulate):
     #   CPPI 2*(850-500)/850 -> C = -700/100 = -7; ratchet 2*(900-600)/900 -> C = -600/100 = -6.
     bars = make_bars([FLAT, (100, 100, 80, 80), (80, 100, 80, 100), FLAT])
     pol = Policy(kind=["drawdown", "cppi", "cppi"], max_drawdown=0.5, floor=[0.0, 0.5, 0.5],
-                 multiplier=2.0, ratchet=[0.0, 0.0, 1.0])
+                 multiplier=2.0, ratchet=[False, False, True])
     tgt = targets(*[[-1.0, -1.0, -1.0, None]] * 3)
     s, _ = run(simulate, bars, tgt, make_spec(lot=0.1), Account(initial_capital=1000.0), pol)
     np.testing.assert_allclose(s["position"][1], [-10.0, -10.0, -10.0], atol=1e-12)

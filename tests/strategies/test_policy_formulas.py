@@ -217,7 +217,7 @@ def test_in_loop_policies_translate_to_engine_fields():
     assert d.engine_fields() == {"kind": "drawdown", "max_drawdown": 0.25, "floor": 0.1, "max_exposure": math.inf}
     assert d.target_scale() == 2 and d.in_loop
     c = CPPI(multiplier=4, floor=0.7, ratchet=True, max_exposure=3)
-    assert c.engine_fields() == {"kind": "cppi", "multiplier": 4, "floor": 0.7, "ratchet": 1.0, "max_exposure": 3}
+    assert c.engine_fields() == {"kind": "cppi", "multiplier": 4, "floor": 0.7, "ratchet": True, "max_exposure": 3}
     assert c.target_scale() == 1.0
 
 
