@@ -239,10 +239,18 @@ def _coin_name(data: Any) -> str:
     return "BTC"
 
 
-def _hold_matrix(hold: Any, n: int, m: int, lag: int) -> np.ndarray:
+def _hold_matrix(hold: Any, n: int, m: int, lag: int, allow_lookahead: bool) -> np.ndarray:
     """Hold signal -> float (n, 1 or m) of 1.0 (hold puts) / 0.0, NaN carried forward, lagged."""
-    if not isinstance(lag, (int, np.integer)) or lag < 0:
+    if isinstance(lag, (bool, np.bool_)) or not isinstance(lag, (int, np.integer)) or lag < 0:
         raise InstrumentInputError(f"hold_lag={lag!r} must be an integer >= 0 (1 = act one bar after the signal)")
+    if not isinstance(allow_lookahead, (bool, np.bool_)):
+        raise InstrumentInputError(f"allow_lookahead={allow_lookahead!r} must be True or False")
+    if lag == 0 and hold is not None and not allow_lookahead:
+        # the perp engine's rule (settings.check_lag): a signal computed from bar t's close must not
+        # trade at that same close
+        raise InstrumentInputError(
+            "hold_lag=0 trades each signal row at the close it is computed from (look-ahead); use "
+            "hold_lag=1 (the next close), or set allow_lookahead=True if the signal is known before the close")
     if hold is None:
         return np.ones((n, 1))
     a = np.asarray(hold, dtype=np.float64)
@@ -258,7 +266,7 @@ def _hold_matrix(hold: Any, n: int, m: int, lag: int) -> np.ndarray:
 
 
 def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any = None, hold_lag: int = 1,
-                  expiries: Any = None, iv: Any = None, funding_rate: Any = None, price: str = "mark",
+                  allow_lookahead: bool = False, expiries: Any = None, iv: Any = None, funding_rate: Any = None, price: str = "mark",
                   columns: Any = None, currency: str | None = None) -> SimResult:
     """Simulate rolled long puts, one account per column.
 
@@ -272,7 +280,9 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
         When it turns off the put is sold (reason ``exit``); when it turns on a put is bought
         (``entry``).
     hold_lag : bars between a signal row and the close at which it acts (1: a signal computed at
-        bar t's close trades at bar t+1's close; 0 only when the signal is known before the close).
+        bar t's close trades at bar t+1's close; 0 only when the signal is known before the close,
+        stated with ``allow_lookahead=True``, which adds a note to ``meta['notes']``).
+    allow_lookahead : let ``hold_lag=0`` run (refused otherwise, like the perp engine's ``lag = 0``).
     expiries : optional explicit expiry instants (int64 ms UTC or datetimes) replacing the
         ``settings.expiry`` schedule.
     iv, funding_rate : optional (n,) arrays supplying/overriding those inputs (iv as a fraction).
@@ -363,7 +373,7 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
     else:
         exp = validate_expiries(expiries, int(u.timestamp[0]))
 
-    hold_m = _hold_matrix(hold, n, m, hold_lag)
+    hold_m = _hold_matrix(hold, n, m, hold_lag, allow_lookahead)
     out, ri, rf, si, sf, status, value = simulate_puts_nb(
         close_time, u.price, vol, carry, hold_m, exp, start_bar, coin,
         a["strike_mode"], a["moneyness"], a["target_delta"], a["strike_step"], a["min_days"], a["roll_delta"],
@@ -395,7 +405,10 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
             "notional = -contracts x underlying (puts are a short-delta exposure)",
             "settlement at the first bar close at or after the expiry, at that close",
         ] + (["protective columns: equity includes the P&L of a held long position of "
-              "exposure x initial_capital / S_start coins (meta['protective'])"] if protective.any() else []),
+              "exposure x initial_capital / S_start coins (meta['protective'])"] if protective.any() else [])
+        + (["hold_lag = 0 with allow_lookahead = true: each hold signal acts at the close it is computed "
+            "from (look-ahead if it uses that close; stated by the user as known before the close)"]
+           if hold is not None and hold_lag == 0 else []),
     }
     meta["iv_used_share"] = float(meta["iv_used_share"]) if np.isfinite(meta["iv_used_share"]) else 0.0
     return SimResult(kind="put", currency=cur, index=u.index, columns=cols, series=series, records=records,

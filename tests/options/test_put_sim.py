@@ -176,8 +176,11 @@ def test_hold_signal_exit_and_entry_with_lag():
     assert (res.series["position"][off, 0] == 0).all() and np.isnan(res.series["strike"][off, 0]).all()
     assert np.ptp(res.series["equity"][off, 0]) == 0          # flat cash while off
     assert res.series["equity"][0, 0] == 10_000.0 and res.series["position"][0, 0] == 0
-    same = simulate_puts(u, PutSettings(vol_source="iv"), hold=sig, hold_lag=0).events("rolls")
-    assert same["bar"].tolist()[:3] == [0, 300, 520]
+    with pytest.raises(InstrumentInputError, match="allow_lookahead=True"):
+        simulate_puts(u, PutSettings(vol_source="iv"), hold=sig, hold_lag=0)   # acts on its own close
+    same = simulate_puts(u, PutSettings(vol_source="iv"), hold=sig, hold_lag=0, allow_lookahead=True)
+    assert same.events("rolls")["bar"].tolist()[:3] == [0, 300, 520]
+    assert any("look-ahead" in note for note in same.meta["notes"])
     with pytest.raises(InstrumentInputError, match="hold has shape"):
         simulate_puts(u, PutSettings(vol_source="iv"), hold=np.ones(5))
     with pytest.raises(InstrumentInputError, match="hold_lag=-1"):
