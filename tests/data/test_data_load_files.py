@@ -212,5 +212,5 @@ def test_the_cli_exits_2_with_one_line(store, tmp_path, breakage):
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: column ")
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ")
     assert not out.exists() or not any(out.iterdir())
