@@ -232,8 +232,8 @@ def _load_funding(store: Store, exchange: str, symbol: str, bars_start: int, bar
     meta = read_meta(path)
     t = (fund["timestamp"].to_numpy(dtype=np.int64) + 500) // 1000 * 1000
     # unknown intervals: Binance's default 8 h (research/mechanics.md, 1 "Schedule")
-    iv_ms = np.nan_to_num(fund["interval_hours"].to_numpy(dtype=np.float64), nan=8.0) * HOUR_MS
-    iv_ms = iv_ms.astype(np.int64)
+    ivh = fund["interval_hours"].to_numpy(dtype=np.float64)
+    iv_ms = (np.where(np.isfinite(ivh) & (ivh > 0), ivh, 8.0) * HOUR_MS).astype(np.int64)
     # The verified range: what the downloader checked against the exchange (every print in it
     # is stored), plus a pending block above a gap being completed backwards. A file without
     # that metadata (written by another tool) counts as verified from its first to its last print.
