@@ -69,7 +69,7 @@ def test_a_range_inside_the_stored_data_needs_no_permission(store):
 
 
 def test_the_runner_setting_reaches_the_loader(store, tmp_path):
-    from backtest.runner.config import DataConfig, RunConfig  # noqa: F401
+    from backtest.runner.config import DataConfig
     from backtest.runner.run import load_data
 
     base = dict(root=str(store.root), start="2022-12-31", end="2023-01-02")
