@@ -88,7 +88,11 @@ def iso(ms: int | None) -> str:
     if ms is None:
         return "-"
     ms = int(ms)
-    dt = datetime.fromtimestamp(ms // 1000, tz=timezone.utc)
+    try:
+        dt = datetime.fromtimestamp(ms // 1000, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        # never let an error message crash on the bad value it reports
+        return f"{ms} ms (outside the calendar)"
     out = dt.isoformat()
     if ms % 1000:
         out = out.replace("+00:00", f".{ms % 1000:03d}+00:00")

@@ -102,6 +102,8 @@ class DataConfig(_Strict):
     iv: str | None = Field(None, description="implied-vol index as 'exchange/name', e.g. 'deribit/BTC-DVOL'")
     allow_mark_fallback: bool = False
     allow_gaps: bool = False
+    allow_partial_range: bool = Field(False, description="run on the stored part of start/end (noted)")
+    allow_extreme_funding: bool = Field(False, description="accept funding rates beyond the documented bound (noted)")
 
     @field_validator("timeframe")
     @classmethod

@@ -62,7 +62,8 @@ def load_data(cfg: RunConfig) -> Any:
     d = cfg.data
     iv = tuple(d.iv.split("/")) if d.iv else None
     return load_market_data(d.exchange, d.symbol, d.timeframe, root=d.root, start=d.start, end=d.end, iv=iv,
-                            allow_mark_fallback=d.allow_mark_fallback, allow_gaps=d.allow_gaps)
+                            allow_mark_fallback=d.allow_mark_fallback, allow_gaps=d.allow_gaps,
+                            allow_partial_range=d.allow_partial_range, allow_extreme_funding=d.allow_extreme_funding)
 
 
 def market_fingerprint(spec: Any) -> str:

@@ -183,6 +183,6 @@ def test_funding_missing_or_short(store):
 def test_funding_hole_is_a_note(store):
     store.write(sample("funding.parquet").drop(index=[2]), EX, SYM, "funding")
     md = load_market_data(EX, SYM, root=store.root)
-    assert any("1 funding hole(s) longer than 1.5x the usual 8 h interval, between prints "
+    assert any("1 funding hole(s) longer than 1.5x the prints' own interval, between prints "
                "2023-01-01T08:00..2023-01-02T00:00" in n for n in md.notes)
     assert md.frame["funding_rate"].notna().sum() == 5
