@@ -448,8 +448,9 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
     if kind == "funding":
         holes, med = funding_holes(frame["timestamp"].to_numpy())
         if holes:
-            notes.append(f"{len(holes)} hole(s) longer than 1.5x the usual {med / HOUR_MS:g} h between funding "
-                         f"prints, first {iso(holes[0][0])} .. {iso(holes[0][1])}")
+            notes.append(f"{len(holes)} hole(s) longer than 1.5x the funding interval around them (each print "
+                         f"judged against its own stretch's interval), first {iso(holes[0][0])} .. "
+                         f"{iso(holes[0][1])}")
         if len(frame) >= 2 and med > 0:
             first = int(frame["timestamp"].iloc[0])
             if first - state["cov_from"] > 1.5 * med:
