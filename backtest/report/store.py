@@ -18,7 +18,7 @@ from typing import Mapping
 import pandas as pd
 
 from backtest.report.build import build_report
-from backtest.report.collect import SCHEMA_VERSION, ReportError, RunData, collect
+from backtest.report.collect import SCHEMA_VERSION, STORED_KEYS, ReportError, RunData, collect
 from backtest.report.figures import MAX_POINTS
 from backtest.report.render import render_html
 from backtest.result import SimResult
@@ -133,21 +133,84 @@ def write_report(results: Mapping[str, SimResult], out_dir: str | Path, *, title
     return store_run(run, out_dir, max_points=max_points)
 
 
+def _check_metrics(doc: object, path: Path) -> None:
+    """Refuse a ``metrics.json`` that lacks a key the page is built from (see ``STORED_KEYS``),
+    naming the first missing key and where it is missing."""
+    fix = "write the report again with `backtest run` (or restore the file)"
+
+    def need(node: object, kind: str, where: str) -> None:
+        if not isinstance(node, dict):
+            raise ReportError(f"{path}: {where or 'the document'} is a {type(node).__name__}, expected an object; {fix}")
+        for key in STORED_KEYS[kind]:
+            if key not in node:
+                raise ReportError(f"{path}: key {key!r} is missing{' in ' + where if where else ''}; "
+                                  f"the file is incomplete: {fix}")
+
+    need(doc, "", "")
+    need(doc["comparison"], "comparison", "comparison")
+    if not isinstance(doc["comparison"]["rows"], list):
+        raise ReportError(f"{path}: comparison.rows is not a list; {fix}")
+    for i, row in enumerate(doc["comparison"]["rows"]):
+        need(row, "row", f"comparison.rows[{i}]")
+    results = doc["results"]
+    if not isinstance(results, dict) or not results:
+        raise ReportError(f"{path}: results holds no result; {fix}")
+    for name, res in results.items():
+        need(res, "result", f"results.{name}")
+        for basis in ("settle", "usd"):
+            need(res[basis], "basis", f"results.{name}.{basis}")
+            cols = res[basis]["columns"]
+            missing = [c for c in res["columns"] if not isinstance(cols, dict) or c not in cols]
+            if missing:
+                raise ReportError(f"{path}: column {missing[0]!r} is missing in results.{name}.{basis}.columns; "
+                                  f"the file is incomplete: {fix}")
+    for i, row in enumerate(doc["comparison"]["rows"]):
+        if row["result"] not in results or row["column"] not in results[row["result"]]["columns"]:
+            raise ReportError(f"{path}: comparison.rows[{i}] names {row['result']!r} / {row['column']!r}, which "
+                              f"is not in results; {fix}")
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ReportError(f"{path}: not UTF-8 text; write the report again with `backtest run`") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                          "write the report again with `backtest run`") from None
+
+
 def load_stored(run_dir: str | Path) -> RunData:
-    """Load a stored report folder back into :class:`RunData` (no re-simulation)."""
+    """Load a stored report folder back into :class:`RunData` (no re-simulation).
+
+    Raises
+    ------
+    ReportError
+        A file is missing, is not valid JSON / Parquet, has another schema version, or lacks a
+        key the page is built from; the message names the file and the key.
+    """
     run_dir = Path(run_dir)
     missing = [f for f in FILES[:4] if not (run_dir / f).is_file()]
     if missing:
         raise ReportError(f"{run_dir} lacks {missing}; it is not a complete report folder "
                           "(write it again with write_report)")
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    version = metrics.get("schema_version")
+    metrics_path = run_dir / "metrics.json"
+    metrics = _read_json(metrics_path)
+    version = metrics.get("schema_version") if isinstance(metrics, dict) else None
     if version != SCHEMA_VERSION:
-        raise ReportError(f"{run_dir / 'metrics.json'} has schema_version {version!r}; this code reads "
+        raise ReportError(f"{metrics_path} has schema_version {version!r}; this code reads "
                           f"version {SCHEMA_VERSION} (write the report again with this version)")
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    series = pd.read_parquet(run_dir / "equity.parquet")
-    events = pd.read_parquet(run_dir / "events.parquet")
+    _check_metrics(metrics, metrics_path)
+    config = _read_json(run_dir / "config.json")
+    frames = []
+    for name in ("equity.parquet", "events.parquet"):
+        try:
+            frames.append(pd.read_parquet(run_dir / name))
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            first = (str(exc).splitlines() or [""])[0]
+            raise ReportError(f"{run_dir / name}: not a readable Parquet file ({first}); write the report "
+                              "again with `backtest run`") from None
+    series, events = frames
     return RunData(metrics=metrics, series=series, events=events, config=config)
 
 
