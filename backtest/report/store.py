@@ -10,7 +10,10 @@ import ctypes
 import ctypes.util
 import json
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Mapping
@@ -24,6 +27,63 @@ from backtest.report.render import render_html
 from backtest.result import SimResult
 
 FILES = ("metrics.json", "config.json", "equity.parquet", "events.parquet", "report.html")
+
+# Temporary names: ``.<name>.<kind>-<pid>-<32 hex>@<host>``. The pid and host say who owns one, so
+# a later run removes exactly those whose process is gone (SIGKILL, power loss) and never a live
+# run's, another machine's (a shared folder) or anything not named so.
+_HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "localhost"
+TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|staging|old)-(?P<pid>\d+)-[0-9a-f]{32}@(?P<host>[A-Za-z0-9_.-]+)$")
+# names of earlier versions (no owner in the name): removed only once a day old
+LEGACY_RE = re.compile(r"^\..+\.(?:(?:tmp|staging)-[0-9a-f]{32}|old-[0-9a-f]{8})$")
+LEGACY_AGE_S = 86_400
+
+
+def temp_path(target: Path, kind: str) -> Path:
+    """A hidden sibling of ``target`` owned by this process (``kind``: tmp, staging or old)."""
+    return target.with_name(f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex}@{_HOST}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary folders (and files) a killed run left in ``folder``; returns them.
+
+    Only names this module makes are touched: those of this host whose process is gone, and
+    those of earlier versions (no owner in the name) at least a day old.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # missing or unreadable: nothing of ours to remove
+        return removed
+    for p in entries:
+        m = TEMP_RE.match(p.name)
+        if m is not None:
+            stale = m["host"] == _HOST and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"]))
+        elif LEGACY_RE.match(p.name):
+            try:
+                stale = time.time() - p.lstat().st_mtime >= LEGACY_AGE_S
+            except OSError:
+                stale = False
+        else:
+            continue
+        if not stale:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -76,7 +136,7 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     if _exchange(tmp, out_dir):
         shutil.rmtree(tmp)  # now holds the previous report
         return
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    old = temp_path(out_dir, "old")
     os.rename(out_dir, old)
     try:
         os.rename(tmp, out_dir)
@@ -91,9 +151,10 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
     (step 4 of 4). An existing ``out_dir`` is replaced only once the new report is complete."""
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir.parent)
     # mkdir (not mkdtemp, which makes a private 0700 folder) so the report gets the usual
     # permissions from the umask, like any folder the user creates
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex}")
+    tmp = temp_path(out_dir, "tmp")
     os.mkdir(tmp)
     try:
         _write_json(tmp / "metrics.json", run.metrics)
@@ -223,7 +284,8 @@ def rerender(run_dir: str | Path, *, max_points: int = MAX_POINTS) -> Path:
     run_dir = Path(run_dir)
     run = load_stored(run_dir)
     target = run_dir / "report.html"
-    tmp = run_dir / f".report.html.tmp-{uuid.uuid4().hex}"
+    remove_stale_temporaries(run_dir)
+    tmp = temp_path(target, "tmp")
     try:
         _write_html(tmp, run, max_points)
         os.replace(tmp, target)

@@ -226,6 +226,9 @@ class RunConfig(_Strict):
     title: str = "Backtest"
     rank_by: str = "calmar"
     reports_dir: str = "reports"
+    memory_limit: str | int | None = Field(
+        None, description="most memory the run may need ('16GB', bytes, or 'off'); default "
+                          "$BACKTEST_MEMORY_LIMIT, else the machine's available memory")
     data: DataConfig = DataConfig()
     perp: list[PerpConfig] = Field(default_factory=list)
     puts: list[PutsConfig] = Field(default_factory=list)
@@ -237,10 +240,20 @@ class RunConfig(_Strict):
     def _rank_by(cls, v: str) -> str:
         return _metric_name(v)
 
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit(cls, v: str | int | None) -> str | int | None:
+        from backtest.runner.budget import parse_size
+
+        if v is not None:
+            parse_size(v, "memory_limit")
+        return v
+
     def content(self) -> dict[str, Any]:
-        """The resolved config (defaults filled in) as JSON-able data, without ``reports_dir``:
-        where a report is written is not part of what it computes."""
-        return self.model_dump(mode="json", exclude={"reports_dir"})
+        """The resolved config (defaults filled in) as JSON-able data, without ``reports_dir``
+        and ``memory_limit``: where a report is written and the memory allowed are not part of
+        what it computes."""
+        return self.model_dump(mode="json", exclude={"reports_dir", "memory_limit"})
 
     def digest(self, data_fingerprint: str = "") -> str:
         """sha256 hex of the resolved content (:meth:`content`, keys sorted) and the data's
