@@ -247,9 +247,15 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     Raises
     ------
     ConfigError
-        Every settings problem (found before loading data, or by the simulations), together.
+        Every settings problem (found before loading data, or by the simulations), together;
+        or the memory estimate exceeds the limit (``budget.py``), before simulating.
+    ReportError
+        The reports folder cannot receive the report (a file in the way, a missing parent,
+        read-only), before loading the data; or the run's own folder is a file, before simulating.
     DataValidationError, FileNotFoundError
         The data cannot be loaded (missing file, unknown symbol, empty range).
+
+    Temporary folders of killed runs (dead pid, this host) in the reports folder are removed first.
 
     Nothing is written unless every step succeeds; the folder is moved into place complete, so
     a failing run never leaves a half-written report and never damages an earlier one.
