@@ -39,6 +39,17 @@ class ReportError(ValueError):
     """Bad input to the report builder; the message names the value and the fix."""
 
 
+# Keys of metrics.json that building a page reads (written by :func:`collect`), checked when a
+# stored folder is loaded so a damaged file is refused by name instead of failing in the build.
+STORED_KEYS = {
+    "": ("schema_version", "title", "notes", "created_ms", "comparison", "results"),
+    "comparison": ("rank_by", "order", "rows"),
+    "result": ("kind", "currency", "columns", "series", "settle", "usd"),
+    "basis": ("basis", "currency", "columns", "n_bars", "bar_ms", "bars_per_year", "start_ms", "end_ms"),
+    "row": ("rank", "result", "column"),
+}
+
+
 @dataclass
 class RunData:
     """Everything a report is built from (and everything that is stored).

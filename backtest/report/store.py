@@ -10,7 +10,10 @@ import ctypes
 import ctypes.util
 import json
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Mapping
@@ -18,12 +21,69 @@ from typing import Mapping
 import pandas as pd
 
 from backtest.report.build import build_report
-from backtest.report.collect import SCHEMA_VERSION, ReportError, RunData, collect
+from backtest.report.collect import SCHEMA_VERSION, STORED_KEYS, ReportError, RunData, collect
 from backtest.report.figures import MAX_POINTS
 from backtest.report.render import render_html
 from backtest.result import SimResult
 
 FILES = ("metrics.json", "config.json", "equity.parquet", "events.parquet", "report.html")
+
+# Temporary names: ``.<name>.<kind>-<pid>-<32 hex>@<host>``. The pid and host say who owns one, so
+# a later run removes exactly those whose process is gone (SIGKILL, power loss) and never a live
+# run's, another machine's (a shared folder) or anything not named so.
+_HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "localhost"
+TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|staging|old)-(?P<pid>\d+)-[0-9a-f]{32}@(?P<host>[A-Za-z0-9_.-]+)$")
+# names of earlier versions (no owner in the name): removed only once a day old
+LEGACY_RE = re.compile(r"^\..+\.(?:(?:tmp|staging)-[0-9a-f]{32}|old-[0-9a-f]{8})$")
+LEGACY_AGE_S = 86_400
+
+
+def temp_path(target: Path, kind: str) -> Path:
+    """A hidden sibling of ``target`` owned by this process (``kind``: tmp, staging or old)."""
+    return target.with_name(f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex}@{_HOST}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary folders (and files) a killed run left in ``folder``; returns them.
+
+    Only names this module makes are touched: those of this host whose process is gone, and
+    those of earlier versions (no owner in the name) at least a day old.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # missing or unreadable: nothing of ours to remove
+        return removed
+    for p in entries:
+        m = TEMP_RE.match(p.name)
+        if m is not None:
+            stale = m["host"] == _HOST and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"]))
+        elif LEGACY_RE.match(p.name):
+            try:
+                stale = time.time() - p.lstat().st_mtime >= LEGACY_AGE_S
+            except OSError:
+                stale = False
+        else:
+            continue
+        if not stale:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -76,7 +136,7 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     if _exchange(tmp, out_dir):
         shutil.rmtree(tmp)  # now holds the previous report
         return
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    old = temp_path(out_dir, "old")
     os.rename(out_dir, old)
     try:
         os.rename(tmp, out_dir)
@@ -91,9 +151,10 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
     (step 4 of 4). An existing ``out_dir`` is replaced only once the new report is complete."""
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir.parent)
     # mkdir (not mkdtemp, which makes a private 0700 folder) so the report gets the usual
     # permissions from the umask, like any folder the user creates
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex}")
+    tmp = temp_path(out_dir, "tmp")
     os.mkdir(tmp)
     try:
         _write_json(tmp / "metrics.json", run.metrics)
@@ -133,21 +194,84 @@ def write_report(results: Mapping[str, SimResult], out_dir: str | Path, *, title
     return store_run(run, out_dir, max_points=max_points)
 
 
+def _check_metrics(doc: object, path: Path) -> None:
+    """Refuse a ``metrics.json`` that lacks a key the page is built from (see ``STORED_KEYS``),
+    naming the first missing key and where it is missing."""
+    fix = "write the report again with `backtest run` (or restore the file)"
+
+    def need(node: object, kind: str, where: str) -> None:
+        if not isinstance(node, dict):
+            raise ReportError(f"{path}: {where or 'the document'} is a {type(node).__name__}, expected an object; {fix}")
+        for key in STORED_KEYS[kind]:
+            if key not in node:
+                raise ReportError(f"{path}: key {key!r} is missing{' in ' + where if where else ''}; "
+                                  f"the file is incomplete: {fix}")
+
+    need(doc, "", "")
+    need(doc["comparison"], "comparison", "comparison")
+    if not isinstance(doc["comparison"]["rows"], list):
+        raise ReportError(f"{path}: comparison.rows is not a list; {fix}")
+    for i, row in enumerate(doc["comparison"]["rows"]):
+        need(row, "row", f"comparison.rows[{i}]")
+    results = doc["results"]
+    if not isinstance(results, dict) or not results:
+        raise ReportError(f"{path}: results holds no result; {fix}")
+    for name, res in results.items():
+        need(res, "result", f"results.{name}")
+        for basis in ("settle", "usd"):
+            need(res[basis], "basis", f"results.{name}.{basis}")
+            cols = res[basis]["columns"]
+            missing = [c for c in res["columns"] if not isinstance(cols, dict) or c not in cols]
+            if missing:
+                raise ReportError(f"{path}: column {missing[0]!r} is missing in results.{name}.{basis}.columns; "
+                                  f"the file is incomplete: {fix}")
+    for i, row in enumerate(doc["comparison"]["rows"]):
+        if row["result"] not in results or row["column"] not in results[row["result"]]["columns"]:
+            raise ReportError(f"{path}: comparison.rows[{i}] names {row['result']!r} / {row['column']!r}, which "
+                              f"is not in results; {fix}")
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ReportError(f"{path}: not UTF-8 text; write the report again with `backtest run`") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                          "write the report again with `backtest run`") from None
+
+
 def load_stored(run_dir: str | Path) -> RunData:
-    """Load a stored report folder back into :class:`RunData` (no re-simulation)."""
+    """Load a stored report folder back into :class:`RunData` (no re-simulation).
+
+    Raises
+    ------
+    ReportError
+        A file is missing, is not valid JSON / Parquet, has another schema version, or lacks a
+        key the page is built from; the message names the file and the key.
+    """
     run_dir = Path(run_dir)
     missing = [f for f in FILES[:4] if not (run_dir / f).is_file()]
     if missing:
         raise ReportError(f"{run_dir} lacks {missing}; it is not a complete report folder "
                           "(write it again with write_report)")
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    version = metrics.get("schema_version")
+    metrics_path = run_dir / "metrics.json"
+    metrics = _read_json(metrics_path)
+    version = metrics.get("schema_version") if isinstance(metrics, dict) else None
     if version != SCHEMA_VERSION:
-        raise ReportError(f"{run_dir / 'metrics.json'} has schema_version {version!r}; this code reads "
+        raise ReportError(f"{metrics_path} has schema_version {version!r}; this code reads "
                           f"version {SCHEMA_VERSION} (write the report again with this version)")
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    series = pd.read_parquet(run_dir / "equity.parquet")
-    events = pd.read_parquet(run_dir / "events.parquet")
+    _check_metrics(metrics, metrics_path)
+    config = _read_json(run_dir / "config.json")
+    frames = []
+    for name in ("equity.parquet", "events.parquet"):
+        try:
+            frames.append(pd.read_parquet(run_dir / name))
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            first = (str(exc).splitlines() or [""])[0]
+            raise ReportError(f"{run_dir / name}: not a readable Parquet file ({first}); write the report "
+                              "again with `backtest run`") from None
+    series, events = frames
     return RunData(metrics=metrics, series=series, events=events, config=config)
 
 
@@ -160,7 +284,8 @@ def rerender(run_dir: str | Path, *, max_points: int = MAX_POINTS) -> Path:
     run_dir = Path(run_dir)
     run = load_stored(run_dir)
     target = run_dir / "report.html"
-    tmp = run_dir / f".report.html.tmp-{uuid.uuid4().hex}"
+    remove_stale_temporaries(run_dir)
+    tmp = temp_path(target, "tmp")
     try:
         _write_html(tmp, run, max_points)
         os.replace(tmp, target)

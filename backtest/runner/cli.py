@@ -5,21 +5,75 @@ stdout carries only results (the report path, and for ``sweep`` the ranked table
 timestamped rich lines when it is.
 
 Exit codes: 0 success; 2 invalid input (config, data, settings, a report folder that is not
-one), with ``error: <reason>`` on stderr (its first line names every problem; details may
-follow, indented); 1 an unexpected failure (``error: unexpected <type>: <message>``;
-``--debug`` shows the traceback). A failed run writes nothing into the reports folder.
+one, an output folder that cannot be written, a run too large for the memory), with
+``error: <reason>`` on stderr (its first line names every problem; details may follow,
+indented); 130 Ctrl-C and 143 SIGTERM (one ``error:`` line, temporary files removed); 1 an
+unexpected failure (``error: unexpected <type>: <message>``; ``--debug`` shows the traceback).
+A failed or interrupted run writes nothing into the reports folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 128 + signal.SIGINT    # 130, what shells report for Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM    # 143, what shells report for SIGTERM
+# OS errors that are the environment's, not a bug: the message names the path and the fix
+_ENV_ERRNOS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (disk quota)",
+               errno.EROFS: "choose a writable folder", errno.EACCES: "fix its permissions",
+               errno.EPERM: "fix its permissions"}
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (``timeout``, CI cancellation, ``kill``). A BaseException, like
+    KeyboardInterrupt, so every ``except BaseException`` clean-up runs on the way out."""
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """Turn the first SIGTERM into :class:`Terminated`; ignore repeats so clean-up can finish.
+    A numba kernel does not see signals: they take effect when it returns."""
+    def on_term(signum, frame):  # noqa: ARG001
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    try:
+        old = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _guard(debug: bool) -> Iterator[None]:
+    """Every failure of a command becomes one ``error:`` line and an exit code."""
+    try:
+        with _signals():
+            yield
+    except Terminated:
+        print("error: terminated (SIGTERM); the run stopped and left nothing half-written "
+              "(an earlier report of the same run id is unchanged)", file=sys.stderr)
+        raise typer.Exit(code=EXIT_TERMINATED) from None
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); the run stopped and left nothing half-written", file=sys.stderr)
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an error line and an exit code
+        _fail(exc, debug)
 
 
 def _log_for(quiet: bool):
@@ -43,6 +97,11 @@ def _fail(exc: BaseException, debug: bool) -> None:
     if isinstance(exc, (ValueError, FileNotFoundError)):
         text = str(exc).strip() or type(exc).__name__
         print(f"error: {text}", file=sys.stderr)
+        raise typer.Exit(code=EXIT_INPUT)
+    if isinstance(exc, OSError) and exc.errno in _ENV_ERRNOS:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot write{where}: {exc.strerror}; {_ENV_ERRNOS[exc.errno]} or choose another "
+              "-o/--reports-dir", file=sys.stderr)
         raise typer.Exit(code=EXIT_INPUT)
     first = (str(exc).strip().splitlines() or [""])[0]
     print(f"error: unexpected {type(exc).__name__}: {first} (run again with --debug for the traceback)",
@@ -78,11 +137,9 @@ def register(app: typer.Typer) -> None:
         equity.parquet, events.parquet, config.json, report.html); print report.html's path."""
         from backtest.runner.run import execute
 
-        try:
+        with _guard(debug):
             cfg, src = _config(config)
             out = execute(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes an error line and an exit code
-            _fail(exc, debug)
         print(out.out_dir / "report.html")
 
     @app.command("sweep")
@@ -99,12 +156,10 @@ def register(app: typer.Typer) -> None:
         from backtest.runner.run import execute
         from backtest.runner.sweep import format_table, sweep_files
 
-        try:
+        with _guard(debug):
             cfg, src = _config(config)
             files = sweep_files(cfg)
             out = execute(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src, extras=files)
-        except Exception as exc:  # noqa: BLE001
-            _fail(exc, debug)
         if not quiet:
             print(format_table(files.table, cfg.sweep.metric, top))
         print(out.out_dir / "heatmap.html")
@@ -117,10 +172,8 @@ def register(app: typer.Typer) -> None:
         """Re-render report.html from the folder's stored files (no data, no simulation); print its path."""
         from backtest.report import rerender
 
-        try:
+        with _guard(debug):
             if not run_dir.is_dir():
                 raise FileNotFoundError(f"{run_dir} is not a folder; pass a report folder such as reports/<run-id>")
             path = rerender(run_dir)
-        except Exception as exc:  # noqa: BLE001
-            _fail(exc, debug)
         print(path)

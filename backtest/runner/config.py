@@ -238,6 +238,9 @@ class RunConfig(_Strict):
     title: str = "Backtest"
     rank_by: str = "calmar"
     reports_dir: str = "reports"
+    memory_limit: str | int | None = Field(
+        None, description="most memory the run may need ('16GB', bytes, or 'off'); default "
+                          "$BACKTEST_MEMORY_LIMIT, else the machine's available memory")
     data: DataConfig = DataConfig()
     perp: list[PerpConfig] = Field(default_factory=list)
     puts: list[PutsConfig] = Field(default_factory=list)
@@ -249,10 +252,20 @@ class RunConfig(_Strict):
     def _rank_by(cls, v: str) -> str:
         return _metric_name(v)
 
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit(cls, v: str | int | None) -> str | int | None:
+        from backtest.runner.budget import parse_size
+
+        if v is not None:
+            parse_size(v, "memory_limit")
+        return v
+
     def content(self) -> dict[str, Any]:
-        """The resolved config (defaults filled in) as JSON-able data, without ``reports_dir``:
-        where a report is written is not part of what it computes."""
-        return self.model_dump(mode="json", exclude={"reports_dir"})
+        """The resolved config (defaults filled in) as JSON-able data, without ``reports_dir``
+        and ``memory_limit``: where a report is written and the memory allowed are not part of
+        what it computes."""
+        return self.model_dump(mode="json", exclude={"reports_dir", "memory_limit"})
 
     def digest(self, data_fingerprint: str = "") -> str:
         """sha256 hex of the resolved content (:meth:`content`, keys sorted) and the data's
@@ -326,15 +339,56 @@ def parse_config(doc: dict[str, Any], *, source: str = "config") -> RunConfig:
         raise ConfigError(_format_errors(err, source)) from None
 
 
+# A run config is at most ~6 levels deep ([[perp]] -> strategy -> params -> a list of values);
+# far deeper input is a mistake or an attack, and tomllib and the validators recurse per level.
+MAX_DEPTH = 32
+
+
+def _depth_problem(doc: Any) -> str | None:
+    """The key path of the first value nested deeper than :data:`MAX_DEPTH`, or None (iterative,
+    so it cannot itself overflow the stack)."""
+    stack: list[tuple[Any, tuple]] = [(doc, ())]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            return f"{_path(path[:6])}... is nested more than {MAX_DEPTH} levels deep"
+        if isinstance(node, dict):
+            stack.extend((v, path + (k,)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, path + (i,)) for i, v in enumerate(node))
+    return None
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The parsed TOML document; :class:`ConfigError` for a missing file or bad TOML."""
+    """The parsed TOML document.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, not UTF-8 (TOML's encoding; the line and byte are named), not valid
+        TOML, or nested deeper than :data:`MAX_DEPTH` levels (a run config needs about 6).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a TOML run config")
+    raw = path.read_bytes()
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); TOML files are "
+                          "UTF-8: save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a usable TOML run config: its arrays or inline tables are nested too "
+                          f"deeply to parse (a run config needs about 6 levels, at most {MAX_DEPTH})") from None
+    problem = _depth_problem(doc)
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}; a run config needs about 6 levels: flatten it (docs/runner.md)")
+    return doc
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -167,15 +167,54 @@ def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr
     return results, levels
 
 
+def check_reports_dir(reports_dir: str | Path) -> Path:
+    """The absolute reports folder, checked before anything is loaded or simulated.
+
+    It may be missing (it is created when the report is written) but then its parent must be
+    a folder; nothing on the path may be a file, and the folder that will receive the report
+    must be writable.
+
+    Raises
+    ------
+    ReportError
+        Naming the path and the fix (another ``-o``/``reports_dir``, or create the parent).
+    """
+    from backtest.report import ReportError
+
+    path = Path(reports_dir).absolute()
+    fix = "choose another -o/--reports-dir (or reports_dir in the config)"
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise ReportError(f"reports folder {path}: {p} is not a folder (a file is in the way); "
+                                  f"move it or {fix}")
+            break
+    if not path.exists() and not path.parent.is_dir():
+        raise ReportError(f"reports folder {path}: its parent {path.parent} does not exist; create it or {fix}")
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ReportError(f"reports folder {path}: {target} is not writable (read-only or not yours); make it "
+                          f"writable or {fix}")
+    return path
+
+
+def _check_run_dir(out_dir: Path) -> None:
+    from backtest.report import ReportError
+
+    if (out_dir.exists() or out_dir.is_symlink()) and not out_dir.is_dir():
+        raise ReportError(f"{out_dir} exists and is not a folder, so the report of this run cannot replace it; "
+                          "move the file or choose another -o/--reports-dir")
+
+
 def _publish(run: Any, out_dir: Path, files: Mapping[str, str]) -> Path:
     """Write the report (and extra files) so the folder appears complete or not at all."""
     from backtest.report import store_run
-    from backtest.report.store import _fsync_tree, _swap_into_place
+    from backtest.report.store import _fsync_tree, _swap_into_place, temp_path
 
     if not files:
         return store_run(run, out_dir)
     out_dir = out_dir.resolve()
-    staging = out_dir.with_name(f".{out_dir.name}.staging-{uuid.uuid4().hex}")
+    staging = temp_path(out_dir, "staging")
     try:
         store_run(run, staging)
         for name, text in files.items():
@@ -209,9 +248,15 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     Raises
     ------
     ConfigError
-        Every settings problem (found before loading data, or by the simulations), together.
+        Every settings problem (found before loading data, or by the simulations), together;
+        or the memory estimate exceeds the limit (``budget.py``), before simulating.
+    ReportError
+        The reports folder cannot receive the report (a file in the way, a missing parent,
+        read-only), before loading the data; or the run's own folder is a file, before simulating.
     DataValidationError, FileNotFoundError
         The data cannot be loaded (missing file, unknown symbol, empty range).
+
+    Temporary folders of killed runs (dead pid, this host) in the reports folder are removed first.
 
     Nothing is written unless every step succeeds; the folder is moved into place complete, so
     a failing run never leaves a half-written report and never damages an earlier one.
@@ -220,10 +265,18 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     from backtest.market import load_market
     from backtest.report import collect
 
+    from backtest.report.store import remove_stale_temporaries
+    from backtest.runner import budget
+
     t0 = time.perf_counter()
     problems = check_settings(cfg)
     if problems:
         raise settings_error(problems)
+    # everything that can fail without the data fails here, in the first second
+    reports = check_reports_dir(reports_dir if reports_dir is not None else cfg.reports_dir)
+    limit, limit_source = budget.limit_for(cfg.memory_limit)
+    for p in remove_stale_temporaries(reports):
+        log(f"removed {p.name}, left by a run that was killed")
 
     d = cfg.data
     log(f"loading {d.exchange} {d.symbol} {d.timeframe} ({d.start or 'first bar'} .. {d.end or 'last bar'})")
@@ -234,11 +287,17 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     for note in notes:
         log(f"  note: {note}")
 
-    results, levels = simulate_all(cfg, md, spec, log)
-
     market_fp = market_fingerprint(spec)
     run_id = cfg.run_id(f"data:{md.fingerprint}|market:{market_fp}")
-    out_dir = Path(reports_dir if reports_dir is not None else cfg.reports_dir) / run_id
+    out_dir = reports / run_id
+    _check_run_dir(out_dir)
+    need = budget.estimate(int(md.n), budget.columns_of(cfg))
+    if limit is None:
+        log(f"  note: memory not checked: {limit_source}")
+    budget.check(need, limit, limit_source, ConfigError)
+
+    results, levels = simulate_all(cfg, md, spec, log)
+
     resolved = {
         "run_id": run_id,
         "config": cfg.model_dump(mode="json"),
