@@ -297,6 +297,12 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     budget.check(need, limit, limit_source, ConfigError)
 
     results, levels = simulate_all(cfg, md, spec, log)
+    # a look-ahead the user allowed is stated where a reader of the report sees it
+    for name, res in results.items():
+        for note in res.meta.get("notes", []):
+            if "allow_lookahead = true" in note:
+                notes.append(f"{name}: {note}")
+                log(f"  note: {name}: {note}")
 
     resolved = {
         "run_id": run_id,

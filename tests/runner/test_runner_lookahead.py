@@ -45,6 +45,10 @@ def test_lag_zero_with_allow_lookahead_runs_and_the_report_says_so(tmp_path):
     assert config["config"]["perp"][0]["account"]["lag"] == 0
     meta = json.loads((run_dir / "metrics.json").read_text())["results"]["trend"]["meta"]
     assert meta["allow_lookahead"] is True and any("look-ahead" in n for n in meta["notes"])
+    # stated where a reader sees it: the run's notes (printed, in config.json and on the page)
+    assert "note: trend: lag = 0 with allow_lookahead = true" in proc.stderr
+    assert any(n.startswith("trend: lag = 0") for n in config["data"]["notes"])
+    assert "trend: lag = 0 with allow_lookahead = true" in (run_dir / "report.html").read_text()
 
 
 def test_lag_longer_than_the_data_exits_2(tmp_path):
