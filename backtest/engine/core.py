@@ -221,6 +221,13 @@ def simulate_perp(
         "contract_size": spec.contract_size,
         "liquidation_fee_rate": spec.liquidation_fee_rate,
         "lag": int(account.lag),
+        # the smallest order the market allows (minimum notional, or one lot), in USD at the last
+        # bar's mark, over each column's leverage: below this equity the column cannot trade
+        # again (metrics: ``ruined``)
+        "min_equity_usd": (max(float(spec.min_notional),
+                               float(spec.lot_size) * float(spec.contract_size)
+                               * (1.0 if spec.inverse else float(bars.mark_close[-1])))
+                           / acc["leverage"]).tolist(),
         "settings": {k: v.tolist() for k, v in {**acc, **pol}.items()},
     }
     return SimResult(kind="perp", currency=spec.settle, index=index, columns=cols, series=series,
