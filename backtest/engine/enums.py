@@ -57,6 +57,9 @@ liquidation_dt = np.dtype([
     ("price", np.float64),          # execution price: LP, or the mark open on a gap
     ("size", np.float64),           # signed position closed (contracts)
     ("clearance_fee", np.float64),  # charged, settlement currency
+    ("equity_start", np.float64),   # equity just before the adverse move: the state before the
+                                    # liquidation valued at the bar's mark open (at the previous
+                                    # bar's mark close for a gap at the open), settlement currency
     ("equity_before", np.float64),  # equity at the execution price before closing
     ("equity_after", np.float64),
     ("deficit", np.float64),        # shortfall absorbed by the insurance fund (>= 0)

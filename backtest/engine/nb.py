@@ -550,7 +550,7 @@ def simulate_col_nb(
                 W, M, C, EP, stopped, in_call, nl = liquidate_nb(
                     i, j, liqs, rslot_nb(lo, nl, lc, liqs), nl, C, EP, W, M, cross, mo,
                     lp if level_ok_nb(lp) else mo, 1, cs,
-                    inverse, liq_fee, after_liq)
+                    inverse, liq_fee, after_liq, mark_close[i - 1])
                 lp_ok = False
                 pc_ok = False
                 safe_ok = False
@@ -706,7 +706,7 @@ def simulate_col_nb(
                     W, M, C, EP, stopped, in_call, nl = liquidate_nb(
                         i, j, liqs, rslot_nb(lo, nl, lc, liqs), nl, C, EP, W, M, cross, mo if gap else trig, trig,
                         gap, cs,
-                        inverse, liq_fee, after_liq)
+                        inverse, liq_fee, after_liq, mo)
                     lp_ok = False
                     pc_ok = False
                     safe_ok = False
@@ -870,13 +870,15 @@ def apply_reduce_keep_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs
 
 
 @njit(cache=True)
-def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inverse, liq_fee, after_liq):
-    """Close the whole position at ``pl``; the backing balance keeps max(0, B + uPnL - fee)."""
+def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inverse, liq_fee, after_liq, p0):
+    """Close the whole position at ``pl``; the backing balance keeps max(0, B + uPnL - fee).
+    ``p0``: the mark before the adverse move (the record's ``equity_start`` is valued at it)."""
     vl = cval_nb(pl, cs, inverse)
     fee_l = liq_fee * abs(C) * vl
     upl = upnl_nb(C, EP, pl, cs, inverse)
     B = W if cross else M
     eq_before = W + M + upl
+    eq_start = W + M + upnl_nb(C, EP, p0, cs, inverse)
     left = B + upl
     if left >= fee_l:
         charged = fee_l
@@ -902,6 +904,7 @@ def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inve
     r["price"] = pl
     r["size"] = C
     r["clearance_fee"] = charged
+    r["equity_start"] = eq_start
     r["equity_before"] = eq_before
     r["equity_after"] = W
     r["deficit"] = deficit

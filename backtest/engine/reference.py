@@ -253,6 +253,9 @@ def _liquidate(st: _State, t: int, j: int, bars: PerpBars, ct: _Contract, cfg: _
     price = mark_open if gap else trigger
     upnl = ct.upnl(c, st.entry, price)
     equity_before = st.wallet + st.margin + upnl
+    # before the adverse move: at the mark open, or (a gap at the open) at the previous close
+    start_mark = float(bars.mark_close[t - 1]) if at_open and t > 0 else mark_open
+    equity_start = st.wallet + st.margin + ct.upnl(c, st.entry, start_mark)
     keep, deficit, fee = mk.liquidation_outcome(b, upnl, ct.notional(c, price), ct.liq_fee_rate)
     if cfg.isolated:
         st.wallet += keep
@@ -263,7 +266,7 @@ def _liquidate(st: _State, t: int, j: int, bars: PerpBars, ct: _Contract, cfg: _
     st.entry = 0.0
     st.cum_fees += fee
     st.in_call = False  # the position the call was about is gone
-    rec.liquidations.append((t, j, trigger, price, c, fee, equity_before, st.wallet, deficit, int(gap)))
+    rec.liquidations.append((t, j, trigger, price, c, fee, equity_start, equity_before, st.wallet, deficit, int(gap)))
     if cfg.stop_after_liquidation:
         st.stopped = True
 

@@ -9,6 +9,7 @@ from backtest.metrics.compute import basis_arrays, column_labels, compute_metric
 from backtest.metrics.docs import (
     BLOCK_KEYS,
     COLUMN_KEYS,
+    LOWER_IS_BETTER,
     METRIC_DOCS,
     METRIC_UNITS,
     documented_metric_keys,
@@ -24,7 +25,7 @@ from backtest.metrics.returns import (
 )
 
 __all__ = [
-    "BLOCK_KEYS", "COLUMN_KEYS", "METRIC_DOCS", "METRIC_UNITS", "MetricsInputError",
+    "BLOCK_KEYS", "COLUMN_KEYS", "LOWER_IS_BETTER", "METRIC_DOCS", "METRIC_UNITS", "MetricsInputError",
     "bars_per_year", "basis_arrays", "column_labels", "compute_metrics", "documented_metric_keys",
     "drawdown", "flow_returns", "growth_index", "index_ms", "infer_bar_ms", "returns_and_drawdown",
 ]

@@ -25,6 +25,7 @@ from backtest.metrics.returns import (
     infer_bar_ms,
     worst_day_return_1d,
 )
+from backtest.engine.enums import FillStatus
 from backtest.result import SimResult
 
 BASES = ("settle", "usd")
@@ -130,6 +131,21 @@ def _money_total(result: SimResult, name: str, to_basis: np.ndarray) -> np.ndarr
     return np.sum(_per_bar_flow(result.series[name]) * to_basis[:, None], axis=0)
 
 
+def ruin_inputs(result: SimResult) -> tuple[np.ndarray, np.ndarray]:
+    """(final equity in USD, smallest USD equity that can still trade) per column.
+
+    The second is ``meta['min_equity_usd']`` (the perp engine states it: the smallest order the
+    market allows, in USD at the last bar's price, over the column's leverage setting), else 0:
+    only a total loss ruins a result that does not state a tradable minimum.
+    """
+    final = np.asarray(result.series["equity_usd"], dtype=np.float64)[-1]
+    raw = result.meta.get("min_equity_usd")
+    if raw is None:
+        return final, np.zeros(result.n_cols)
+    mins = np.broadcast_to(np.asarray(raw, dtype=np.float64), (result.n_cols,))
+    return final, np.nan_to_num(mins, nan=0.0)
+
+
 def compute_metrics(result: SimResult, *, currency: str = "settle", bar_ms: int | None = None) -> dict:
     """Performance metrics of every column of a simulation result.
 
@@ -174,6 +190,7 @@ def compute_metrics(result: SimResult, *, currency: str = "settle", bar_ms: int 
     added_total = np.sum(a["added"], axis=0)
     premium = _money_total(result, "premium_paid", to_basis)
     recs = result.records
+    final_usd, min_equity = ruin_inputs(result)
 
     cols: dict[str, dict] = {}
     for j, label in enumerate(labels):
@@ -200,7 +217,7 @@ def compute_metrics(result: SimResult, *, currency: str = "settle", bar_ms: int 
             "ulcer_index": _f(np.sqrt(np.mean(dd[:, j] ** 2))),
             "worst_bar_return": _f(np.min(r[:, j])),
             "worst_day_return": _f(worst_day_return_1d(g[:, j], open_ms)),
-            "ruined": bool(np.any(g[:, j] <= 0)),
+            "ruined": bool(np.any(g[:, j] <= 0)) or bool(final_usd[j] < min_equity[j]),
             "exposure_time": _f(np.mean(holding[:, j])),
             "avg_leverage": _f(np.nanmean(np.nan_to_num(lev[:, j], nan=0.0))),
             "max_leverage": _f(np.nanmax(np.nan_to_num(lev[:, j], nan=0.0))),
@@ -233,29 +250,54 @@ def compute_metrics(result: SimResult, *, currency: str = "settle", bar_ms: int 
     }
 
 
+def _executed(fills: np.ndarray) -> np.ndarray:
+    """Mask of the fill records that traded: not rejected, non-zero size (a clip to nothing,
+    status ``clipped`` with size 0, traded nothing). Records without a status all traded."""
+    names = fills.dtype.names or ()
+    done = fills["size"] != 0 if "size" in names else np.ones(len(fills), dtype=bool)
+    if "status" in names:
+        done &= fills["status"] != FillStatus.REJECTED
+    return done
+
+
 def _record_metrics(recs: dict[str, np.ndarray], j: int, to_basis: np.ndarray,
                     open_ms: np.ndarray) -> dict[str, Any]:
     """Counts and sums over one column's records; null for a record kind the result lacks."""
     mine = {k: v[v["col"] == j] for k, v in recs.items()}
     out: dict[str, Any] = {}
+    counts = {k: int(len(v)) for k, v in mine.items()}
     fills = mine.get("fills")
-    if fills is not None and "notional" in (fills.dtype.names or ()):
-        out["turnover"] = _f(np.sum(np.abs(fills["notional"]) * to_basis[fills["bar"]]))
+    if fills is not None:
+        done = _executed(fills)
+        counts["fills"] = int(np.sum(done))
+        names = fills.dtype.names or ()
+        # a rejected order's record carries the requested size: it traded nothing
+        out["turnover"] = (_f(np.sum(np.abs(fills["notional"][done]) * to_basis[fills["bar"][done]]))
+                           if "notional" in names else None)
+        out["rejected_orders"] = (int(np.sum(fills["status"] == FillStatus.REJECTED))
+                                  if "status" in names else 0)
     else:
-        out["turnover"] = None
+        out.update(turnover=None, rejected_orders=None)
     liq = mine.get("liquidations")
     if liq is None:
-        out.update(liquidations=None, first_liquidation_ms=None, liquidation_equity_lost=None)
+        out.update(liquidations=None, first_liquidation_ms=None, liquidation_equity_lost=None,
+                   liquidation_deficit=None)
     else:
         out["liquidations"] = int(len(liq))
         out["first_liquidation_ms"] = int(open_ms[np.min(liq["bar"])]) if len(liq) else None
         names = liq.dtype.names or ()
-        if "equity_before" in names and "equity_after" in names:
-            lost = (liq["equity_before"] - liq["equity_after"]) * to_basis[liq["bar"]]
+        if "equity_start" in names and "equity_after" in names:
+            # what each liquidation cost the account: its equity before the adverse move that
+            # triggered it (the margin that move and the liquidation took included) less what is
+            # left; never negative (a balance already below zero at the start was covered by the
+            # insurance fund: that is the deficit, reported apart)
+            lost = np.maximum(liq["equity_start"] - liq["equity_after"], 0.0) * to_basis[liq["bar"]]
             out["liquidation_equity_lost"] = _f(np.sum(lost))
         else:
             out["liquidation_equity_lost"] = None
+        out["liquidation_deficit"] = (_f(np.sum(liq["deficit"] * to_basis[liq["bar"]]))
+                                      if "deficit" in names else None)
     calls = mine.get("margin_calls")
     out["margin_calls"] = None if calls is None else int(len(calls))
-    out["event_counts"] = {k: int(len(v)) for k, v in mine.items()}
+    out["event_counts"] = counts
     return out

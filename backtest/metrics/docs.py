@@ -55,7 +55,10 @@ _DEFS: dict[str, tuple[str, str]] = {
     "worst_bar_return": ("fraction", "lowest single-bar return `min(r_t)`."),
     "worst_day_return": ("fraction", "lowest return over a UTC calendar day (bars grouped by the day of "
                          "their open time; growth at the day's last bar over the previous day's last bar)."),
-    "ruined": ("bool", "whether equity reached 0 (returns are 0 afterwards and the drawdown stays 100 %)."),
+    "ruined": ("bool", "whether the account was ruined: equity reached 0 at some bar (returns are 0 afterwards "
+               "and the drawdown stays 100 %), or the final equity (in USD) can no longer hold the smallest "
+               "order the market allows (minimum notional, or one lot at the last mark) at the column's "
+               "leverage setting (perps; the engine states it as `meta['min_equity_usd']`)."),
     # exposure
     "exposure_time": ("fraction", "fraction of bars that end with a non-zero position."),
     "avg_leverage": ("leverage", "mean of the `leverage` series (|notional| / equity) over all bars, flat bars count as 0."),
@@ -66,15 +69,28 @@ _DEFS: dict[str, tuple[str, str]] = {
     "funding_received": ("money", "funding received: sum of the positive per-bar changes of `cum_funding`."),
     "funding_net": ("money", "`funding_received - funding_paid` (positive = the strategy earned carry)."),
     "fees": ("money", "trading and clearance fees paid (increase of `cum_fees`)."),
-    "turnover": ("money", "sum of |notional| over `fills` records; null when the result has no `fills` records."),
+    "turnover": ("money", "traded notional: sum of |notional| over the executed `fills` records (rejected "
+                 "orders and clips to size 0 traded nothing and are left out); null when the result has no "
+                 "`fills` records."),
+    "rejected_orders": ("count", "orders refused whole by the exchange checks (`fills` records with status "
+                        "`rejected`, `excess='reject'`); null when the result has no `fills` records."),
     # margin events
     "liquidations": ("count", "number of `liquidations` records; null when the result does not record them."),
     "first_liquidation_ms": ("time", "open time of the bar of the first liquidation, int ms UTC; null when none."),
-    "liquidation_equity_lost": ("money", "sum of `equity_before - equity_after` over `liquidations` "
-                                "records; null when the result does not record them."),
+    "liquidation_equity_lost": ("money", "what the liquidations cost the account: sum over `liquidations` "
+                                "records of `max(0, equity_start - equity_after)`, where `equity_start` is the "
+                                "account's equity just before the adverse move that triggered the liquidation "
+                                "(the state after the bar's funding and fill valued at the bar's mark open; for "
+                                "a gap at the open, at the previous bar's mark close) and `equity_after` what "
+                                "is left: the lost margin and the clearance fee, never negative; null when the "
+                                "result does not record them."),
+    "liquidation_deficit": ("money", "shortfall of the liquidations absorbed by the insurance fund (sum of the "
+                            "records' `deficit`: the backing balance below zero at the execution price), not "
+                            "a loss of the account; null when the result does not record liquidations."),
     "margin_calls": ("count", "number of `margin_calls` records; null when the result does not record them."),
     "event_counts": ("mapping", "record kind -> number of records in this column (every record kind "
-                     "the result has, e.g. fills, funding, rolls, settlements, rebalances)."),
+                     "the result has, e.g. fills, funding, rolls, settlements, rebalances); `fills` counts "
+                     "the executed fills only (rejected orders are `rejected_orders`)."),
     # puts (present only when the result has the series)
     "premium_spent": ("money", "option premium paid over the run: increase of the cumulative "
                       "`premium_paid` series (puts only)."),
@@ -89,6 +105,14 @@ METRIC_DOCS: dict[str, str] = {k: f"{d} [{u}]" for k, (u, d) in _DEFS.items()}
 
 METRIC_UNITS: dict[str, str] = {k: u for k, (u, _) in _DEFS.items()}
 """Metric key -> unit name (drives the template's number formatting)."""
+
+LOWER_IS_BETTER = frozenset({
+    "volatility", "max_drawdown", "max_drawdown_duration_bars", "max_drawdown_duration_days",
+    "longest_drawdown_bars", "longest_drawdown_days", "ulcer_index", "fees", "funding_paid",
+    "liquidations", "liquidation_equity_lost", "liquidation_deficit", "margin_calls", "rejected_orders",
+    "turnover", "avg_leverage", "max_leverage", "capital_added", "premium_spent",
+})
+"""Keys where a smaller value is better (they rank ascending); every other key ranks larger first."""
 
 BLOCK_KEYS = ("kind", "currency", "basis", "bar_ms", "bars_per_year", "year_days", "n_bars",
               "start_ms", "end_ms", "columns")

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from backtest.metrics import COLUMN_KEYS, METRIC_UNITS, column_labels, compute_metrics, index_ms
+from backtest.metrics import COLUMN_KEYS, LOWER_IS_BETTER, METRIC_UNITS, column_labels, compute_metrics, index_ms
 from backtest.metrics.compute import returns_and_drawdown
 from backtest.result import SimResult
 
@@ -24,13 +24,6 @@ SERIES_KEYS = ["result", "column", "col", "bar", "timestamp"]
 EVENT_KEYS = ["result", "kind", "column", "col", "bar", "timestamp"]
 DERIVED = ("return", "growth", "drawdown")
 
-# Keys where a smaller value ranks first; every other rankable key ranks larger first.
-LOWER_IS_BETTER = frozenset({
-    "volatility", "max_drawdown", "max_drawdown_duration_bars", "max_drawdown_duration_days",
-    "longest_drawdown_bars", "longest_drawdown_days", "ulcer_index", "fees", "funding_paid",
-    "liquidations", "liquidation_equity_lost", "margin_calls", "turnover", "avg_leverage",
-    "max_leverage", "capital_added", "premium_spent",
-})
 RANKABLE = tuple(k for k in COLUMN_KEYS if METRIC_UNITS[k] in
                  ("money", "fraction", "ratio", "bars", "days", "count", "leverage"))
 

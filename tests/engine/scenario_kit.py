@@ -119,8 +119,9 @@ def random_case(seed: int, n_bars: int = 36, n_cols: int = 4):
     base = INVERSE_TIERS if inverse else LINEAR_TIERS
     history = None
     if rng.random() < 0.5:
-        # a stricter table from the middle of the sample on (higher rates, same floors)
-        stricter = [dict(t, maintenanceMarginRate=t["maintenanceMarginRate"] * 2, maintAmt=None) for t in base]
+        # a stricter table from the middle of the sample on (higher rates, same floors; 1.75x
+        # keeps each rate below 1/maxLeverage, as a market spec requires)
+        stricter = [dict(t, maintenanceMarginRate=t["maintenanceMarginRate"] * 1.75, maintAmt=None) for t in base]
         history = [{"from": 0, "tiers": base}, {"from": int(ts[n_bars // 2]), "tiers": stricter}]
     lot = 1.0 if inverse else float(rng.choice([0.001, 0.0, 0.1]))
     spec = make_spec(inverse=inverse, taker=float(rng.choice([0.0, 0.0005])), lot=lot,

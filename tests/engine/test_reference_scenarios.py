@@ -673,7 +673,7 @@ def test_tier_table_in_force_at_the_bar_open(simulate):
     # From bar 2 (02:00) a stricter table applies: one tier, 2 %. Short -100 at 100, 1,000 USDT
     # cross, flat prices: bar 1 MM/MB = 0.004*10000/1000 = 0.04, LP = 11000/100.4;
     # bar 2 MM/MB = 0.02*10000/1000 = 0.2, LP = (1000 + 100*100)/(100*0.02 + 100) = 11000/102.
-    strict = [{"minNotional": 0.0, "maxNotional": None, "maintenanceMarginRate": 0.02, "maxLeverage": 50.0, "maintAmt": 0.0}]
+    strict = [{"minNotional": 0.0, "maxNotional": None, "maintenanceMarginRate": 0.02, "maxLeverage": 25.0, "maintAmt": 0.0}]
     spec = make_spec(tier_history=[{"from": 0, "tiers": LINEAR_TIERS}, {"from": T0 + 2 * HOUR, "tiers": strict}])
     s, _ = run(simulate, make_bars([FLAT] * 3), targets([-10.0, None, None]), spec,
                Account(initial_capital=1000.0, leverage=20.0))

@@ -24,6 +24,7 @@ def make_tiers(rng: np.random.Generator, inverse: bool) -> TierTable:
     bounds = np.cumsum(rng.uniform(0.5, 3.0, k)) * unit
     mmr = np.sort(rng.uniform(0.002, 0.05, k))
     maxlev = np.sort(rng.choice([5.0, 10.0, 20.0, 50.0, 100.0, 125.0], k))[::-1]
+    mmr = np.minimum(mmr, 0.9 / maxlev)  # a tier's rate is below 1/maxLeverage (else: liquidated at once)
     rows, lo = [], 0.0
     for t in range(k):
         hi = bounds[t] if t < k - 1 else 1e18

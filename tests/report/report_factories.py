@@ -15,7 +15,8 @@ FUNDING = [("bar", "i8"), ("col", "i8"), ("time", "i8"), ("rate", "f8"), ("mark"
 CALL = [("bar", "i8"), ("col", "i8"), ("price", "f8"), ("margin_ratio", "f8"), ("response", "i8"),
         ("amount", "f8")]
 LIQ = [("bar", "i8"), ("col", "i8"), ("mark_price", "f8"), ("price", "f8"), ("size", "f8"),
-       ("clearance_fee", "f8"), ("equity_before", "f8"), ("equity_after", "f8")]
+       ("clearance_fee", "f8"), ("equity_start", "f8"), ("equity_before", "f8"), ("equity_after", "f8"),
+       ("deficit", "f8")]
 
 
 def index(n: int, bar_ms: int = H, start: str = "2022-03-01") -> pd.DatetimeIndex:
@@ -81,7 +82,8 @@ def perp_result(n: int = 72, seed: int = 3) -> SimResult:
     frec = [(b, c, int(index(n)[b].value // 10**6), 0.0001, price[b], qty[c], fund[b, c])
             for b in range(0, n, 8) for c in range(2) if not (c == 1 and b >= liq_bar)]
     calls = np.array([(37, 1, price[37], 0.85, 0, 0.0), (39, 1, price[39], 0.95, 0, 0.0)], dtype=CALL)
-    liqs = np.array([(liq_bar, 1, price[liq_bar] * 1.01, price[liq_bar], -qty[1], 12.5, eq_before, 0.0)],
+    liqs = np.array([(liq_bar, 1, price[liq_bar] * 1.01, price[liq_bar], -qty[1], 12.5, eq[liq_bar - 1, 1],
+                      eq_before, 0.0, 0.0)],
                     dtype=LIQ)
     return SimResult(
         kind="perp", currency="USDT", index=index(n), columns=pd.Index(["x2", "x10"]),

@@ -158,19 +158,23 @@ def test_carry_costs_exposure_and_leverage():
 
 
 def test_records_liquidations_margin_calls_and_missing_kinds():
-    liq = np.array([(2, 0, 101.0, 100.0, 1.0, 0.5, 40.0, 0.0), (3, 0, 99.0, 98.0, 1.0, 0.5, 10.0, 4.0)],
-                   dtype=LIQ)
+    # (equity_start, equity_before, equity_after, deficit): the second record's balance was
+    # already below zero at the start (3 < 4 left after the insurance fund's 2): it costs 0
+    liq = np.array([(2, 0, 101.0, 100.0, 1.0, 0.5, 90.0, 40.0, 0.0, 0.0),
+                    (3, 0, 99.0, 98.0, 1.0, 0.0, 3.0, -2.0, 4.0, 2.0)], dtype=LIQ)
     calls = np.array([(1, 0, 99.0, 0.85, 0, 0.0)], dtype=CALL)
     res = from_equity([100.0, 90.0, 5.0, 4.0], bar_ms=H, records={"liquidations": liq, "margin_calls": calls})
     c = compute_metrics(res)["columns"]["c0"]
     assert c["liquidations"] == 2 and c["margin_calls"] == 1
     assert c["first_liquidation_ms"] == int(res.index[2].value // 10**6)
-    assert c["liquidation_equity_lost"] == 40.0 + 6.0
+    assert c["liquidation_equity_lost"] == 90.0 + 0.0  # max(0, start - after) per record
+    assert c["liquidation_deficit"] == 2.0
     assert c["event_counts"] == {"liquidations": 2, "margin_calls": 1}
     assert c["turnover"] is None  # no fills recorded
     bare = compute_metrics(from_equity([100.0, 90.0], bar_ms=H))["columns"]["c0"]
     assert bare["liquidations"] is None and bare["margin_calls"] is None
     assert bare["liquidation_equity_lost"] is None and bare["event_counts"] == {}
+    assert bare["liquidation_deficit"] is None and bare["rejected_orders"] is None
     assert "premium_spent" not in bare and "avg_delta" not in bare
 
 

@@ -151,7 +151,7 @@ def _spec(tables):
                 for lo, hi, mmr, lev in t]
 
     return MarketSpec.from_dict({
-        "symbol": "TEST/USDT:USDT", "linear": True, "inverse": False, "settle": "USDT",
+        "symbol": "TEST/USDT:USDT", "linear": True, "inverse": False, "settle": "USDT", "contractSize": 1.0,
         "tiers": rows(tables[-1][1]),
         "tier_history": [{"from": start, "tiers": rows(t)} for start, t in tables]})
 
