@@ -340,13 +340,12 @@ def test_markets_snapshot_skips_spot_symbols(fast_tmp, retry):
 
 @pytest.mark.parametrize("reported", [0, None])
 def test_markets_snapshot_never_invents_a_contract_size(fast_tmp, retry, reported):
-    # an exchange answer without a usable contract size: the snapshot keeps what was reported and
-    # says so, instead of writing 1 (which would size every order wrongly without a word)
+    # an exchange answer without a usable contract size is refused with the key named, instead of
+    # being written as 1 (which would size every order wrongly without a word)
     server = usdm_server()
     ex = usdm_exchange(server)
     ex.load_markets()
     ex.markets[SYMBOL]["contractSize"] = reported
-    res = download(ex, SYMBOL, ["markets"], root=fast_tmp, retry=retry)
-    entry = json.loads((fast_tmp / "markets" / "binanceusdm.json").read_text())["markets"][SYMBOL]
-    assert entry["contractSize"] == reported
-    assert any(f"{SYMBOL}: contractSize" in n and "set it" in n for n in res[0].notes)
+    with pytest.raises(DownloadError, match="market snapshot is invalid.*contractSize"):
+        download(ex, SYMBOL, ["markets"], root=fast_tmp, retry=retry)
+    assert not (fast_tmp / "markets" / "binanceusdm.json").exists()
