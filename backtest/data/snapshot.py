@@ -155,6 +155,7 @@ def snapshot_markets(ex: Any, symbols: list[str], store: Store, *, retry: Retry 
             "symbol": sym, "id": m.get("id"), "base": m.get("base"), "quote": m.get("quote"),
             "settle": m.get("settle"), "type": m.get("type"),
             "linear": bool(m.get("linear")), "inverse": bool(m.get("inverse")),
+            # as reported, never defaulted: the spec check refuses a missing or non-positive size
             "contractSize": _num(m.get("contractSize")),
             "taker": _num(m.get("taker")) or 0.0, "maker": _num(m.get("maker")) or 0.0,
             "precision": {"amount": _tick((m.get("precision") or {}).get("amount"), ex.precisionMode),
@@ -162,10 +163,6 @@ def snapshot_markets(ex: Any, symbols: list[str], store: Store, *, retry: Retry 
             "limits": {"amount": {"min": _num(((m.get("limits") or {}).get("amount") or {}).get("min"))},
                        "cost": {"min": _num(((m.get("limits") or {}).get("cost") or {}).get("min")) or 0.0}},
         }
-        if entry["contractSize"] is None or not entry["contractSize"] > 0:
-            # never invent one: a wrong size scales every order, fee and PnL of the market
-            notes.append(f"{sym}: contractSize {entry['contractSize']} reported by the exchange is not a positive "
-                         "number; set it by hand in the snapshot before backtesting")
         lfee = _num(info.get("liquidationFee")) if isinstance(info, dict) else None
         if lfee is not None:
             entry["liquidationFeeRate"] = lfee
