@@ -87,6 +87,11 @@ class LazyRecords(LazyMapping):
     """
 
 
+NO_MARGIN_KINDS = frozenset({"put", "inverse_product"})
+"""Result kinds whose holder posts no margin (a long option, a leveraged product's holder): they
+are never margin-called or liquidated, so their liquidation metrics are 0, not unknown."""
+
+
 @dataclass(frozen=True)
 class SimResult:
     """Outputs of one simulation.

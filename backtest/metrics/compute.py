@@ -26,7 +26,7 @@ from backtest.metrics.returns import (
     worst_day_return_1d,
 )
 from backtest.engine.enums import FillStatus
-from backtest.result import SimResult
+from backtest.result import NO_MARGIN_KINDS, SimResult
 
 BASES = ("settle", "usd")
 GREEKS = ("delta", "gamma", "vega", "theta")
@@ -131,6 +131,22 @@ def _money_total(result: SimResult, name: str, to_basis: np.ndarray) -> np.ndarr
     return np.sum(_per_bar_flow(result.series[name]) * to_basis[:, None], axis=0)
 
 
+# An account that lost this share of its capital (growth index at or below 1 - RUIN_LOSS) is
+# ruined even if what is left could still place the smallest order: -99.95 % is not a survivor.
+RUIN_LOSS = 0.999
+# relative slack of the smallest-order rule, so that float rounding of an equity at exactly the
+# threshold (10,000 x 0.0005 = 4.9999999999994) does not flip the verdict
+RUIN_RTOL = 1e-9
+
+
+def is_ruined(growth: np.ndarray, final_usd: float, min_equity_usd: float) -> bool:
+    """The ``ruined`` rule (one place): the growth index reached ``1 - RUIN_LOSS`` (99.9 % lost,
+    equity 0 included) at some bar, or the final USD equity cannot hold the smallest order the
+    market allows at the column's leverage (``min_equity_usd``)."""
+    return bool(np.any(growth <= 1.0 - RUIN_LOSS + RUIN_RTOL)) \
+        or bool(final_usd <= min_equity_usd * (1.0 + RUIN_RTOL) and min_equity_usd > 0.0)
+
+
 def ruin_inputs(result: SimResult) -> tuple[np.ndarray, np.ndarray]:
     """(final equity in USD, smallest USD equity that can still trade) per column.
 
@@ -217,7 +233,7 @@ def compute_metrics(result: SimResult, *, currency: str = "settle", bar_ms: int 
             "ulcer_index": _f(np.sqrt(np.mean(dd[:, j] ** 2))),
             "worst_bar_return": _f(np.min(r[:, j])),
             "worst_day_return": _f(worst_day_return_1d(g[:, j], open_ms)),
-            "ruined": bool(np.any(g[:, j] <= 0)) or bool(final_usd[j] < min_equity[j]),
+            "ruined": is_ruined(g[:, j], final_usd[j], min_equity[j]),
             "exposure_time": _f(np.mean(holding[:, j])),
             "avg_leverage": _f(np.nanmean(np.nan_to_num(lev[:, j], nan=0.0))),
             "max_leverage": _f(np.nanmax(np.nan_to_num(lev[:, j], nan=0.0))),
@@ -226,7 +242,7 @@ def compute_metrics(result: SimResult, *, currency: str = "settle", bar_ms: int 
             "funding_net": _f(np.sum(fund[:, j])),
             "fees": _f(fees[j]),
         }
-        c.update(_record_metrics(recs, j, to_basis, open_ms))
+        c.update(_record_metrics(recs, j, to_basis, open_ms, result.kind in NO_MARGIN_KINDS))
         if premium is not None:
             c["premium_spent"] = _f(premium[j])
         for greek in GREEKS:
@@ -261,8 +277,9 @@ def _executed(fills: np.ndarray) -> np.ndarray:
 
 
 def _record_metrics(recs: dict[str, np.ndarray], j: int, to_basis: np.ndarray,
-                    open_ms: np.ndarray) -> dict[str, Any]:
-    """Counts and sums over one column's records; null for a record kind the result lacks."""
+                    open_ms: np.ndarray, no_margin: bool) -> dict[str, Any]:
+    """Counts and sums over one column's records; null for a record kind the result lacks, except
+    liquidations and margin calls of a kind that posts no margin (``no_margin``): 0."""
     mine = {k: v[v["col"] == j] for k, v in recs.items()}
     out: dict[str, Any] = {}
     counts = {k: int(len(v)) for k, v in mine.items()}
@@ -279,7 +296,11 @@ def _record_metrics(recs: dict[str, np.ndarray], j: int, to_basis: np.ndarray,
     else:
         out.update(turnover=None, rejected_orders=None)
     liq = mine.get("liquidations")
-    if liq is None:
+    if liq is None and no_margin:
+        # a long option or a product holder posts no margin: never called, never liquidated
+        out.update(liquidations=0, first_liquidation_ms=None, liquidation_equity_lost=0.0,
+                   liquidation_deficit=0.0)
+    elif liq is None:
         out.update(liquidations=None, first_liquidation_ms=None, liquidation_equity_lost=None,
                    liquidation_deficit=None)
     else:
@@ -298,6 +319,6 @@ def _record_metrics(recs: dict[str, np.ndarray], j: int, to_basis: np.ndarray,
         out["liquidation_deficit"] = (_f(np.sum(liq["deficit"] * to_basis[liq["bar"]]))
                                       if "deficit" in names else None)
     calls = mine.get("margin_calls")
-    out["margin_calls"] = None if calls is None else int(len(calls))
+    out["margin_calls"] = (0 if no_margin else None) if calls is None else int(len(calls))
     out["event_counts"] = counts
     return out

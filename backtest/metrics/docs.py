@@ -55,8 +55,9 @@ _DEFS: dict[str, tuple[str, str]] = {
     "worst_bar_return": ("fraction", "lowest single-bar return `min(r_t)`."),
     "worst_day_return": ("fraction", "lowest return over a UTC calendar day (bars grouped by the day of "
                          "their open time; growth at the day's last bar over the previous day's last bar)."),
-    "ruined": ("bool", "whether the account was ruined: equity reached 0 at some bar (returns are 0 afterwards "
-               "and the drawdown stays 100 %), or the final equity (in USD) can no longer hold the smallest "
+    "ruined": ("bool", "whether the account was ruined: its growth index fell to 0.001 or below at some bar "
+               "(99.9 % or more of the capital lost; at equity 0 the returns are 0 afterwards and the drawdown "
+               "stays 100 %), or the final equity (in USD) can no longer hold the smallest "
                "order the market allows (minimum notional, or one lot at the last mark) at the column's "
                "leverage setting (perps; the engine states it as `meta['min_equity_usd']`)."),
     # exposure
@@ -75,19 +76,24 @@ _DEFS: dict[str, tuple[str, str]] = {
     "rejected_orders": ("count", "orders refused whole by the exchange checks (`fills` records with status "
                         "`rejected`, `excess='reject'`); null when the result has no `fills` records."),
     # margin events
-    "liquidations": ("count", "number of `liquidations` records; null when the result does not record them."),
+    "liquidations": ("count", "number of `liquidations` records; 0 for results that post no margin (puts, inverse products: never margin-called or liquidated); null when a result that "
+                     "posts margin does not record them."),
     "first_liquidation_ms": ("time", "open time of the bar of the first liquidation, int ms UTC; null when none."),
     "liquidation_equity_lost": ("money", "what the liquidations cost the account: sum over `liquidations` "
                                 "records of `max(0, equity_start - equity_after)`, where `equity_start` is the "
                                 "account's equity just before the adverse move that triggered the liquidation "
                                 "(the state after the bar's funding and fill valued at the bar's mark open; for "
                                 "a gap at the open, at the previous bar's mark close) and `equity_after` what "
-                                "is left: the lost margin and the clearance fee, never negative; null when the "
-                                "result does not record them."),
+                                "is left: the lost margin and the clearance fee, never negative; 0 for results that "
+                                "post no margin (puts, inverse products: never margin-called or liquidated); null "
+                                "when a result that posts margin does not record them."),
     "liquidation_deficit": ("money", "shortfall of the liquidations absorbed by the insurance fund (sum of the "
                             "records' `deficit`: the backing balance below zero at the execution price), not "
-                            "a loss of the account; null when the result does not record liquidations."),
-    "margin_calls": ("count", "number of `margin_calls` records; null when the result does not record them."),
+                            "a loss of the account; 0 for results that post no margin (puts, inverse products: "
+                            "never margin-called or liquidated); null when a result that posts margin does not "
+                            "record liquidations."),
+    "margin_calls": ("count", "number of `margin_calls` records; 0 for results that post no margin (puts, inverse products: never margin-called or liquidated); null when a result that "
+                     "posts margin does not record them."),
     "event_counts": ("mapping", "record kind -> number of records in this column (every record kind "
                      "the result has, e.g. fills, funding, rolls, settlements, rebalances); `fills` counts "
                      "the executed fills only (rejected orders are `rejected_orders`)."),

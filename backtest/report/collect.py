@@ -203,20 +203,23 @@ def _empty_events() -> pd.DataFrame:
 
 
 def rank(results_doc: dict, rank_by: str) -> list[dict]:
-    """Rank every (result, column) by the USD metric ``rank_by``; null values rank last, ties by
-    USD total return (higher first), then by result and column order."""
+    """Rank every (result, column) by the USD metric ``rank_by``: surviving columns before ruined
+    ones, then by the value (null values last), ties by USD total return (higher first), then by
+    result and column order."""
     lower = rank_by in LOWER_IS_BETTER
     rows = []
     order = 0
     for name, res in results_doc.items():
         for label, m in res["usd"]["columns"].items():
             rows.append({"result": name, "column": label, "value": m.get(rank_by),
-                         "_tie": m.get("total_return"), "_order": order})
+                         "_tie": m.get("total_return"), "_ruined": m.get("ruined"), "_order": order})
             order += 1
 
     def key(r: dict) -> tuple:
+        # a ruined column ranks after every surviving one, whatever the metric: stopped early, it
+        # pays no more fees or funding and holds no leverage, which would otherwise look best
         v, t = r["value"], r["_tie"]
-        return (v is None, (v if lower else -v) if v is not None else 0.0,
+        return (bool(r["_ruined"]), v is None, (v if lower else -v) if v is not None else 0.0,
                 -t if t is not None else math.inf, r["_order"])
 
     rows.sort(key=key)

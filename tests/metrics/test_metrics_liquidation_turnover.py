@@ -114,10 +114,8 @@ def test_ruined_when_what_is_left_cannot_hold_the_smallest_order():
     assert res.meta["min_equity_usd"] == [10.0]
     assert c["ruined"] is True
     assert c["liquidation_equity_lost"] == pytest.approx(9_995.0, rel=1e-12)
-    # without a minimum notional the smallest order is one lot (0.001 at 120 = 0.12 USDT, 0.012
-    # of margin at 10x): 5 USDT can still trade, so the same loss is not ruin
-    free = _cols(_isolated_liquidation(min_notional=0.0, target=-9.995))["0"]
-    assert free["final_equity"] == pytest.approx(5.0, rel=1e-9) and free["ruined"] is False
+    # 5 USDT at a 200x leverage setting would hold one 1,000 USDT order: the loss alone (99.95 %)
+    # still makes it ruin (test below)
 
 
 def test_liquidation_loss_is_never_negative_on_random_runs():
@@ -137,3 +135,43 @@ def test_liquidation_loss_is_never_negative_on_random_runs():
         cost = np.maximum(liq["equity_start"] - liq["equity_after"], 0.0)
         assert np.all(cost >= liq["clearance_fee"] - 1e-9 * np.maximum(1.0, np.abs(liq["equity_start"])))
     assert seen > 0 and not math.isnan(seen)
+
+
+def test_results_that_cannot_be_liquidated_report_zero_liquidations_and_rank_with_the_survivors():
+    # a report mixes perps with puts and inverse products; a long put or a product holder posts no
+    # margin, so it is never margin-called or liquidated: 0, not null (null would rank last and put
+    # a bankrupt perp first on every liquidation metric)
+    from backtest.options import PutSettings, Underlying, simulate_puts
+
+    n = 24 * 40
+    u = Underlying.from_arrays(1_646_092_800_000 + 3_600_000 * np.arange(n), np.full(n, 30_000.0),
+                               iv=np.full(n, 0.8))
+    puts = compute_metrics(simulate_puts(u, PutSettings(vol_source="iv")), currency="usd")["columns"]
+    (p,) = puts.values()
+    assert p["liquidations"] == 0 and p["liquidation_equity_lost"] == 0.0
+    assert p["liquidation_deficit"] == 0.0 and p["margin_calls"] == 0 and p["first_liquidation_ms"] is None
+    bars = make_bars([FLAT, FLAT, (112.0, 112.0, 112.0, 112.0), (112.0, 112.0, 112.0, 112.0)])
+    bust = simulate_perp(bars, targets([-10.0, None, None, None]), make_spec(),
+                         Account(initial_capital=10_000.0, margin_mode="cross", leverage=20.0))
+    doc = {"perp": {"usd": {"columns": _cols(bust, "usd")}}, "puts": {"usd": {"columns": puts}}}
+    for key in ("liquidations", "liquidation_equity_lost", "liquidation_deficit"):
+        assert [row["result"] for row in rank(doc, key)] == ["puts", "perp"], key
+
+
+def test_a_ruined_column_ranks_after_every_surviving_one_whatever_the_metric():
+    # a column stopped by a liquidation at its first bars pays no more fees, funding or leverage:
+    # on those keys it would otherwise look best
+    cols = {"ruined": {"fees": 1.0, "avg_leverage": 0.1, "calmar": 9.0, "total_return": -1.0, "ruined": True},
+            "alive": {"fees": 50.0, "avg_leverage": 3.0, "calmar": 0.5, "total_return": 0.2, "ruined": False}}
+    doc = {"r": {"usd": {"columns": cols}}}
+    for key in ("fees", "avg_leverage", "calmar"):
+        assert [row["column"] for row in rank(doc, key)] == ["alive", "ruined"], key
+
+
+@pytest.mark.parametrize("target, ruined", [(-9.995, True), (-9.9, False)])
+def test_losing_99_9_percent_or_more_is_ruin_whatever_the_minimum_order(target, ruined):
+    # no minimum notional, one lot of 0.001: 5 USDT (-99.95 %) could still place an order, but an
+    # account that lost 99.9 % or more of its capital is ruined; 100 USDT left (-99 %) is not
+    c = _cols(_isolated_liquidation(min_notional=0.0, target=target))["0"]
+    assert c["total_return"] == pytest.approx(target / 10.0, rel=1e-9)
+    assert c["ruined"] is ruined

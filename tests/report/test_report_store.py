@@ -154,7 +154,11 @@ def test_ranking(results):
     vals = [r["value"] for r in rows]
     usd = {(n, c): m for n, d in run.metrics["results"].items() for c, m in d["usd"]["columns"].items()}
     assert vals == [usd[(r["result"], r["column"])]["calmar"] for r in rows]
-    assert vals == sorted(vals, reverse=True)
+    ruined = [usd[(r["result"], r["column"])]["ruined"] for r in rows]
+    assert any(ruined) and ruined == sorted(ruined)  # survivors first, then the ruined columns
+    for group in (False, True):
+        part = [v for v, x in zip(vals, ruined) if x is group]
+        assert part == sorted(part, reverse=True)
     asc = collect(results, title="t", rank_by="max_drawdown").metrics["comparison"]
     assert asc["order"] == "ascending"
     dd = [r["value"] for r in asc["rows"]]
