@@ -141,7 +141,7 @@ class BookBars:
         ends = {s: int(leg.timestamp[-1]) for s, leg in zip(symbols, legs)}
         if len(set(ends.values())) != 1:
             raise EngineInputError(
-                f"the instruments end at different bars {dict((s, ts_str(t)) for s, t in ends.items())}; "
+                f"the instruments end at different bars { {s: ts_str(t) for s, t in ends.items()} }; "
                 "load them with the same end (load_book_data cuts them to the common end with "
                 "allow_partial_range=True)")
         ts = np.unique(np.concatenate([leg.timestamp for leg in legs]))
