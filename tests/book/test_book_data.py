@@ -62,6 +62,12 @@ def test_btc_eth_book_equals_the_single_symbol_loads():
     assert book.notes == book[BTC].notes + book[ETH].notes  # nothing to say about the book itself
     with pytest.raises(KeyError, match=re.escape("'SOL/USDT:USDT' is not in the book")):
         book["SOL/USDT:USDT"]
+    # the fingerprint identifies the data and the book's order (run ids derive from it)
+    again = load_book_data(EX, [BTC, ETH], "1h", "2022-01-01", "2022-02-01", root=SAMPLE_ROOT)
+    swapped = load_book_data(EX, [ETH, BTC], "1h", "2022-01-01", "2022-02-01", root=SAMPLE_ROOT)
+    shorter = load_book_data(EX, [BTC, ETH], "1h", "2022-01-01", "2022-01-31", root=SAMPLE_ROOT)
+    assert again.fingerprint == book.fingerprint
+    assert len({book.fingerprint, swapped.fingerprint, shorter.fingerprint}) == 3
 
 
 def test_a_later_listing_starts_at_its_first_stored_bar(tmp_path):
