@@ -11,6 +11,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backtest.book import BookBars
 from backtest.data import SAMPLE_ROOT, load_market_data
@@ -163,3 +165,47 @@ def test_a_bar_off_the_grid_is_refused():
                              bar_ms=H)
     with pytest.raises(EngineInputError, match=r"bar 2024-01-01T02:01:00\+00:00 is not a whole number of 3600000 ms"):
         BookBars.from_legs(["A"], [a])
+
+
+# --- property: any set of listings over a common calendar (with common gaps) ----------------------
+
+
+@st.composite
+def listings(draw):
+    """A calendar of bar hours (gaps allowed, common to every instrument), K = 1..4 instruments
+    each listed from one of its bars, and optionally one instrument's bar removed (a hole)."""
+    hours = sorted(draw(st.sets(st.integers(0, 40), min_size=2, max_size=25)))
+    k = draw(st.integers(1, 4))
+    firsts = [draw(st.integers(0, len(hours) - 1)) for _ in range(k)]
+    hole = draw(st.none() | st.tuples(st.integers(0, k - 1), st.integers(0, len(hours) - 1)))
+    return hours, firsts, hole
+
+
+@given(listings())
+def test_alignment_property(case):
+    hours, firsts, hole = case
+    own = [hours[f:] for f in firsts]
+    holed = None
+    if hole is not None:
+        j, i = hole
+        # removing a bar after the leg's first and before its last, which another listed leg has
+        if firsts[j] < i < len(hours) - 1 and any(f <= i for m, f in enumerate(firsts) if m != j):
+            own[j] = [h for h in own[j] if h != hours[i]]
+            holed = (j, hours[i])
+    names = [f"S{m}" for m in range(len(own))]
+    legs = [leg(h) for h in own]
+    if holed is not None:
+        when = pd.Timestamp(T0 + holed[1] * H, unit="ms", tz="UTC").isoformat()
+        with pytest.raises(EngineInputError, match=re.escape(f"S{holed[0]} has no bar at {when} ")):
+            BookBars.from_legs(names, legs)
+        return
+    book = BookBars.from_legs(names, legs)
+    start = min(firsts)
+    np.testing.assert_array_equal(book.timestamp, T0 + np.array(hours[start:]) * H)
+    assert book.first_bar.tolist() == [f - start for f in firsts]
+    opens = book.prices("open")
+    for m, f in enumerate(firsts):
+        b = f - start
+        assert np.isnan(opens[:b, m]).all()
+        np.testing.assert_array_equal(opens[b:, m], 100.0 + np.array(hours[f:]))
+        assert not book.listed[:b, m].any() and book.listed[b:, m].all()
