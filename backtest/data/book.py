@@ -153,11 +153,15 @@ def load_book_data(exchange: str, symbols: Sequence[str], timeframe: str = "1h",
 
     # 1. each symbol's first bar: a symbol stored from after the book's start is a later listing
     first = {s: _first_stored_bar(exchange, s, timeframe, root) for s in syms}
-    if start_ms is None:
-        known = [f for f in first.values() if f is not None]
-        book_start = min(known) if known else None
+    known = [f for f in first.values() if f is not None]
+    earliest = min(known) if known else None
+    # A start before every symbol's data is not a later listing but a range past the stored data:
+    # the earliest symbols keep the requested start, so that their loader refuses it (or, with
+    # allow_partial_range, notes it); the others are later listings relative to the book's start.
+    if start_ms is None or earliest is None:
+        book_start = earliest if start_ms is None else start_ms
     else:
-        book_start = start_ms
+        book_start = max(start_ms, earliest)
     book_notes: list[str] = []
     own_start: dict[str, int | None] = {}
     for s in syms:

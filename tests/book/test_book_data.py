@@ -79,6 +79,14 @@ def test_a_later_listing_starts_at_its_first_stored_bar(tmp_path):
                 "2022-01-01T00:00:00+00:00; flat and untradeable before it") in book.notes
         assert_same_data(book[ETH], load_market_data(EX, ETH, root=root, start="2022-02-01", end="2022-03-01"))
         assert not book.bars.listed[: 31 * 24, 1].any() and book.bars.listed[31 * 24:, 1].all()
+    # a start before every symbol's data: the earliest symbol's own refusal, unless allowed
+    with pytest.raises(DataValidationError, match=re.escape(f"{BTC}: ") + ".*reaches past the stored data"):
+        load_book_data(EX, [BTC, ETH], "1h", "2021-12-01", "2022-03-01", root=root)
+    book = load_book_data(EX, [BTC, ETH], "1h", "2021-12-01", "2022-03-01", root=root, allow_partial_range=True)
+    assert book.bars.first_bar.tolist() == [0, 31 * 24]
+    assert any(n.startswith(f"{BTC}: requested 2021-12-01") for n in book.notes)
+    assert any(n.startswith(f"{ETH}: listed later: its first stored bar 2022-02-01T00:00:00+00:00 is after the "
+                            "book's start 2022-01-01T00:00:00+00:00") for n in book.notes)
     # a symbol stored only from after the end has no bar in the book
     with pytest.raises(ValueError, match=re.escape(f"{ETH}: its stored bars start at 2022-02-01T00:00:00+00:00, "
                                                    "not before end 2022-01-15T00:00:00+00:00")):
