@@ -79,7 +79,8 @@ def test_the_sample_is_package_data_and_the_checkout_links_to_it():
     assert (REPO / "data" / "sample").resolve() == SAMPLE_ROOT
     assert {str(d.path.relative_to(SAMPLE_ROOT)) for d in Store(SAMPLE_ROOT).datasets()} == {
         f"binanceusdm/{s}_USDT_USDT/{f}.parquet" for s in ("BTC", "ETH") for f in ("ohlcv-1h", "mark-1h", "funding")
-    } | {"deribit/BTC-DVOL/index-1h.parquet"}
+    } | {"deribit/BTC-DVOL/index-1h.parquet", "binancecoinm/BTC_USD_BTC/ohlcv-1h.parquet",
+         "binancecoinm/BTC_USD_BTC/funding.parquet"}
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])

@@ -48,6 +48,22 @@ def main(src: Path) -> None:
             "mark_price": float("nan"),
         })
         _write(out, sym_dir / "funding.parquet")
+    # Binance COIN-M BTCUSD_PERP (BTC/USD:BTC): the source spans 2021-07-01 01:00 .. 2022-05-31 23:00,
+    # inside the cut, and is kept whole. It has no mark klines (the loader falls back to trade
+    # prices only where the user allows it) and ten missing hours, kept as they are (never filled
+    # here: the loader refuses them or, with allow_gaps, loads the bars as they are and says so).
+    sym_dir = OUT / "binancecoinm" / "BTC_USD_BTC"
+    ohlcv = _cut(pd.read_parquet(src / "binance_coinm_BTCUSD_PERP_1h_2021-07_2022-05.parquet"))
+    cols = ["timestamp", "open", "high", "low", "close", "volume"]
+    _write(ohlcv[cols].astype({"timestamp": "int64"} | {c: "float64" for c in cols[1:]}),
+           sym_dir / "ohlcv-1h.parquet")
+    fund = _cut(pd.read_parquet(src / "binance_coinm_BTCUSD_PERP_funding_8h_2021-07_2022-05.parquet"))
+    _write(pd.DataFrame({
+        "timestamp": fund["timestamp"].astype("int64"),
+        "funding_rate": fund["funding_rate"].astype("float64"),
+        "interval_hours": fund["funding_interval_hours"].astype("float64"),
+        "mark_price": float("nan"),
+    }), sym_dir / "funding.parquet")
     dvol = _cut(pd.read_parquet(src / "deribit_BTC_DVOL_1h_2021-2023.parquet"))
     cols = ["timestamp", "open", "high", "low", "close"]
     _write(dvol[cols].astype({"timestamp": "int64"} | {c: "float64" for c in cols[1:]}),
