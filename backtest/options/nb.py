@@ -147,7 +147,7 @@ def _flat_nb(out, i, c, cash, coin, S_, atm, prem, fees, recv):
 def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_bar, coin,
                      strike_mode, moneyness, target_delta, strike_step, min_days, roll_delta, roll_dte,
                      size_mode, exposure, budget, skew, fee_rate, fee_cap, dfee_rate, dfee_cap,
-                     slippage, init_cap):
+                     slippage, init_cap, cover):
     """Rolling long puts, one independent account per column.
 
     Parameters
@@ -161,6 +161,8 @@ def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_ba
     start_bar : int64 (m,), first bar at which each column may trade.
     coin : bool, coin-settled (inverse) options and a coin account if True, else USD.
     strike_mode .. init_cap : per-column parameter arrays (m,), see ``sim.PutSettings``.
+    cover : float64 (m,), coins a notional-mode purchase buys (a protective column's holding);
+        0 = size from the cash, ``exposure x cash / S``.
 
     Returns
     -------
@@ -280,7 +282,9 @@ def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_ba
                 fill = (p / F if coin else p) * (1.0 + slippage[c])
                 f1 = min(fee_rate[c] * unit, fee_cap[c] * fill)
                 per = fill + f1
-                if size_mode[c] == _NOTIONAL:
+                if size_mode[c] == _NOTIONAL and cover[c] > 0.0:
+                    want_n = cover[c]  # a protective put covers the held coins, whatever the price
+                elif size_mode[c] == _NOTIONAL:
                     want_n = exposure[c] * cash / unit
                 elif per > 0.0:
                     want_n = budget[c] * cash / per

@@ -374,13 +374,14 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
         exp = validate_expiries(expiries, int(u.timestamp[0]))
 
     hold_m = _hold_matrix(hold, n, m, hold_lag, allow_lookahead)
+    holding, entry = _holding(u.price, start_bar, a, protective)
     out, ri, rf, si, sf, status, value = simulate_puts_nb(
         close_time, u.price, vol, carry, hold_m, exp, start_bar, coin,
         a["strike_mode"], a["moneyness"], a["target_delta"], a["strike_step"], a["min_days"], a["roll_delta"],
         a["roll_dte"], a["size_mode"], a["exposure"], a["budget"], a["skew"], a["fee_rate"], a["fee_cap"],
-        a["dfee_rate"], a["dfee_cap"], a["slippage"], a["init_cap"])
+        a["dfee_rate"], a["dfee_cap"], a["slippage"], a["init_cap"], holding)
     _raise_status(status, value, u, a, exp, src_names)
-    holding, entry = _add_holding(out, u.price, start_bar, a, protective)
+    _add_holding(out, u.price, start_bar, holding, entry)
 
     cols = column_labels(values, m, columns)
     series = {name: np.ascontiguousarray(out[k]) for k, name in enumerate(E.SERIES)}
@@ -416,33 +417,39 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
                      underlying=u.price[:, 0].copy())
 
 
-def _add_holding(out: np.ndarray, price: np.ndarray, start_bar: np.ndarray, a: dict,
-                 protective: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Protective columns: add the held underlying's P&L to the kernel's output (in place).
-
-    The holding is ``Q = exposure x initial_capital / S_start`` coins (the first notional-mode
-    put's size), held from the start bar's close; it is never sold, so its P&L stays unrealised
-    and the put leg (cash, sizing, rolls) is the directional one. Per bar from the start:
-    ``equity += Q x (S_t - S_start)``, ``account_delta += Q``; ``leverage`` and
-    ``delta_exposure`` are re-derived from the new equity with the kernel's formulas.
-
-    Returns the holding ``Q`` (coins) and ``S_start`` per column (0 for directional columns).
-    """
+def _holding(price: np.ndarray, start_bar: np.ndarray, a: dict, protective: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Protective columns' held underlying: ``Q = exposure x initial_capital / S_start`` coins,
+    held from the start bar's close (the first bar with a usable volatility), and ``S_start``;
+    0 for directional columns. In notional mode every put purchase covers exactly ``Q`` coins
+    (the kernel's ``cover``), so the holding stays protected after a rally; in budget mode the
+    premium budget decides the count, as for a directional column."""
     m = start_bar.shape[0]
     holding, entry = np.zeros(m), np.zeros(m)
     for j in np.flatnonzero(protective):
         s = price[:, j if price.shape[1] > 1 else 0]
+        entry[j] = s[int(start_bar[j])]
+        holding[j] = a["exposure"][j] * a["init_cap"][j] / entry[j]
+    return holding, entry
+
+
+def _add_holding(out: np.ndarray, price: np.ndarray, start_bar: np.ndarray, holding: np.ndarray,
+                 entry: np.ndarray) -> None:
+    """Add the held underlying's P&L to the kernel's output (in place), for the columns with a
+    holding. It is never sold, so its P&L stays unrealised; the put leg's cash and rolls are the
+    kernel's. Per bar from the start: ``equity += Q x (S_t - S_start)``, ``account_delta += Q``;
+    ``leverage`` and ``delta_exposure`` are re-derived from the new equity with the kernel's
+    formulas."""
+    for j in np.flatnonzero(holding > 0.0):
+        s = price[:, j if price.shape[1] > 1 else 0]
         i0 = int(start_bar[j])
-        entry[j] = s[i0]
-        holding[j] = a["exposure"][j] * a["init_cap"][j] / s[i0]
-        eq = out[E.EQUITY, i0:, j] + holding[j] * (s[i0:] - s[i0])
+        eq = out[E.EQUITY, i0:, j] + holding[j] * (s[i0:] - entry[j])
         out[E.EQUITY, i0:, j] = eq
         out[E.EQUITY_USD, i0:, j] = eq  # USD settlement: equity is in USD
         out[E.ACCOUNT_DELTA, i0:, j] += holding[j]
         pos = eq > 0.0
         out[E.LEVERAGE, i0:, j] = np.where(pos, np.abs(out[E.NOTIONAL, i0:, j]) / np.where(pos, eq, 1.0), 0.0)
         out[E.DELTA_EXPOSURE, i0:, j] = np.where(pos, out[E.DELTA, i0:, j] * s[i0:] / np.where(pos, eq, 1.0), 0.0)
-    return holding, entry
 
 
 def _jsonable(v: Any) -> Any:

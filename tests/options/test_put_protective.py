@@ -39,29 +39,35 @@ def gbm(n: int, seed: int, vol: float = 0.8, s0: float = 30_000.0) -> np.ndarray
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_protective_equity_is_directional_equity_plus_the_holding_pnl(seed):
+def test_protective_equity_is_the_put_account_plus_the_holding_pnl(seed):
     p = gbm(24 * 95, seed)
     u = hourly("2022-03-01", p)
     grid = dict(exposure=[1.0, 0.5], moneyness=[0.9, 0.95], initial_capital=[10_000.0, 25_000.0])
     d = simulate_puts(u, PutSettings(**grid, purpose="directional", roll_dte=3))
     pr = simulate_puts(u, PutSettings(**grid, purpose="protective", roll_dte=3))
     for j in range(2):
-        s0 = p[d.meta["start_bar"][j]]
+        s0 = p[pr.meta["start_bar"][j]]
         q = grid["exposure"][j] * grid["initial_capital"][j] / s0
         assert pr.meta["protective"]["holding"][j] == pytest.approx(q, rel=1e-15)
         assert pr.meta["protective"]["entry_price"][j] == s0
-        held = np.arange(len(p)) >= d.meta["start_bar"][j]
+        held = np.arange(len(p)) >= pr.meta["start_bar"][j]
         pnl = np.where(held, q * (p - s0), 0.0)
-        np.testing.assert_allclose(pr.series["equity"][:, j], d.series["equity"][:, j] + pnl, rtol=1e-12,
+        # the put account by its cash flows (capital + received - premium - fees + value), plus the
+        # held coins' P&L
+        puts = (grid["initial_capital"][j] + pr.series["cum_received"][:, j] - pr.series["premium_paid"][:, j]
+                - pr.series["cum_fees"][:, j] + pr.series["option_value"][:, j])
+        np.testing.assert_allclose(pr.series["equity"][:, j], puts + pnl, rtol=1e-12,
                                    atol=1e-9 * grid["initial_capital"][j])
         np.testing.assert_array_equal(pr.series["equity_usd"][:, j], pr.series["equity"][:, j])
-        # the account's delta counts the holding: d(equity)/dS = Q + the puts' delta
+        # every purchase covers the holding: Q contracts
+        mine = pr.records["rolls"][(pr.records["rolls"]["col"] == j) & (pr.records["rolls"]["expiry"] >= 0)]
+        np.testing.assert_allclose(mine["contracts"], q, rtol=1e-12)
+        # the account's delta counts the holding: d(equity)/dS = Q + the puts' delta (Q puts)
         np.testing.assert_allclose(pr.series["account_delta"][:, j],
-                                   d.series["account_delta"][:, j] + np.where(held, q, 0.0), rtol=1e-12, atol=1e-12)
-        # the put leg is untouched: same rolls, same premiums
-        for name in ("premium_paid", "option_value", "position", "cum_fees"):
-            np.testing.assert_array_equal(pr.series[name][:, j], d.series[name][:, j])
-    assert len(pr.records["rolls"]) == len(d.records["rolls"])
+                                   pr.series["delta"][:, j] + np.where(held, q, 0.0), rtol=1e-12, atol=1e-12)
+        # the first purchase is the directional one (same cash, same size at the start)
+        assert pr.records["rolls"][pr.records["rolls"]["col"] == j][0]["contracts"] == pytest.approx(
+            d.records["rolls"][d.records["rolls"]["col"] == j][0]["contracts"], rel=1e-12)
 
 
 @pytest.mark.parametrize("final", [0.5, 0.6, 0.7])
@@ -132,5 +138,26 @@ def test_long_put_strategy_purpose_reaches_the_simulator():
     s0 = p[res.meta["start_bar"][1]]
     q = res.meta["protective"]["holding"][1]
     assert res.meta["protective"]["holding"][0] == 0.0
-    np.testing.assert_allclose(res.series["equity"][-1, 1] - res.series["equity"][-1, 0], q * (p[-1] - s0),
-                               rtol=1e-9)
+    assert q == pytest.approx(10_000.0 / s0, rel=1e-12)
+    # the protective column holds Q coins and Q puts; the directional one sizes from its cash
+    rolls = res.records["rolls"]
+    np.testing.assert_allclose(rolls[(rolls["col"] == 1) & (rolls["expiry"] >= 0)]["contracts"], q, rtol=1e-12)
+    assert res.series["account_delta"][-1, 1] == pytest.approx(res.series["delta"][-1, 1] + q, rel=1e-12)
+
+
+def test_every_protective_roll_covers_the_whole_holding_after_a_rally():
+    """The price doubles over four months: a directional put program sized from its cash buys
+    about half the coins at the later rolls, a protective one keeps covering the Q coins it holds
+    (otherwise half of the holding would be unprotected)."""
+    n = 24 * 125
+    p = np.linspace(30_000.0, 60_000.0, n)
+    u = hourly("2022-02-01", p)
+    pr = simulate_puts(u, PutSettings(**FLAT, purpose="protective"))
+    d = simulate_puts(u, PutSettings(**FLAT, purpose="directional"))
+    q = pr.meta["protective"]["holding"][0]
+    assert q == pytest.approx(10_000.0 / 30_000.0, rel=1e-12)
+    bought = pr.records["rolls"]["contracts"]
+    assert len(bought) >= 4
+    np.testing.assert_allclose(bought, q, rtol=1e-12)
+    later = d.records["rolls"]["contracts"][-1]
+    assert later < 0.6 * q  # cash-sized: exposure x cash / S at twice the price
