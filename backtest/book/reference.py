@@ -240,11 +240,39 @@ class _Column:
             out[k] = mk.path_price(bv.mark_open[k], self.adverse(k, bv), s if moves else 0.0)
         return out
 
-    @staticmethod
-    def first_s(pred) -> float:
-        """Smallest s in [0, 1] where the monotone predicate holds (it holds at 1)."""
+    def solve_path(self, g: int, path: int, threshold: float, bv: _BarView) -> tuple[float, dict[int, float]]:
+        """First point of the path where group g's ratio reaches ``threshold`` (it does at the
+        path's end): ``(s, marks)``. s = 0 when it already does at the opens (a gap). When one
+        mark moves (one position, or a path that moves one instrument alone) the point is
+        Binance's price formula with the others' ``TMM1``/``UPNL1`` fixed at their opens
+        (re-tiered, :func:`backtest.mechanics.liquidation_price`; for a threshold r the others'
+        maintenance enters as ``TMM1/r``); when several move together, the ratio along the path
+        is bisected to machine precision (it is monotone: see the module docstring)."""
+        if threshold >= 1.0:
+            def pred(x: float) -> bool:
+                return self.liquidatable(g, self.marks_at(g, path, x, bv), bv)
+        else:
+            def pred(x: float) -> bool:
+                return self.ratio(g, self.marks_at(g, path, x, bv), bv) >= threshold
         if pred(0.0):
-            return 0.0
+            return 0.0, self.marks_at(g, path, 0.0, bv)
+        ks = self.members(g)
+        movers = ks if path == -1 else [path]
+        if len(movers) == 1:
+            acc, (k,) = self.acc, movers
+            others = [i for i in ks if i != k]
+            p = acc.pos[k]
+            tmm = math.fsum(mk.maintenance_margin(self.ins[i].notional(acc.pos[i].contracts, bv.mark_open[i]),
+                                                  bv.tiers[i]) for i in others)
+            upnl1 = math.fsum(self.ins[i].upnl(acc.pos[i].contracts, acc.pos[i].entry, bv.mark_open[i]) for i in others)
+            lp = mk.liquidation_price(p.contracts, p.entry, self.balance(g, acc), bv.tiers[k], self.ins[k].size,
+                                      self.ins[k].inverse, other_mm=tmm / threshold, other_upnl=upnl1,
+                                      threshold=threshold)
+            if lp is not None and math.isfinite(lp) and lp > 0.0:
+                o, a = bv.mark_open[k], self.adverse(k, bv)
+                marks = self.marks_at(g, path, 0.0, bv)
+                marks[k] = lp
+                return min(1.0, max(0.0, (lp - o) / (a - o))) if a != o else 1.0, marks
         lo, hi = 0.0, 1.0
         for _ in range(BISECT_STEPS):
             mid = 0.5 * (lo + hi)
@@ -254,7 +282,7 @@ class _Column:
                 hi = mid
             else:
                 lo = mid
-        return hi
+        return hi, self.marks_at(g, path, hi, bv)
 
     # ---- events -----------------------------------------------------------------------------
 
@@ -555,8 +583,7 @@ class _Column:
             for path in self.paths(g):
                 if self.ratio(g, self.marks_at(g, path, 1.0, bv), bv) >= theta:
                     acc.in_call[g] = True
-                    s = self.first_s(lambda x: self.ratio(g, self.marks_at(g, path, x, bv), bv) >= theta)
-                    marks = self.marks_at(g, path, s, bv)
+                    s, marks = self.solve_path(g, path, theta, bv)
                     ratio_at_call = self.ratio(g, marks, bv)
                     amount = 0.0
                     if cfg.call_response == CallResponse.REDUCE:
@@ -568,8 +595,8 @@ class _Column:
         if self.members(g):
             for path in self.paths(g):
                 if self.liquidatable(g, self.marks_at(g, path, 1.0, bv), bv):
-                    s = self.first_s(lambda x: self.liquidatable(g, self.marks_at(g, path, x, bv), bv))
-                    self.liquidate(g, self.marks_at(g, path, s, bv), s, gap=s == 0.0, at_open=False, bv=bv)
+                    s, marks = self.solve_path(g, path, 1.0, bv)
+                    self.liquidate(g, marks, s, gap=s == 0.0 and self.liquidatable(g, marks, bv), at_open=False, bv=bv)
                     break
         if not self.members(g):
             return 0.0
