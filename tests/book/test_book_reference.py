@@ -217,3 +217,29 @@ def test_leg_count_refused():
     bars = BookBars.from_legs(["A", "B"], [make_bars([(100, 101, 99, 100)] * 2)] * 2)
     with pytest.raises(SettingsError, match="one Leg per instrument"):
         simulate_book_reference(bars, np.zeros((2, 2)), [make_spec()] * 2, BookSettings(legs=[Leg()] * 3))
+
+
+# ------------------------------------------------------------------------------------------
+# The book formulas of backtest.mechanics
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("wallet,upnl,fee", [(1_000.0, -900.0, 50.0), (1_000.0, -980.0, 50.0), (1_000.0, -1_200.0, 50.0)])
+def test_cross_liquidation_outcome_of_one_is_the_single_rule(wallet, upnl, fee):
+    from backtest import mechanics as mk
+    keep, deficit, charged, shares = mk.cross_liquidation_outcome(wallet, [upnl], [fee])
+    k1, d1, f1 = mk.liquidation_outcome(wallet, upnl, fee / 0.0125, 0.0125)
+    assert (keep, deficit, shares[0]) == pytest.approx((k1, d1, d1), abs=1e-12)
+    assert charged[0] == pytest.approx(f1, abs=1e-12)
+
+
+def test_cross_liquidation_outcome_two_positions_by_hand():
+    from backtest import mechanics as mk
+    # left = 1,000 - 700 - 400 = -100: nothing kept, no fee charged, the 100 deficit split 7:4
+    keep, deficit, charged, shares = mk.cross_liquidation_outcome(1_000.0, [-700.0, -400.0], [20.0, 10.0])
+    assert (keep, deficit, charged) == (0.0, 100.0, [0.0, 0.0])
+    assert shares == pytest.approx([700 / 11, 400 / 11], rel=1e-12)
+    # left = 1,000 - 700 + 100 = 400 > 30 of fees: keep 370, fees charged in full
+    keep, deficit, charged, _ = mk.cross_liquidation_outcome(1_000.0, [-700.0, 100.0], [20.0, 10.0])
+    assert (keep, deficit, charged) == (370.0, 0.0, [20.0, 10.0])
+    assert mk.path_price(100.0, 125.0, 1.0) == 125.0 and mk.path_price(100.0, 125.0, 0.0) == 100.0
+    assert mk.path_price(100.0, 125.0, 0.4) == pytest.approx(110.0, rel=1e-15)
