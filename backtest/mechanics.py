@@ -420,3 +420,90 @@ def liquidation_outcome(balance: float, upnl: float, notional: float,
     left = balance + upnl
     fee = min(fee_rate * notional, max(0.0, left))
     return max(0.0, left - fee_rate * notional), max(0.0, -left), fee
+
+
+# --------------------------------------------------------------------------------------------
+# Books: several positions in one account (cross margin across symbols)
+# --------------------------------------------------------------------------------------------
+
+def cross_account_margin(wallet: float, upnls: Iterable[float], maintenances: Iterable[float]) -> tuple[float, float]:
+    """Margin balance and maintenance margin of a cross account holding several positions.
+
+    [BN-LIQ], [BN-LIN]: in cross mode the maintenance margin and the unrealised PnL are summed
+    over every cross position sharing the margin asset: ``MB = WB + sum_i uPnL_i`` and
+    ``MM = sum_i (N_i*mmr_i - cum_i)``, each tier chosen by that position's own notional (the
+    ``maintenances`` given, from :func:`maintenance_margin`). The account is liquidated when its
+    margin ratio ``MM/MB`` (:func:`margin_ratio`) reaches 1. Isolated positions are not part of
+    it (their margin is moved out of the wallet).
+
+    Parameters
+    ----------
+    wallet : ``WB``, the cross wallet balance (settlement currency).
+    upnls, maintenances : per cross position ``uPnL_i(P_i)`` and ``MM_i(P_i)`` at each
+        position's own mark (settlement currency).
+
+    Returns
+    -------
+    ``(MB, MM)`` in the settlement currency.
+    """
+    return wallet + math.fsum(upnls), math.fsum(maintenances)
+
+
+def cross_others(upnls: Iterable[float], maintenances: Iterable[float], k: int) -> tuple[float, float]:
+    """``(TMM1, UPNL1)`` of the positions other than ``k`` of a cross account, for any contract
+    type ([BN-LIN] variable list, [BN-INV] the same in coin): the maintenance margin and the
+    unrealised PnL summed over every cross position except position ``k``. The linear-only
+    :func:`cross_other_positions` restates it from raw positions; this sums given values."""
+    upnl = [u for i, u in enumerate(upnls) if i != k]
+    mm = [x for i, x in enumerate(maintenances) if i != k]
+    return math.fsum(mm), math.fsum(upnl)
+
+
+def path_price(open_: float, adverse: float, s: float) -> float:
+    """Mark on the book's intrabar path at fraction ``s`` in [0, 1] (an engine convention, not an
+    exchange rule; docs/mechanics.md, "Books"): ``p(s) = open + s*(adverse - open)``, moving from
+    the bar's mark open toward the position's adverse mark extreme (a short's high, a long's
+    low). Every position of a cross account moves together on its own path; ``s = 1`` returns
+    the extreme itself (no rounding)."""
+    if s >= 1.0:
+        return adverse
+    if s <= 0.0:
+        return open_
+    return open_ + s * (adverse - open_)
+
+
+def cross_liquidation_outcome(wallet: float, upnls: Iterable[float],
+                              clearance_fees: Iterable[float]) -> tuple[float, float, list[float], list[float]]:
+    """What a cross account keeps when all its positions are liquidated together.
+
+    [BN-LIQ] applied to a cross account (the wallet backs every cross position): each position
+    is closed at its mark, the clearance fee on each one's liquidated notional goes to the
+    insurance fund, paid from what is left of the account, and the account's shortfall is taken
+    over by the insurance fund. With one position this is :func:`liquidation_outcome`.
+
+    Parameters
+    ----------
+    wallet : ``WB`` before the closes (settlement currency).
+    upnls : ``uPnL_i(P_i)`` of each cross position at its execution mark.
+    clearance_fees : ``liquidation_fee_rate_i * N_i(P_i)`` of each position.
+
+    Returns
+    -------
+    ``(keep, deficit, fees_charged, deficit_shares)``: ``left = WB + sum uPnL_i``;
+    ``keep = max(0, left - sum fees)``; the fees are charged in proportion to what is left,
+    ``fee_i * min(1, max(0, left)/sum fees)``; ``deficit = max(0, -left)``, shared among the
+    losing positions in proportion to their loss (equally when none lost: the wallet itself was
+    negative). ``keep = left - sum(fees_charged) + deficit``.
+    """
+    up = [float(u) for u in upnls]
+    fees = [float(f) for f in clearance_fees]
+    left = wallet + math.fsum(up)
+    total = math.fsum(fees)
+    scale = 1.0 if total <= 0.0 else min(1.0, max(0.0, left) / total)
+    charged = [f * scale for f in fees]
+    deficit = max(0.0, -left)
+    losses = [max(0.0, -u) for u in up]
+    lost = math.fsum(losses)
+    shares = ([deficit * x / lost for x in losses] if lost > 0.0
+              else [deficit / len(up) for _ in up] if up else [])
+    return max(0.0, left - total), deficit, charged, shares

@@ -1,0 +1,802 @@
+"""Slow, obvious reference simulator of a book: several perpetuals in one margin account.
+
+Plain Python loops, one column (one account) at a time, its own event loop and state, built
+from the readable formulas of :mod:`backtest.mechanics`. It implements the rules of
+docs/mechanics.md ("Books") literally, in the stated order of events within a bar, and exists so
+that the future numba book kernel can be compared against an independent implementation. With
+one instrument it gives the numbers of the single-instrument engine (tested against both
+:func:`backtest.engine.reference.simulate_reference` and the kernel).
+
+Where it solves for a point on the intrabar path it bisects to machine precision instead of
+using a closed form: the account's ``MB - MM`` is monotone along the path (each position's
+``uPnL_i - MM_i`` falls as its mark moves adversely, the maintenance slope ``mmr < 1``), so the
+first point where the ratio reaches a threshold is well defined.
+
+Do not use it for real runs: it is orders of magnitude slower than a kernel.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backtest import mechanics as mk
+from backtest.book.bars import BookBars
+from backtest.book.settings import (
+    BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar, book_arrays, book_target,
+)
+from backtest.engine.bars import EngineInputError, ts_str
+from backtest.engine.enums import FillReason, FillStatus
+from backtest.engine.nb import policy_target_nb
+from backtest.engine.reference import CHECK_RTOL, DUST_RTOL, LOT_EPS
+from backtest.engine.settings import AfterLiquidation, CallResponse, Excess, MarginMode
+from backtest.market import MarketSpec
+
+CROSS = -1          # the margin group of every cross position (isolated groups are numbered k)
+BISECT_STEPS = 200  # enough for a float in [0, 1] to reach machine precision
+
+
+def _sign(x: float) -> int:
+    return int(x > 0) - int(x < 0)
+
+
+# --------------------------------------------------------------------------------------------
+# The instruments and the settings of one column
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Instrument:
+    """One perpetual of the book (from its MarketSpec)."""
+
+    symbol: str
+    size: float
+    inverse: bool
+    lot: float
+    min_notional: float
+    liq_fee_rate: float
+
+    def value(self, price: float) -> float:
+        return mk.contract_value(price, self.size, self.inverse)
+
+    def notional(self, contracts: float, price: float) -> float:
+        return mk.position_notional(contracts, price, self.size, self.inverse)
+
+    def upnl(self, contracts: float, entry: float, price: float) -> float:
+        return mk.unrealized_pnl(contracts, entry, price, self.size, self.inverse)
+
+    def order_usd(self, contracts: float, price: float) -> float:
+        return abs(contracts) * self.size * (1.0 if self.inverse else price)
+
+    def round_lots(self, contracts: float) -> float:
+        if self.lot <= 0.0:
+            return contracts
+        n = math.floor(abs(contracts) / self.lot + LOT_EPS)
+        return _sign(contracts) * (n * self.lot) if n > 0 else 0.0
+
+    def lots(self, contracts: float) -> int:
+        return int(round(abs(contracts) / self.lot))
+
+    def same_size(self, a: float, b: float) -> bool:
+        if self.lot > 0.0:
+            return a == b
+        return abs(a - b) <= DUST_RTOL * max(abs(a), abs(b))
+
+
+@dataclass(frozen=True)
+class _LegCfg:
+    isolated: bool
+    leverage: float
+    fee_rate: float
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    """One column's settings."""
+
+    initial_capital: float
+    call_threshold: float
+    call_response: int
+    call_target: float
+    reserve: float
+    stop_after_liquidation: bool
+    reject_excess: bool
+    slippage: float
+    policy: tuple  # (kind, max_drawdown, floor, multiplier, ratchet, max_exposure)
+    alone: bool
+    legs: tuple[_LegCfg, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# State
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class _Pos:
+    contracts: float = 0.0
+    entry: float = 0.0
+    margin: float = 0.0         # M: isolated margin (0 for a cross position)
+    realised: float = 0.0       # price PnL realised by fills
+    funding: float = 0.0
+    fees: float = 0.0           # trading fees
+    liquidation: float = 0.0    # PnL realised by liquidations - clearance fees + deficit share
+    stopped: bool = False
+
+
+@dataclass
+class _Account:
+    wallet: float                    # W: the cross wallet, all cash not held as isolated margin
+    pos: list[_Pos]
+    capital_added: float
+    reserve_left: float
+    peak: float
+    prev_equity: float
+    cum_funding: float = 0.0
+    cum_fees: float = 0.0
+    in_call: dict[int, bool] = field(default_factory=dict)
+
+
+@dataclass
+class _BarView:
+    """What the column sees of bar t: per instrument its leg bar (or None before listing),
+    prices and tier table in force."""
+
+    t: int
+    leg_bar: list[int | None]
+    open: list[float]
+    mark_open: list[float]
+    mark_high: list[float]
+    mark_low: list[float]
+    mark_close: list[float]
+    prev_mark_close: list[float]
+    tiers: list[np.ndarray | None]
+
+
+class _Records:
+    def __init__(self) -> None:
+        self.fills: list[tuple] = []
+        self.funding: list[tuple] = []
+        self.margin_calls: list[tuple] = []
+        self.liquidations: list[tuple] = []
+
+
+class _Column:
+    """One account simulated over the book's bars."""
+
+    def __init__(self, j: int, ins: list[_Instrument], cfg: _Cfg, rec: _Records) -> None:
+        self.j, self.ins, self.cfg, self.rec = j, ins, cfg, rec
+        self.k = len(ins)
+        self.acc = _Account(wallet=cfg.initial_capital, pos=[_Pos() for _ in ins], capital_added=0.0,
+                            reserve_left=cfg.reserve, peak=cfg.initial_capital,
+                            prev_equity=cfg.initial_capital)
+
+    # ---- account quantities -----------------------------------------------------------------
+
+    def members(self, g: int, acc: _Account | None = None) -> list[int]:
+        """Open positions of margin group ``g`` (CROSS, or the isolated position g)."""
+        acc = acc or self.acc
+        if g == CROSS:
+            return [k for k in range(self.k) if not self.cfg.legs[k].isolated and acc.pos[k].contracts != 0.0]
+        return [g] if acc.pos[g].contracts != 0.0 else []
+
+    def groups(self) -> list[int]:
+        """The cross account first, then every isolated position in the book's order."""
+        return [CROSS] + [k for k in range(self.k) if self.cfg.legs[k].isolated]
+
+    def balance(self, g: int, acc: _Account) -> float:
+        return acc.wallet if g == CROSS else acc.pos[g].margin
+
+    def mb_mm(self, g: int, marks: dict[int, float], bv: _BarView, acc: _Account | None = None) -> tuple[float, float]:
+        acc = acc or self.acc
+        ks = self.members(g, acc)
+        upnls = [self.ins[k].upnl(acc.pos[k].contracts, acc.pos[k].entry, marks[k]) for k in ks]
+        mms = [mk.maintenance_margin(self.ins[k].notional(acc.pos[k].contracts, marks[k]), bv.tiers[k]) for k in ks]
+        if g == CROSS:
+            return mk.cross_account_margin(acc.wallet, upnls, mms)
+        return self.balance(g, acc) + upnls[0], mms[0]
+
+    def ratio(self, g: int, marks: dict[int, float], bv: _BarView, acc: _Account | None = None) -> float:
+        if not self.members(g, acc):
+            return 0.0
+        mb, mm = self.mb_mm(g, marks, bv, acc)
+        return mk.margin_ratio(mm, mb)
+
+    def liquidatable(self, g: int, marks: dict[int, float], bv: _BarView) -> bool:
+        if not self.members(g):
+            return False
+        mb, mm = self.mb_mm(g, marks, bv)
+        return mb <= mm
+
+    def equity(self, marks: list[float]) -> float:
+        """``W + sum_k (M_k + uPnL_k)`` with each open position at ``marks[k]``."""
+        acc = self.acc
+        if self.k == 1:
+            # the single-instrument engine's sum, term for term (a book of one gives its numbers)
+            p = acc.pos[0]
+            return acc.wallet + p.margin + (self.ins[0].upnl(p.contracts, p.entry, marks[0]) if p.contracts != 0.0 else 0.0)
+        parts = [acc.wallet]
+        for k, p in enumerate(acc.pos):
+            parts.append(p.margin)
+            if p.contracts != 0.0:
+                parts.append(self.ins[k].upnl(p.contracts, p.entry, marks[k]))
+        return math.fsum(parts)
+
+    # ---- the intrabar path ------------------------------------------------------------------
+
+    def adverse(self, k: int, bv: _BarView) -> float:
+        return bv.mark_high[k] if self.acc.pos[k].contracts < 0.0 else bv.mark_low[k]
+
+    def paths(self, g: int) -> list[int]:
+        """Together: one path (-1) on which every mark moves; alone: one path per position."""
+        ks = self.members(g)
+        return list(ks) if (g == CROSS and self.cfg.alone and len(ks) > 1) else [-1]
+
+    def marks_at(self, g: int, path: int, s: float, bv: _BarView) -> dict[int, float]:
+        out = {}
+        for k in self.members(g):
+            moves = path == -1 or path == k
+            out[k] = mk.path_price(bv.mark_open[k], self.adverse(k, bv), s if moves else 0.0)
+        return out
+
+    def solve_path(self, g: int, path: int, threshold: float, bv: _BarView) -> tuple[float, dict[int, float]]:
+        """First point of the path where group g's ratio reaches ``threshold`` (it does at the
+        path's end): ``(s, marks)``. s = 0 when it already does at the opens (a gap). When one
+        mark moves (one position, or a path that moves one instrument alone) the point is
+        Binance's price formula with the others' ``TMM1``/``UPNL1`` fixed at their opens
+        (re-tiered, :func:`backtest.mechanics.liquidation_price`; for a threshold r the others'
+        maintenance enters as ``TMM1/r``); when several move together, the ratio along the path
+        is bisected to machine precision (it is monotone: see the module docstring)."""
+        if threshold >= 1.0:
+            def pred(x: float) -> bool:
+                return self.liquidatable(g, self.marks_at(g, path, x, bv), bv)
+        else:
+            def pred(x: float) -> bool:
+                return self.ratio(g, self.marks_at(g, path, x, bv), bv) >= threshold
+        if pred(0.0):
+            return 0.0, self.marks_at(g, path, 0.0, bv)
+        ks = self.members(g)
+        movers = ks if path == -1 else [path]
+        if len(movers) == 1:
+            acc, (k,) = self.acc, movers
+            others = [i for i in ks if i != k]
+            p = acc.pos[k]
+            tmm = math.fsum(mk.maintenance_margin(self.ins[i].notional(acc.pos[i].contracts, bv.mark_open[i]),
+                                                  bv.tiers[i]) for i in others)
+            upnl1 = math.fsum(self.ins[i].upnl(acc.pos[i].contracts, acc.pos[i].entry, bv.mark_open[i]) for i in others)
+            lp = mk.liquidation_price(p.contracts, p.entry, self.balance(g, acc), bv.tiers[k], self.ins[k].size,
+                                      self.ins[k].inverse, other_mm=tmm / threshold, other_upnl=upnl1,
+                                      threshold=threshold)
+            if lp is not None and math.isfinite(lp) and lp > 0.0:
+                o, a = bv.mark_open[k], self.adverse(k, bv)
+                marks = self.marks_at(g, path, 0.0, bv)
+                marks[k] = lp
+                return min(1.0, max(0.0, (lp - o) / (a - o))) if a != o else 1.0, marks
+        lo, hi = 0.0, 1.0
+        for _ in range(BISECT_STEPS):
+            mid = 0.5 * (lo + hi)
+            if mid <= lo or mid >= hi:
+                break
+            if pred(mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi, self.marks_at(g, path, hi, bv)
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def pay_funding(self, k: int, e: int, bars: BookBars, bv: _BarView) -> None:
+        p = self.acc.pos[k]
+        if p.contracts == 0.0:
+            return
+        leg = bars.legs[k]
+        mark, rate = float(leg.fe_mark[e]), float(leg.fe_rate[e])
+        amount = mk.funding_cash_flow(p.contracts, mark, rate, self.ins[k].size, self.ins[k].inverse)
+        if self.cfg.legs[k].isolated:
+            p.margin += amount
+        else:
+            self.acc.wallet += amount
+        p.funding += amount
+        self.acc.cum_funding += amount
+        self.rec.funding.append((bv.t, self.j, k, int(leg.fe_time[e]), rate, mark, p.contracts, amount))
+
+    def execute(self, acc: _Account, k: int, new_c: float, price: float, keep_isolated_margin: bool = False) -> float:
+        """Trade instrument k to ``new_c`` at ``price`` in account ``acc``; returns the fee.
+
+        Realised PnL and the fee go to W; isolated margin: an increase moves ``dN/L`` from W to
+        M_k, a reduction releases the closed fraction of M_k, a flip releases all of it then
+        allocates ``N(C*)/L``. ``keep_isolated_margin`` (a margin-call cut): M_k and the cut's
+        realised PnL stay with the smaller position (all of it returns to W on a full close)."""
+        p, ct, leg = acc.pos[k], self.ins[k], self.cfg.legs[k]
+        c = p.contracts
+        d = new_c - c
+        if d == 0.0:
+            return 0.0
+        v = ct.value(price)
+        fee = leg.fee_rate * abs(d) * v
+        if c != 0.0 and _sign(d) != _sign(c):
+            closed = min(abs(d), abs(c))
+            realised = ct.upnl(_sign(c) * closed, p.entry, price)
+            p.realised += realised
+            if leg.isolated and keep_isolated_margin:
+                p.margin += realised
+            else:
+                acc.wallet += realised
+            if leg.isolated and (not keep_isolated_margin or new_c == 0.0):
+                release = p.margin if closed >= abs(c) else p.margin * closed / abs(c)
+                p.margin -= release
+                acc.wallet += release
+            if new_c != 0.0 and _sign(new_c) != _sign(c):
+                p.entry = price
+                if leg.isolated:
+                    alloc = abs(new_c) * v / leg.leverage
+                    acc.wallet -= alloc
+                    p.margin += alloc
+            elif new_c == 0.0:
+                p.entry = 0.0
+        else:
+            if c == 0.0:
+                p.entry = price
+            elif ct.inverse:
+                p.entry = (abs(c) + abs(d)) / (abs(c) / p.entry + abs(d) / price)
+            else:
+                p.entry = (abs(c) * p.entry + abs(d) * price) / (abs(c) + abs(d))
+            if leg.isolated:
+                alloc = abs(d) * v / leg.leverage
+                acc.wallet -= alloc
+                p.margin += alloc
+        acc.wallet -= fee
+        p.fees += fee
+        acc.cum_fees += fee
+        p.contracts = new_c
+        return fee
+
+    def liquidate(self, g: int, marks: dict[int, float], s: float, gap: bool, at_open: bool,
+                  bv: _BarView) -> None:
+        """Close every position of group g at its mark in ``marks`` (Binance: the account is
+        liquidated as a whole; the clearance fee on each position)."""
+        acc, cfg = self.acc, self.cfg
+        ks = self.members(g)
+        ins = self.ins
+        upnls = [ins[k].upnl(acc.pos[k].contracts, acc.pos[k].entry, marks[k]) for k in ks]
+        mms = [mk.maintenance_margin(ins[k].notional(acc.pos[k].contracts, marks[k]), bv.tiers[k]) for k in ks]
+        clear = [ins[k].liq_fee_rate * ins[k].notional(acc.pos[k].contracts, marks[k]) for k in ks]
+        # the other positions of the account at their mark opens (the state the path starts from)
+        base = list(bv.mark_open)
+        start = list(bv.prev_mark_close if at_open else bv.mark_open)
+        at_marks = [marks.get(k, base[k]) for k in range(self.k)]
+        equity_start = self.equity([start[k] if bv.leg_bar[k] is not None else 0.0 for k in range(self.k)])
+        equity_before = self.equity(at_marks)
+        triggers = []
+        for i, k in enumerate(ks):
+            p = acc.pos[k]
+            if g == CROSS:
+                other_mm, other_upnl = mk.cross_others(upnls, mms, i)
+            else:
+                other_mm, other_upnl = 0.0, 0.0
+            lp = mk.liquidation_price(p.contracts, p.entry, self.balance(g, acc), bv.tiers[k], ins[k].size,
+                                      ins[k].inverse, other_mm=other_mm, other_upnl=other_upnl)
+            triggers.append(lp if (lp is not None and math.isfinite(lp) and lp > 0.0) else marks[k])
+        if g == CROSS:
+            keep, _, charged, shares = mk.cross_liquidation_outcome(acc.wallet, upnls, clear)
+            acc.wallet = keep
+        else:
+            keep, deficit, fee = mk.liquidation_outcome(acc.pos[g].margin, upnls[0],
+                                                        ins[g].notional(acc.pos[g].contracts, marks[g]),
+                                                        ins[g].liq_fee_rate)
+            charged, shares = [fee], [deficit]
+            acc.wallet += keep
+            acc.pos[g].margin = 0.0
+        sizes = []
+        for i, k in enumerate(ks):
+            p = acc.pos[k]
+            sizes.append(p.contracts)
+            p.liquidation += upnls[i] - charged[i] + shares[i]
+            acc.cum_fees += charged[i]
+            p.contracts, p.entry = 0.0, 0.0
+        acc.in_call[g] = False
+        equity_after = self.equity(at_marks)
+        for i, k in enumerate(ks):
+            self.rec.liquidations.append((bv.t, self.j, k, s, triggers[i], marks[k], sizes[i], charged[i],
+                                          shares[i], int(gap), equity_start, equity_before, equity_after))
+        if cfg.stop_after_liquidation:
+            stop = [k for k in range(self.k) if not cfg.legs[k].isolated] if g == CROSS else [g]
+            for k in stop:
+                acc.pos[k].stopped = True
+
+    # ---- step 3: orders at the open -----------------------------------------------------------
+
+    def order_allowed(self, k: int, new_c: float, price: float, bv: _BarView) -> bool:
+        """Exchange checks of an order that adds exposure on instrument k, on the account as it
+        is now (after the bar's earlier fills): (a) tier cap ``N_k(C*) <= Ncap_k``; (b) available
+        margin: cross, ``sum_{other cross} N_j/L_j + N_k(C*)/L_k + fee <= W + sum_cross uPnL``;
+        isolated, the single-instrument rule against ``W + sum_cross (uPnL_j - N_j/L_j)``.
+        Other positions are valued at their trade opens."""
+        acc, ct, leg = self.acc, self.ins[k], self.cfg.legs[k]
+        p = acc.pos[k]
+        c = p.contracts
+        v = ct.value(price)
+        n_new = abs(new_c) * v
+        ncap = mk.max_notional_at_leverage(bv.tiers[k], leg.leverage)
+        if not _fits(n_new, ncap):
+            return False
+        fee = leg.fee_rate * abs(new_c - c) * v
+        others = [i for i in self.members(CROSS) if i != k]
+        upnl = math.fsum(self.ins[i].upnl(acc.pos[i].contracts, acc.pos[i].entry, bv.open[i]) for i in others)
+        im = math.fsum(self.ins[i].notional(acc.pos[i].contracts, bv.open[i]) / self.cfg.legs[i].leverage
+                       for i in others)
+        if not leg.isolated:
+            return _fits(im + n_new / leg.leverage + fee, acc.wallet + upnl + ct.upnl(c, p.entry, bv.open[k]))
+        free = acc.wallet + (upnl - im)
+        if c == 0.0 or _sign(new_c) == _sign(c):
+            return _fits((abs(new_c) - abs(c)) * v / leg.leverage + fee, free)
+        w_after_close = acc.wallet + p.margin + ct.upnl(c, p.entry, price) - leg.fee_rate * abs(c) * v + (upnl - im)
+        return _fits(n_new / leg.leverage + leg.fee_rate * abs(new_c) * v, w_after_close)
+
+    def largest_allowed(self, k: int, desired: float, price: float, bv: _BarView) -> float:
+        """Largest lot-rounded size toward ``desired`` that passes the checks (bisection: the
+        checks' need grows with the size); never below the current position on the same side."""
+        ct = self.ins[k]
+        c = self.acc.pos[k].contracts
+        side = _sign(desired)
+        lower = abs(c) if (c != 0.0 and _sign(c) == side) else 0.0
+
+        def ok(size: float) -> bool:
+            return self.order_allowed(k, side * size, price, bv)
+
+        if ct.lot > 0.0:
+            lo, hi = ct.lots(lower), ct.lots(desired)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if ok(mid * ct.lot):
+                    lo = mid
+                else:
+                    hi = mid
+            return side * (lo * ct.lot) if lo > 0 else 0.0
+        lo_q, hi_q = lower, abs(desired)
+        for _ in range(BISECT_STEPS):
+            mid = 0.5 * (lo_q + hi_q)
+            if mid <= lo_q or mid >= hi_q:
+                break
+            if ok(mid):
+                lo_q = mid
+            else:
+                hi_q = mid
+        return side * lo_q
+
+    def orders(self, targets: list[float], bv: _BarView) -> None:
+        """Size every instrument's order from the account's equity at the trade opens, then
+        execute the reductions (in the book's order), then the increases, opens and flips, each
+        checked against the account as the earlier fills left it."""
+        acc, cfg = self.acc, self.cfg
+        e_open = self.equity([bv.open[k] if bv.leg_bar[k] is not None else 0.0 for k in range(self.k)])
+        pending = []
+        for k in range(self.k):
+            raw = targets[k]
+            if math.isnan(raw) or bv.leg_bar[k] is None or acc.pos[k].stopped:
+                continue
+            kind, mdd, floor, mult, ratchet, max_exp = cfg.policy
+            target = float(policy_target_nb(raw, kind, mdd, floor, mult, ratchet, max_exp,
+                                            acc.prev_equity, acc.peak, cfg.initial_capital))
+            ct = self.ins[k]
+            desired = 0.0 if e_open <= DUST_RTOL * cfg.initial_capital else \
+                ct.round_lots(target * e_open / ct.value(bv.open[k]))
+            c = acc.pos[k].contracts
+            if ct.same_size(desired, c):
+                continue
+            d = desired - c
+            price = bv.open[k] * (1.0 + cfg.slippage * _sign(d))
+            if desired != 0.0 and ct.order_usd(d, price) < ct.min_notional:
+                continue
+            pending.append((k, desired, price))
+        reductions = [o for o in pending if not _adds_exposure(acc.pos[o[0]].contracts, o[1])]
+        increases = [o for o in pending if _adds_exposure(acc.pos[o[0]].contracts, o[1])]
+        for k, desired, price in reductions:
+            d = desired - acc.pos[k].contracts
+            fee = self.execute(acc, k, desired, price)
+            self.rec.fills.append((bv.t, self.j, k, price, d, self.ins[k].notional(d, price), fee,
+                                   FillStatus.FILLED, FillReason.TARGET))
+        for k, desired, price in increases:
+            ct = self.ins[k]
+            c = acc.pos[k].contracts
+            d = desired - c
+            status = FillStatus.FILLED
+            if not self.order_allowed(k, desired, price, bv):
+                if cfg.reject_excess:
+                    self.rec.fills.append((bv.t, self.j, k, price, d, ct.notional(d, price), 0.0,
+                                           FillStatus.REJECTED, FillReason.TARGET))
+                    continue
+                desired = self.largest_allowed(k, desired, price, bv)
+                if ct.same_size(desired, c):
+                    desired = c
+                if desired != 0.0 and ct.order_usd(desired - c, price) < ct.min_notional:
+                    desired = c
+                d = desired - c
+                status = FillStatus.CLIPPED
+            fee = self.execute(acc, k, desired, price)
+            self.rec.fills.append((bv.t, self.j, k, price, d, ct.notional(d, price), fee, status, FillReason.TARGET))
+
+    # ---- step 5: margin call and liquidation on the intrabar path -------------------------------
+
+    def reduce_for_call(self, g: int, marks: dict[int, float], bv: _BarView) -> None:
+        """Cut every position of group g by one common fraction (each lot-rounded) to the
+        largest size whose ratio at the call marks, after the fills (slippage, fees; isolated:
+        margin and the cut's PnL kept with the position), is at most the call target."""
+        acc, cfg = self.acc, self.cfg
+        ks = self.members(g)
+        mb, _ = self.mb_mm(g, marks, bv)
+        if mb <= 0.0:
+            return  # nothing left to protect; the liquidation check decides
+
+        def sizes(q: float) -> dict[int, float]:
+            out = {}
+            for k in ks:
+                c = acc.pos[k].contracts
+                out[k] = self.ins[k].round_lots(c * q) if q < 1.0 else c
+            return out
+
+        def price_of(k: int, new_c: float) -> float:
+            return marks[k] * (1.0 + cfg.slippage * _sign(new_c - acc.pos[k].contracts))
+
+        def ratio_after(q: float) -> float:
+            trial = copy.deepcopy(acc)
+            for k, new_c in sizes(q).items():
+                self.execute(trial, k, new_c, price_of(k, new_c), keep_isolated_margin=True)
+            return self.ratio(g, marks, bv, trial)
+
+        lo, hi = 0.0, 1.0
+        for _ in range(BISECT_STEPS):
+            mid = 0.5 * (lo + hi)
+            if mid <= lo or mid >= hi:
+                break
+            if ratio_after(mid) <= cfg.call_target:
+                lo = mid
+            else:
+                hi = mid
+        for k, new_c in sizes(lo).items():
+            price = price_of(k, new_c)
+            d = new_c - acc.pos[k].contracts
+            fee = self.execute(acc, k, new_c, price, keep_isolated_margin=True)
+            self.rec.fills.append((bv.t, self.j, k, price, d, self.ins[k].notional(d, price), fee,
+                                   FillStatus.FILLED, FillReason.MARGIN_CALL))
+
+    def top_up_for_call(self, g: int, marks: dict[int, float], bv: _BarView) -> float:
+        acc = self.acc
+        mb, mm = self.mb_mm(g, marks, bv)
+        x = max(0.0, min(mm / self.cfg.call_target - mb, acc.reserve_left))
+        if g == CROSS:
+            acc.wallet += x
+        else:
+            acc.pos[g].margin += x
+        acc.capital_added += x
+        acc.reserve_left -= x
+        return x
+
+    def margin_check(self, g: int, bv: _BarView) -> float:
+        """Step 5 for group g; returns its ratio at the end of the adverse path afterwards."""
+        acc, cfg = self.acc, self.cfg
+        theta = cfg.call_threshold
+        if not self.members(g):
+            return 0.0
+        if not acc.in_call.get(g, False):
+            for path in self.paths(g):
+                if self.ratio(g, self.marks_at(g, path, 1.0, bv), bv) >= theta:
+                    acc.in_call[g] = True
+                    s, marks = self.solve_path(g, path, theta, bv)
+                    ratio_at_call = self.ratio(g, marks, bv)
+                    amount = 0.0
+                    if cfg.call_response == CallResponse.REDUCE:
+                        self.reduce_for_call(g, marks, bv)
+                    elif cfg.call_response == CallResponse.TOP_UP:
+                        amount = self.top_up_for_call(g, marks, bv)
+                    self.rec.margin_calls.append((bv.t, self.j, g, path, s, ratio_at_call, cfg.call_response, amount))
+                    break
+        if self.members(g):
+            for path in self.paths(g):
+                if self.liquidatable(g, self.marks_at(g, path, 1.0, bv), bv):
+                    s, marks = self.solve_path(g, path, 1.0, bv)
+                    self.liquidate(g, marks, s, gap=s == 0.0 and self.liquidatable(g, marks, bv), at_open=False, bv=bv)
+                    break
+        if not self.members(g):
+            return 0.0
+        return max(self.ratio(g, self.marks_at(g, path, 1.0, bv), bv) for path in self.paths(g))
+
+    # ---- the bar ------------------------------------------------------------------------------
+
+    def bar(self, bars: BookBars, targets: list[float], bv: _BarView, events: list[list[tuple[int, int]]],
+            out: dict[str, np.ndarray], pos_out: dict[str, np.ndarray]) -> None:
+        acc = self.acc
+        t = bv.t
+        live = [bv.leg_bar[k] is not None and not acc.pos[k].stopped for k in range(self.k)]
+        # 1. funding at the open instant, paid by the positions held going into the open
+        for k, e in events[t]:
+            if live[k] and bars.legs[k].fe_at_open[e]:
+                self.pay_funding(k, e, bars, bv)
+        # 2. gap check at the mark opens: each margin group past liquidation there
+        opens = {k: bv.mark_open[k] for k in range(self.k)}
+        for g in self.groups():
+            if self.liquidatable(g, opens, bv):
+                self.liquidate(g, {k: opens[k] for k in self.members(g)}, 0.0, gap=True, at_open=True, bv=bv)
+        # 3. orders at the open: reductions first, then increases
+        self.orders(targets, bv)
+        # 4. funding strictly inside the bar, paid by the positions after the fills
+        for k, e in events[t]:
+            if bv.leg_bar[k] is not None and not acc.pos[k].stopped and not bars.legs[k].fe_at_open[e]:
+                self.pay_funding(k, e, bars, bv)
+        # 5. margin call / liquidation on the intrabar path: the cross account, then each isolated position
+        adverse_ratio = max([self.margin_check(g, bv) for g in self.groups()])
+        # 6. valuation at the mark closes
+        self.close(bv, adverse_ratio, out, pos_out)
+
+    def close(self, bv: _BarView, adverse_ratio: float, out: dict[str, np.ndarray],
+              pos_out: dict[str, np.ndarray]) -> None:
+        acc, ins, t, j = self.acc, self.ins, bv.t, self.j
+        closes = [bv.mark_close[k] if bv.leg_bar[k] is not None else 0.0 for k in range(self.k)]
+        equity = self.equity(closes)
+        marks = {k: closes[k] for k in range(self.k)}
+        ratios = {g: self.ratio(g, marks, bv) for g in self.groups()}
+        cross = self.members(CROSS)
+        upnls = [ins[k].upnl(acc.pos[k].contracts, acc.pos[k].entry, closes[k]) for k in cross]
+        mms = [mk.maintenance_margin(ins[k].notional(acc.pos[k].contracts, closes[k]), bv.tiers[k]) for k in cross]
+        gross = []
+        for k in range(self.k):
+            p = acc.pos[k]
+            notional = p.contracts * ins[k].value(closes[k]) if p.contracts != 0.0 else 0.0
+            gross.append(abs(notional))
+            liq = 0.0
+            upnl = 0.0
+            if p.contracts != 0.0:
+                upnl = ins[k].upnl(p.contracts, p.entry, closes[k])
+                if self.cfg.legs[k].isolated:
+                    lp = mk.liquidation_price(p.contracts, p.entry, p.margin, bv.tiers[k], ins[k].size, ins[k].inverse)
+                else:
+                    other_mm, other_upnl = mk.cross_others(upnls, mms, cross.index(k))
+                    lp = mk.liquidation_price(p.contracts, p.entry, acc.wallet, bv.tiers[k], ins[k].size,
+                                              ins[k].inverse, other_mm=other_mm, other_upnl=other_upnl)
+                if lp is not None and math.isfinite(lp) and lp > 0.0:
+                    liq = lp
+            pos_out["position"][t, k, j] = p.contracts
+            pos_out["notional"][t, k, j] = notional
+            pos_out["liq_price"][t, k, j] = liq
+            pos_out["pnl_price"][t, k, j] = p.realised + upnl
+            pos_out["pnl_funding"][t, k, j] = p.funding
+            pos_out["pnl_fees"][t, k, j] = p.fees
+            pos_out["pnl_liquidation"][t, k, j] = p.liquidation
+        usd = 1.0
+        if ins[0].inverse:
+            listed = [k for k in range(self.k) if bv.leg_bar[k] is not None]
+            usd = closes[listed[0]] if listed else math.nan
+        out["equity"][t, j] = equity
+        out["equity_usd"][t, j] = equity * usd if ins[0].inverse else equity
+        out["margin_ratio"][t, j] = max(ratios.values())
+        out["margin_ratio_adverse"][t, j] = adverse_ratio
+        out["gross_leverage"][t, j] = math.fsum(gross) / equity if equity > 0.0 else 0.0
+        out["cum_funding"][t, j] = acc.cum_funding
+        out["cum_fees"][t, j] = acc.cum_fees
+        out["capital_added"][t, j] = acc.capital_added
+        for g, r in ratios.items():
+            if acc.in_call.get(g, False) and r < self.cfg.call_threshold:
+                acc.in_call[g] = False
+        acc.prev_equity = equity
+        acc.peak = max(acc.peak, equity)
+
+
+def _adds_exposure(c: float, new_c: float) -> bool:
+    if new_c == 0.0:
+        return False
+    return c == 0.0 or _sign(new_c) != _sign(c) or abs(new_c) > abs(c)
+
+
+def _fits(need: float, available: float) -> bool:
+    return need <= available + CHECK_RTOL * (abs(need) + abs(available))
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec],
+                            settings: BookSettings | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Simulate every column of a book with plain Python loops (reference for a book kernel).
+
+    Parameters
+    ----------
+    bars : K instruments on one bar index (later listings start at their first bar).
+    target : float64 (n_bars, K, n_cols) or (n_bars, K): signed target exposure of each
+        instrument as a multiple of the account's equity (negative = short); NaN keeps the
+        position. Row ``t`` is traded at bar ``t + lag``; a row that would reach an instrument
+        before its first bar must be NaN.
+    specs : one MarketSpec per instrument, in the book's order: all linear in one settlement
+        currency, or all inverse in one coin.
+    settings : account, policy, per-instrument legs and the intrabar convention.
+
+    Returns
+    -------
+    series : name -> float64 (n_bars, n_cols) for every name in ``BOOK_SERIES`` and
+        (n_bars, K, n_cols) for every name in ``POSITION_SERIES`` (money in the settlement
+        currency).
+    records : name -> structured array with ``BOOK_RECORD_DTYPES`` (``fills``, ``funding``,
+        ``margin_calls``, ``liquidations``, each with its instrument), sorted by column, bar,
+        then event order.
+    """
+    settings = settings or BookSettings()
+    if not isinstance(bars, BookBars):
+        raise EngineInputError(f"bars is a {type(bars).__name__}; give a BookBars (BookBars.from_legs)")
+    specs = list(specs)
+    if len(specs) != bars.k:
+        raise EngineInputError(f"{len(specs)} market specs for {bars.k} instruments {list(bars.symbols)}; "
+                               "give one MarketSpec per instrument, in the book's order")
+    n, kk = bars.n, bars.k
+    tgt = book_target(target, n, kk)
+    m = tgt.shape[2]
+    legs, pol, intrabar = book_arrays(settings, specs, m, n)
+    lag = int(settings.account.lag)
+    for k in range(kk):
+        rows = tgt[: max(0, int(bars.first_bar[k]) - lag), k, :]
+        if rows.size and not np.isnan(rows).all():
+            r = int(np.argmax(~np.isnan(rows).all(axis=1)))
+            raise EngineInputError(
+                f"target row {r} gives {bars.symbols[k]} an exposure at bar {r + lag} "
+                f"({ts_str(int(bars.timestamp[r + lag]))}), before its first bar {int(bars.first_bar[k])} "
+                f"({ts_str(int(bars.timestamp[bars.first_bar[k]]))}); set the target to NaN before the listing")
+
+    ins = [_Instrument(symbol=bars.symbols[k], size=s.contract_size, inverse=s.inverse, lot=s.lot_size,
+                       min_notional=s.min_notional, liq_fee_rate=s.liquidation_fee_rate) for k, s in enumerate(specs)]
+    tables = []
+    for k, s in enumerate(specs):
+        stacked, n_tiers, version = s.tier_arrays(bars.legs[k].timestamp)
+        tables.append([stacked[version[i], : n_tiers[version[i]]] for i in range(bars.legs[k].n)])
+    events: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    for k, leg in enumerate(bars.legs):
+        for e in range(leg.fe_bar.shape[0]):
+            events[int(bars.first_bar[k]) + int(leg.fe_bar[e])].append((k, e))
+    for ev in events:
+        ev.sort(key=lambda ke: (ke[0], ke[1]))
+    views = []
+    for t in range(n):
+        lb = [t - int(bars.first_bar[k]) if t >= bars.first_bar[k] else None for k in range(kk)]
+
+        def price(name: str, k: int, i: int | None) -> float:
+            return float(getattr(bars.legs[k], name)[i]) if i is not None else math.nan
+
+        views.append(_BarView(
+            t=t, leg_bar=lb,
+            open=[price("open", k, lb[k]) for k in range(kk)],
+            mark_open=[price("mark_open", k, lb[k]) for k in range(kk)],
+            mark_high=[price("mark_high", k, lb[k]) for k in range(kk)],
+            mark_low=[price("mark_low", k, lb[k]) for k in range(kk)],
+            mark_close=[price("mark_close", k, lb[k]) for k in range(kk)],
+            prev_mark_close=[price("mark_close", k, lb[k] - 1) if lb[k] else price("mark_open", k, lb[k])
+                             for k in range(kk)],
+            tiers=[tables[k][lb[k]] if lb[k] is not None else None for k in range(kk)],
+        ))
+
+    out = {name: np.zeros((n, m)) for name in BOOK_SERIES}
+    pos_out = {name: np.zeros((n, kk, m)) for name in POSITION_SERIES}
+    rec = _Records()
+    a0 = legs[0]
+    for j in range(m):
+        cfg = _Cfg(
+            initial_capital=float(a0["initial_capital"][j]),
+            call_threshold=float(a0["call_threshold"][j]),
+            call_response=int(a0["call_response"][j]),
+            call_target=float(a0["call_target"][j]),
+            reserve=float(a0["reserve"][j]),
+            stop_after_liquidation=int(a0["after_liq"][j]) == AfterLiquidation.STOP,
+            reject_excess=int(a0["excess"][j]) == Excess.REJECT,
+            slippage=float(a0["slippage"][j]),
+            policy=(int(pol["policy_kind"][j]), float(pol["max_drawdown"][j]), float(pol["floor"][j]),
+                    float(pol["multiplier"][j]), bool(pol["ratchet"][j]), float(pol["max_exposure"][j])),
+            alone=int(intrabar[j]) == Intrabar.ALONE,
+            legs=tuple(_LegCfg(isolated=int(a["margin_mode"][j]) == MarginMode.ISOLATED,
+                               leverage=float(a["leverage"][j]), fee_rate=float(a["fee_rate"][j])) for a in legs),
+        )
+        col = _Column(j, ins, cfg, rec)
+        for t in range(n):
+            row = [float(tgt[t - lag, k, j]) if t >= lag else math.nan for k in range(kk)]
+            col.bar(bars, row, views[t], events, out, pos_out)
+
+    records = {name: np.array(getattr(rec, name), dtype=dt) if getattr(rec, name) else np.empty(0, dtype=dt)
+               for name, dt in BOOK_RECORD_DTYPES.items()}
+    return {**out, **pos_out}, records
