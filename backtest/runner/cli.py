@@ -23,16 +23,12 @@ from typing import Iterator, Optional
 
 import typer
 
+from backtest.oserrors import ENV_ERRNOS
+
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT    # 130, what shells report for Ctrl-C
 EXIT_TERMINATED = 128 + signal.SIGTERM    # 143, what shells report for SIGTERM
-# OS errors that are the environment's, not a bug: the message names the path and the fix
-_ENV_ERRNOS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (disk quota)",
-               errno.EROFS: "choose a writable folder", errno.EACCES: "fix its permissions",
-               errno.EPERM: "fix its permissions"}
-
-
 class Terminated(BaseException):
     """SIGTERM arrived (``timeout``, CI cancellation, ``kill``). A BaseException, like
     KeyboardInterrupt, so every ``except BaseException`` clean-up runs on the way out."""
@@ -98,9 +94,9 @@ def _fail(exc: BaseException, debug: bool) -> None:
         text = str(exc).strip() or type(exc).__name__
         print(f"error: {text}", file=sys.stderr)
         raise typer.Exit(code=EXIT_INPUT)
-    if isinstance(exc, OSError) and exc.errno in _ENV_ERRNOS:
+    if isinstance(exc, OSError) and exc.errno in ENV_ERRNOS:
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot write{where}: {exc.strerror}; {_ENV_ERRNOS[exc.errno]} or choose another "
+        print(f"error: cannot write{where}: {exc.strerror}; {ENV_ERRNOS[exc.errno]} or choose another "
               "-o/--reports-dir", file=sys.stderr)
         raise typer.Exit(code=EXIT_INPUT)
     first = (str(exc).strip().splitlines() or [""])[0]
