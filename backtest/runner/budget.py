@@ -61,24 +61,33 @@ def _read(path: str) -> str | None:
         return None
 
 
-def available_memory() -> tuple[int | None, str]:
+def available_memory(root: str = "/") -> tuple[int | None, str]:
     """Bytes this process can still use, and where the figure comes from; (None, reason) when
     the machine does not say. The smallest of: ``MemAvailable`` of /proc/meminfo, the cgroup's
-    limit minus its usage (a container), else ``os.sysconf`` available pages."""
+    limit minus its working set (a container: usage less the reclaimable inactive page cache),
+    else ``os.sysconf`` available pages. ``root`` prefixes the /proc and /sys paths (tests)."""
     found: list[tuple[int, str]] = []
-    meminfo = _read("/proc/meminfo")
+    meminfo = _read(os.path.join(root, "proc/meminfo"))
     if meminfo:
         m = re.search(r"^MemAvailable:\s+(\d+)\s*kB", meminfo, re.M)
         if m:
             found.append((int(m[1]) * 1024, "available memory (/proc/meminfo)"))
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file, stat_file, cache_key in (
+            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat",
+             "inactive_file"),
+            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+             "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file")):
+        limit_file, usage_file, stat_file = (os.path.join(root, f.lstrip("/"))
+                                             for f in (limit_file, usage_file, stat_file))
         limit, usage = _read(limit_file), _read(usage_file)
         if limit and usage and limit.strip().isdigit() and usage.strip().isdigit():
             lim = int(limit)
             if lim < 2**60:  # cgroup v1 writes a huge number for "no limit"
-                found.append((max(lim - int(usage), 0), f"the container's memory limit ({limit_file})"))
+                # the usage counts the page cache, which the kernel reclaims before refusing memory:
+                # the working set (usage less inactive file pages) is what is really taken
+                m = re.search(rf"^{cache_key}\s+(\d+)", _read(stat_file) or "", re.M)
+                used = max(int(usage) - (int(m[1]) if m else 0), 0)
+                found.append((max(lim - used, 0), f"the container's memory limit ({limit_file})"))
     if not found:
         try:
             found.append((os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available memory (sysconf)"))

@@ -291,6 +291,8 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     run_id = cfg.run_id(f"data:{md.fingerprint}|market:{market_fp}")
     out_dir = reports / run_id
     _check_run_dir(out_dir)
+    if limit_source not in ("memory_limit", budget.ENV):
+        limit, limit_source = budget.limit_for(None)  # what is left now that the data is loaded
     need = budget.estimate(int(md.n), budget.columns_of(cfg))
     if limit is None:
         log(f"  note: memory not checked: {limit_source}")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from backtest.runner import budget
 from runner_kit import TINY_TOML, tree
 
 TIMEOUT = 180
@@ -329,3 +330,21 @@ def test_next_run_removes_stale_temporary_folders_of_its_own_only(tmp_path):
     hidden = {p.name for p in reports.iterdir() if p.name != run_dir.name}
     assert hidden == set(kept)
     assert all((reports / name / "f").read_text() == "x" for name in kept)
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_a_container_s_page_cache_is_not_counted_as_taken(tmp_path, version):
+    # a cgroup at 7.9 of its 8 GB, 6 GB of it inactive page cache the kernel reclaims first:
+    # about 6.1 GB can still be had, not 0.1 GB (the limit, not the host's 64 GB, is the bound)
+    gb = 10**9
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "meminfo").write_text(f"MemTotal: {64 * gb // 1024} kB\nMemAvailable: {60 * gb // 1024} kB\n")
+    cg = tmp_path / "sys" / "fs" / "cgroup" / ("" if version == 2 else "memory")
+    cg.mkdir(parents=True)
+    files = (("memory.max", "memory.current", "inactive_file") if version == 2 else
+             ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))
+    (cg / files[0]).write_text(f"{8 * gb}\n")
+    (cg / files[1]).write_text(f"{79 * gb // 10}\n")
+    (cg / "memory.stat").write_text(f"anon 1900000000\n{files[2]} {6 * gb}\nactive_file 1\n")
+    free, source = budget.available_memory(str(tmp_path))
+    assert free == 8 * gb - (79 * gb // 10 - 6 * gb) and "container" in source
