@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from backtest.data.marketdata import FUNDING_EVENT_COLUMNS, MarketData, funding_to_bars
 from backtest.data.resample import ResampleError, _resample_arrays
-from backtest.data.store import SAMPLE_ROOT, Store, conform, read_meta
+from backtest.data.store import SAMPLE_ROOT, Store, conform, kind_columns, read_meta
 from backtest.data.timeutil import is_calendar, iso, ms_index, parse_time, parse_timeframe
 from backtest.data.validate import (
     DataValidationError, check_candles, check_funding, check_funding_rates, check_print_marks, fmt_ranges,
@@ -52,9 +52,11 @@ def read_dataset(path: Path, kind: str, *, fix: str) -> pd.DataFrame:
     if "timestamp" in df.columns:
         ts = timestamps_to_ms(df["timestamp"], file=str(path))
         out = {"timestamp": ts}
+        known = set(sum(kind_columns(kind), []))
         for c in df.columns:
+            # a column the kind does not have is left as it is: conform names it as unexpected
             if c != "timestamp":
-                out[c] = numeric_column(df[c], ts, file=str(path), column=str(c))
+                out[c] = numeric_column(df[c], ts, file=str(path), column=str(c)) if c in known else df[c]
         df = pd.DataFrame(out)
     return conform(df, kind, where=str(path))
 

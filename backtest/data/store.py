@@ -130,6 +130,14 @@ def empty_frame(kind: str) -> pd.DataFrame:
     return out
 
 
+def kind_columns(kind: str) -> tuple[list[str], list[str]]:
+    """(required, optional) columns of a dataset kind, in the store's order."""
+    if kind == "funding":
+        return ["timestamp", "funding_rate"], ["interval_hours", "mark_price"]
+    required = ["timestamp", *PRICE_COLUMNS] + (["volume"] if kind == "ohlcv" else [])
+    return required, ([] if kind == "ohlcv" else ["volume"])
+
+
 def conform(df: pd.DataFrame, kind: str, *, where: str = "frame") -> pd.DataFrame:
     """Return ``df`` with exactly the kind's columns in order and the store's dtypes.
 
@@ -142,11 +150,7 @@ def conform(df: pd.DataFrame, kind: str, *, where: str = "frame") -> pd.DataFram
     StoreError
         On a missing or unknown column, or a null timestamp.
     """
-    if kind == "funding":
-        required, optional = ["timestamp", "funding_rate"], ["interval_hours", "mark_price"]
-    else:
-        required = ["timestamp", *PRICE_COLUMNS] + (["volume"] if kind == "ohlcv" else [])
-        optional = [] if kind == "ohlcv" else ["volume"]
+    required, optional = kind_columns(kind)
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise StoreError(f"{where}: missing column(s) {missing} for kind {kind!r}; expected {required + optional}")

@@ -75,7 +75,11 @@ def timestamps_to_ms(values: pd.Series, *, file: str, column: str = "timestamp")
     if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(s.dtype):
         if isinstance(s.dtype, pd.DatetimeTZDtype):
             s = s.dt.tz_convert("UTC").dt.tz_localize(None)
-        ns = s.astype("datetime64[ns]").to_numpy().view(np.int64)
+        try:
+            ns = s.astype("datetime64[ns]").to_numpy().view(np.int64)
+        except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime) as exc:
+            # pandas' nanosecond times end in 2262: a later time is a unit mistake, not a bar
+            raise DataValidationError(file, column, None, f"a time outside 1677..2262 ({exc})", fix) from exc
         frac = ns % 1_000_000
         if frac.any():
             i = int(np.argmax(frac != 0))

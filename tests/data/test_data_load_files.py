@@ -214,3 +214,26 @@ def test_the_cli_exits_2_with_one_line(store, tmp_path, breakage):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_datetimes_past_2262_are_named_not_a_pandas_overflow(store):
+    # datetime64[ms] holds times pandas' nanosecond datetimes cannot (a unit mistake upstream)
+    path = store.path(EX, SYM, "ohlcv", "1h")
+    df = store.read(EX, SYM, "ohlcv", "1h")
+    ms = df["timestamp"].to_numpy().copy()
+    ms[3] = 10**13 * 1000  # year ~2286 in ms
+    df["timestamp"] = ms.astype("datetime64[ms]")
+    raw_write(path, df)
+    with pytest.raises(DataValidationError, match="outside 1677..2262") as ei:
+        load_market_data(EX, SYM, root=store.root)
+    assert ei.value.file == str(path)
+
+
+def test_an_extra_text_column_is_named_as_unexpected_not_as_a_bad_number(store):
+    # files written by other tools often carry a symbol column
+    path = store.path(EX, SYM, "ohlcv", "1h")
+    df = store.read(EX, SYM, "ohlcv", "1h").assign(symbol="BTCUSDT")
+    raw_write(path, df)
+    with pytest.raises(Exception, match=r"unexpected column\(s\) \['symbol'\]") as ei:
+        load_market_data(EX, SYM, root=store.root)
+    assert str(path) in str(ei.value)
