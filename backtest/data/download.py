@@ -446,14 +446,17 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
             worst = max(gaps, key=lambda g: g[1] - g[0])
             notes.append(f"{len(gaps)} gap(s) in the exchange's data, longest {iso(worst[0])} .. {iso(worst[1])}")
     if kind == "funding":
-        holes, med = funding_holes(frame["timestamp"].to_numpy())
+        holes, med = funding_holes(frame["timestamp"].to_numpy(), frame["interval_hours"].to_numpy())
         if holes:
             notes.append(f"{len(holes)} hole(s) longer than 1.5x the funding interval around them (each print "
                          f"judged against its own stretch's interval), first {iso(holes[0][0])} .. "
                          f"{iso(holes[0][1])}")
         if len(frame) >= 2 and med > 0:
             first = int(frame["timestamp"].iloc[0])
-            if first - state["cov_from"] > 1.5 * med:
+            # judged against the first print's own interval (the median of a history whose interval
+            # changed from 8 h to 1 h would call an ordinary 8 h head a hole)
+            iv0 = float(frame["interval_hours"].iloc[0]) * HOUR_MS
+            if first - state["cov_from"] > 1.5 * (iv0 if iv0 > 0 else med):
                 # e.g. OKX serves about three months of funding history only
                 notes.append(f"the exchange has no funding print before {iso(first)} (asked from "
                              f"{iso(state['cov_from'])}); before listing, or history not served there")

@@ -349,3 +349,18 @@ def test_markets_snapshot_never_invents_a_contract_size(fast_tmp, retry, reporte
     with pytest.raises(DownloadError, match="market snapshot is invalid.*contractSize"):
         download(ex, SYMBOL, ["markets"], root=fast_tmp, retry=retry)
     assert not (fast_tmp / "markets" / "binanceusdm.json").exists()
+
+
+def test_a_funding_history_whose_interval_changed_has_no_false_head_note(fast_tmp, retry):
+    # the exchange moved the symbol from 8 h to 1 h funding: asked from START, the first print is
+    # 8 h later, an ordinary 8 h interval; the history's median spacing (1 h) would call it a hole
+    base = load_fixture("binanceusdm_BTCUSDT_2023-03-10_1h.json")["fundingRate"][0]
+    times = [START + 8 * HOUR, START + 16 * HOUR] + [START + (16 + k) * HOUR for k in range(1, 25)]
+    rows = [{**base, "fundingTime": t} for t in times]
+    fx = load_fixture("binanceusdm_BTCUSDT_2023-03-10_1h.json")
+    server = FakeBinance(klines={("/fapi/v1/klines", "BTCUSDT", "1h"): fx["klines"]},
+                         funding={("/fapi/v1/fundingRate", "BTCUSDT"): rows}, exchange_info=binance_info())
+    res = download(usdm_exchange(server), SYMBOL, ["funding"], since=START, until=START + 48 * HOUR,
+                   root=fast_tmp, retry=retry, clock=lambda: END)
+    assert res[0].rows_total == len(times)
+    assert not any("no funding print before" in n or "hole" in n for n in res[0].notes), res[0].notes
