@@ -1,7 +1,7 @@
-"""Books: several positions in one margin account (issue: books of perpetuals and puts under
-shared cross margin). Inputs (:class:`BookBars`), settings (:class:`BookSettings`, :class:`Leg`)
-and the slow reference simulator (:func:`simulate_book_reference`) live here; the numba kernel
-follows the single-instrument engine's layout."""
+"""Books: several perpetuals in one margin account under shared (cross) margin, isolated
+positions beside them. Inputs (:class:`BookBars`), settings (:class:`BookSettings`, :class:`Leg`)
+and the slow reference simulator (:func:`simulate_book_reference`) live here. There is no numba
+book kernel yet: the reference simulator is the specification it will be tested against."""
 
 from backtest.book.bars import BookBars
 from backtest.book.reference import simulate_book_reference

@@ -339,8 +339,9 @@ def load_market_data(exchange: str, symbol: str, timeframe: str = "1h", *, root:
     exchange, symbol : ccxt exchange id and symbol (``'binanceusdm'``, ``'BTC/USDT:USDT'``)
     timeframe : bar size; if the store lacks it, a finer stored timeframe that divides it is
         resampled (noted)
-    root : store root; None = the default store (``$BACKTEST_DATA_DIR`` or ``<repo>/data``),
-        falling back to the committed sample ``data/sample`` when the dataset is not there
+    root : store root; None = the default store (:func:`~backtest.data.store.default_root`:
+        ``$BACKTEST_DATA_DIR``, else ``<checkout>/data``, else ``./data``), falling back to the
+        embedded sample (``SAMPLE_ROOT``, package data) when the dataset is not there
     start, end : bar open times to keep, ``start <= open < end`` (ISO string, ms, datetime);
         a range reaching before the first or past the last stored bar is an error (the
         message gives the stored range) unless ``allow_partial_range``
