@@ -15,7 +15,7 @@ from backtest.engine.enums import RECORD_DTYPES, SERIES, fill_nb_dt, position_ch
 from backtest.engine.settings import (Account, CallResponse, Policy, SettingsError, account_arrays,
                                       lookahead_notes, policy_arrays)
 from backtest.market import TIER_MAXLEV, MarketSpec
-from backtest.result import REQUIRED_SERIES, LazyRecords, LazySeries, SimResult
+from backtest.result import LazyRecords, LazySeries, SimResult
 
 
 def _bars_from(data: Any) -> PerpBars:
@@ -175,7 +175,7 @@ def simulate_perp(
     fpos = POOL.empty((m, nfe), np.float64, zero=True)  # the position that paid each print (0: none)
     counts = (nb.simulate_sparse_nb if sparse else nb.simulate_dense_nb)(
         bars.open, bars.mark_open, bars.mark_high, bars.mark_low, bars.mark_close,
-        bars.fe_bar, bars.fe_time, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
+        bars.fe_bar, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
         tflat, trs, tcs, lag, bool(spec.inverse), float(spec.contract_size), float(spec.lot_size),
         float(spec.min_notional), float(spec.liquidation_fee_rate),
         tiers, ntiers, tier_ver,

@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 from typing import Any
 
-from backtest.runner.config import PerpConfig, RunConfig, StrategyConfig
+from backtest.runner.config import ConfigError, PerpConfig, RunConfig, StrategyConfig
 
 
 def unknown_fields(cls: type, values: dict[str, Any], where: str) -> list[str]:
@@ -148,11 +148,9 @@ def check_settings(cfg: RunConfig) -> list[str]:
     return out
 
 
-def settings_error(problems: list[str]) -> "ConfigError":
+def settings_error(problems: list[str]) -> ConfigError:
     """One :class:`ConfigError` for many ``'<key path>: <reason>'`` problems: a first line naming
     every path, then one indented line per problem."""
-    from backtest.runner.config import ConfigError
-
     paths = list(dict.fromkeys(p.split(": ", 1)[0] for p in problems))
     body = "\n".join("  " + p.replace("\n", "\n    ") for p in problems)
     return ConfigError(f"{len(problems)} problem(s) in the run's settings: {', '.join(paths)}\n{body}")
