@@ -194,7 +194,7 @@ def _expected_missing(a: int, b: int, t: np.ndarray, iv_ms: np.ndarray) -> list[
     return out
 
 
-def _fmt_prints(times: list[int], interval_ms: np.ndarray | None = None, limit: int = 6) -> str:
+def _fmt_prints(times: list[int], limit: int = 6) -> str:
     """Every missing print: each run of consecutive ones listed, or, for a long run, its first
     and last time and the count (minute precision)."""
     if len(times) <= limit:

@@ -225,7 +225,7 @@ def _new_temp(folder: Path, prefix: str) -> Path:
     raise FileExistsError(errno.EEXIST, f"no free temporary file name in {folder}")  # pragma: no cover
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write ``path`` atomically: ``write(tmp)`` into a temporary file in the same folder,
     fsync it, then :func:`os.replace` it over ``path``. On any error the temporary file is
     removed and ``path`` is untouched. The file's mode is ``0o666`` less the process umask."""
@@ -412,7 +412,7 @@ class Store:
 
     def datasets(self) -> list[DatasetInfo]:
         """Every dataset under the root."""
-        out = []
+        out: list[DatasetInfo] = []
         if not self.root.is_dir():
             return out
         for path in sorted(self.root.glob("*/*/*.parquet")):

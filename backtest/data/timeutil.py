@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from typing import overload
 
 _UNIT_MS = {
     "s": 1_000,
@@ -45,6 +46,10 @@ def is_calendar(timeframe: str) -> bool:
     return timeframe[-1] in CALENDAR_UNITS
 
 
+@overload
+def parse_time(value: None, *, name: str = "time") -> None: ...
+@overload
+def parse_time(value: str | int | float | datetime, *, name: str = "time") -> int: ...
 def parse_time(value: str | int | float | datetime | None, *, name: str = "time") -> int | None:
     """Parse a user-given instant into int64 milliseconds UTC.
 

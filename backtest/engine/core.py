@@ -13,9 +13,9 @@ from backtest.engine.bars import EngineInputError, PerpBars
 from backtest.engine.buffers import POOL
 from backtest.engine.enums import RECORD_DTYPES, SERIES, fill_nb_dt, position_change_dt
 from backtest.engine.settings import (Account, CallResponse, Policy, SettingsError, account_arrays,
-                                      lookahead_notes, policy_arrays)
+                                      lookahead_notes, per_column_fields, policy_arrays)
 from backtest.market import TIER_MAXLEV, MarketSpec
-from backtest.result import REQUIRED_SERIES, LazyRecords, LazySeries, SimResult
+from backtest.result import LazyRecords, LazySeries, SimResult
 
 
 def _bars_from(data: Any) -> PerpBars:
@@ -104,15 +104,11 @@ def simulate_perp(
     m_candidates = [tgt.shape[1]]
     if columns is not None:
         m_candidates.append(len(columns))
-    for f in ("initial_capital", "margin_mode", "leverage", "margin_call_threshold", "margin_call_response",
-              "margin_call_target", "reserve", "after_liquidation", "excess", "fee_rate", "slippage"):
-        v = getattr(account, f)
-        if v is not None and not isinstance(v, str) and np.ndim(v) == 1:
-            m_candidates.append(len(v))
-    for f in ("kind", "max_drawdown", "floor", "multiplier", "ratchet", "max_exposure"):
-        v = getattr(policy, f)
-        if not isinstance(v, str) and np.ndim(v) == 1:
-            m_candidates.append(len(v))
+    for settings in (account, policy):  # a list in any per-column setting gives the number of columns
+        for f in per_column_fields(type(settings)):
+            v = getattr(settings, f)
+            if v is not None and not isinstance(v, str) and np.ndim(v) == 1:
+                m_candidates.append(len(v))
     m = max(m_candidates)
     if tgt.shape[1] not in (1, m):
         raise EngineInputError(f"target has {tgt.shape[1]} columns but the settings give {m}; give 1 or {m}")
@@ -175,7 +171,7 @@ def simulate_perp(
     fpos = POOL.empty((m, nfe), np.float64, zero=True)  # the position that paid each print (0: none)
     counts = (nb.simulate_sparse_nb if sparse else nb.simulate_dense_nb)(
         bars.open, bars.mark_open, bars.mark_high, bars.mark_low, bars.mark_close,
-        bars.fe_bar, bars.fe_time, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
+        bars.fe_bar, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
         tflat, trs, tcs, lag, bool(spec.inverse), float(spec.contract_size), float(spec.lot_size),
         float(spec.min_notional), float(spec.liquidation_fee_rate),
         tiers, ntiers, tier_ver,

@@ -337,7 +337,7 @@ def policy_target_nb(e, kind, max_dd, floor, mult, ratchet, max_exp, e_prev, pea
 @njit(cache=True, _nrt=False)
 def simulate_col_nb(
     j, open_, mark_open, mark_high, mark_low, mark_close,
-    fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+    fe_bar, fe_at_open, fe_rate, fe_mark,
     target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
@@ -591,7 +591,7 @@ def simulate_col_nb(
                             status = ST_CLIPPED
                     if go:
                         W, M, C, EP, nf = apply_fill_nb(
-                            i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse,
+                            i, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse,
                             lev,
                             fr, status, RS_TARGET)
                         lp_ok = False
@@ -680,7 +680,7 @@ def simulate_col_nb(
                         cs_t = newabs if C > 0.0 else -newabs
                         amount = abs(C) - newabs
                         W, M, C, EP, nf = apply_reduce_keep_nb(
-                            i, j, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr)
+                            i, fills, rslot_nb(fo, nf, fc, fills), nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr)
                         lp_ok = False
                         pc_ok = False
                         safe_ok = False
@@ -792,7 +792,7 @@ def pay_funding_nb(fpos, j, p, fe_rate, fe_mark, C, W, M, cross, cs, inverse):
 
 
 @njit(cache=True, inline="always")
-def apply_fill_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev, fr, status, reason):
+def apply_fill_nb(i, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, lev, fr, status, reason):
     """Trade from ``C`` to ``cs_t`` at ``pf``; fees from the wallet; isolated margin moves."""
     d = cs_t - C
     vf = cval_nb(pf, cs, inverse)
@@ -846,7 +846,7 @@ def apply_fill_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inver
 
 
 @njit(cache=True)
-def apply_reduce_keep_nb(i, j, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr):
+def apply_reduce_keep_nb(i, fills, slot, nf, C, EP, W, M, cross, cs_t, pf, cs, inverse, fr):
     """Margin-call reduce: realised PnL stays with the backing balance (isolated margin is kept)."""
     d = cs_t - C
     vf = cval_nb(pf, cs, inverse)
@@ -916,7 +916,7 @@ def liquidate_nb(i, j, liqs, slot, nl, C, EP, W, M, cross, pl, lp, gap, cs, inve
 @njit(cache=True, parallel=True)
 def simulate_nb(
     open_, mark_open, mark_high, mark_low, mark_close,
-    fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+    fe_bar, fe_at_open, fe_rate, fe_mark,
     target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
@@ -988,7 +988,7 @@ def simulate_nb(
         jt = j if mt > 1 else np.int64(0)  # the column of the target bitmap
         simulate_col_nb(
             j, open_, mark_open, mark_high, mark_low, mark_close,
-            fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+            fe_bar, fe_at_open, fe_rate, fe_mark,
             target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
             tiers, ntiers, tier_ver,
             init_cap[jj], mode[jj], lev[jj], thr[jj], resp[jj], tau[jj], reserve[jj], after_liq[jj],
@@ -1120,7 +1120,7 @@ def compact_nb(buf, counts, starts):
 @njit(cache=True)
 def simulate_sparse_nb(
     open_, mark_open, mark_high, mark_low, mark_close,
-    fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+    fe_bar, fe_at_open, fe_rate, fe_mark,
     target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
@@ -1132,7 +1132,7 @@ def simulate_sparse_nb(
     literal argument."""
     return simulate_nb(
         open_, mark_open, mark_high, mark_low, mark_close,
-        fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+        fe_bar, fe_at_open, fe_rate, fe_mark,
         target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
         tiers, ntiers, tier_ver,
         init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
@@ -1144,7 +1144,7 @@ def simulate_sparse_nb(
 @njit(cache=True)
 def simulate_dense_nb(
     open_, mark_open, mark_high, mark_low, mark_close,
-    fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+    fe_bar, fe_at_open, fe_rate, fe_mark,
     target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
     tiers, ntiers, tier_ver,
     init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,
@@ -1154,7 +1154,7 @@ def simulate_dense_nb(
     """:func:`simulate_nb`, dense specialisation."""
     return simulate_nb(
         open_, mark_open, mark_high, mark_low, mark_close,
-        fe_bar, fe_time, fe_at_open, fe_rate, fe_mark,
+        fe_bar, fe_at_open, fe_rate, fe_mark,
         target, trs, tcs, lag, inverse, cs, lot, min_notional, liq_fee,
         tiers, ntiers, tier_ver,
         init_cap, mode, lev, thr, resp, tau, reserve, after_liq, excess, fr, slip,

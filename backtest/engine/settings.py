@@ -6,7 +6,8 @@ wrapper broadcasts them to per-column arrays for the kernel. Enums are ints numb
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import textwrap
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 class MarginMode:
     ISOLATED = 0
     CROSS = 1
-    names = {"isolated": 0, "cross": 1}
+    names = {"cross": 1, "isolated": 0}  # the default first: the order the config messages list
 
 
 class CallResponse:
@@ -53,51 +54,101 @@ Choice = str | Sequence[str]
 
 
 @dataclass(frozen=True)
-class Account:
-    """Account and execution settings (scalars or one value per column).
+class Setting:
+    """How a setting is declared, once: the config model (``backtest.runner.config``), the
+    engine's per-column arrays (:func:`account_arrays`), the class docstring and the key table
+    of ``docs/runner.md`` are all built from it.
 
-    Parameters
+    Attributes
     ----------
-    initial_capital : starting wallet balance in the settlement currency (USDT or coin).
-    margin_mode : ``'cross'`` (the whole wallet backs the position) or ``'isolated'``
-        (only the position's isolated margin can be lost).
-    leverage : the exchange leverage setting; initial (and isolated) margin = notional / leverage.
-        Independent of the target exposure, which is a multiple of equity.
-    margin_call_threshold : margin ratio (maintenance margin / margin balance) at which a
-        margin-call event fires; liquidation is at 1.
-    margin_call_response : ``'none'``, ``'reduce'`` (cut the position back to
-        ``margin_call_target``) or ``'top_up'`` (add capital from ``reserve`` to reach it).
-    margin_call_target : margin ratio restored by the response.
-    reserve : capital available for top-ups (settlement currency); counted as added capital.
-    after_liquidation : ``'stop'`` (the column stops trading) or ``'continue'``.
-    excess : what happens to an order the exchange would refuse (tier max leverage or available
-        margin): ``'clip'`` it to the largest allowed size, or ``'reject'`` it.
-    fee_rate : trading fee as a fraction of traded notional; None = the market's taker fee.
-    slippage : adverse fill-price offset as a fraction of price.
-    allow_lookahead : ``True`` states that the target is known before each bar opens (e.g. it
-        was computed from the previous bar), so ``lag = 0`` is not look-ahead. The result says
-        so (``meta['allow_lookahead']`` and a note in ``meta['notes']``, kept in a report's metrics.json).
-    lag : bars between the target's row and the fill (1 = a target computed at bar t's close
-        fills at bar t+1's open); an integer shorter than the data. ``lag = 0`` fills
-        row t at bar t's own open, a price known before the close that computed a close-based
-        target: look-ahead. It is refused unless ``allow_lookahead=True``.
+    doc : what the setting means, with its unit (numpy-docstring text; ````x```` is code).
+    kind : the value's type: ``'number'``, ``'choice'`` (one of ``choices``' names), ``'bool'``
+        or ``'int'``.
+    choices : a choice's names and their ints (an enum's ``names``, the default first).
+    kernel : the key of its per-column array for the kernel (the setting takes one value or one
+        per column); None: one value for all columns.
+    minimum : the smallest value of an ``'int'`` setting.
+    doc_default : how the docs show the default, when not the value itself (e.g. a None).
     """
 
-    initial_capital: Num = 10_000.0
-    margin_mode: Choice = "cross"
-    leverage: Num = 20.0
-    margin_call_threshold: Num = 0.8
-    margin_call_response: Choice = "none"
-    margin_call_target: Num = 0.5
-    reserve: Num = 0.0
-    after_liquidation: Choice = "stop"
-    excess: Choice = "clip"
-    fee_rate: Num | None = None
-    slippage: Num = 0.0
-    allow_lookahead: bool = False
-    lag: int = 1
+    doc: str
+    kind: str = "number"
+    choices: dict[str, int] | None = None
+    kernel: str | None = None
+    minimum: int | None = None
+    doc_default: str | None = None
 
 
+def setting(default: Any, doc: str, **how: Any) -> Any:
+    """A dataclass field with its :class:`Setting` (``how``: the other attributes)."""
+    return field(default=default, metadata={"setting": Setting(doc, **how)})
+
+
+def setting_of(f: Field) -> Setting:
+    """The :class:`Setting` of a dataclass field declared with :func:`setting`."""
+    return f.metadata["setting"]
+
+
+def _document(cls: type) -> type:
+    """Append a numpy-style Parameters section built from the fields' settings to the docstring."""
+    lines = ["", "    Parameters", "    ----------"]
+    for f in fields(cls):
+        lines.append(f"    {f.name}")
+        lines += textwrap.wrap(setting_of(f).doc, 96, initial_indent=" " * 8, subsequent_indent=" " * 8)
+    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
+    return cls
+
+
+@_document
+@dataclass(frozen=True)
+class Account:
+    """Account and execution settings (scalars or one value per column)."""
+
+    initial_capital: Num = setting(
+        10_000.0, "starting wallet balance in the settlement currency (USDT, or the coin for inverse perps)",
+        kernel="initial_capital")
+    margin_mode: Choice = setting(
+        "cross", "what backs the position: ``'cross'``, the whole wallet, or ``'isolated'``, only the "
+        "position's own margin (all it can lose)", kind="choice", choices=MarginMode.names, kernel="margin_mode")
+    leverage: Num = setting(
+        20.0, "the exchange leverage setting: initial (and isolated) margin = notional / leverage "
+        "(<= the tier maximum); independent of the target exposure, which is a multiple of equity",
+        kernel="leverage")
+    margin_call_threshold: Num = setting(
+        0.8, "margin ratio (maintenance margin / margin balance) at which a margin call fires; "
+        "liquidation is at 1", kernel="call_threshold")
+    margin_call_response: Choice = setting(
+        "none", "what a margin call does: ``'none'``, ``'reduce'`` (cut the position back to "
+        "``margin_call_target``) or ``'top_up'`` (add capital from ``reserve`` to reach it)",
+        kind="choice", choices=CallResponse.names, kernel="call_response")
+    margin_call_target: Num = setting(0.5, "margin ratio restored by the response", kernel="call_target")
+    reserve: Num = setting(
+        0.0, "capital available for top-ups (settlement currency); counted as added capital", kernel="reserve")
+    after_liquidation: Choice = setting(
+        "stop", "whether a liquidated column trades again: ``'stop'`` (it stops trading) or ``'continue'``",
+        kind="choice", choices=AfterLiquidation.names, kernel="after_liq")
+    excess: Choice = setting(
+        "clip", "what happens to an order the exchange would refuse (beyond the tier's maximum leverage "
+        "or the available margin): ``'clip'`` it to the largest allowed size, or ``'reject'`` it",
+        kind="choice", choices=Excess.names, kernel="excess")
+    fee_rate: Num | None = setting(
+        None, "trading fee as a fraction of traded notional (None, the default: the market's taker fee)",
+        kernel="fee_rate", doc_default="market taker fee")
+    slippage: Num = setting(0.0, "adverse fill-price offset as a fraction of price", kernel="slippage")
+    # before ``lag``: the config checks the lag with it
+    allow_lookahead: bool = setting(
+        False, "states that the target is known before each bar opens (e.g. it was computed from the "
+        "previous bar), so ``lag = 0`` is not look-ahead and may run. The result says so "
+        "(``meta['allow_lookahead']`` and a note in ``meta['notes']``, kept in a report's "
+        "``metrics.json``; ``config.json`` records it)", kind="bool")
+    lag: int = setting(
+        1, "bars between a target's row and its fill (1: a target computed at bar t's close fills at "
+        "bar t+1's open); shorter than the data. ``lag = 0`` fills row t at bar t's own open, a price "
+        "known before the close that computed a close-based target: look-ahead, refused unless "
+        "``allow_lookahead = True``", kind="int", minimum=0)
+
+
+@_document
 @dataclass(frozen=True)
 class Policy:
     """An in-loop leverage policy: scales the target by a factor computed from the column's own
@@ -116,12 +167,23 @@ class Policy:
     in the reference).
     """
 
-    kind: Choice = "none"
-    max_drawdown: Num = 0.5
-    floor: Num = 0.0
-    multiplier: Num = 1.0
-    ratchet: bool | Sequence[bool] | np.ndarray = False
-    max_exposure: Num = np.inf
+    kind: Choice = setting("none", "``'none'``, ``'drawdown'`` or ``'cppi'``", kind="choice", choices=PolicyKind.names,
+                           kernel="policy_kind")
+    max_drawdown: Num = setting(0.5, "drawdown: the drawdown (fraction of the peak) at which the factor reaches "
+                                "``floor``, in (0, 1]", kernel="max_drawdown")
+    floor: Num = setting(0.0, "drawdown: the smallest factor; cppi: the protected fraction of the initial "
+                         "capital (or of the peak when ratcheting); in [0, 1)", kernel="floor")
+    multiplier: Num = setting(1.0, "cppi: the cushion multiplier, > 0", kernel="multiplier")
+    ratchet: bool | Sequence[bool] | np.ndarray = setting(
+        False, "cppi: the floor follows the equity peak (``True``) or the initial capital (``False``)",
+        kind="bool", kernel="ratchet")
+    max_exposure: Num = setting(np.inf, "cap on ``|target|`` after the factor, > 0 (inf: none)",
+                                kernel="max_exposure")
+
+
+def per_column_fields(cls: type) -> list[str]:
+    """Names of the settings of ``cls`` that take one value per column (those with a kernel array)."""
+    return [f.name for f in fields(cls) if setting_of(f).kernel is not None]
 
 
 def _per_column(name: str, value: Any, m: int, dtype: type, choices: dict[str, int] | None) -> np.ndarray:
@@ -193,19 +255,18 @@ def lookahead_notes(acc: Account) -> list[str]:
 def account_arrays(acc: Account, m: int, default_fee: float, n_bars: int | None = None) -> dict[str, np.ndarray]:
     """Validate and broadcast an :class:`Account` to per-column arrays; with ``n_bars``, the
     lag is also checked against the data (:func:`check_lag`)."""
-    out = {
-        "initial_capital": _per_column("initial_capital", acc.initial_capital, m, float, None),
-        "margin_mode": _per_column("margin_mode", acc.margin_mode, m, int, MarginMode.names),
-        "leverage": _per_column("leverage", acc.leverage, m, float, None),
-        "call_threshold": _per_column("margin_call_threshold", acc.margin_call_threshold, m, float, None),
-        "call_response": _per_column("margin_call_response", acc.margin_call_response, m, int, CallResponse.names),
-        "call_target": _per_column("margin_call_target", acc.margin_call_target, m, float, None),
-        "reserve": _per_column("reserve", acc.reserve, m, float, None),
-        "after_liq": _per_column("after_liquidation", acc.after_liquidation, m, int, AfterLiquidation.names),
-        "excess": _per_column("excess", acc.excess, m, int, Excess.names),
-        "fee_rate": _per_column("fee_rate", default_fee if acc.fee_rate is None else acc.fee_rate, m, float, None),
-        "slippage": _per_column("slippage", acc.slippage, m, float, None),
-    }
+    out = {}
+    for f in fields(Account):
+        how = setting_of(f)
+        if how.kernel is None:  # one value for all columns (lag, allow_lookahead): checked below
+            continue
+        value = getattr(acc, f.name)
+        if value is None:  # fee_rate: the market's
+            value = default_fee
+        if how.choices is not None:
+            out[how.kernel] = _per_column(f.name, value, m, int, how.choices)
+        else:
+            out[how.kernel] = _per_column(f.name, value, m, float, None)
     checks = [
         ("initial_capital", lambda a: np.isfinite(a) & (a > 0), "a finite number > 0"),
         ("leverage", lambda a: np.isfinite(a) & (a >= 1), "a finite number >= 1"),
@@ -215,7 +276,7 @@ def account_arrays(acc: Account, m: int, default_fee: float, n_bars: int | None 
         ("fee_rate", lambda a: np.isfinite(a) & (a >= 0) & (a < 0.1), "in [0, 0.1)"),
         ("slippage", lambda a: np.isfinite(a) & (a >= 0) & (a < 0.5), "in [0, 0.5)"),
     ]
-    public = {"call_threshold": "margin_call_threshold", "call_target": "margin_call_target"}
+    public = {setting_of(f).kernel: f.name for f in fields(Account)}
     for key, ok, what in checks:
         bad = ~ok(out[key])
         if bad.any():

@@ -186,7 +186,7 @@ def _events_frame(name: str, result: SimResult, labels: list[str]) -> pd.DataFra
             "result": [name] * len(rec), "kind": [kind] * len(rec),
             "column": [labels[c] for c in col], "col": col, "bar": bar, "timestamp": ts[bar],
         }
-        for field in rec.dtype.names:
+        for field in rec.dtype.names or ():
             if field in ("bar", "col"):
                 continue
             out = field if field not in data else f"{field}_field"

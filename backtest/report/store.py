@@ -60,7 +60,7 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     those of earlier versions (no owner in the name) at least a day old.
     """
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(folder.iterdir())
     except OSError:  # missing or unreadable: nothing of ours to remove

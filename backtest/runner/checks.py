@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 from typing import Any
 
-from backtest.runner.config import PerpConfig, RunConfig, StrategyConfig
+from backtest.runner.config import ConfigError, PerpConfig, RunConfig, StrategyConfig
 
 
 def unknown_fields(cls: type, values: dict[str, Any], where: str) -> list[str]:
@@ -134,25 +134,23 @@ def check_settings(cfg: RunConfig) -> list[str]:
     for k, p in enumerate(cfg.perp):
         out += _strategy(p.strategy, f"perp[{k}].strategy")
         out += _policies(p, f"perp[{k}]")
-    for k, p in enumerate(cfg.puts):
-        if p.strategy is not None:
-            if p.strategy.name != "long_put":
-                out.append(f"puts[{k}].strategy.name: puts take the 'long_put' strategy, not {p.strategy.name!r}")
+    for k, q in enumerate(cfg.puts):
+        if q.strategy is not None:
+            if q.strategy.name != "long_put":
+                out.append(f"puts[{k}].strategy.name: puts take the 'long_put' strategy, not {q.strategy.name!r}")
             else:
-                out += _strategy(p.strategy, f"puts[{k}].strategy")
-        out += unknown_fields(PutSettings, p.settings, f"puts[{k}].settings")
-    for k, p in enumerate(cfg.products):
-        out += unknown_fields(ProductSettings, p.settings, f"products[{k}].settings")
+                out += _strategy(q.strategy, f"puts[{k}].strategy")
+        out += unknown_fields(PutSettings, q.settings, f"puts[{k}].settings")
+    for k, r in enumerate(cfg.products):
+        out += unknown_fields(ProductSettings, r.settings, f"products[{k}].settings")
     if cfg.sweep is not None:
         out += _sweep(cfg)
     return out
 
 
-def settings_error(problems: list[str]) -> "ConfigError":
+def settings_error(problems: list[str]) -> ConfigError:
     """One :class:`ConfigError` for many ``'<key path>: <reason>'`` problems: a first line naming
     every path, then one indented line per problem."""
-    from backtest.runner.config import ConfigError
-
     paths = list(dict.fromkeys(p.split(": ", 1)[0] for p in problems))
     body = "\n".join("  " + p.replace("\n", "\n    ") for p in problems)
     return ConfigError(f"{len(problems)} problem(s) in the run's settings: {', '.join(paths)}\n{body}")

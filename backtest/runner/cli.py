@@ -74,7 +74,7 @@ def _guard(debug: bool) -> Iterator[None]:
 
 def _log_for(quiet: bool):
     if quiet:
-        return lambda msg: None
+        return lambda _msg: None
     if sys.stderr.isatty():
         from rich.console import Console
 

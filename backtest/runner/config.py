@@ -8,6 +8,7 @@ The reference of every key is ``docs/runner.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import hashlib
@@ -17,10 +18,12 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationError, create_model,
+                      field_validator, model_validator)
+
+from backtest.engine.settings import Account, Setting, setting_of
 
 
 class ConfigError(ValueError):
@@ -60,10 +63,6 @@ def _choice_or_list(*choices: str):
 
 
 Num = Annotated[Any, PlainValidator(_num_or_list)]
-MarginMode = Annotated[Any, _choice_or_list("cross", "isolated")]
-CallResponse = Annotated[Any, _choice_or_list("none", "reduce", "top_up")]
-AfterLiquidation = Annotated[Any, _choice_or_list("stop", "continue")]
-Excess = Annotated[Any, _choice_or_list("clip", "reject")]
 
 
 def _canonical_time(v: Any, name: str) -> str | None:
@@ -136,32 +135,78 @@ class DataConfig(_Strict):
         return v
 
 
-class AccountConfig(_Strict):
-    """Engine account settings (see ``backtest.engine.settings.Account``); a list gives one value
-    per column of the simulation."""
+def _config_type(how: Setting, default: Any) -> Any:
+    """The config's type of an engine setting: a number or one per column, a choice or one per
+    column, a bool, an integer (strict: no coercion); optional when its default is None."""
+    if how.choices is not None:
+        kind: Any = Annotated[Any, _choice_or_list(*how.choices)]
+    else:
+        kind = {"number": Num, "bool": bool, "int": int}[how.kind]
+    return kind | None if default is None else kind
 
-    initial_capital: Num = 10_000.0
-    margin_mode: MarginMode = "cross"
-    leverage: Num = 20.0
-    margin_call_threshold: Num = 0.8
-    margin_call_response: CallResponse = "none"
-    margin_call_target: Num = 0.5
-    reserve: Num = 0.0
-    after_liquidation: AfterLiquidation = "stop"
-    excess: Excess = "clip"
-    fee_rate: Num | None = None
-    slippage: Num = 0.0
-    # before ``lag``: its check reads it
-    allow_lookahead: bool = Field(False, description="let lag = 0 run: the target is known before each bar opens")
-    lag: int = Field(1, ge=0)
 
-    @field_validator("lag")
-    @classmethod
-    def _lookahead(cls, v: int, info: Any) -> int:
-        from backtest.engine.settings import Account, check_lag
+def settings_model(name: str, cls: type, doc: str, validators: dict[str, Any] | None = None) -> type[BaseModel]:
+    """A strict config model with one key per field of the engine's settings dataclass ``cls``
+    (its name, order, default and description, :class:`backtest.engine.settings.Setting`): the
+    settings are declared once, in the engine."""
+    keys: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        how = setting_of(f)
+        keys[f.name] = (_config_type(how, f.default), Field(f.default, description=how.doc, ge=how.minimum))
+    return create_model(name, __base__=_Strict, __doc__=doc, __validators__=validators, **keys)
 
-        # the engine's rule and message (a lag longer than the data is refused once it is loaded)
-        return check_lag(Account(lag=v, allow_lookahead=info.data.get("allow_lookahead", False)))
+
+def _check_lag(v: int, info: Any) -> int:
+    from backtest.engine.settings import Account, check_lag
+
+    # the engine's rule and message (a lag longer than the data is refused once it is loaded);
+    # ``allow_lookahead`` comes before ``lag``, so it is validated already
+    return check_lag(Account(lag=v, allow_lookahead=info.data.get("allow_lookahead", False)))
+
+
+def _markdown(doc: str) -> str:
+    """A setting's docstring text as Markdown of the TOML file: ````x```` -> ```x```, with
+    Python's ``'text'``, ``True`` and ``False`` spelt as in TOML."""
+    def code(match: re.Match) -> str:
+        inner = re.sub(r"'([^']*)'", r'"\1"', match.group(1))
+        return "`" + re.sub(r"\bTrue\b", "true", re.sub(r"\bFalse\b", "false", inner)) + "`"
+    return re.sub(r"``(.+?)``", code, doc).replace("(None, the default: ", "(default: ")
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return f"{value:g}"
+
+
+def settings_table(cls: type) -> str:
+    """The Markdown key table of a settings dataclass (``docs/runner.md`` holds it, and
+    ``tests/test_settings_once.py`` checks it is this): key, type, default, meaning."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        how = setting_of(f)
+        if how.choices is not None:
+            kind = "/".join(f'`"{c}"`' for c in how.choices)
+        elif how.kind == "int":
+            kind = "integer" + (f" >= {how.minimum}" if how.minimum is not None else "")
+        else:
+            kind = how.kind
+        default = how.doc_default or f"`{_toml(f.default)}`"
+        rows.append(f"| `{f.name}` | {kind} | {default} | {_markdown(how.doc)} |")
+    return "\n".join(rows) + "\n"
+
+
+if TYPE_CHECKING:  # the type checker sees a model; its keys are made from ``Account`` at run time
+    class AccountConfig(_Strict):
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    AccountConfig = settings_model(
+        "AccountConfig", Account,
+        "Engine account settings (the fields of ``backtest.engine.settings.Account``); a list gives "
+        "one value per column of the simulation.",
+        {"_lookahead": field_validator("lag")(_check_lag)})
 
 
 class StrategyConfig(_Strict):
@@ -402,3 +447,4 @@ MAIN_JOB = Path(__file__).with_name("main_job.toml")
 def main_job() -> RunConfig:
     """The main job: BTC short through the 2021-11..2023-12 bear market, policies compared."""
     return load_config(MAIN_JOB)
+

@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -142,11 +143,11 @@ def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr
     """
     jobs: list[tuple[str, str, Callable[[], tuple[SimResult, pd.Index]]]] = []
     for k, p in enumerate(cfg.perp):
-        jobs.append((p.name, f"perp[{k}]", lambda p=p: _perp(p, md, spec)))
-    for k, p in enumerate(cfg.puts):
-        jobs.append((p.name, f"puts[{k}]", lambda p=p, k=k: _puts(p, f"puts[{k}]", md, spec)))
-    for k, p in enumerate(cfg.products):
-        jobs.append((p.name, f"products[{k}]", lambda p=p, k=k: _products(p, f"products[{k}]", md, spec)))
+        jobs.append((p.name, f"perp[{k}]", partial(_perp, p, md, spec)))
+    for k, q in enumerate(cfg.puts):
+        jobs.append((q.name, f"puts[{k}]", partial(_puts, q, f"puts[{k}]", md, spec)))
+    for k, r in enumerate(cfg.products):
+        jobs.append((r.name, f"products[{k}]", partial(_products, r, f"products[{k}]", md, spec)))
     results: dict[str, SimResult] = {}
     levels: dict[str, pd.DataFrame] = {}
     errors: list[str] = []

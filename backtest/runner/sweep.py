@@ -112,11 +112,12 @@ class SweepFiles:
             raise ConfigError("a sweep needs a [sweep] table: x (a column level), y (default 'policy'), "
                               "metric (default 'sharpe')")
         self.cfg = cfg
+        self.sweep = cfg.sweep
         self.target = sweep_target(cfg)
         self.table: pd.DataFrame | None = None
 
     def __call__(self, run: Any, levels: dict[str, pd.DataFrame]) -> dict[str, str]:
-        sw, name = self.cfg.sweep, self.target.name
+        sw, name = self.sweep, self.target.name
         lv = levels[name]
         for axis, level in (("x", sw.x), ("y", sw.y)):
             if level not in lv.columns:

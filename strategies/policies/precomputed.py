@@ -36,7 +36,7 @@ class Const(Precomputed):
     positional: ClassVar[tuple[str, ...]] = ("leverage",)
     leverage: float = Field(1.0, gt=0)
 
-    def _leverage(self, market: MarketFrame, spec: Any) -> np.ndarray:
+    def _leverage(self, market: MarketFrame, _spec: Any) -> np.ndarray:
         return np.full(market.n, self.leverage)
 
 
@@ -98,7 +98,7 @@ class VolTarget(VolForecast):
     target_vol: float = Field(0.5, gt=0)
     max_leverage: float = Field(3.0, gt=0)
 
-    def _leverage(self, market: MarketFrame, spec: Any) -> np.ndarray:
+    def _leverage(self, market: MarketFrame, _spec: Any) -> np.ndarray:
         sigma = self.forecast(market)
         with np.errstate(divide="ignore", invalid="ignore"):
             lev = np.minimum(self.max_leverage, self.target_vol / sigma)
@@ -167,7 +167,7 @@ class Kelly(Precomputed):
             phi = np.full(market.n, self.funding)
         return mu, var, phi
 
-    def _leverage(self, market: MarketFrame, spec: Any) -> np.ndarray:
+    def _leverage(self, market: MarketFrame, _spec: Any) -> np.ndarray:
         mu, var, phi = self.estimates(market)
         edge = (phi - mu) if self.side == "short" else (mu - phi)
         edge = edge - self.cost
@@ -225,7 +225,7 @@ class LiqCap(VolForecast):
                                  market.col("low", needed_by=self.label()), close, [n])[n]
         return self.k * atr / close * math.sqrt(self.horizon_days / market.bar_days)
 
-    def _leverage(self, market: MarketFrame, spec: Any) -> np.ndarray:
+    def _leverage(self, market: MarketFrame, _spec: Any) -> np.ndarray:
         x = self.move(market)
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.contract == "linear":
