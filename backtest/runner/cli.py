@@ -15,7 +15,6 @@ A failed or interrupted run writes nothing into the reports folder.
 from __future__ import annotations
 
 import contextlib
-import errno
 import signal
 import sys
 from pathlib import Path
