@@ -3,8 +3,8 @@ real console script in a subprocess, and its exit code and key words are the tab
 
 The expected exit code and key words are read from the table itself (the ``exit`` column and the
 backticked words of the ``message names`` column), so the page and the behaviour cannot drift.
-Rows whose fix lands with another branch of issue 14 are listed in ``PENDING``: enabling one
-after the merge is deleting its id from that set.
+A row whose fix is not in yet goes into ``PENDING`` (an expected failure that errors as soon as
+it passes, so the set cannot go stale); it is empty.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def test_every_reproduction_is_a_row_of_the_table():
 
 
 @pytest.mark.parametrize("row", [
-    pytest.param(r, marks=pytest.mark.xfail(strict=True, reason="fixed on another branch of issue 14"))
+    pytest.param(r, marks=pytest.mark.xfail(strict=True, reason="its fix is not in yet"))
     if r in PENDING else r for r in sorted(CASES)])
 def test_row(row, tmp_path):
     want = ROWS[row]

@@ -77,6 +77,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """``backtest download`` (help text: HELP)."""
         from backtest.data.download import DownloadError, DownloadInputError, Retry
+        from backtest.exits import (
+            EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_raises,
+        )
         from backtest.data.download import download as run
 
         err = _console(stderr=True)
@@ -84,19 +87,24 @@ def register(app: typer.Typer) -> None:
         kinds = _split(kind)
         reporter = _Reporter(out, quiet=quiet)
         try:
-            with reporter:
+            with sigterm_raises(), reporter:
                 results = run(exchange, _split(symbol), kinds, _split(timeframe), since=since, until=until,
                               root=data_dir, limit=limit, retry=Retry(attempts=retries), progress=reporter)
         except DownloadInputError as exc:
-            _fail(err, exc, 2)
+            _fail(err, exc, EXIT_INPUT)
         except DownloadError as exc:
-            _fail(err, exc, 1)
+            _fail(err, exc, EXIT_FAILURE)
         except ValueError as exc:  # invalid input or data, e.g. an unreadable stored file
-            _fail(err, exc, 2)
+            _fail(err, exc, EXIT_INPUT)
         except KeyboardInterrupt:
             err.print("interrupted: the store keeps every page fetched so far; run the same command to resume",
                       markup=False, highlight=False)
-            raise typer.Exit(code=130) from None
+            raise typer.Exit(code=EXIT_INTERRUPTED) from None
+        except Terminated:
+            # the write in progress removed its temporary file on the way out (atomic_write)
+            err.print("error: terminated (SIGTERM); the store keeps every page fetched so far; run the same "
+                      "command to resume", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(code=EXIT_TERMINATED) from None
         if not quiet:
             for r in results:
                 out.print(r.describe(), markup=False, highlight=False, soft_wrap=True)

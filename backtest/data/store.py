@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backtest.data.timeutil import iso, parse_timeframe
-from backtest.oserrors import DISK_FULL, ENV_ERRNOS
+from backtest.exits import DISK_FULL, ENV_ERRNOS
 
 # The committed sample ships inside the package (package data), so it is found in a checkout,
 # an editable install and a wheel alike; nothing may assume the repository layout.
@@ -270,7 +270,7 @@ def write_problem(exc: OSError, target: Path) -> StoreWriteError:
         return StoreWriteError(f"cannot write {target}: {why} (a file is in the way of a folder); remove it, "
                                f"{other}", setting=True)
     if code in DISK_FULL:
-        # the environment's, like a read-only folder: exit 2 (backtest.oserrors)
+        # the environment's, like a read-only folder: exit 2 (backtest.exits)
         return StoreWriteError(f"cannot write {target}: {why}; {ENV_ERRNOS[code]} and run the same command "
                                "again: it resumes after the last stored page", setting=True)
     return StoreWriteError(f"cannot write {target}: {why}; check the folder and run again", setting=False)

@@ -15,48 +15,22 @@ A failed or interrupted run writes nothing into the reports folder.
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
 
-from backtest.oserrors import ENV_ERRNOS
-
-EXIT_INPUT = 2
-EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 128 + signal.SIGINT    # 130, what shells report for Ctrl-C
-EXIT_TERMINATED = 128 + signal.SIGTERM    # 143, what shells report for SIGTERM
-class Terminated(BaseException):
-    """SIGTERM arrived (``timeout``, CI cancellation, ``kill``). A BaseException, like
-    KeyboardInterrupt, so every ``except BaseException`` clean-up runs on the way out."""
-
-
-@contextlib.contextmanager
-def _signals() -> Iterator[None]:
-    """Turn the first SIGTERM into :class:`Terminated`; ignore repeats so clean-up can finish.
-    A numba kernel does not see signals: they take effect when it returns."""
-    def on_term(signum, frame):  # noqa: ARG001
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
-
-    try:
-        old = signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread (embedded use): leave signals alone
-        old = None
-    try:
-        yield
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+from backtest.exits import (
+    ENV_ERRNOS, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_raises,
+)
 
 
 @contextlib.contextmanager
 def _guard(debug: bool) -> Iterator[None]:
     """Every failure of a command becomes one ``error:`` line and an exit code."""
     try:
-        with _signals():
+        with sigterm_raises():
             yield
     except Terminated:
         print("error: terminated (SIGTERM); the run stopped and left nothing half-written "

@@ -10,6 +10,8 @@ Environment:
 * ``FAKE_FAIL_MARKETS``: the first N market-loading requests (``exchangeInfo``) fail with a
   connection error (ccxt's NetworkError, which is retried).
 * ``FAKE_FAIL_ALL``: set to 1 to fail every request with a connection error.
+* ``FAKE_SIGTERM_AT``: the process sends itself SIGTERM while answering its N-th klines request
+  (what ``timeout`` or a CI cancellation does in the middle of a download).
 
 The code under test is the checkout this file belongs to (its root goes first on sys.path).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -41,7 +44,8 @@ socket.socket.connect = _refuse  # belt and braces: every HTTP request should re
 server = usdm_server()
 fail_markets = int(os.environ.get("FAKE_FAIL_MARKETS", "0"))
 fail_all = os.environ.get("FAKE_FAIL_ALL") == "1"
-seen = {"markets": 0, "all": 0}
+sigterm_at = int(os.environ.get("FAKE_SIGTERM_AT", "0"))
+seen = {"markets": 0, "all": 0, "klines": 0}
 
 
 def request(self, method, url, **kw):  # noqa: ANN001, ANN202
@@ -52,6 +56,10 @@ def request(self, method, url, **kw):  # noqa: ANN001, ANN202
         seen["markets"] += 1
         if seen["markets"] <= fail_markets:
             raise requests.ConnectionError(f"fake: connection reset while loading {url}")
+    if "klines" in url.lower():
+        seen["klines"] += 1
+        if seen["klines"] == sigterm_at:
+            os.kill(os.getpid(), signal.SIGTERM)
     return server.request(method, url, **kw)
 
 

@@ -277,3 +277,21 @@ def test_reporter_draws_a_bar_on_a_terminal_and_plain_lines_otherwise():
         for e in events:
             rep(e)
     assert quiet.getvalue() == ""
+
+
+def test_sigterm_mid_download_exits_143_keeps_the_stored_pages_and_leaves_no_temporary_file(tmp_path):
+    # SIGTERM (timeout, CI cancellation) arrives while the third page is fetched: one line, exit
+    # 143, the two pages already stored stay (a rerun resumes) and no .tmp file is left behind
+    store = tmp_path / "store"
+    r, _ = run_cli(["download", "-e", "binanceusdm", "-s", SYMBOL, "-k", "ohlcv", "-d", str(store), *WINDOW,
+                    "--limit", "10"], cwd=tmp_path, env={"FAKE_SIGTERM_AT": "3"})
+    assert r.returncode == 143, (r.returncode, r.stderr)
+    lines = [line for line in r.stderr.strip().splitlines() if line]
+    assert lines[-1].startswith("error: terminated (SIGTERM)") and "Traceback" not in r.stderr, r.stderr
+    assert not list(store.rglob("*.tmp"))
+    stored = Store(store).read("binanceusdm", SYMBOL, "ohlcv", "1h")
+    assert len(stored) == 20
+    again, _ = run_cli(["download", "-e", "binanceusdm", "-s", SYMBOL, "-k", "ohlcv", "-d", str(store), *WINDOW,
+                        "--limit", "10"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(Store(store).read("binanceusdm", SYMBOL, "ohlcv", "1h")) > 20
