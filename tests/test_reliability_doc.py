@@ -26,9 +26,8 @@ DOC = ROOT / "docs" / "reliability.md"
 SAMPLE = ROOT / "data" / "sample" / "binanceusdm" / "BTC_USDT_USDT"
 MARKETS = ROOT / "backtest" / "markets" / "binanceusdm.json"
 
-# Rows fixed on other branches of issue 14 (data files, market specs, download, policies, lag):
-# they fail on this branch (strict xfail: one that starts passing fails the suite until its id is
-# deleted here, so the set never lies).
+# Rows whose fix is not in yet (strict xfail: one that starts passing fails the suite until its id
+# is deleted here, so the set never lies).
 PENDING: set[str] = set()
 
 
