@@ -31,7 +31,6 @@ def test_every_skipped_block_says_why():
                 assert re.fullmatch(r"no-run: \S.*", tag), f"{page.name}:{line}: tag {tag!r}; use 'no-run: <why>'"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p)], ids=lambda p: p.name)
 def test_the_page_s_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
