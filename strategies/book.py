@@ -290,6 +290,8 @@ class BookStrategy:
     def columns(self, params_list: Sequence[StrategyParams]) -> pd.MultiIndex:
         """Column labels: one level per parameter, in the model's field order."""
         names = list(self.params.model_fields)
+        if not names:
+            return pd.MultiIndex.from_arrays([[self.name] * len(params_list)], names=["strategy"])
         return pd.MultiIndex.from_tuples([tuple(getattr(p, f) for f in names) for p in params_list], names=names)
 
     def run(self, data: Any, params: Any = None) -> tuple[np.ndarray, pd.MultiIndex]:
