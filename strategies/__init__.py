@@ -9,6 +9,8 @@ exposure and policy settings. See ``docs/strategies.md``.
 >>> sig = strategies.get("trend_short").run(data, {"slow_days": [50, 100]})   # doctest: +SKIP
 >>> target, policy, cols = strategies.build_targets(
 ...     data, "trend_short", {"slow_days": [50, 100]}, ["const(2)", "voltarget(0.5)"])  # doctest: +SKIP
+>>> target, policy, cols = strategies.build_book_targets(                 # books: (n, K, n_cols)
+...     book_data, "basket_short", {"weighting": "beta"}, ["voltarget(0.5)"])  # doctest: +SKIP
 """
 
 from strategies.base import Strategy, StrategyError, StrategyParams, get, names, per_column, register
@@ -21,9 +23,13 @@ from strategies.combine import apply_filter, signals  # noqa: E402
 from strategies import lookahead, policies  # noqa: E402,F401
 from strategies.lookahead import LookAheadError  # noqa: E402
 from strategies.policies import build_targets, min_of  # noqa: E402
+from strategies import book, book_strategies  # noqa: E402,F401
+from strategies.book import BookFrame, book_names, get_book, register_book  # noqa: E402
+from strategies.book_build import build_book_targets  # noqa: E402
 
 __all__ = [
-    "LookAheadError", "MarketDataError", "MarketFrame", "Strategy", "StrategyError", "StrategyParams",
-    "apply_filter", "as_market", "build_targets", "get", "lookahead", "min_of", "names", "per_column",
-    "policies", "register", "signals",
+    "BookFrame", "LookAheadError", "MarketDataError", "MarketFrame", "Strategy", "StrategyError", "StrategyParams",
+    "apply_filter", "as_market", "book", "book_names", "build_book_targets", "build_targets", "get",
+    "get_book", "lookahead", "min_of", "names", "per_column",
+    "policies", "register", "register_book", "signals",
 ]

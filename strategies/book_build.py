@@ -1,0 +1,170 @@
+"""Compose a book strategy, an optional gate and a grid of book policies into the book's target.
+
+Columns are (strategy parameters x gate parameters x policy variants), strategy outer, policy
+inner, as :func:`strategies.build_targets` makes them for one instrument.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from backtest.engine.settings import Policy
+from strategies.base import StrategyError, get
+from strategies.book import BookFrame, as_book, get_book
+from strategies.lookahead import check
+from strategies.policies.base import InLoop
+from strategies.policies.book import BookPolicy, expand_book
+from strategies.policies.build import ENGINE_DEFAULTS
+
+
+def gate_signal(book: BookFrame, gate: str, gate_params: Any, symbol: str | None) -> tuple[np.ndarray, pd.MultiIndex]:
+    """A single-instrument strategy's signal on one instrument of the book, on the book's bars
+    (n_bars, n_gate_cols): computed on that instrument's own bars (from its first bar), 0 before."""
+    strat = get(gate)
+    j = book.resolve(symbol or "BTC", what="gate_symbol")
+    sig = strat.run(book.symbol_frame(book.symbols[j]), gate_params)
+    out = np.zeros((book.n, sig.shape[1]))
+    out[int(book.first_bar[j]):] = sig.to_numpy(np.float64)
+    return out, sig.columns
+
+
+def apply_gate(weights: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The book held in proportion to a bearish gate: ``w * max(0, -g_t)`` (a gate of -1 holds the
+    book, 0 or > 0 makes it flat, -0.5 holds half); a NaN gate keeps the positions (NaN).
+    ``weights`` (n_bars, K), ``g`` (n_bars,)."""
+    scale = np.maximum(0.0, -g)
+    out = np.where((scale == 0.0)[:, None] & ~np.isnan(weights), 0.0, weights * scale[:, None])
+    return np.where(np.isnan(g)[:, None] & ~np.isnan(weights), np.nan, out)
+
+
+def rebalance_rows(index: pd.DatetimeIndex, bar_ms: float, hours: float) -> np.ndarray:
+    """bool (n_bars,): the bars whose close time (open + bar) is a whole multiple of ``hours``
+    since the epoch (UTC): the only rows that trade under ``rebalance_hours``."""
+    step = int(round(hours * 3_600_000))
+    if step <= 0 or step % int(bar_ms):
+        raise StrategyError(f"rebalance_hours={hours!r} is not a positive whole number of {bar_ms / 3.6e6:g} h bars; "
+                            "give a multiple of the bar size")
+    return ((index.as_unit("ms").asi8 + int(bar_ms)) % step) == 0
+
+
+def build_book_targets(book_data: Any, strategy: str, params: Any = None, policies: Any = None, *,
+                       gate: str | None = None, gate_params: Any = None, gate_symbol: str | None = None,
+                       specs: Sequence[Any] | None = None,
+                       rebalance_hours: float | None = None) -> tuple[np.ndarray, Policy, pd.MultiIndex]:
+    """The book's target for every (strategy parameters x gate parameters x policy) column.
+
+    For a book policy the target is ``f_t * w_t`` (unit weights times the policy's factor); for
+    an in-loop policy (``drawdown``, ``cppi``) it is ``w_t * target_scale`` and the engine
+    applies the equity-path factor (``BookSettings(policy=policy)``). A weight of 0 stays 0 and
+    NaN stays NaN (keep; always NaN before an instrument's first bar).
+
+    Parameters
+    ----------
+    book_data : :class:`backtest.data.BookData` (``load_book_data``), or a (symbol, field) frame.
+    strategy : a registered book strategy (:func:`strategies.book.book_names`).
+    params : its parameter set, dict grid or list (see :func:`strategies.base.expand_grid`).
+    policies : book policy variants (:func:`strategies.policies.book.expand_book`); None = ``const(1)``.
+    gate, gate_params, gate_symbol : optional single-instrument strategy (e.g. ``trend_short``)
+        run on ``gate_symbol`` (default ``'BTC'``): the book is held where it is bearish
+        (:func:`apply_gate`); a gate grid multiplies the columns.
+    specs : one MarketSpec per instrument (``liqcap``); None = ``load_market`` of the BookData's
+        exchange and symbols when a policy needs them.
+    rebalance_hours : trade only the rows whose bar closes on a multiple of this many hours
+        (UTC), NaN (keep) elsewhere; None = every bar.
+
+    Returns
+    -------
+    target : float64 (n_bars, K, n_cols), signed exposure as a multiple of the account's equity;
+        row t is traded at bar t + lag.
+    policy : :class:`backtest.engine.settings.Policy`, one value per column in every field.
+    columns : MultiIndex: the strategy's parameter levels, ``gate`` and ``gate.<param>`` levels
+        with a gate, and a last ``policy`` level (labels); :func:`labels` gives readable strings.
+    """
+    book = as_book(book_data)
+    strat = get_book(strategy)
+    w, scols = strat.run(book, params)
+    if gate is not None:
+        g, gcols = gate_signal(book, gate, gate_params, gate_symbol)
+        ws = [apply_gate(w[:, :, i], g[:, c]) for i in range(w.shape[2]) for c in range(g.shape[1])]
+        w = np.stack(ws, axis=2)
+        tuples = [tuple(s) + (gate,) + tuple(c if isinstance(c, tuple) else (c,)) for s in scols for c in gcols]
+        names = list(scols.names) + ["gate"] + [f"gate.{n}" for n in gcols.names]
+        scols = pd.MultiIndex.from_tuples(tuples, names=names)
+    elif gate_params is not None or gate_symbol is not None:
+        raise StrategyError("gate_params/gate_symbol given without gate; name the gate strategy, e.g. gate='trend_short'")
+    variants = expand_book(policies)
+    if specs is None and any("liqcap" in p.label() for p in variants):
+        specs = _specs_of(book_data)
+    n, k, ks = w.shape
+    kp = len(variants)
+    target = np.empty((n, k, ks * kp))
+    fields: dict[str, list[Any]] = {f: [] for f in ENGINE_DEFAULTS}
+    keep = rebalance_rows(book.index, book.market.bar_seconds * 1000.0, rebalance_hours) \
+        if rebalance_hours is not None else None
+    for i in range(ks):
+        wi = w[:, :, i]
+        for j, p in enumerate(variants):
+            if isinstance(p, BookPolicy):
+                f = p.factor(book, wi, specs=specs)
+                vals = dict(ENGINE_DEFAULTS)
+            else:
+                assert isinstance(p, InLoop)
+                f = np.full(n, p.target_scale())
+                vals = ENGINE_DEFAULTS | p.engine_fields()
+            col = np.where(wi == 0.0, 0.0, wi * f[:, None])
+            if keep is not None:
+                col = np.where(keep[:, None], col, np.nan)
+            target[:, :, i * kp + j] = col
+            for key in fields:
+                fields[key].append(vals[key])
+    tuples = [(t if isinstance(t, tuple) else (t,)) + (p.label(),) for t in scols for p in variants]
+    columns = pd.MultiIndex.from_tuples(tuples, names=list(scols.names) + ["policy"])
+    policy = Policy(
+        kind=list(fields["kind"]),
+        max_drawdown=np.asarray(fields["max_drawdown"], dtype=np.float64),
+        floor=np.asarray(fields["floor"], dtype=np.float64),
+        multiplier=np.asarray(fields["multiplier"], dtype=np.float64),
+        ratchet=np.asarray(fields["ratchet"], dtype=np.bool_),
+        max_exposure=np.asarray(fields["max_exposure"], dtype=np.float64),
+    )
+    return target, policy, columns
+
+
+def _specs_of(book_data: Any) -> list[Any]:
+    exchange = getattr(book_data, "exchange", None)
+    if exchange is None:
+        raise StrategyError("liqcap needs the instruments' market specs: pass specs=[load_market(exchange, symbol) "
+                            "for each symbol] (or give a BookData, whose exchange is known)")
+    from backtest.market import load_market
+
+    return [load_market(exchange, s) for s in book_data.symbols]
+
+
+def labels(columns: pd.MultiIndex) -> list[str]:
+    """Readable column labels ``'level=value|...|policy=label'``, e.g.
+    ``'weighting=beta|policy=voltarget(0.5)'``: the levels whose value differs between columns,
+    and always the policy."""
+    names = list(columns.names)
+    vary = [i for i, nm in enumerate(names) if nm == "policy" or len(set(columns.get_level_values(i))) > 1]
+    return ["|".join(f"{names[i]}={t[i]}" for i in vary) for t in columns]
+
+
+def check_lookahead(book_data: Any, strategy: str, params: Any = None, policies: Any = None, *,
+                    n_cuts: int = 10, min_bars: int = 2, **kwargs: Any) -> int:
+    """:func:`strategies.lookahead.check` on the book's target: recomputed on the book truncated at
+    ``n_cuts`` points, every row before a cut must equal the full run's. Returns the cuts checked;
+    raises :class:`strategies.LookAheadError` naming the first changed value."""
+    book = as_book(book_data)
+    specs = kwargs.pop("specs", None)
+    if specs is None and hasattr(book_data, "exchange"):
+        specs = _specs_of(book_data)
+
+    def targets(frame: pd.DataFrame) -> np.ndarray:
+        tgt, _, _ = build_book_targets(BookFrame(frame, bar_seconds=book.market.bar_seconds), strategy, params,
+                                       policies, specs=specs, **kwargs)
+        return tgt.reshape(tgt.shape[0], -1)
+
+    return check(targets, book.frame, n_cuts=n_cuts, min_bars=min_bars)
