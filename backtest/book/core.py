@@ -272,6 +272,19 @@ def _params(inp: BookInputs) -> nb.BookParams:
         lag=np.int64(inp.lag), target=inp.target)
 
 
+def first_record_caps(target: np.ndarray, n: int, kk: int, lag: int, resp: np.ndarray) -> np.ndarray:
+    """First guess of each column's record counts, int64 (3, n_cols) for fills, margin calls and
+    liquidations: one order per target entry that reaches a bar; reduce cuts, calls and
+    liquidations are rarer, a few. The kernel counts every record it produces, and a run in
+    which a column produced more than its guess is run again with the exact counts (records are
+    output, never dropped)."""
+    m = target.shape[2]
+    orders = (~np.isnan(target[: max(0, n - lag)])).sum(axis=(0, 1)).astype(np.int64)
+    reduce = resp == CallResponse.REDUCE
+    return np.stack([orders + 8 + np.where(reduce, 8 * kk, 0), np.full(m, 8 + n // 64),
+                     np.full(m, 4 * kk + 4)]).astype(np.int64)
+
+
 def _run(mkt, fe, prm, n: int, kk: int, m: int, sslot: np.ndarray, pslot: np.ndarray,
          caps: np.ndarray) -> tuple[nb.BookOutputs, np.ndarray]:
     starts = np.zeros_like(caps)
@@ -286,7 +299,7 @@ def _run(mkt, fe, prm, n: int, kk: int, m: int, sslot: np.ndarray, pslot: np.nda
         counts=np.zeros_like(caps), fpos=np.zeros((m, fe.bar.shape[0])))
     nb.simulate_book_nb(mkt, fe, prm, o, np.zeros(m, dtype=nb.account_state_dt),
                         np.zeros((m, kk), dtype=nb.position_state_dt), np.zeros((m, kk), dtype=nb.position_state_dt),
-                        np.zeros((m, kk + 1), dtype=np.bool_), np.zeros((m, kk)), np.zeros((m, 9, kk)),
+                        np.zeros((m, kk + 1), dtype=np.bool_), np.zeros((m, kk)), np.zeros((m, 12, 2 * kk + 4)),
                         np.zeros((m, kk), dtype=np.int64))
     return o, starts
 
@@ -336,13 +349,7 @@ def simulate_book(bars: BookBars, target: Any, specs: Sequence[MarketSpec], sett
     mkt = _market(bars, inp.specs)
     fe, fe_time = _funding(bars)
     prm = _params(inp)
-    # record capacities: one order per target entry that reaches a bar (reduce cuts, calls and
-    # liquidations are rarer: a guess); the kernel counts every record, and a column that
-    # produced more than its guess is rerun with the exact counts
-    orders = (~np.isnan(inp.target[: max(0, n - inp.lag)])).sum(axis=(0, 1)).astype(np.int64)
-    reduce = prm.resp == CallResponse.REDUCE
-    caps = np.stack([orders + 8 + np.where(reduce, 8 * kk, 0), np.full(m, 8 + n // 64),
-                     np.full(m, 4 * kk + 4)]).astype(np.int64)
+    caps = first_record_caps(inp.target, n, kk, inp.lag, prm.resp)
     o, starts = _run(mkt, fe, prm, n, kk, m, sslot, pslot, caps)
     if (o.counts > caps).any():
         caps = np.maximum(caps, o.counts)

@@ -123,6 +123,57 @@ P_POSITION, P_NOTIONAL, P_LIQ, P_PRICE, P_FUNDING, P_FEES, P_LIQUIDATION = range
 # Formulas of backtest.mechanics without a compiled form in the engine
 # --------------------------------------------------------------------------------------------
 
+# The account's sums (margin balance, maintenance, equity, the other positions' TMM1/UPNL1) are
+# correctly rounded, as ``math.fsum`` in backtest.mechanics and the reference: a clipped order
+# sits at the exchange check's limit, and the next bar's check of the same size is a tie that a
+# last-bit difference in a plain sum would decide the other way (a lot more or less).
+
+@njit(cache=True, inline="always")
+def fsum_add_nb(p, n, x):
+    """Add ``x`` to the exact sum held as ``n`` non-overlapping partials in ``p`` (Shewchuk's
+    algorithm, as CPython's ``math.fsum``); returns the new number of partials."""
+    i = 0
+    for q in range(n):
+        y = p[q]
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            p[i] = lo
+            i += 1
+        x = hi
+    p[i] = x
+    return i + 1
+
+
+@njit(cache=True, inline="always")
+def fsum_value_nb(p, n):
+    """The correctly rounded value of the partials (CPython's ``math.fsum`` final step, half-way
+    cases rounded as it does). Finite inputs only (the account's sums are)."""
+    if n == 0:
+        return 0.0
+    n -= 1
+    hi = p[n]
+    lo = 0.0
+    while n > 0:
+        x = hi
+        n -= 1
+        y = p[n]
+        hi = x + y
+        yr = hi - x
+        lo = y - yr
+        if lo != 0.0:
+            break
+    if n > 0 and ((lo < 0.0 and p[n - 1] < 0.0) or (lo > 0.0 and p[n - 1] > 0.0)):
+        y = lo * 2.0
+        x = hi + y
+        yr = x - hi
+        if y == yr:
+            hi = x
+    return hi
+
+
 @njit(cache=True, inline="always")
 def path_price_nb(open_, adverse, s):
     """``mechanics.path_price``: the mark at fraction ``s`` of the intrabar path from the mark
@@ -135,20 +186,22 @@ def path_price_nb(open_, adverse, s):
 
 
 @njit(cache=True)
-def cross_liquidation_outcome_nb(wallet, upnls, fees, charged, shares):
+def cross_liquidation_outcome_nb(wallet, upnls, fees, charged, shares, fs):
     """``mechanics.cross_liquidation_outcome`` ([BN-LIQ] on a cross account): ``upnls``,
     ``fees`` (n,) of the closed positions; writes the fees charged and each position's share of
     the insurance fund's deficit into ``charged``/``shares``; returns what the account keeps,
-    ``max(0, W + sum uPnL - sum fees)``."""
+    ``max(0, W + sum uPnL - sum fees)``. ``fs``: float64 (3, >= n) scratch for the sums."""
     n = upnls.shape[0]
-    sum_up = 0.0
-    total = 0.0
-    lost = 0.0
+    nu = 0
+    nf = 0
+    nl = 0
     for i in range(n):
-        sum_up += upnls[i]
-        total += fees[i]
-        lost += max(0.0, -upnls[i])
-    left = wallet + sum_up
+        nu = fsum_add_nb(fs[0], nu, upnls[i])
+        nf = fsum_add_nb(fs[1], nf, fees[i])
+        nl = fsum_add_nb(fs[2], nl, max(0.0, -upnls[i]))
+    total = fsum_value_nb(fs[1], nf)
+    lost = fsum_value_nb(fs[2], nl)
+    left = wallet + fsum_value_nb(fs[0], nu)
     scale = 1.0 if total <= 0.0 else min(1.0, max(0.0, left) / total)
     deficit = max(0.0, -left)
     for i in range(n):
@@ -205,18 +258,20 @@ def is_member_nb(P, iso, g, k):
 
 
 @njit(cache=True)
-def group_margin_nb(mkt, t, P, W, iso, g, marks):
+def group_margin_nb(mkt, t, P, W, iso, g, marks, fs):
     """``(MB, MM, open positions)`` of group g with each member at ``marks[k]``: the cross
     account ``MB = W + sum uPnL``, ``MM = sum MM_i`` (``mechanics.cross_account_margin``), an
-    isolated position ``M_k + uPnL_k``."""
-    up = 0.0
-    mm = 0.0
+    isolated position ``M_k + uPnL_k``. ``fs``: scratch for the sums (rows 0, 1)."""
+    nu = 0
+    nm = 0
     cnt = 0
     for k in range(P.shape[0]):
         if is_member_nb(P, iso, g, k):
-            up += pos_upnl_nb(mkt, P, k, marks[k])
-            mm += pos_mm_nb(mkt, t, k, P[k].contracts, marks[k])
+            nu = fsum_add_nb(fs[0], nu, pos_upnl_nb(mkt, P, k, marks[k]))
+            nm = fsum_add_nb(fs[1], nm, pos_mm_nb(mkt, t, k, P[k].contracts, marks[k]))
             cnt += 1
+    up = fsum_value_nb(fs[0], nu)
+    mm = fsum_value_nb(fs[1], nm)
     if g == CROSS_G:
         return W + up, mm, cnt
     return P[g].margin + up, mm, cnt
@@ -231,14 +286,17 @@ def ratio_of_nb(mb, mm, cnt):
 
 
 @njit(cache=True)
-def equity_nb(mkt, P, W, prices):
-    """``W + sum_k (M_k + uPnL_k)`` with each open position at ``prices[k]``."""
-    e = W
+def equity_nb(mkt, P, W, prices, fs):
+    """``W + sum_k (M_k + uPnL_k)`` with each open position at ``prices[k]`` (one instrument:
+    the single-instrument engine's sum, term for term; several: correctly rounded)."""
+    if P.shape[0] == 1:
+        return W + P[0].margin + (pos_upnl_nb(mkt, P, 0, prices[0]) if P[0].contracts != 0.0 else 0.0)
+    n = fsum_add_nb(fs[0], 0, W)
     for k in range(P.shape[0]):
-        e += P[k].margin
+        n = fsum_add_nb(fs[0], n, P[k].margin)
         if P[k].contracts != 0.0:
-            e += pos_upnl_nb(mkt, P, k, prices[k])
-    return e
+            n = fsum_add_nb(fs[0], n, pos_upnl_nb(mkt, P, k, prices[k]))
+    return fsum_value_nb(fs[0], n)
 
 
 @njit(cache=True)
@@ -253,9 +311,9 @@ def marks_at_nb(mkt, t, P, iso, g, path, s, marks):
 
 
 @njit(cache=True)
-def past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks):
+def past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
     """Group g at ``marks`` has reached ``threshold`` (1: liquidatable, ``MB <= MM``)."""
-    mb, mm, cnt = group_margin_nb(mkt, t, P, W, iso, g, marks)
+    mb, mm, cnt = group_margin_nb(mkt, t, P, W, iso, g, marks, fs)
     if cnt == 0:
         return False
     if threshold >= 1.0:
@@ -264,13 +322,13 @@ def past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks):
 
 
 @njit(cache=True)
-def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks):
+def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks, fs):
     """First point of the path where group g reaches ``threshold``: returns s, the marks in
     ``marks``. One moving mark: the re-tiered price formula (``solve_price_nb``) with the
     others' ``TMM1/threshold`` and ``UPNL1`` at their opens; several: bisection (the
     reference's, step for step)."""
     marks_at_nb(mkt, t, P, iso, g, path, 0.0, marks)
-    if past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks):
+    if past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
         return 0.0
     K = P.shape[0]
     mover = -1
@@ -281,12 +339,14 @@ def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks):
             n_movers += 1
     if n_movers == 1:
         k = mover
-        tmm = 0.0
-        upnl1 = 0.0
+        nm = 0
+        nu = 0
         for i in range(K):
             if i != k and is_member_nb(P, iso, g, i):
-                tmm += pos_mm_nb(mkt, t, i, P[i].contracts, mkt.mark_open[t, i])
-                upnl1 += pos_upnl_nb(mkt, P, i, mkt.mark_open[t, i])
+                nm = fsum_add_nb(fs[0], nm, pos_mm_nb(mkt, t, i, P[i].contracts, mkt.mark_open[t, i]))
+                nu = fsum_add_nb(fs[1], nu, pos_upnl_nb(mkt, P, i, mkt.mark_open[t, i]))
+        tmm = fsum_value_nb(fs[0], nm)
+        upnl1 = fsum_value_nb(fs[1], nu)
         balance = W if g == CROSS_G else P[g].margin
         ver = mkt.tier_ver[t, k]
         lp = solve_price_nb(P[k].contracts, P[k].entry, balance - tmm / threshold + upnl1, mkt.cs[k],
@@ -303,7 +363,7 @@ def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks):
         if mid <= lo or mid >= hi:
             break
         marks_at_nb(mkt, t, P, iso, g, path, mid, marks)
-        if past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks):
+        if past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
             hi = mid
         else:
             lo = mid
@@ -312,7 +372,7 @@ def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks):
 
 
 @njit(cache=True)
-def position_liq_price_nb(mkt, t, P, W, iso, k, upn, mmv):
+def position_liq_price_nb(mkt, t, P, W, iso, k, upn, mmv, fs):
     """Position k's liquidation price with the account as it stands: isolated, alone on its
     margin; cross, Binance's cross formula with ``TMM1``/``UPNL1`` the other cross positions'
     maintenance and uPnL (``upn``/``mmv``, at the prices they were valued at), re-tiered. 0.0 = none."""
@@ -321,13 +381,13 @@ def position_liq_price_nb(mkt, t, P, W, iso, k, upn, mmv):
     if iso[k]:
         backing = P[k].margin
     else:
-        tmm = 0.0
-        upnl1 = 0.0
+        nm = 0
+        nu = 0
         for i in range(P.shape[0]):
             if i != k and is_member_nb(P, iso, CROSS_G, i):
-                tmm += mmv[i]
-                upnl1 += upn[i]
-        backing = W - tmm + upnl1
+                nm = fsum_add_nb(fs[0], nm, mmv[i])
+                nu = fsum_add_nb(fs[1], nu, upn[i])
+        backing = W - fsum_value_nb(fs[0], nm) + fsum_value_nb(fs[1], nu)
     lp = solve_price_nb(C, P[k].entry, backing, mkt.cs[k], mkt.inverse, mkt.tiers[k], ver, mkt.ntiers[k, ver], 1.0)
     return lp if level_ok_nb(lp) else 0.0
 
@@ -420,7 +480,7 @@ def order_usd_nb(mkt, k, d, price):
 
 
 @njit(cache=True)
-def order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, new_c, price):
+def order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, new_c, price, fs):
     """Exchange checks of an order that adds exposure on instrument k, on the account as the
     bar's earlier fills left it (docs, step 3): (a) tier cap; (b) available margin, the other
     cross positions valued at their trade opens."""
@@ -432,13 +492,15 @@ def order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, new_c, price):
     if not fits_nb(n_new, tier_cap_nb(mkt.tiers[k], ver, mkt.ntiers[k, ver], lev[k])):
         return False
     f = fee[k] * abs(new_c - c) * v
-    upnl = 0.0
-    im = 0.0
+    nu = 0
+    ni = 0
     for i in range(P.shape[0]):
         if i != k and is_member_nb(P, iso, CROSS_G, i):
             po = mkt.open[t, i]
-            upnl += pos_upnl_nb(mkt, P, i, po)
-            im += abs(P[i].contracts) * value_nb(mkt, i, po) / lev[i]
+            nu = fsum_add_nb(fs[0], nu, pos_upnl_nb(mkt, P, i, po))
+            ni = fsum_add_nb(fs[1], ni, abs(P[i].contracts) * value_nb(mkt, i, po) / lev[i])
+    upnl = fsum_value_nb(fs[0], nu)
+    im = fsum_value_nb(fs[1], ni)
     if not iso[k]:
         return fits_nb(im + n_new / lev[k] + f, W + upnl + pos_upnl_nb(mkt, P, k, mkt.open[t, k]))
     free = W + (upnl - im)
@@ -449,7 +511,7 @@ def order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, new_c, price):
 
 
 @njit(cache=True)
-def largest_allowed_nb(mkt, t, P, W, iso, lev, fee, k, desired, price):
+def largest_allowed_nb(mkt, t, P, W, iso, lev, fee, k, desired, price, fs):
     """Largest lot-rounded size toward ``desired`` passing the checks (the reference's
     bisection); never below the current position on the same side."""
     c = P[k].contracts
@@ -461,7 +523,7 @@ def largest_allowed_nb(mkt, t, P, W, iso, lev, fee, k, desired, price):
         hi = np.int64(round(abs(desired) / lot))
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, side * (mid * lot), price):
+            if order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, side * (mid * lot), price, fs):
                 lo = mid
             else:
                 hi = mid
@@ -472,7 +534,7 @@ def largest_allowed_nb(mkt, t, P, W, iso, lev, fee, k, desired, price):
         mid = 0.5 * (lo_q + hi_q)
         if mid <= lo_q or mid >= hi_q:
             break
-        if order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, side * mid, price):
+        if order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, side * mid, price, fs):
             lo_q = mid
         else:
             hi_q = mid
@@ -535,6 +597,7 @@ def liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, at_ope
     liquidated as a whole; the clearance fee on each position) and write one liquidation record
     per position: its trigger (its own liquidation price with the others at their execution
     marks), execution mark, size, fee charged and share of the deficit."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
     K = P.shape[0]
     upn, mmv, clear, charged, shares = scr[0], scr[1], scr[2], scr[3], scr[4]
     at_marks, start, trig, sizes = scr[5], scr[6], scr[7], scr[8]
@@ -550,24 +613,26 @@ def liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, at_ope
         # the other positions at their mark opens (the state the path starts from)
         at_marks[k] = marks[k] if is_member_nb(P, iso, g, k) else mkt.mark_open[t, k]
         start[k] = (mkt.prev_mark_close[t, k] if at_open else mkt.mark_open[t, k]) if mkt.listed[t, k] else 0.0
-    equity_start = equity_nb(mkt, P, A.wallet, start)
-    equity_before = equity_nb(mkt, P, A.wallet, at_marks)
+    equity_start = equity_nb(mkt, P, A.wallet, start, fs)
+    equity_before = equity_nb(mkt, P, A.wallet, at_marks, fs)
     balance = A.wallet if g == CROSS_G else P[g].margin
     for i in range(n):
         k = ids[i]
-        other_mm = 0.0
-        other_upnl = 0.0
-        if g == CROSS_G:
+        nm = 0
+        nu = 0
+        if g == CROSS_G:  # TMM1, UPNL1 of the others (mechanics.cross_others)
             for q in range(n):
                 if q != i:
-                    other_mm += mmv[q]
-                    other_upnl += upn[q]
+                    nm = fsum_add_nb(fs[0], nm, mmv[q])
+                    nu = fsum_add_nb(fs[1], nu, upn[q])
+        other_mm = fsum_value_nb(fs[0], nm)
+        other_upnl = fsum_value_nb(fs[1], nu)
         ver = mkt.tier_ver[t, k]
         lp = solve_price_nb(P[k].contracts, P[k].entry, balance - other_mm + other_upnl, mkt.cs[k], mkt.inverse,
                             mkt.tiers[k], ver, mkt.ntiers[k, ver], 1.0)
         trig[i] = lp if level_ok_nb(lp) else marks[k]
     if g == CROSS_G:
-        A.wallet = cross_liquidation_outcome_nb(A.wallet, upn[:n], clear[:n], charged, shares)
+        A.wallet = cross_liquidation_outcome_nb(A.wallet, upn[:n], clear[:n], charged, shares, fs)
     else:
         keep, deficit, fee = isolated_liquidation_outcome_nb(
             P[g].margin, upn[0], abs(P[g].contracts) * value_nb(mkt, g, marks[g]), mkt.liq_fee[g])
@@ -583,7 +648,7 @@ def liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, at_ope
         P[k].contracts = 0.0
         P[k].entry = 0.0
     in_call[g + 1] = False
-    equity_after = equity_nb(mkt, P, A.wallet, at_marks)
+    equity_after = equity_nb(mkt, P, A.wallet, at_marks, fs)
     for i in range(n):
         k = ids[i]
         r = o.liqs[slot_nb(o, 2, j, o.liqs)]
@@ -611,6 +676,7 @@ def liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, at_ope
 def gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids):
     """Step 2: each margin group (the cross account, then each isolated position) already
     liquidatable at its mark opens is liquidated there (``gap = 1``)."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
     K = P.shape[0]
     for q in range(K + 1):
         g = q - 1
@@ -618,7 +684,7 @@ def gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids):
             continue
         for k in range(K):
             marks[k] = mkt.mark_open[t, k]
-        if past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks):
+        if past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs):
             liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, 0.0, True, True, scr, ids)
 
 
@@ -627,11 +693,12 @@ def orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr):
     """Step 3: size every order from the account's equity at the trade opens, execute the
     reductions (book order), then the increases, opens and flips, each checked against the
     account as the earlier fills left it (clip or reject)."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
     K = P.shape[0]
     opens, desired, price, pending = scr[0], scr[1], scr[2], scr[3]
     for k in range(K):
         opens[k] = mkt.open[t, k] if mkt.listed[t, k] else 0.0
-    e_open = equity_nb(mkt, P, A.wallet, opens)
+    e_open = equity_nb(mkt, P, A.wallet, opens, fs)
     init = prm.init_cap[j]
     any_order = False
     for k in range(K):
@@ -673,11 +740,11 @@ def orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr):
             pf = price[k]
             d = want - c
             status = ST_FILLED
-            if not order_allowed_nb(mkt, t, P, A.wallet, iso, lev, fee, k, want, pf):
+            if not order_allowed_nb(mkt, t, P, A.wallet, iso, lev, fee, k, want, pf, fs):
                 if prm.excess[j] == EXCESS_REJECT:
                     write_fill_nb(mkt, o, t, j, k, pf, d, 0.0, ST_REJECTED, RS_TARGET)
                     continue
-                want = largest_allowed_nb(mkt, t, P, A.wallet, iso, lev, fee, k, want, pf)
+                want = largest_allowed_nb(mkt, t, P, A.wallet, iso, lev, fee, k, want, pf, fs)
                 if same_size_nb(want, c, mkt.lot[k]):
                     want = c
                 if want != 0.0 and order_usd_nb(mkt, k, want - c, pf) < mkt.min_notional[k]:
@@ -719,9 +786,10 @@ def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
     fees; isolated: margin and the cut's PnL kept with the position), is at most the target;
     found by the reference's bisection on the fraction, each trial on a copy ``T`` of the
     positions."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
     K = P.shape[0]
     sizes = scr[0]
-    mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks)
+    mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
     if mb <= 0.0:
         return  # nothing left to protect; the liquidation check decides
     slip = prm.slip[j]
@@ -742,7 +810,7 @@ def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
             if is_member_nb(P, iso, g, k):
                 pf = marks[k] * (1.0 + slip * sign_nb(sizes[k] - T[k].contracts))
                 W, _ = execute_nb(mkt, T, W, k, sizes[k], pf, iso[k], lev[k], fee[k], True)
-        mb_t, mm_t, cnt_t = group_margin_nb(mkt, t, T, W, iso, g, marks)
+        mb_t, mm_t, cnt_t = group_margin_nb(mkt, t, T, W, iso, g, marks, fs)
         if ratio_of_nb(mb_t, mm_t, cnt_t) <= tau:
             lo = mid
         else:
@@ -760,10 +828,10 @@ def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
 
 
 @njit(cache=True)
-def top_up_for_call_nb(mkt, prm, A, P, iso, t, j, g, marks):
+def top_up_for_call_nb(mkt, prm, A, P, iso, t, j, g, marks, fs):
     """Margin-call ``top_up``: add ``MM/target - MB`` (at most the reserve left) to W (cross)
     or M_g; returns the amount."""
-    mb, mm, _ = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks)
+    mb, mm, _ = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
     x = max(0.0, min(mm / prm.tau[j] - mb, A.reserve_left))
     if g == CROSS_G:
         A.wallet += x
@@ -805,6 +873,7 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
     """Step 5 for group g: a margin call at the first point of the path where the ratio
     reaches the threshold (with its response), then a liquidation at the first point where
     ``MB <= MM``; returns the group's ratio at the path's end afterwards."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
     theta = prm.thr[j]
     alone = prm.alone[j]
     multi = n_paths_nb(P, iso, g, alone)
@@ -814,18 +883,18 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
         for q in range(max(multi, 1)):
             path = nth_path_nb(P, iso, g, q, multi)
             marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
-            mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks)
+            mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
             if ratio_of_nb(mb, mm, cnt) >= theta:
                 in_call[g + 1] = True
-                s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, theta, marks)
-                mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks)
+                s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, theta, marks, fs)
+                mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
                 ratio_at_call = ratio_of_nb(mb, mm, cnt)
                 amount = 0.0
                 resp = prm.resp[j]
                 if resp == RESP_REDUCE:
                     reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
                 elif resp == RESP_TOP_UP:
-                    amount = top_up_for_call_nb(mkt, prm, A, P, iso, t, j, g, marks)
+                    amount = top_up_for_call_nb(mkt, prm, A, P, iso, t, j, g, marks, fs)
                 r = o.calls[slot_nb(o, 1, j, o.calls)]
                 r.bar = t
                 r.col = j
@@ -841,9 +910,9 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
         for q in range(max(multi, 1)):
             path = nth_path_nb(P, iso, g, q, multi)
             marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
-            if past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks):
-                s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, 1.0, marks)
-                gap = s == 0.0 and past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks)
+            if past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs):
+                s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, 1.0, marks, fs)
+                gap = s == 0.0 and past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs)
                 liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, False, scr, ids)
                 break
     if not group_open_nb(P, iso, g):
@@ -853,7 +922,7 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
     for q in range(max(multi, 1)):
         path = nth_path_nb(P, iso, g, q, multi)
         marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
-        mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks)
+        mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
         r_end = ratio_of_nb(mb, mm, cnt)
         worst = r_end if q == 0 else max(worst, r_end)
     return worst
@@ -872,15 +941,13 @@ def group_open_nb(P, iso, g):
 def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
     """Step 6: valuation at the mark closes (account series, per-position series), the end of
     call episodes whose ratio is back below the threshold, the policies' equity and peak."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
     K = P.shape[0]
     closes, upn, mmv = scr[0], scr[1], scr[2]
     for k in range(K):
         closes[k] = mkt.mark_close[t, k] if mkt.listed[t, k] else 0.0
-    equity = equity_nb(mkt, P, A.wallet, closes)
+    equity = equity_nb(mkt, P, A.wallet, closes, fs)
     # the groups' ratios at the closes (the cross account first)
-    cross_up = 0.0
-    cross_mm = 0.0
-    n_cross = 0
     worst = 0.0
     thr = prm.thr[j]
     for k in range(K):
@@ -894,26 +961,23 @@ def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
                 worst = max(worst, r_k)
                 if in_call[k + 1] and r_k < thr:
                     in_call[k + 1] = False
-            else:
-                cross_up += upn[k]
-                cross_mm += mmv[k]
-                n_cross += 1
         elif iso[k] and in_call[k + 1]:
-            in_call[k + 1] = False  # ratio 0 < threshold
-    r_cross = ratio_of_nb(A.wallet + cross_up, cross_mm, n_cross)
+            in_call[k + 1] = False  # no position: ratio 0, below the threshold
+    mb, mm, n_cross = group_margin_nb(mkt, t, P, A.wallet, iso, CROSS_G, closes, fs)
+    r_cross = ratio_of_nb(mb, mm, n_cross)
     worst = max(worst, r_cross)
     if in_call[0] and r_cross < thr:
         in_call[0] = False
-    gross = 0.0
+    ng = 0
     ps, ls = o.pseries, o.pslot
     want_liq = ls[P_LIQ] >= 0
     for k in range(K):
         C = P[k].contracts
         notional = C * value_nb(mkt, k, closes[k]) if C != 0.0 else 0.0
-        gross += abs(notional)
+        ng = fsum_add_nb(fs[2], ng, abs(notional))
         liq = 0.0
         if C != 0.0 and want_liq:
-            liq = position_liq_price_nb(mkt, t, P, A.wallet, iso, k, upn, mmv)
+            liq = position_liq_price_nb(mkt, t, P, A.wallet, iso, k, upn, mmv, fs)
         put4_nb(ps, ls[P_POSITION], k, j, t, C)
         put4_nb(ps, ls[P_NOTIONAL], k, j, t, notional)
         put4_nb(ps, ls[P_LIQ], k, j, t, liq)
@@ -921,6 +985,7 @@ def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
         put4_nb(ps, ls[P_FUNDING], k, j, t, P[k].funding)
         put4_nb(ps, ls[P_FEES], k, j, t, P[k].fees)
         put4_nb(ps, ls[P_LIQUIDATION], k, j, t, P[k].liquidation)
+    gross = fsum_value_nb(fs[2], ng)
     se, ss = o.series, o.sslot
     usd = mkt.mark_close[t, mkt.usd_k[t]] if mkt.inverse else 1.0
     put3_nb(se, ss[S_EQUITY], j, t, equity)
@@ -987,7 +1052,7 @@ def simulate_book_nb(mkt, fe, prm, o, acct, pos, trial, in_call, marks, scr, ids
     mkt, fe, prm : :class:`BookMarket`, :class:`BookFunding`, :class:`BookParams`.
     o : :class:`BookOutputs` (written; ``o.counts`` must be zeros).
     acct : :data:`account_state_dt` (m,), pos, trial : :data:`position_state_dt` (m, K),
-        in_call : bool (m, K + 1), marks : float64 (m, K), scr : float64 (m, 9, K), ids : int64
+        in_call : bool (m, K + 1), marks : float64 (m, K), scr : float64 (m, 12, 2K + 4), ids : int64
         (m, K): each column's state and scratch space, owned by the caller (zeros).
     """
     m = acct.shape[0]
