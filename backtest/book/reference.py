@@ -25,10 +25,8 @@ import numpy as np
 
 from backtest import mechanics as mk
 from backtest.book.bars import BookBars
-from backtest.book.settings import (
-    BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar, book_arrays, book_target,
-)
-from backtest.engine.bars import EngineInputError, ts_str
+from backtest.book.core import check_book_inputs
+from backtest.book.settings import BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar
 from backtest.engine.enums import FillReason, FillStatus
 from backtest.engine.nb import policy_target_nb
 from backtest.engine.reference import CHECK_RTOL, DUST_RTOL, LOT_EPS
@@ -720,26 +718,9 @@ def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec],
         ``margin_calls``, ``liquidations``, each with its instrument), sorted by column, bar,
         then event order.
     """
-    settings = settings or BookSettings()
-    if not isinstance(bars, BookBars):
-        raise EngineInputError(f"bars is a {type(bars).__name__}; give a BookBars (BookBars.from_legs)")
-    specs = list(specs)
-    if len(specs) != bars.k:
-        raise EngineInputError(f"{len(specs)} market specs for {bars.k} instruments {list(bars.symbols)}; "
-                               "give one MarketSpec per instrument, in the book's order")
-    n, kk = bars.n, bars.k
-    tgt = book_target(target, n, kk)
-    m = tgt.shape[2]
-    legs, pol, intrabar = book_arrays(settings, specs, m, n)
-    lag = int(settings.account.lag)
-    for k in range(kk):
-        rows = tgt[: max(0, int(bars.first_bar[k]) - lag), k, :]
-        if rows.size and not np.isnan(rows).all():
-            r = int(np.argmax(~np.isnan(rows).all(axis=1)))
-            raise EngineInputError(
-                f"target row {r} gives {bars.symbols[k]} an exposure at bar {r + lag} "
-                f"({ts_str(int(bars.timestamp[r + lag]))}), before its first bar {int(bars.first_bar[k])} "
-                f"({ts_str(int(bars.timestamp[bars.first_bar[k]]))}); set the target to NaN before the listing")
+    inp = check_book_inputs(bars, target, specs, settings)
+    specs, tgt, legs, pol, intrabar, lag = inp.specs, inp.target, inp.legs, inp.policy, inp.intrabar, inp.lag
+    n, kk, m = bars.n, bars.k, inp.n_cols
 
     ins = [_Instrument(symbol=bars.symbols[k], size=s.contract_size, inverse=s.inverse, lot=s.lot_size,
                        min_notional=s.min_notional, liq_fee_rate=s.liquidation_fee_rate) for k, s in enumerate(specs)]

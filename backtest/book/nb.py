@@ -1,0 +1,1069 @@
+"""Numba kernel of a book: several perpetuals in one margin account (numpy in, numpy out).
+
+Implements docs/mechanics.md ("Books") in the order of events it states, and gives the numbers
+of the slow reference simulator :func:`backtest.book.reference.simulate_book_reference`, which
+it is property-tested against. Columns (accounts) run in parallel (``prange``); the instruments
+are the second axis inside a column.
+
+Every exchange formula is the single-instrument engine's compiled helper
+(:mod:`backtest.engine.nb`: contract value, uPnL, tier choice and maintenance margin, the
+re-tiered liquidation / margin-call price, tier cap, funding amount, the in-loop policy, the
+exchange-check tolerance), imported, not restated. What is new here is the book's own
+bookkeeping (margin groups, orders across instruments, the intrabar path) and three small
+formulas of :mod:`backtest.mechanics` that the engine has no compiled form of:
+:func:`path_price_nb` (``mechanics.path_price``), :func:`cross_liquidation_outcome_nb`
+(``mechanics.cross_liquidation_outcome``) and :func:`isolated_liquidation_outcome_nb`
+(``mechanics.liquidation_outcome``), each tested against its readable form.
+
+State is named: the positions of a column are a structured array (:data:`position_state_dt`,
+one record per instrument) and the account a structured record (:data:`account_state_dt`);
+the market and the settings travel as named tuples (:class:`BookMarket`, :class:`BookFunding`,
+:class:`BookParams`, :class:`BookOutputs`). The column loop :func:`book_col_nb` reads as the
+numbered steps of the docs, each step a small function.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+from numba import njit, prange
+
+from backtest.engine.nb import (
+    CHECK_RTOL, DUST_RTOL, LOT_EPS, POL_CPPI, POL_DRAWDOWN, cval_nb, fits_nb, funding_amount_nb, level_ok_nb,
+    mm_nb, policy_target_nb, solve_price_nb, tier_cap_nb, upnl_nb,
+)
+
+# Enum values as module constants so numba folds them (backtest.engine.enums / settings).
+ST_FILLED = 0
+ST_CLIPPED = 1
+ST_REJECTED = 2
+RS_TARGET = 0
+RS_CALL = 1
+RESP_REDUCE = 1
+RESP_TOP_UP = 2
+AFTER_STOP = 0
+EXCESS_REJECT = 1
+CROSS_G = -1        # the margin group of every cross position (isolated groups are numbered k)
+PATH_ALL = -1       # the 'together' path: every mark moves
+BISECT_STEPS = 200  # the reference's bisection length (a float in [0, 1] reaches machine precision)
+
+__all__ = ["CHECK_RTOL", "LOT_EPS", "POL_CPPI", "POL_DRAWDOWN"]  # re-exported for readers of the rules
+
+position_state_dt = np.dtype([
+    ("contracts", np.float64),    # signed contracts
+    ("entry", np.float64),        # entry price
+    ("margin", np.float64),       # isolated margin M_k (0 for a cross position)
+    ("realised", np.float64),     # price PnL realised by fills
+    ("funding", np.float64),      # funding received (+) / paid (-)
+    ("fees", np.float64),         # trading fees paid
+    ("liquidation", np.float64),  # liquidation PnL - clearance fees + deficit share
+    ("stopped", np.bool_),        # after_liquidation='stop' froze this instrument
+], align=True)
+"""One position of a column's book (the reference's ``_Pos``)."""
+
+account_state_dt = np.dtype([
+    ("wallet", np.float64),         # W: the cross wallet (all cash not held as isolated margin)
+    ("capital_added", np.float64),
+    ("reserve_left", np.float64),
+    ("peak", np.float64),           # highest equity at a close (the policies read it)
+    ("prev_equity", np.float64),    # equity at the previous close
+    ("cum_funding", np.float64),
+    ("cum_fees", np.float64),       # trading + clearance fees
+], align=True)
+"""The account of one column (the reference's ``_Account``)."""
+
+BookMarket = namedtuple("BookMarket", [
+    "open", "mark_open", "mark_high", "mark_low", "mark_close",  # float64 (n, K); NaN before listing
+    "prev_mark_close",  # float64 (n, K): previous bar's mark close (the mark open at a first bar)
+    "listed",           # bool (n, K)
+    "tiers",            # float64 (K, V, T, 5): each instrument's tier tables, padded
+    "ntiers",           # int64 (K, V)
+    "tier_ver",         # int64 (n, K): the table in force (0 before listing)
+    "cs", "lot", "min_notional", "liq_fee",  # float64 (K,)
+    "inverse",          # bool: every instrument inverse (one settlement coin) or every one linear
+    "usd_k",            # int64 (n,): the first listed instrument (inverse books: its mark close is
+                        # the settlement coin's USD price)
+])
+"""The instruments of a book on its bars."""
+
+BookFunding = namedtuple("BookFunding", [
+    "bar", "k", "at_open", "rate", "mark",  # (E,) every print of every instrument, sorted by (book
+                                            # bar, at the open first, instrument, print)
+])
+"""Funding prints of every instrument, in the order the reference pays them."""
+
+BookParams = namedtuple("BookParams", [
+    # per column (m,)
+    "init_cap", "thr", "resp", "tau", "reserve", "after_liq", "excess", "slip",
+    "pol_kind", "pol_maxdd", "pol_floor", "pol_mult", "pol_ratchet", "pol_maxexp", "alone",
+    # per instrument and column (K, m)
+    "isolated", "lev", "fee",
+    "lag",              # int
+    "target",           # float64 (n, K, m)
+])
+"""Settings of every column (``backtest.book.settings.book_arrays``) and the target."""
+
+BookOutputs = namedtuple("BookOutputs", [
+    "series", "sslot",      # float64 (n_stored, m, n); int64 (len(BOOK_SERIES),): row or -1
+    "pseries", "pslot",     # float64 (n_pstored, K, m, n); int64 (len(POSITION_SERIES),)
+    "fills", "calls", "liqs",   # record buffers (book_fill_dt, book_margin_call_dt, book_liquidation_dt)
+    "rstart", "rcap",       # int64 (3, m): each column's first slot and capacity per buffer
+    "counts",               # int64 (3, m): records each column produced (may exceed rcap: rerun)
+    "fpos",                 # float64 (m, E): the position that paid each print (0: none)
+])
+"""Where a book run writes. Series slots follow ``BOOK_SERIES`` / ``POSITION_SERIES``."""
+
+# slots of BOOK_SERIES and POSITION_SERIES (backtest.book.settings), in their order
+S_EQUITY, S_EQUITY_USD, S_RATIO, S_RATIO_ADV, S_GROSS, S_FUNDING, S_FEES, S_ADDED = range(8)
+P_POSITION, P_NOTIONAL, P_LIQ, P_PRICE, P_FUNDING, P_FEES, P_LIQUIDATION = range(7)
+
+
+# --------------------------------------------------------------------------------------------
+# Formulas of backtest.mechanics without a compiled form in the engine
+# --------------------------------------------------------------------------------------------
+
+# The account's sums (margin balance, maintenance, equity, the other positions' TMM1/UPNL1) are
+# correctly rounded, as ``math.fsum`` in backtest.mechanics and the reference: a clipped order
+# sits at the exchange check's limit, and the next bar's check of the same size is a tie that a
+# last-bit difference in a plain sum would decide the other way (a lot more or less).
+
+@njit(cache=True, inline="always")
+def fsum_add_nb(p, n, x):
+    """Add ``x`` to the exact sum held as ``n`` non-overlapping partials in ``p`` (Shewchuk's
+    algorithm, as CPython's ``math.fsum``); returns the new number of partials."""
+    i = 0
+    for q in range(n):
+        y = p[q]
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            p[i] = lo
+            i += 1
+        x = hi
+    p[i] = x
+    return i + 1
+
+
+@njit(cache=True, inline="always")
+def fsum_value_nb(p, n):
+    """The correctly rounded value of the partials (CPython's ``math.fsum`` final step, half-way
+    cases rounded as it does). Finite inputs only (the account's sums are)."""
+    if n == 0:
+        return 0.0
+    n -= 1
+    hi = p[n]
+    lo = 0.0
+    while n > 0:
+        x = hi
+        n -= 1
+        y = p[n]
+        hi = x + y
+        yr = hi - x
+        lo = y - yr
+        if lo != 0.0:
+            break
+    if n > 0 and ((lo < 0.0 and p[n - 1] < 0.0) or (lo > 0.0 and p[n - 1] > 0.0)):
+        y = lo * 2.0
+        x = hi + y
+        yr = x - hi
+        if y == yr:
+            hi = x
+    return hi
+
+
+@njit(cache=True, inline="always")
+def path_price_nb(open_, adverse, s):
+    """``mechanics.path_price``: the mark at fraction ``s`` of the intrabar path from the mark
+    open toward the position's adverse extreme (``s = 1`` returns the extreme itself)."""
+    if s >= 1.0:
+        return adverse
+    if s <= 0.0:
+        return open_
+    return open_ + s * (adverse - open_)
+
+
+@njit(cache=True)
+def cross_liquidation_outcome_nb(wallet, upnls, fees, charged, shares, fs):
+    """``mechanics.cross_liquidation_outcome`` ([BN-LIQ] on a cross account): ``upnls``,
+    ``fees`` (n,) of the closed positions; writes the fees charged and each position's share of
+    the insurance fund's deficit into ``charged``/``shares``; returns what the account keeps,
+    ``max(0, W + sum uPnL - sum fees)``. ``fs``: float64 (3, >= n) scratch for the sums."""
+    n = upnls.shape[0]
+    nu = 0
+    nf = 0
+    nl = 0
+    for i in range(n):
+        nu = fsum_add_nb(fs[0], nu, upnls[i])
+        nf = fsum_add_nb(fs[1], nf, fees[i])
+        nl = fsum_add_nb(fs[2], nl, max(0.0, -upnls[i]))
+    total = fsum_value_nb(fs[1], nf)
+    lost = fsum_value_nb(fs[2], nl)
+    left = wallet + fsum_value_nb(fs[0], nu)
+    scale = 1.0 if total <= 0.0 else min(1.0, max(0.0, left) / total)
+    deficit = max(0.0, -left)
+    for i in range(n):
+        charged[i] = fees[i] * scale
+        if lost > 0.0:
+            shares[i] = deficit * max(0.0, -upnls[i]) / lost
+        else:
+            shares[i] = deficit / n
+    return max(0.0, left - total)
+
+
+@njit(cache=True, inline="always")
+def isolated_liquidation_outcome_nb(balance, upnl, notional, fee_rate):
+    """``mechanics.liquidation_outcome`` ([BN-LIQ]): ``(keep, deficit, fee_charged)``."""
+    left = balance + upnl
+    fee = min(fee_rate * notional, max(0.0, left))
+    return max(0.0, left - fee_rate * notional), max(0.0, -left), fee
+
+
+# --------------------------------------------------------------------------------------------
+# Positions and margin groups
+# --------------------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def sign_nb(x):
+    return (x > 0.0) - (x < 0.0)
+
+
+@njit(cache=True, inline="always")
+def value_nb(mkt, k, price):
+    return cval_nb(price, mkt.cs[k], mkt.inverse)
+
+
+@njit(cache=True, inline="always")
+def pos_upnl_nb(mkt, P, k, price):
+    return upnl_nb(P[k].contracts, P[k].entry, price, mkt.cs[k], mkt.inverse)
+
+
+@njit(cache=True, inline="always")
+def pos_mm_nb(mkt, t, k, contracts, price):
+    """Maintenance margin of ``contracts`` of instrument k at ``price`` (its tier table of bar t)."""
+    ver = mkt.tier_ver[t, k]
+    return mm_nb(mkt.tiers[k], ver, mkt.ntiers[k, ver], abs(contracts) * value_nb(mkt, k, price))
+
+
+@njit(cache=True, inline="always")
+def is_member_nb(P, iso, g, k):
+    """Position k is open and in margin group g (CROSS_G, or the isolated position g)."""
+    if P[k].contracts == 0.0:
+        return False
+    if g == CROSS_G:
+        return not iso[k]
+    return k == g
+
+
+@njit(cache=True)
+def group_margin_nb(mkt, t, P, W, iso, g, marks, fs):
+    """``(MB, MM, open positions)`` of group g with each member at ``marks[k]``: the cross
+    account ``MB = W + sum uPnL``, ``MM = sum MM_i`` (``mechanics.cross_account_margin``), an
+    isolated position ``M_k + uPnL_k``. ``fs``: scratch for the sums (rows 0, 1)."""
+    nu = 0
+    nm = 0
+    cnt = 0
+    for k in range(P.shape[0]):
+        if is_member_nb(P, iso, g, k):
+            nu = fsum_add_nb(fs[0], nu, pos_upnl_nb(mkt, P, k, marks[k]))
+            nm = fsum_add_nb(fs[1], nm, pos_mm_nb(mkt, t, k, P[k].contracts, marks[k]))
+            cnt += 1
+    up = fsum_value_nb(fs[0], nu)
+    mm = fsum_value_nb(fs[1], nm)
+    if g == CROSS_G:
+        return W + up, mm, cnt
+    return P[g].margin + up, mm, cnt
+
+
+@njit(cache=True, inline="always")
+def ratio_of_nb(mb, mm, cnt):
+    """``mechanics.margin_ratio`` of a group; 0 for a group without positions."""
+    if cnt == 0:
+        return 0.0
+    return np.inf if mb <= 0.0 else mm / mb
+
+
+@njit(cache=True)
+def equity_nb(mkt, P, W, prices, fs):
+    """``W + sum_k (M_k + uPnL_k)`` with each open position at ``prices[k]`` (one instrument:
+    the single-instrument engine's sum, term for term; several: correctly rounded)."""
+    if P.shape[0] == 1:
+        return W + P[0].margin + (pos_upnl_nb(mkt, P, 0, prices[0]) if P[0].contracts != 0.0 else 0.0)
+    n = fsum_add_nb(fs[0], 0, W)
+    for k in range(P.shape[0]):
+        n = fsum_add_nb(fs[0], n, P[k].margin)
+        if P[k].contracts != 0.0:
+            n = fsum_add_nb(fs[0], n, pos_upnl_nb(mkt, P, k, prices[k]))
+    return fsum_value_nb(fs[0], n)
+
+
+@njit(cache=True)
+def marks_at_nb(mkt, t, P, iso, g, path, s, marks):
+    """Marks of group g's positions at fraction s of path ``path`` (PATH_ALL: every mark
+    moves; k: only instrument k's) into ``marks``."""
+    for k in range(P.shape[0]):
+        if is_member_nb(P, iso, g, k):
+            adverse = mkt.mark_high[t, k] if P[k].contracts < 0.0 else mkt.mark_low[t, k]
+            moves = path == PATH_ALL or path == k
+            marks[k] = path_price_nb(mkt.mark_open[t, k], adverse, s if moves else 0.0)
+
+
+@njit(cache=True)
+def past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
+    """Group g at ``marks`` has reached ``threshold`` (1: liquidatable, ``MB <= MM``)."""
+    mb, mm, cnt = group_margin_nb(mkt, t, P, W, iso, g, marks, fs)
+    if cnt == 0:
+        return False
+    if threshold >= 1.0:
+        return mb <= mm
+    return ratio_of_nb(mb, mm, cnt) >= threshold
+
+
+@njit(cache=True)
+def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks, fs):
+    """First point of the path where group g reaches ``threshold``: returns s, the marks in
+    ``marks``. One moving mark: the re-tiered price formula (``solve_price_nb``) with the
+    others' ``TMM1/threshold`` and ``UPNL1`` at their opens; several: bisection (the
+    reference's, step for step)."""
+    marks_at_nb(mkt, t, P, iso, g, path, 0.0, marks)
+    if past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
+        return 0.0
+    K = P.shape[0]
+    mover = -1
+    n_movers = 0
+    for k in range(K):
+        if is_member_nb(P, iso, g, k) and (path == PATH_ALL or path == k):
+            mover = k
+            n_movers += 1
+    if n_movers == 1:
+        k = mover
+        nm = 0
+        nu = 0
+        for i in range(K):
+            if i != k and is_member_nb(P, iso, g, i):
+                nm = fsum_add_nb(fs[0], nm, pos_mm_nb(mkt, t, i, P[i].contracts, mkt.mark_open[t, i]))
+                nu = fsum_add_nb(fs[1], nu, pos_upnl_nb(mkt, P, i, mkt.mark_open[t, i]))
+        tmm = fsum_value_nb(fs[0], nm)
+        upnl1 = fsum_value_nb(fs[1], nu)
+        balance = W if g == CROSS_G else P[g].margin
+        ver = mkt.tier_ver[t, k]
+        lp = solve_price_nb(P[k].contracts, P[k].entry, balance - tmm / threshold + upnl1, mkt.cs[k],
+                            mkt.inverse, mkt.tiers[k], ver, mkt.ntiers[k, ver], threshold)
+        if level_ok_nb(lp):
+            o = mkt.mark_open[t, k]
+            a = mkt.mark_high[t, k] if P[k].contracts < 0.0 else mkt.mark_low[t, k]
+            marks[k] = lp
+            return min(1.0, max(0.0, (lp - o) / (a - o))) if a != o else 1.0
+    lo = 0.0
+    hi = 1.0
+    for _ in range(BISECT_STEPS):
+        mid = 0.5 * (lo + hi)
+        if mid <= lo or mid >= hi:
+            break
+        marks_at_nb(mkt, t, P, iso, g, path, mid, marks)
+        if past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
+            hi = mid
+        else:
+            lo = mid
+    marks_at_nb(mkt, t, P, iso, g, path, hi, marks)
+    return hi
+
+
+@njit(cache=True)
+def position_liq_price_nb(mkt, t, P, W, iso, k, upn, mmv, fs):
+    """Position k's liquidation price with the account as it stands: isolated, alone on its
+    margin; cross, Binance's cross formula with ``TMM1``/``UPNL1`` the other cross positions'
+    maintenance and uPnL (``upn``/``mmv``, at the prices they were valued at), re-tiered. 0.0 = none."""
+    C = P[k].contracts
+    ver = mkt.tier_ver[t, k]
+    if iso[k]:
+        backing = P[k].margin
+    else:
+        nm = 0
+        nu = 0
+        for i in range(P.shape[0]):
+            if i != k and is_member_nb(P, iso, CROSS_G, i):
+                nm = fsum_add_nb(fs[0], nm, mmv[i])
+                nu = fsum_add_nb(fs[1], nu, upn[i])
+        backing = W - fsum_value_nb(fs[0], nm) + fsum_value_nb(fs[1], nu)
+    lp = solve_price_nb(C, P[k].entry, backing, mkt.cs[k], mkt.inverse, mkt.tiers[k], ver, mkt.ntiers[k, ver], 1.0)
+    return lp if level_ok_nb(lp) else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Trades
+# --------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def execute_nb(mkt, P, W, k, new_c, price, isolated, lev, fee_rate, keep_isolated_margin):
+    """Trade instrument k to ``new_c`` at ``price``; returns ``(W, fee)``.
+
+    Realised PnL and the fee go to W; isolated margin: an increase moves ``dN/L`` from W to
+    M_k, a reduction releases the closed fraction of M_k, a flip releases all of it then
+    allocates ``N(C*)/L``. ``keep_isolated_margin`` (a margin-call cut): M_k and the cut's
+    realised PnL stay with the smaller position (all of it returns to W on a full close)."""
+    p = P[k]
+    c = p.contracts
+    d = new_c - c
+    if d == 0.0:
+        return W, 0.0
+    cs = mkt.cs[k]
+    inv = mkt.inverse
+    v = cval_nb(price, cs, inv)
+    fee = fee_rate * abs(d) * v
+    if c != 0.0 and sign_nb(d) != sign_nb(c):
+        closed = min(abs(d), abs(c))
+        realised = upnl_nb(sign_nb(c) * closed, p.entry, price, cs, inv)
+        p.realised += realised
+        if isolated and keep_isolated_margin:
+            p.margin += realised
+        else:
+            W += realised
+        if isolated and (not keep_isolated_margin or new_c == 0.0):
+            release = p.margin if closed >= abs(c) else p.margin * closed / abs(c)
+            p.margin -= release
+            W += release
+        if new_c != 0.0 and sign_nb(new_c) != sign_nb(c):
+            p.entry = price
+            if isolated:
+                alloc = abs(new_c) * v / lev
+                W -= alloc
+                p.margin += alloc
+        elif new_c == 0.0:
+            p.entry = 0.0
+    else:
+        if c == 0.0:
+            p.entry = price
+        elif inv:
+            p.entry = (abs(c) + abs(d)) / (abs(c) / p.entry + abs(d) / price)
+        else:
+            p.entry = (abs(c) * p.entry + abs(d) * price) / (abs(c) + abs(d))
+        if isolated:
+            alloc = abs(d) * v / lev
+            W -= alloc
+            p.margin += alloc
+    W -= fee
+    p.fees += fee
+    p.contracts = new_c
+    return W, fee
+
+
+@njit(cache=True, inline="always")
+def round_lots_nb(contracts, lot):
+    """Round toward zero to the lot size (the reference's rule)."""
+    if lot <= 0.0:
+        return contracts
+    n = np.floor(abs(contracts) / lot + LOT_EPS)
+    return sign_nb(contracts) * (n * lot) if n > 0 else 0.0
+
+
+@njit(cache=True, inline="always")
+def same_size_nb(a, b, lot):
+    if lot > 0.0:
+        return a == b
+    return abs(a - b) <= DUST_RTOL * max(abs(a), abs(b))
+
+
+@njit(cache=True, inline="always")
+def adds_exposure_nb(c, new_c):
+    if new_c == 0.0:
+        return False
+    return c == 0.0 or sign_nb(new_c) != sign_nb(c) or abs(new_c) > abs(c)
+
+
+@njit(cache=True, inline="always")
+def order_usd_nb(mkt, k, d, price):
+    """Order notional in USD (the unit of the minimum-notional rule)."""
+    return abs(d) * mkt.cs[k] * (1.0 if mkt.inverse else price)
+
+
+@njit(cache=True)
+def order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, new_c, price, fs):
+    """Exchange checks of an order that adds exposure on instrument k, on the account as the
+    bar's earlier fills left it (docs, step 3): (a) tier cap; (b) available margin, the other
+    cross positions valued at their trade opens."""
+    p = P[k]
+    c = p.contracts
+    v = value_nb(mkt, k, price)
+    n_new = abs(new_c) * v
+    ver = mkt.tier_ver[t, k]
+    if not fits_nb(n_new, tier_cap_nb(mkt.tiers[k], ver, mkt.ntiers[k, ver], lev[k])):
+        return False
+    f = fee[k] * abs(new_c - c) * v
+    nu = 0
+    ni = 0
+    for i in range(P.shape[0]):
+        if i != k and is_member_nb(P, iso, CROSS_G, i):
+            po = mkt.open[t, i]
+            nu = fsum_add_nb(fs[0], nu, pos_upnl_nb(mkt, P, i, po))
+            ni = fsum_add_nb(fs[1], ni, abs(P[i].contracts) * value_nb(mkt, i, po) / lev[i])
+    upnl = fsum_value_nb(fs[0], nu)
+    im = fsum_value_nb(fs[1], ni)
+    if not iso[k]:
+        return fits_nb(im + n_new / lev[k] + f, W + upnl + pos_upnl_nb(mkt, P, k, mkt.open[t, k]))
+    free = W + (upnl - im)
+    if c == 0.0 or sign_nb(new_c) == sign_nb(c):
+        return fits_nb((abs(new_c) - abs(c)) * v / lev[k] + f, free)
+    w_after_close = W + p.margin + pos_upnl_nb(mkt, P, k, price) - fee[k] * abs(c) * v + (upnl - im)
+    return fits_nb(n_new / lev[k] + fee[k] * abs(new_c) * v, w_after_close)
+
+
+@njit(cache=True)
+def largest_allowed_nb(mkt, t, P, W, iso, lev, fee, k, desired, price, fs):
+    """Largest lot-rounded size toward ``desired`` passing the checks (the reference's
+    bisection); never below the current position on the same side."""
+    c = P[k].contracts
+    lot = mkt.lot[k]
+    side = sign_nb(desired)
+    lower = abs(c) if (c != 0.0 and sign_nb(c) == side) else 0.0
+    if lot > 0.0:
+        lo = np.int64(round(abs(lower) / lot))
+        hi = np.int64(round(abs(desired) / lot))
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, side * (mid * lot), price, fs):
+                lo = mid
+            else:
+                hi = mid
+        return side * (lo * lot) if lo > 0 else 0.0
+    lo_q = lower
+    hi_q = abs(desired)
+    for _ in range(BISECT_STEPS):
+        mid = 0.5 * (lo_q + hi_q)
+        if mid <= lo_q or mid >= hi_q:
+            break
+        if order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, side * mid, price, fs):
+            lo_q = mid
+        else:
+            hi_q = mid
+    return side * lo_q
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def slot_nb(o, r, j, buf):
+    """Slot of column j's next record in buffer r; the spare last slot once past capacity (the
+    count keeps going: the wrapper reruns with the exact capacities)."""
+    c = o.counts[r, j]
+    o.counts[r, j] = c + 1
+    return o.rstart[r, j] + c if c < o.rcap[r, j] else buf.shape[0] - 1
+
+
+@njit(cache=True)
+def write_fill_nb(mkt, o, t, j, k, price, size, fee, status, reason):
+    r = o.fills[slot_nb(o, 0, j, o.fills)]
+    r.bar = t
+    r.col = j
+    r.instrument = k
+    r.price = price
+    r.size = size
+    r.notional = abs(size) * value_nb(mkt, k, price)
+    r.fee = fee
+    r.status = status
+    r.reason = reason
+
+
+# --------------------------------------------------------------------------------------------
+# The steps of a bar
+# --------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def pay_funding_nb(fe, o, A, P, iso, mkt, j, e):
+    """Print e on its instrument's position (cross: into W; isolated: into M_k); the position
+    that paid is stored (``fpos``), from which the wrapper builds the funding records."""
+    k = fe.k[e]
+    C = P[k].contracts
+    if C == 0.0:
+        return
+    amount = funding_amount_nb(C, fe.mark[e], fe.rate[e], mkt.cs[k], mkt.inverse)
+    if iso[k]:
+        P[k].margin += amount
+    else:
+        A.wallet += amount
+    P[k].funding += amount
+    A.cum_funding += amount
+    o.fpos[j, e] = C
+
+
+
+@njit(cache=True)
+def liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, at_open, scr, ids):
+    """Close every position of group g at its mark in ``marks`` (Binance: the account is
+    liquidated as a whole; the clearance fee on each position) and write one liquidation record
+    per position: its trigger (its own liquidation price with the others at their execution
+    marks), execution mark, size, fee charged and share of the deficit."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
+    K = P.shape[0]
+    upn, mmv, clear, charged, shares = scr[0], scr[1], scr[2], scr[3], scr[4]
+    at_marks, start, trig, sizes = scr[5], scr[6], scr[7], scr[8]
+    n = 0
+    for k in range(K):
+        if is_member_nb(P, iso, g, k):
+            ids[n] = k
+            upn[n] = pos_upnl_nb(mkt, P, k, marks[k])
+            mmv[n] = pos_mm_nb(mkt, t, k, P[k].contracts, marks[k])
+            clear[n] = mkt.liq_fee[k] * abs(P[k].contracts) * value_nb(mkt, k, marks[k])
+            n += 1
+    for k in range(K):
+        # the other positions at their mark opens (the state the path starts from)
+        at_marks[k] = marks[k] if is_member_nb(P, iso, g, k) else mkt.mark_open[t, k]
+        start[k] = (mkt.prev_mark_close[t, k] if at_open else mkt.mark_open[t, k]) if mkt.listed[t, k] else 0.0
+    equity_start = equity_nb(mkt, P, A.wallet, start, fs)
+    equity_before = equity_nb(mkt, P, A.wallet, at_marks, fs)
+    balance = A.wallet if g == CROSS_G else P[g].margin
+    for i in range(n):
+        k = ids[i]
+        nm = 0
+        nu = 0
+        if g == CROSS_G:  # TMM1, UPNL1 of the others (mechanics.cross_others)
+            for q in range(n):
+                if q != i:
+                    nm = fsum_add_nb(fs[0], nm, mmv[q])
+                    nu = fsum_add_nb(fs[1], nu, upn[q])
+        other_mm = fsum_value_nb(fs[0], nm)
+        other_upnl = fsum_value_nb(fs[1], nu)
+        ver = mkt.tier_ver[t, k]
+        lp = solve_price_nb(P[k].contracts, P[k].entry, balance - other_mm + other_upnl, mkt.cs[k], mkt.inverse,
+                            mkt.tiers[k], ver, mkt.ntiers[k, ver], 1.0)
+        trig[i] = lp if level_ok_nb(lp) else marks[k]
+    if g == CROSS_G:
+        A.wallet = cross_liquidation_outcome_nb(A.wallet, upn[:n], clear[:n], charged, shares, fs)
+    else:
+        keep, deficit, fee = isolated_liquidation_outcome_nb(
+            P[g].margin, upn[0], abs(P[g].contracts) * value_nb(mkt, g, marks[g]), mkt.liq_fee[g])
+        charged[0] = fee
+        shares[0] = deficit
+        A.wallet += keep
+        P[g].margin = 0.0
+    for i in range(n):
+        k = ids[i]
+        sizes[i] = P[k].contracts
+        P[k].liquidation += upn[i] - charged[i] + shares[i]
+        A.cum_fees += charged[i]
+        P[k].contracts = 0.0
+        P[k].entry = 0.0
+    in_call[g + 1] = False
+    equity_after = equity_nb(mkt, P, A.wallet, at_marks, fs)
+    for i in range(n):
+        k = ids[i]
+        r = o.liqs[slot_nb(o, 2, j, o.liqs)]
+        r.bar = t
+        r.col = j
+        r.instrument = k
+        r.s = s
+        r.trigger_price = trig[i]
+        r.price = marks[k]
+        r.size = sizes[i]
+        r.clearance_fee = charged[i]
+        r.deficit = shares[i]
+        r.gap = 1 if gap else 0
+        r.equity_start = equity_start
+        r.equity_before = equity_before
+        r.equity_after = equity_after
+    if prm.after_liq[j] == AFTER_STOP:
+        # a cross liquidation stops every cross-mode instrument, an isolated one its own
+        for k in range(K):
+            if (g == CROSS_G and not iso[k]) or k == g:
+                P[k].stopped = True
+
+
+@njit(cache=True)
+def gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids):
+    """Step 2: each margin group (the cross account, then each isolated position) already
+    liquidatable at its mark opens is liquidated there (``gap = 1``)."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
+    K = P.shape[0]
+    for q in range(K + 1):
+        g = q - 1
+        if g != CROSS_G and not iso[g]:
+            continue
+        for k in range(K):
+            marks[k] = mkt.mark_open[t, k]
+        if past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs):
+            liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, 0.0, True, True, scr, ids)
+
+
+@njit(cache=True)
+def orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr):
+    """Step 3: size every order from the account's equity at the trade opens, execute the
+    reductions (book order), then the increases, opens and flips, each checked against the
+    account as the earlier fills left it (clip or reject)."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
+    K = P.shape[0]
+    opens, desired, price, pending = scr[0], scr[1], scr[2], scr[3]
+    for k in range(K):
+        opens[k] = mkt.open[t, k] if mkt.listed[t, k] else 0.0
+    e_open = equity_nb(mkt, P, A.wallet, opens, fs)
+    init = prm.init_cap[j]
+    any_order = False
+    for k in range(K):
+        pending[k] = 0.0
+        raw = prm.target[t - prm.lag, k, j]
+        if np.isnan(raw) or not mkt.listed[t, k] or P[k].stopped:
+            continue
+        e = policy_target_nb(raw, prm.pol_kind[j], prm.pol_maxdd[j], prm.pol_floor[j], prm.pol_mult[j],
+                             prm.pol_ratchet[j], prm.pol_maxexp[j], A.prev_equity, A.peak, init)
+        if e_open <= DUST_RTOL * init:  # nothing (or float dust) to size from: close only
+            want = 0.0
+        else:
+            want = round_lots_nb(e * e_open / value_nb(mkt, k, mkt.open[t, k]), mkt.lot[k])
+        c = P[k].contracts
+        if same_size_nb(want, c, mkt.lot[k]):
+            continue
+        d = want - c
+        pf = mkt.open[t, k] * (1.0 + prm.slip[j] * sign_nb(d))
+        if want != 0.0 and order_usd_nb(mkt, k, d, pf) < mkt.min_notional[k]:
+            continue
+        desired[k] = want
+        price[k] = pf
+        # 1: a reduction (executes first), 2: adds exposure
+        pending[k] = 2.0 if adds_exposure_nb(c, want) else 1.0
+        any_order = True
+    if not any_order:
+        return
+    for k in range(K):
+        if pending[k] == 1.0:
+            d = desired[k] - P[k].contracts
+            W, f = execute_nb(mkt, P, A.wallet, k, desired[k], price[k], iso[k], lev[k], fee[k], False)
+            A.wallet = W
+            A.cum_fees += f
+            write_fill_nb(mkt, o, t, j, k, price[k], d, f, ST_FILLED, RS_TARGET)
+    for k in range(K):
+        if pending[k] == 2.0:
+            c = P[k].contracts
+            want = desired[k]
+            pf = price[k]
+            d = want - c
+            status = ST_FILLED
+            if not order_allowed_nb(mkt, t, P, A.wallet, iso, lev, fee, k, want, pf, fs):
+                if prm.excess[j] == EXCESS_REJECT:
+                    write_fill_nb(mkt, o, t, j, k, pf, d, 0.0, ST_REJECTED, RS_TARGET)
+                    continue
+                want = largest_allowed_nb(mkt, t, P, A.wallet, iso, lev, fee, k, want, pf, fs)
+                if same_size_nb(want, c, mkt.lot[k]):
+                    want = c
+                if want != 0.0 and order_usd_nb(mkt, k, want - c, pf) < mkt.min_notional[k]:
+                    want = c
+                d = want - c
+                status = ST_CLIPPED
+            W, f = execute_nb(mkt, P, A.wallet, k, want, pf, iso[k], lev[k], fee[k], False)
+            A.wallet = W
+            A.cum_fees += f
+            write_fill_nb(mkt, o, t, j, k, pf, d, f, status, RS_TARGET)
+
+
+@njit(cache=True)
+def pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, at_open):
+    """Steps 1 and 4: the prints of bar t at the open instant (``at_open``), or strictly inside
+    the bar, of every listed instrument not stopped; returns the next print's index."""
+    E = fe.bar.shape[0]
+    while ptr < E and fe.bar[ptr] == t and (fe.at_open[ptr] or not at_open):
+        k = fe.k[ptr]
+        if mkt.listed[t, k] and not P[k].stopped:
+            pay_funding_nb(fe, o, A, P, iso, mkt, j, ptr)
+        ptr += 1
+    return ptr
+
+
+@njit(cache=True)
+def call_sizes_nb(mkt, P, iso, g, q, sizes):
+    """Every position of group g cut by the common fraction q (each lot-rounded)."""
+    for k in range(P.shape[0]):
+        if is_member_nb(P, iso, g, k):
+            c = P[k].contracts
+            sizes[k] = round_lots_nb(c * q, mkt.lot[k]) if q < 1.0 else c
+
+
+@njit(cache=True)
+def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr):
+    """Margin-call ``reduce``: cut every position of group g by one common fraction (each
+    lot-rounded) to the largest size whose ratio at the call marks, after the fills (slippage,
+    fees; isolated: margin and the cut's PnL kept with the position), is at most the target;
+    found by the reference's bisection on the fraction, each trial on a copy ``T`` of the
+    positions."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
+    K = P.shape[0]
+    sizes = scr[0]
+    mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
+    if mb <= 0.0:
+        return  # nothing left to protect; the liquidation check decides
+    slip = prm.slip[j]
+    tau = prm.tau[j]
+    lo = 0.0
+    hi = 1.0
+    for _ in range(BISECT_STEPS):
+        mid = 0.5 * (lo + hi)
+        if mid <= lo or mid >= hi:
+            break
+        call_sizes_nb(mkt, P, iso, g, mid, sizes)
+        for k in range(K):
+            T[k].contracts = P[k].contracts
+            T[k].entry = P[k].entry
+            T[k].margin = P[k].margin
+        W = A.wallet
+        for k in range(K):
+            if is_member_nb(P, iso, g, k):
+                pf = marks[k] * (1.0 + slip * sign_nb(sizes[k] - T[k].contracts))
+                W, _ = execute_nb(mkt, T, W, k, sizes[k], pf, iso[k], lev[k], fee[k], True)
+        mb_t, mm_t, cnt_t = group_margin_nb(mkt, t, T, W, iso, g, marks, fs)
+        if ratio_of_nb(mb_t, mm_t, cnt_t) <= tau:
+            lo = mid
+        else:
+            hi = mid
+    call_sizes_nb(mkt, P, iso, g, lo, sizes)
+    for k in range(K):
+        if is_member_nb(P, iso, g, k):
+            new_c = sizes[k]
+            pf = marks[k] * (1.0 + slip * sign_nb(new_c - P[k].contracts))
+            d = new_c - P[k].contracts
+            W, f = execute_nb(mkt, P, A.wallet, k, new_c, pf, iso[k], lev[k], fee[k], True)
+            A.wallet = W
+            A.cum_fees += f
+            write_fill_nb(mkt, o, t, j, k, pf, d, f, ST_FILLED, RS_CALL)
+
+
+@njit(cache=True)
+def top_up_for_call_nb(mkt, prm, A, P, iso, t, j, g, marks, fs):
+    """Margin-call ``top_up``: add ``MM/target - MB`` (at most the reserve left) to W (cross)
+    or M_g; returns the amount."""
+    mb, mm, _ = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
+    x = max(0.0, min(mm / prm.tau[j] - mb, A.reserve_left))
+    if g == CROSS_G:
+        A.wallet += x
+    else:
+        P[g].margin += x
+    A.capital_added += x
+    A.reserve_left -= x
+    return x
+
+
+@njit(cache=True, inline="always")
+def n_paths_nb(P, iso, g, alone):
+    """``together``: one path (every mark moves); ``alone``: one per cross position (> 1)."""
+    if g != CROSS_G or not alone:
+        return 0
+    cnt = 0
+    for k in range(P.shape[0]):
+        if is_member_nb(P, iso, g, k):
+            cnt += 1
+    return cnt if cnt > 1 else 0
+
+
+@njit(cache=True, inline="always")
+def nth_path_nb(P, iso, g, q, multi):
+    """The q-th path of group g: PATH_ALL when there is one path, else its q-th position."""
+    if multi == 0:
+        return PATH_ALL
+    seen = 0
+    for k in range(P.shape[0]):
+        if is_member_nb(P, iso, g, k):
+            if seen == q:
+                return k
+            seen += 1
+    return PATH_ALL
+
+
+@njit(cache=True)
+def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks, scr, ids):
+    """Step 5 for group g: a margin call at the first point of the path where the ratio
+    reaches the threshold (with its response), then a liquidation at the first point where
+    ``MB <= MM``; returns the group's ratio at the path's end afterwards."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
+    theta = prm.thr[j]
+    alone = prm.alone[j]
+    multi = n_paths_nb(P, iso, g, alone)
+    if not group_open_nb(P, iso, g):
+        return 0.0
+    if not in_call[g + 1]:
+        for q in range(max(multi, 1)):
+            path = nth_path_nb(P, iso, g, q, multi)
+            marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
+            mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
+            if ratio_of_nb(mb, mm, cnt) >= theta:
+                in_call[g + 1] = True
+                s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, theta, marks, fs)
+                mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
+                ratio_at_call = ratio_of_nb(mb, mm, cnt)
+                amount = 0.0
+                resp = prm.resp[j]
+                if resp == RESP_REDUCE:
+                    reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
+                elif resp == RESP_TOP_UP:
+                    amount = top_up_for_call_nb(mkt, prm, A, P, iso, t, j, g, marks, fs)
+                r = o.calls[slot_nb(o, 1, j, o.calls)]
+                r.bar = t
+                r.col = j
+                r.instrument = g
+                r.path = path
+                r.s = s
+                r.margin_ratio = ratio_at_call
+                r.response = resp
+                r.amount = amount
+                break
+    if group_open_nb(P, iso, g):
+        multi = n_paths_nb(P, iso, g, alone)
+        for q in range(max(multi, 1)):
+            path = nth_path_nb(P, iso, g, q, multi)
+            marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
+            if past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs):
+                s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, 1.0, marks, fs)
+                gap = s == 0.0 and past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs)
+                liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, False, scr, ids)
+                break
+    if not group_open_nb(P, iso, g):
+        return 0.0
+    multi = n_paths_nb(P, iso, g, alone)
+    worst = 0.0
+    for q in range(max(multi, 1)):
+        path = nth_path_nb(P, iso, g, q, multi)
+        marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
+        mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
+        r_end = ratio_of_nb(mb, mm, cnt)
+        worst = r_end if q == 0 else max(worst, r_end)
+    return worst
+
+
+@njit(cache=True, inline="always")
+def group_open_nb(P, iso, g):
+    """Group g holds a position."""
+    for k in range(P.shape[0]):
+        if is_member_nb(P, iso, g, k):
+            return True
+    return False
+
+
+@njit(cache=True)
+def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
+    """Step 6: valuation at the mark closes (account series, per-position series), the end of
+    call episodes whose ratio is back below the threshold, the policies' equity and peak."""
+    fs = scr[9:]  # scratch of the correctly rounded sums
+    K = P.shape[0]
+    closes, upn, mmv = scr[0], scr[1], scr[2]
+    for k in range(K):
+        closes[k] = mkt.mark_close[t, k] if mkt.listed[t, k] else 0.0
+    equity = equity_nb(mkt, P, A.wallet, closes, fs)
+    # the groups' ratios at the closes (the cross account first)
+    worst = 0.0
+    thr = prm.thr[j]
+    for k in range(K):
+        upn[k] = 0.0
+        mmv[k] = 0.0
+        if P[k].contracts != 0.0:
+            upn[k] = pos_upnl_nb(mkt, P, k, closes[k])
+            mmv[k] = pos_mm_nb(mkt, t, k, P[k].contracts, closes[k])
+            if iso[k]:
+                r_k = ratio_of_nb(P[k].margin + upn[k], mmv[k], 1)
+                worst = max(worst, r_k)
+                if in_call[k + 1] and r_k < thr:
+                    in_call[k + 1] = False
+        elif iso[k] and in_call[k + 1]:
+            in_call[k + 1] = False  # no position: ratio 0, below the threshold
+    mb, mm, n_cross = group_margin_nb(mkt, t, P, A.wallet, iso, CROSS_G, closes, fs)
+    r_cross = ratio_of_nb(mb, mm, n_cross)
+    worst = max(worst, r_cross)
+    if in_call[0] and r_cross < thr:
+        in_call[0] = False
+    ng = 0
+    ps, ls = o.pseries, o.pslot
+    want_liq = ls[P_LIQ] >= 0
+    for k in range(K):
+        C = P[k].contracts
+        notional = C * value_nb(mkt, k, closes[k]) if C != 0.0 else 0.0
+        ng = fsum_add_nb(fs[2], ng, abs(notional))
+        liq = 0.0
+        if C != 0.0 and want_liq:
+            liq = position_liq_price_nb(mkt, t, P, A.wallet, iso, k, upn, mmv, fs)
+        put4_nb(ps, ls[P_POSITION], k, j, t, C)
+        put4_nb(ps, ls[P_NOTIONAL], k, j, t, notional)
+        put4_nb(ps, ls[P_LIQ], k, j, t, liq)
+        put4_nb(ps, ls[P_PRICE], k, j, t, P[k].realised + upn[k])
+        put4_nb(ps, ls[P_FUNDING], k, j, t, P[k].funding)
+        put4_nb(ps, ls[P_FEES], k, j, t, P[k].fees)
+        put4_nb(ps, ls[P_LIQUIDATION], k, j, t, P[k].liquidation)
+    gross = fsum_value_nb(fs[2], ng)
+    se, ss = o.series, o.sslot
+    usd = mkt.mark_close[t, mkt.usd_k[t]] if mkt.inverse else 1.0
+    put3_nb(se, ss[S_EQUITY], j, t, equity)
+    put3_nb(se, ss[S_EQUITY_USD], j, t, equity * usd if mkt.inverse else equity)
+    put3_nb(se, ss[S_RATIO], j, t, worst)
+    put3_nb(se, ss[S_RATIO_ADV], j, t, adverse_ratio)
+    put3_nb(se, ss[S_GROSS], j, t, gross / equity if equity > 0.0 else 0.0)
+    put3_nb(se, ss[S_FUNDING], j, t, A.cum_funding)
+    put3_nb(se, ss[S_FEES], j, t, A.cum_fees)
+    put3_nb(se, ss[S_ADDED], j, t, A.capital_added)
+    A.prev_equity = equity
+    A.peak = max(A.peak, equity)
+
+
+@njit(cache=True, inline="always")
+def put3_nb(out, slot, j, t, val):
+    if slot >= 0:
+        out[slot, j, t] = val
+
+
+@njit(cache=True, inline="always")
+def put4_nb(out, slot, k, j, t, val):
+    if slot >= 0:
+        out[slot, k, j, t] = val
+
+
+# --------------------------------------------------------------------------------------------
+# The column loop and the parallel driver
+# --------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def book_col_nb(mkt, fe, prm, o, j, A, P, T, in_call, iso, lev, fee, marks, scr, ids):
+    """One column (one account) over every bar, in the order of docs/mechanics.md, "Books"."""
+    n = mkt.open.shape[0]
+    K = P.shape[0]
+    ptr = 0
+    for t in range(n):
+        # 1. funding at the open instant, paid by the positions held going into the open
+        ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, True)
+        # 2. gap check at the mark opens: each margin group past liquidation there
+        gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids)
+        # 3. orders at the open: reductions first, then increases
+        if t >= prm.lag:
+            orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr)
+        # 4. funding strictly inside the bar, paid by the positions after the fills
+        ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, False)
+        # 5. margin call / liquidation on the intrabar path: the cross account, then each
+        #    isolated position in the book's order
+        adverse = margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, CROSS_G, marks, scr, ids)
+        for k in range(K):
+            if iso[k]:
+                adverse = max(adverse, margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, k,
+                                                       marks, scr, ids))
+        # 6. valuation at the mark closes
+        close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse, scr)
+
+
+@njit(cache=True, parallel=True)
+def simulate_book_nb(mkt, fe, prm, o, acct, pos, trial, in_call, marks, scr, ids):
+    """Simulate every column of a book (columns in parallel).
+
+    Parameters
+    ----------
+    mkt, fe, prm : :class:`BookMarket`, :class:`BookFunding`, :class:`BookParams`.
+    o : :class:`BookOutputs` (written; ``o.counts`` must be zeros).
+    acct : :data:`account_state_dt` (m,), pos, trial : :data:`position_state_dt` (m, K),
+        in_call : bool (m, K + 1), marks : float64 (m, K), scr : float64 (m, 12, 2K + 4), ids : int64
+        (m, K): each column's state and scratch space, owned by the caller (zeros).
+    """
+    m = acct.shape[0]
+    for jj in prange(m):
+        j = np.int64(jj)
+        A = acct[j]
+        A.wallet = prm.init_cap[j]
+        A.reserve_left = prm.reserve[j]
+        A.peak = prm.init_cap[j]
+        A.prev_equity = prm.init_cap[j]
+        iso = prm.isolated[:, j].copy()
+        lev = prm.lev[:, j].copy()
+        fee = prm.fee[:, j].copy()
+        book_col_nb(mkt, fe, prm, o, j, A, pos[j], trial[j], in_call[j], iso, lev, fee, marks[j], scr[j], ids[j])
