@@ -29,6 +29,21 @@ def _table(block: dict, labels: list[str]) -> dict:
     }
 
 
+def _attribution_table(block: dict | None) -> dict | None:
+    """The per-instrument attribution of a book as table rows: one row per (column, instrument)
+    and a ``total`` row per column; cells in the order of ``block['fields']``."""
+    if not block:
+        return None
+    fields = list(block["fields"])
+    rows = []
+    for label, col in block["columns"].items():
+        for inst in list(block["instruments"]) + ["total"]:
+            rows.append({"column": label, "instrument": inst, "total": inst == "total",
+                         "cells": [col[inst].get(f) for f in fields]})
+    return {"currency": block["currency"], "fields": fields, "docs": [block["fields"][f] for f in fields],
+            "rows": rows}
+
+
 def build_report(run: RunData, *, max_points: int = MAX_POINTS) -> dict:
     """Build the report object the template renders (step 2 of 4).
 
@@ -72,6 +87,7 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS) -> dict:
             "end_ms": settle["end_ms"], "tables": tables, "event_counts": counts,
             "figures": fig_ids, "series": res["series"],
             "margin_call_threshold": res.get("margin_call_threshold"),
+            "attribution": _attribution_table(res.get("attribution")),
         })
 
     cmp = doc["comparison"]

@@ -17,6 +17,7 @@ import pandas as pd
 
 from backtest.metrics import COLUMN_KEYS, LOWER_IS_BETTER, METRIC_UNITS, column_labels, compute_metrics, index_ms
 from backtest.metrics.compute import returns_and_drawdown
+from backtest.report.attribution import attribution, is_book
 from backtest.result import SimResult
 
 SCHEMA_VERSION = 1
@@ -227,14 +228,16 @@ def rank(results_doc: dict, rank_by: str) -> list[dict]:
             for i, r in enumerate(rows)]
 
 
-def collect(results: Mapping[str, SimResult], *, title: str, config: Mapping | None = None,
+def collect(results: Mapping[str, Any], *, title: str, config: Mapping | None = None,
             notes: str = "", rank_by: str = "calmar") -> RunData:
     """Compute the raw numbers of a report (step 1 of 4).
 
     Parameters
     ----------
     results : report name -> simulation result; several results are compared side by side
-        (in USD).
+        (in USD). A book (anything with ``to_sim_result()``, ``positions`` and ``symbols``: the
+        book engine's result, the runner's ``BookRun``) is reported from its SimResult, plus an
+        ``attribution`` block per instrument (:func:`backtest.report.attribution.attribution`).
     title, notes : shown at the top of the report.
     config : the resolved run configuration (stored as ``config.json``).
     rank_by : per-column metric key (USD basis) that ranks the comparison table; one of
@@ -246,9 +249,10 @@ def collect(results: Mapping[str, SimResult], *, title: str, config: Mapping | N
         raise ReportError(f"rank_by={rank_by!r} is not a rankable metric; use one of {list(RANKABLE)}")
     docs: dict[str, Any] = {}
     series, events = [], []
-    for name, res in results.items():
+    for name, given in results.items():
         if not isinstance(name, str) or not name:
             raise ReportError(f"result name {name!r} must be a non-empty string")
+        res = given.to_sim_result() if is_book(given) else given
         if not isinstance(res, SimResult):
             raise ReportError(f"results[{name!r}] is a {type(res).__name__}, expected a SimResult")
         labels = column_labels(res)
@@ -265,6 +269,8 @@ def collect(results: Mapping[str, SimResult], *, title: str, config: Mapping | N
             "settle": compute_metrics(res, currency="settle"),
             "usd": compute_metrics(res, currency="usd"),
         }
+        if is_book(given):
+            docs[name]["attribution"] = attribution(given.positions, given.symbols, labels, res.currency)
         series.append(_series_frame(name, res, labels))
         events.append(_events_frame(name, res, labels))
     ev = pd.concat([e for e in events if len(e.columns)], ignore_index=True) \

@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -24,7 +24,6 @@ from backtest.report.build import build_report
 from backtest.report.collect import SCHEMA_VERSION, STORED_KEYS, ReportError, RunData, collect
 from backtest.report.figures import MAX_POINTS
 from backtest.report.render import render_html
-from backtest.result import SimResult
 
 FILES = ("metrics.json", "config.json", "equity.parquet", "events.parquet", "report.html")
 
@@ -170,7 +169,7 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
     return out_dir
 
 
-def write_report(results: Mapping[str, SimResult], out_dir: str | Path, *, title: str = "Backtest report",
+def write_report(results: Mapping[str, Any], out_dir: str | Path, *, title: str = "Backtest report",
                  config: Mapping | None = None, notes: str = "", rank_by: str = "calmar",
                  max_points: int = MAX_POINTS) -> Path:
     """Compute, build, render and store a report of one or more simulation results.
@@ -178,7 +177,8 @@ def write_report(results: Mapping[str, SimResult], out_dir: str | Path, *, title
     Parameters
     ----------
     results : report name -> result. Several results (e.g. perp policies, a put strategy, an
-        inverse product) go into one report and are compared side by side in USD.
+        inverse product, a book) go into one report and are compared side by side in USD. A book
+        (``to_sim_result()``, ``positions``, ``symbols``) also gets its per-instrument attribution.
     out_dir : the report folder (e.g. ``reports/<run-id>``); replaced atomically if it exists.
     title, notes : shown at the top of ``report.html``.
     config : the resolved run configuration, stored as ``config.json`` and shown in the page.

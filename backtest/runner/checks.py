@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 from typing import Any
 
-from backtest.runner.config import ConfigError, PerpConfig, RunConfig, StrategyConfig
+from backtest.runner.config import BookConfig, ConfigError, PerpConfig, RunConfig, StrategyConfig
 
 
 def unknown_fields(cls: type, values: dict[str, Any], where: str) -> list[str]:
@@ -58,6 +58,47 @@ def _policies(cfg: PerpConfig, where: str) -> list[str]:
             expand([item])
         except ValueError as exc:
             out.append(f"{where}.policies[{i}]: {exc}")
+    return out
+
+
+def _book(cfg: BookConfig, where: str) -> list[str]:
+    """A book's symbols, legs, strategy, gate and policies, checked without data."""
+    import strategies
+    from backtest.book.bars import check_book_symbols
+    from strategies.policies.book import expand_book
+
+    out = []
+    try:
+        check_book_symbols(cfg.symbols, error=ValueError)
+    except ValueError as exc:
+        out.append(f"{where}.symbols: {exc}")
+    for sym in cfg.legs:
+        if sym not in cfg.symbols:
+            close = difflib.get_close_matches(sym, cfg.symbols, n=1)
+            out.append(f'{where}.legs."{sym}": not a symbol of the book'
+                       + (f" (did you mean {close[0]!r}?)" if close else f"; its symbols: {list(cfg.symbols)}"))
+    s = cfg.strategy
+    try:
+        strategies.get_book(s.name).grid(s.params or None)
+    except ValueError as exc:
+        key = "params" if s.name in strategies.book_names() else "name"
+        out.append(f"{where}.strategy.{key}: {exc}")
+    if s.gate is not None:
+        try:
+            strategies.get(s.gate).grid(s.gate_params or None)
+        except ValueError as exc:
+            key = "gate_params" if s.gate in strategies.names() else "gate"
+            out.append(f"{where}.strategy.{key}: {exc}")
+    elif s.gate_params or s.gate_symbol is not None:
+        out.append(f"{where}.strategy: gate_params/gate_symbol given without a gate; name the gate strategy, "
+                   "e.g. gate = 'trend_short'")
+    for i, item in enumerate(cfg.policies):
+        try:
+            expand_book([item])
+        except ValueError as exc:
+            out.append(f"{where}.policies[{i}]: {exc}")
+    if cfg.rebalance_hours is not None and not cfg.rebalance_hours > 0:
+        out.append(f"{where}.rebalance_hours: {cfg.rebalance_hours!r} is not a positive number of hours; give e.g. 8")
     return out
 
 
@@ -115,15 +156,17 @@ def _sweep(cfg: RunConfig) -> list[str]:
 
 def check_settings(cfg: RunConfig) -> list[str]:
     """Every problem found without data, as ``'<key path>: <reason>'``: simulation names, strategy and filter names and
-    parameters, policy strings, put/product setting names, sweep levels. Empty when all is well."""
+    parameters, policy strings, put/product setting names, book symbols, legs, strategies, gates and
+    policies, sweep levels. Empty when all is well."""
     from backtest.options import PutSettings
     from backtest.products import ProductSettings
 
     sims = [(f"perp[{k}]", p.name) for k, p in enumerate(cfg.perp)]
     sims += [(f"puts[{k}]", p.name) for k, p in enumerate(cfg.puts)]
     sims += [(f"products[{k}]", p.name) for k, p in enumerate(cfg.products)]
+    sims += [(f"book[{k}]", p.name) for k, p in enumerate(cfg.book)]
     if not sims:
-        return ["config: it defines no simulation; add a [[perp]], [[puts]] or [[products]] table"]
+        return ["config: it defines no simulation; add a [[perp]], [[puts]], [[products]] or [[book]] table"]
     out = []
     seen: dict[str, str] = {}
     for where, name in sims:
@@ -143,6 +186,8 @@ def check_settings(cfg: RunConfig) -> list[str]:
         out += unknown_fields(PutSettings, q.settings, f"puts[{k}].settings")
     for k, r in enumerate(cfg.products):
         out += unknown_fields(ProductSettings, r.settings, f"products[{k}].settings")
+    for k, b in enumerate(cfg.book):
+        out += _book(b, f"book[{k}]")
     if cfg.sweep is not None:
         out += _sweep(cfg)
     return out

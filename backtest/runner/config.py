@@ -225,6 +225,56 @@ class PerpConfig(_Strict):
     account: AccountConfig = AccountConfig()
 
 
+def _leg_model() -> type[BaseModel]:
+    """``[book.legs.<symbol>]``: the per-instrument fields of :class:`backtest.book.Leg`, typed
+    as the account's fields of the same name (declared once, in the engine's ``Account``); a
+    key left out takes the book's ``account`` value."""
+    fields = {f.name: f for f in dataclasses.fields(Account)}
+    keys: dict[str, Any] = {}
+    for name in ("margin_mode", "leverage"):
+        how = setting_of(fields[name])
+        keys[name] = (_config_type(how, None), Field(None, description=how.doc + "; default: the book's account"))
+    return create_model("LegConfig", __base__=_Strict, __doc__="One instrument's leg of a book.", **keys)
+
+
+if TYPE_CHECKING:
+    class LegConfig(_Strict):
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    LegConfig = _leg_model()
+
+
+class BookStrategyConfig(_Strict):
+    """A book strategy (``strategies.book_names()``) and an optional gate (a single-instrument
+    strategy run on ``gate_symbol``): the arguments of ``strategies.build_book_targets``."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict, description="values or lists (a grid)")
+    gate: str | None = None
+    gate_params: dict[str, Any] = Field(default_factory=dict)
+    gate_symbol: str | None = None
+
+
+def _intrabar_choices() -> tuple[str, ...]:
+    from backtest.book.settings import Intrabar
+
+    return tuple(Intrabar.names)
+
+
+class BookConfig(_Strict):
+    """A book: several perpetuals of the run's exchange in one margin account, a book strategy x
+    a grid of book policies, all columns of one simulation (docs/runner.md, ``[[book]]``)."""
+
+    name: str = Field(min_length=1)
+    symbols: list[str] = Field(min_length=1, description="the book's instruments, each once")
+    legs: dict[str, LegConfig] = Field(default_factory=dict, description="per symbol: margin_mode, leverage")
+    strategy: BookStrategyConfig = BookStrategyConfig(name="basket_short")
+    policies: list[Any] = Field(default_factory=lambda: ["const(1)"], min_length=1)
+    rebalance_hours: Annotated[Any, PlainValidator(lambda v: _number(v, "a number of hours"))] | None = None
+    intrabar: Annotated[Any, _choice_or_list(*_intrabar_choices())] = "together"
+    account: AccountConfig = AccountConfig()
+
+
 class PutsConfig(_Strict):
     """Rolled long puts (``backtest.options.PutSettings`` fields in ``settings``); an optional
     ``long_put`` strategy decides when puts are held."""
@@ -290,6 +340,7 @@ class RunConfig(_Strict):
     perp: list[PerpConfig] = Field(default_factory=list)
     puts: list[PutsConfig] = Field(default_factory=list)
     products: list[ProductConfig] = Field(default_factory=list)
+    book: list[BookConfig] = Field(default_factory=list)
     sweep: SweepConfig | None = None
 
     @field_validator("rank_by")
@@ -309,8 +360,10 @@ class RunConfig(_Strict):
     def content(self) -> dict[str, Any]:
         """The resolved config (defaults filled in) as JSON-able data, without ``reports_dir``
         and ``memory_limit``: where a report is written and the memory allowed are not part of
-        what it computes."""
-        return self.model_dump(mode="json", exclude={"reports_dir", "memory_limit"})
+        what it computes. ``book`` is left out when empty, so a run without books keeps the id
+        it had before books existed."""
+        exclude = {"reports_dir", "memory_limit"} | (set() if self.book else {"book"})
+        return self.model_dump(mode="json", exclude=exclude)
 
     def digest(self, data_fingerprint: str = "") -> str:
         """sha256 hex of the resolved content (:meth:`content`, keys sorted) and the data's
@@ -332,7 +385,7 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     """The model class inside ``X``, ``list[X]`` or ``X | None``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    if typing.get_origin(annotation) in (list, typing.Union, types.UnionType):
+    if typing.get_origin(annotation) in (list, dict, typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
             found = _model_of(arg)
             if found is not None:
@@ -343,17 +396,22 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 def _known_keys(loc: tuple) -> list[str]:
     """Field names of the table that holds the key at ``loc``."""
     model: type[BaseModel] | None = RunConfig
+    keyed = False  # the previous part was a table of tables (``legs``): this part is its key
     for part in loc[:-1]:
-        if isinstance(part, int) or model is None:
+        if isinstance(part, int) or model is None or keyed:
+            keyed = False
             continue
         field = model.model_fields.get(part)
         model = _model_of(field.annotation) if field is not None else None
+        keyed = field is not None and typing.get_origin(field.annotation) is dict
     return list(model.model_fields) if model is not None else []
 
 
 def _path(loc: tuple) -> str:
     out = ""
     for part in loc:
+        if not isinstance(part, int) and not re.fullmatch(r"[A-Za-z0-9_-]+", str(part)):
+            part = f'"{part}"'  # as TOML writes a key such as a symbol: legs."ETH/USDT:USDT"
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "<root>"
 

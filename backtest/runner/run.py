@@ -19,7 +19,8 @@ import pandas as pd
 
 from backtest.result import SimResult
 from backtest.runner.checks import check_settings, settings_error, unknown_fields
-from backtest.runner.config import ConfigError, PerpConfig, ProductConfig, PutsConfig, RunConfig
+from backtest.runner.book import BookRun, load_book, run_book
+from backtest.runner.config import BookConfig, ConfigError, PerpConfig, ProductConfig, PutsConfig, RunConfig
 from backtest.runner.labels import relabel
 
 Log = Callable[[str], None]
@@ -36,7 +37,10 @@ class RunOutcome:
     ----------
     run_id : ``<title slug>-<12 hex digits>`` (see :meth:`RunConfig.run_id`).
     out_dir : the report folder (absolute).
-    results : simulation name -> result, with the readable column labels of the report.
+    results : simulation name -> result, with the readable column labels of the report (a
+        ``[[book]]``'s as a SimResult of kind ``'book'``).
+    books : ``[[book]]`` name -> :class:`~backtest.runner.book.BookRun` (its result and
+        per-position series, same labels).
     levels : simulation name -> level frame (index = column label, one column per grid level).
     metrics : the ``metrics.json`` document written.
     notes : data notes (fallbacks, filled or missing ranges).
@@ -50,6 +54,7 @@ class RunOutcome:
     metrics: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    books: dict[str, BookRun] = field(default_factory=dict)
 
 
 def _stderr(msg: str) -> None:
@@ -131,9 +136,39 @@ def _products(cfg: ProductConfig, where: str, md: Any, spec: Any) -> tuple[SimRe
     return res, res.columns
 
 
-def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr
+def load_books(cfg: RunConfig, log: Log = _stderr) -> dict[str, tuple[Any, list[Any]]]:
+    """Every ``[[book]]``'s data (``load_book_data`` on the run's ``[data]`` exchange, timeframe,
+    range and allow_* settings) and its instruments' market specs, by book name."""
+    from backtest.data import default_root
+    from backtest.market import load_market
+
+    d = cfg.data
+    out = {}
+    for b in cfg.book:
+        log(f"loading book {b.name}: {d.exchange} {', '.join(b.symbols)} {d.timeframe} "
+            f"({d.start or 'first bar'} .. {d.end or 'last bar'})")
+        book = load_book(b, d)
+        specs = [load_market(d.exchange, s, data_dir=d.root or default_root()) for s in book.symbols]
+        log(f"  {book.bars.n} bars; funding prints: "
+            + ", ".join(f"{s} {len(md.funding)}" for s, md in zip(book.symbols, book.data)))
+        out[b.name] = (book, specs)
+    return out
+
+
+def _book(cfg: BookConfig, run: RunConfig, loaded: tuple[Any, list[Any]] | None) -> tuple[BookRun, pd.Index]:
+    book, specs = loaded if loaded is not None else load_books(run.model_copy(update={"book": [cfg]}),
+                                                                lambda _: None)[cfg.name]
+    return run_book(cfg, book, specs)
+
+
+def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
+                 books: Mapping[str, tuple[Any, list[Any]]] | None = None,
+                 book_runs: dict[str, BookRun] | None = None,
                  ) -> tuple[dict[str, SimResult], dict[str, pd.DataFrame]]:
     """Run every simulation of ``cfg``; results carry readable column labels.
+
+    ``books`` gives each ``[[book]]`` (by name) its loaded ``(BookData, specs)``; each simulated
+    book is also put in ``book_runs`` (with the report's labels), when given.
 
     Raises
     ------
@@ -148,12 +183,15 @@ def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr
         jobs.append((q.name, f"puts[{k}]", partial(_puts, q, f"puts[{k}]", md, spec)))
     for k, r in enumerate(cfg.products):
         jobs.append((r.name, f"products[{k}]", partial(_products, r, f"products[{k}]", md, spec)))
+    for k, b in enumerate(cfg.book):
+        jobs.append((b.name, f"book[{k}]", partial(_book, b, cfg, (books or {}).get(b.name))))
     results: dict[str, SimResult] = {}
     levels: dict[str, pd.DataFrame] = {}
     errors: list[str] = []
     for name, where, job in jobs:
         log(f"simulating {name}")
         try:
+            res: Any
             res, grid = job()
         except ConfigError as exc:  # already '<path>: <reason>' lines
             errors.extend(str(exc).splitlines())
@@ -161,8 +199,13 @@ def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr
         except ValueError as exc:  # settings, strategy, policy, engine or instrument validation
             errors.append(f"{where}: [{name}] {exc}")
             continue
-        results[name], levels[name] = relabel(res, grid)
-        log(f"  {res.n_cols} column(s)")
+        if isinstance(res, BookRun):
+            results[name], levels[name] = relabel(res.result, grid)
+            if book_runs is not None:
+                book_runs[name] = res.relabel(results[name])
+        else:
+            results[name], levels[name] = relabel(res, grid)
+        log(f"  {results[name].n_cols} column(s)")
     if errors:
         raise settings_error(errors)
     return results, levels
@@ -280,26 +323,44 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
         log(f"removed {p.name}, left by a run that was killed")
 
     d = cfg.data
-    log(f"loading {d.exchange} {d.symbol} {d.timeframe} ({d.start or 'first bar'} .. {d.end or 'last bar'})")
-    md = load_data(cfg)
-    spec = load_market(d.exchange, d.symbol, data_dir=d.root or default_root())
-    notes = list(md.notes)
-    log(f"  {md.n} bars from {md.source}; {len(md.funding)} funding prints")
-    for note in notes:
-        log(f"  note: {note}")
+    # the [data] symbol is loaded for the single-instrument simulations; a run of books only
+    # loads the books' symbols
+    single = bool(cfg.perp or cfg.puts or cfg.products)
+    md = spec = None
+    notes: list[str] = []
+    fingerprint = market_fp = ""
+    if single:
+        log(f"loading {d.exchange} {d.symbol} {d.timeframe} ({d.start or 'first bar'} .. {d.end or 'last bar'})")
+        md = load_data(cfg)
+        spec = load_market(d.exchange, d.symbol, data_dir=d.root or default_root())
+        notes = list(md.notes)
+        log(f"  {md.n} bars from {md.source}; {len(md.funding)} funding prints")
+        for note in notes:
+            log(f"  note: {note}")
+        market_fp = market_fingerprint(spec)
+        fingerprint = f"data:{md.fingerprint}|market:{market_fp}"
+    books = load_books(cfg, log)
+    for name, (book, specs) in books.items():
+        for note in book.notes:
+            notes.append(f"{name}: {note}")
+            log(f"  note: {name}: {note}")
+        # appended only when there are books: a run without books keeps its id
+        fingerprint += f"|book:{name}:{book.fingerprint}:" + ",".join(market_fingerprint(sp) for sp in specs)
 
-    market_fp = market_fingerprint(spec)
-    run_id = cfg.run_id(f"data:{md.fingerprint}|market:{market_fp}")
+    run_id = cfg.run_id(fingerprint)
     out_dir = reports / run_id
     _check_run_dir(out_dir)
     if limit_source not in ("memory_limit", budget.ENV):
         limit, limit_source = budget.limit_for(None)  # what is left now that the data is loaded
-    need = budget.estimate(int(md.n), budget.columns_of(cfg))
+    sims = budget.columns_of(cfg) + [_book_columns(b, books[b.name][0]) for b in cfg.book]
+    bars = max(([int(md.n)] if md is not None else []) + [int(bk.bars.n) for bk, _ in books.values()])
+    need = budget.estimate(bars, sims)
     if limit is None:
         log(f"  note: memory not checked: {limit_source}")
     budget.check(need, limit, limit_source, ConfigError)
 
-    results, levels = simulate_all(cfg, md, spec, log)
+    book_runs: dict[str, BookRun] = {}
+    results, levels = simulate_all(cfg, md, spec, log, books=books, book_runs=book_runs)
     # a look-ahead the user allowed is stated where a reader of the report sees it
     for name, res in results.items():
         for note in res.meta.get("notes", []):
@@ -311,24 +372,61 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
         "run_id": run_id,
         "config": cfg.model_dump(mode="json"),
         "source_config": source_config,
-        "data": {"source": str(md.source), "fingerprint": md.fingerprint, "bars": int(md.n),
-                 "first_bar": str(md.frame.index[0]), "last_bar": str(md.frame.index[-1]), "notes": notes},
-        "market": {"exchange": spec.exchange, "symbol": spec.symbol, "inverse": spec.inverse,
-                   "settle": spec.settle, "contract_size": spec.contract_size, "taker_fee": spec.taker_fee,
-                   "liquidation_fee_rate": spec.liquidation_fee_rate, "fingerprint": market_fp},
+        "data": None if md is None else {
+            "source": str(md.source), "fingerprint": md.fingerprint, "bars": int(md.n),
+            "first_bar": str(md.frame.index[0]), "last_bar": str(md.frame.index[-1]), "notes": notes},
+        "market": None if spec is None else {
+            "exchange": spec.exchange, "symbol": spec.symbol, "inverse": spec.inverse, "settle": spec.settle,
+            "contract_size": spec.contract_size, "taker_fee": spec.taker_fee,
+            "liquidation_fee_rate": spec.liquidation_fee_rate, "fingerprint": market_fp},
         "columns": {name: {"levels": list(lv.columns),
                            "values": {lab: [_plain(v) for v in row] for lab, row in zip(lv.index, lv.to_numpy())}}
                     for name, lv in levels.items()},
     }
+    if books:
+        resolved["books"] = {name: _book_provenance(book, specs) for name, (book, specs) in books.items()}
     log("computing metrics")
-    run = collect(results, title=cfg.title, config=resolved, notes="\n".join(notes), rank_by=cfg.rank_by)
+    run = collect({name: book_runs.get(name, res) for name, res in results.items()}, title=cfg.title,
+                  config=resolved, notes="\n".join(notes), rank_by=cfg.rank_by)
     files = dict(extras(run, levels)) if extras is not None else {}
     log(f"writing report {out_dir}")
     out_dir = _publish(run, out_dir, files)
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.1f} s")
     return RunOutcome(run_id=run_id, out_dir=out_dir, results=results, levels=levels, metrics=run.metrics,
-                      notes=notes, seconds=seconds)
+                      notes=notes, seconds=seconds, books=book_runs)
+
+
+def _book_columns(cfg: BookConfig, book: Any) -> tuple[str, int, int]:
+    """(name, columns, output series) of a ``[[book]]`` for the memory estimate: the account
+    series and every instrument's position series, per column."""
+    import strategies
+    from backtest.book import BOOK_SERIES, POSITION_SERIES
+    from strategies.policies.book import expand_book
+
+    s = cfg.strategy
+    try:
+        n = len(strategies.get_book(s.name).grid(s.params or None)) * len(expand_book(list(cfg.policies)))
+        if s.gate is not None:
+            n *= len(strategies.get(s.gate).grid(s.gate_params or None))
+    except ValueError:  # reported by the settings checks
+        n = 1
+    return cfg.name, n, len(BOOK_SERIES) + book.bars.k * len(POSITION_SERIES)
+
+
+def _book_provenance(book: Any, specs: list[Any]) -> dict[str, Any]:
+    """What ``config.json`` records of a book's data and markets."""
+    return {
+        "fingerprint": book.fingerprint, "bars": int(book.bars.n),
+        "first_bar": str(book.bars.index[0]), "last_bar": str(book.bars.index[-1]), "notes": list(book.notes),
+        "symbols": {s: {"source": str(md.source), "fingerprint": md.fingerprint,
+                        "first_bar": str(md.frame.index[0]),
+                        "market": {"exchange": sp.exchange, "inverse": sp.inverse, "settle": sp.settle,
+                                   "contract_size": sp.contract_size, "taker_fee": sp.taker_fee,
+                                   "liquidation_fee_rate": sp.liquidation_fee_rate,
+                                   "fingerprint": market_fingerprint(sp)}}
+                    for s, md, sp in zip(book.symbols, book.data, specs)},
+    }
 
 
 def _plain(v: Any) -> Any:
