@@ -10,26 +10,39 @@ import typer
 
 app = typer.Typer(
     name="backtest",
-    help="Backtest leveraged bearish crypto strategies (short perps, puts, inverse products).",
+    help="Backtest leveraged bearish crypto strategies (short perps, puts, inverse products, books).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("bearish-backtest")
+        except PackageNotFoundError:  # running from a checkout that was never installed
+            v = "unknown (not installed)"
+        typer.echo(f"backtest {v}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """Backtest leveraged bearish crypto strategies (short perps, puts, inverse products)."""
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit."),
+) -> None:
+    """Backtest leveraged bearish crypto strategies (short perps, puts, inverse products, books)."""
 
 
 def _register() -> None:
     from backtest.data import cli as data_cli
+    from backtest.runner import cli as runner_cli
 
     data_cli.register(app)
-    try:
-        from backtest.runner import cli as runner_cli
-    except ImportError:  # the runner package is optional while it is being built
-        return
     runner_cli.register(app)
 
 

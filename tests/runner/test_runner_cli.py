@@ -114,6 +114,16 @@ def test_unexpected_errors_exit_1_with_one_line(tmp_path, monkeypatch):
     assert tree(tmp_path / "reports") == set()
 
 
+def test_version_and_short_help():
+    from importlib.metadata import version
+
+    res = invoke("--version")
+    assert res.exit_code == 0 and res.output.strip() == f"backtest {version('bearish-backtest')}"
+    for args in (["-h"], ["run", "-h"], ["download", "-h"], ["report", "-h"], ["sweep", "-h"]):
+        res = invoke(*args)
+        assert res.exit_code == 0 and "Usage:" in res.output, args
+
+
 def test_unknown_option_is_a_usage_error():
     res = invoke("run", "--no-such-option")
     assert res.exit_code == 2
