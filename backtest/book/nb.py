@@ -779,11 +779,20 @@ def call_sizes_nb(mkt, P, iso, g, q, sizes):
             sizes[k] = round_lots_nb(c * q, mkt.lot[k]) if q < 1.0 else c
 
 
+@njit(cache=True, inline="always")
+def within_target_nb(ratio, target):
+    """A margin-call cut's ratio is at most the call target up to the exchange checks'
+    tolerance (``fits_nb``, ``CHECK_RTOL``): a size whose ratio is the target in exact arithmetic
+    passes whatever the last bit of the sums (the engine's closed form keeps it)."""
+    return ratio != np.inf and fits_nb(ratio, target)
+
+
 @njit(cache=True)
 def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr):
     """Margin-call ``reduce``: cut every position of group g by one common fraction (each
     lot-rounded) to the largest size whose ratio at the call marks, after the fills (slippage,
-    fees; isolated: margin and the cut's PnL kept with the position), is at most the target;
+    fees; isolated: margin and the cut's PnL kept with the position), is at most the target
+    (:func:`within_target_nb`);
     found by the reference's bisection on the fraction, each trial on a copy ``T`` of the
     positions."""
     fs = scr[9:]  # scratch of the correctly rounded sums
@@ -811,7 +820,7 @@ def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
                 pf = marks[k] * (1.0 + slip * sign_nb(sizes[k] - T[k].contracts))
                 W, _ = execute_nb(mkt, T, W, k, sizes[k], pf, iso[k], lev[k], fee[k], True)
         mb_t, mm_t, cnt_t = group_margin_nb(mkt, t, T, W, iso, g, marks, fs)
-        if ratio_of_nb(mb_t, mm_t, cnt_t) <= tau:
+        if within_target_nb(ratio_of_nb(mb_t, mm_t, cnt_t), tau):
             lo = mid
         else:
             hi = mid

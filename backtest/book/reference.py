@@ -548,7 +548,7 @@ class _Column:
             mid = 0.5 * (lo + hi)
             if mid <= lo or mid >= hi:
                 break
-            if ratio_after(mid) <= cfg.call_target:
+            if _within_target(ratio_after(mid), cfg.call_target):
                 lo = mid
             else:
                 hi = mid
@@ -688,6 +688,13 @@ def _adds_exposure(c: float, new_c: float) -> bool:
 
 def _fits(need: float, available: float) -> bool:
     return need <= available + CHECK_RTOL * (abs(need) + abs(available))
+
+
+def _within_target(ratio: float, target: float) -> bool:
+    """A margin-call cut's ratio is at most the call target up to the exchange checks'
+    tolerance (``CHECK_RTOL``, as :func:`_fits`): a size whose ratio is the target in exact
+    arithmetic passes whatever the last bit of the sums (the engine's closed form keeps it)."""
+    return ratio != math.inf and _fits(ratio, target)
 
 
 # --------------------------------------------------------------------------------------------
