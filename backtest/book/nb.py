@@ -50,6 +50,13 @@ BISECT_STEPS = 200  # the reference's bisection length (a float in [0, 1] reache
 
 __all__ = ["CHECK_RTOL", "LOT_EPS", "POL_CPPI", "POL_DRAWDOWN"]  # re-exported for readers of the rules
 
+# Every function below the parallel driver is compiled with ``_nrt=False`` (no reference
+# counting), as the engine's column kernel: nothing in a column allocates (its arrays are the
+# caller's, alive for the whole call), and with reference counting each call of a helper
+# increfs and decrefs every array of the named tuples it receives (BookMarket alone holds 14),
+# atomic operations that the two threads contend for, plus every scratch-row view. Measured on
+# the benchmark (K = 2): the kernel 2.8x faster (benchmarks/README.md, "Books").
+
 position_state_dt = np.dtype([
     ("contracts", np.float64),    # signed contracts
     ("entry", np.float64),        # entry price
@@ -128,7 +135,7 @@ P_POSITION, P_NOTIONAL, P_LIQ, P_PRICE, P_FUNDING, P_FEES, P_LIQUIDATION = range
 # sits at the exchange check's limit, and the next bar's check of the same size is a tie that a
 # last-bit difference in a plain sum would decide the other way (a lot more or less).
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def fsum_add_nb(p, n, x):
     """Add ``x`` to the exact sum held as ``n`` non-overlapping partials in ``p`` (Shewchuk's
     algorithm, as CPython's ``math.fsum``); returns the new number of partials."""
@@ -147,7 +154,7 @@ def fsum_add_nb(p, n, x):
     return i + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def fsum_value_nb(p, n):
     """The correctly rounded value of the partials (CPython's ``math.fsum`` final step, half-way
     cases rounded as it does). Finite inputs only (the account's sums are)."""
@@ -174,7 +181,7 @@ def fsum_value_nb(p, n):
     return hi
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def path_price_nb(open_, adverse, s):
     """``mechanics.path_price``: the mark at fraction ``s`` of the intrabar path from the mark
     open toward the position's adverse extreme (``s = 1`` returns the extreme itself)."""
@@ -185,7 +192,7 @@ def path_price_nb(open_, adverse, s):
     return open_ + s * (adverse - open_)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def cross_liquidation_outcome_nb(wallet, upnls, fees, charged, shares, fs):
     """``mechanics.cross_liquidation_outcome`` ([BN-LIQ] on a cross account): ``upnls``,
     ``fees`` (n,) of the closed positions; writes the fees charged and each position's share of
@@ -213,7 +220,7 @@ def cross_liquidation_outcome_nb(wallet, upnls, fees, charged, shares, fs):
     return max(0.0, left - total)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def isolated_liquidation_outcome_nb(balance, upnl, notional, fee_rate):
     """``mechanics.liquidation_outcome`` ([BN-LIQ]): ``(keep, deficit, fee_charged)``."""
     left = balance + upnl
@@ -225,29 +232,29 @@ def isolated_liquidation_outcome_nb(balance, upnl, notional, fee_rate):
 # Positions and margin groups
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def sign_nb(x):
     return (x > 0.0) - (x < 0.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def value_nb(mkt, k, price):
     return cval_nb(price, mkt.cs[k], mkt.inverse)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def pos_upnl_nb(mkt, P, k, price):
     return upnl_nb(P[k].contracts, P[k].entry, price, mkt.cs[k], mkt.inverse)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def pos_mm_nb(mkt, t, k, contracts, price):
     """Maintenance margin of ``contracts`` of instrument k at ``price`` (its tier table of bar t)."""
     ver = mkt.tier_ver[t, k]
     return mm_nb(mkt.tiers[k], ver, mkt.ntiers[k, ver], abs(contracts) * value_nb(mkt, k, price))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def is_member_nb(P, iso, g, k):
     """Position k is open and in margin group g (CROSS_G, or the isolated position g)."""
     if P[k].contracts == 0.0:
@@ -257,7 +264,7 @@ def is_member_nb(P, iso, g, k):
     return k == g
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def group_margin_nb(mkt, t, P, W, iso, g, marks, fs):
     """``(MB, MM, open positions)`` of group g with each member at ``marks[k]``: the cross
     account ``MB = W + sum uPnL``, ``MM = sum MM_i`` (``mechanics.cross_account_margin``), an
@@ -277,7 +284,7 @@ def group_margin_nb(mkt, t, P, W, iso, g, marks, fs):
     return P[g].margin + up, mm, cnt
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def ratio_of_nb(mb, mm, cnt):
     """``mechanics.margin_ratio`` of a group; 0 for a group without positions."""
     if cnt == 0:
@@ -285,7 +292,7 @@ def ratio_of_nb(mb, mm, cnt):
     return np.inf if mb <= 0.0 else mm / mb
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def equity_nb(mkt, P, W, prices, fs):
     """``W + sum_k (M_k + uPnL_k)`` with each open position at ``prices[k]`` (one instrument:
     the single-instrument engine's sum, term for term; several: correctly rounded)."""
@@ -299,7 +306,7 @@ def equity_nb(mkt, P, W, prices, fs):
     return fsum_value_nb(fs[0], n)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def marks_at_nb(mkt, t, P, iso, g, path, s, marks):
     """Marks of group g's positions at fraction s of path ``path`` (PATH_ALL: every mark
     moves; k: only instrument k's) into ``marks``."""
@@ -310,7 +317,7 @@ def marks_at_nb(mkt, t, P, iso, g, path, s, marks):
             marks[k] = path_price_nb(mkt.mark_open[t, k], adverse, s if moves else 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
     """Group g at ``marks`` has reached ``threshold`` (1: liquidatable, ``MB <= MM``)."""
     mb, mm, cnt = group_margin_nb(mkt, t, P, W, iso, g, marks, fs)
@@ -321,7 +328,7 @@ def past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
     return ratio_of_nb(mb, mm, cnt) >= threshold
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks, fs):
     """First point of the path where group g reaches ``threshold``: returns s, the marks in
     ``marks``. One moving mark: the re-tiered price formula (``solve_price_nb``) with the
@@ -371,7 +378,7 @@ def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks, fs):
     return hi
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def position_liq_price_nb(mkt, t, P, W, iso, k, upn, mmv, fs):
     """Position k's liquidation price with the account as it stands: isolated, alone on its
     margin; cross, Binance's cross formula with ``TMM1``/``UPNL1`` the other cross positions'
@@ -396,7 +403,7 @@ def position_liq_price_nb(mkt, t, P, W, iso, k, upn, mmv, fs):
 # Trades
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def execute_nb(mkt, P, W, k, new_c, price, isolated, lev, fee_rate, keep_isolated_margin):
     """Trade instrument k to ``new_c`` at ``price``; returns ``(W, fee)``.
 
@@ -450,7 +457,7 @@ def execute_nb(mkt, P, W, k, new_c, price, isolated, lev, fee_rate, keep_isolate
     return W, fee
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def round_lots_nb(contracts, lot):
     """Round toward zero to the lot size (the reference's rule)."""
     if lot <= 0.0:
@@ -459,27 +466,27 @@ def round_lots_nb(contracts, lot):
     return sign_nb(contracts) * (n * lot) if n > 0 else 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def same_size_nb(a, b, lot):
     if lot > 0.0:
         return a == b
     return abs(a - b) <= DUST_RTOL * max(abs(a), abs(b))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def adds_exposure_nb(c, new_c):
     if new_c == 0.0:
         return False
     return c == 0.0 or sign_nb(new_c) != sign_nb(c) or abs(new_c) > abs(c)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def order_usd_nb(mkt, k, d, price):
     """Order notional in USD (the unit of the minimum-notional rule)."""
     return abs(d) * mkt.cs[k] * (1.0 if mkt.inverse else price)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, new_c, price, fs):
     """Exchange checks of an order that adds exposure on instrument k, on the account as the
     bar's earlier fills left it (docs, step 3): (a) tier cap; (b) available margin, the other
@@ -510,7 +517,7 @@ def order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, new_c, price, fs):
     return fits_nb(n_new / lev[k] + fee[k] * abs(new_c) * v, w_after_close)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def largest_allowed_nb(mkt, t, P, W, iso, lev, fee, k, desired, price, fs):
     """Largest lot-rounded size toward ``desired`` passing the checks (the reference's
     bisection); never below the current position on the same side."""
@@ -545,7 +552,7 @@ def largest_allowed_nb(mkt, t, P, W, iso, lev, fee, k, desired, price, fs):
 # Records
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def slot_nb(o, r, j, buf):
     """Slot of column j's next record in buffer r; the spare last slot once past capacity (the
     count keeps going: the wrapper reruns with the exact capacities)."""
@@ -554,7 +561,7 @@ def slot_nb(o, r, j, buf):
     return o.rstart[r, j] + c if c < o.rcap[r, j] else buf.shape[0] - 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def write_fill_nb(mkt, o, t, j, k, price, size, fee, status, reason):
     r = o.fills[slot_nb(o, 0, j, o.fills)]
     r.bar = t
@@ -572,7 +579,7 @@ def write_fill_nb(mkt, o, t, j, k, price, size, fee, status, reason):
 # The steps of a bar
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def pay_funding_nb(fe, o, A, P, iso, mkt, j, e):
     """Print e on its instrument's position (cross: into W; isolated: into M_k); the position
     that paid is stored (``fpos``), from which the wrapper builds the funding records."""
@@ -591,7 +598,7 @@ def pay_funding_nb(fe, o, A, P, iso, mkt, j, e):
 
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, at_open, scr, ids):
     """Close every position of group g at its mark in ``marks`` (Binance: the account is
     liquidated as a whole; the clearance fee on each position) and write one liquidation record
@@ -672,7 +679,7 @@ def liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, at_ope
                 P[k].stopped = True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids):
     """Step 2: each margin group (the cross account, then each isolated position) already
     liquidatable at its mark opens is liquidated there (``gap = 1``)."""
@@ -688,7 +695,7 @@ def gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids):
             liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, 0.0, True, True, scr, ids)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr):
     """Step 3: size every order from the account's equity at the trade opens, execute the
     reductions (book order), then the increases, opens and flips, each checked against the
@@ -757,7 +764,7 @@ def orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr):
             write_fill_nb(mkt, o, t, j, k, pf, d, f, status, RS_TARGET)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, at_open):
     """Steps 1 and 4: the prints of bar t at the open instant (``at_open``), or strictly inside
     the bar, of every listed instrument not stopped; returns the next print's index."""
@@ -770,7 +777,7 @@ def pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, at_open):
     return ptr
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def call_sizes_nb(mkt, P, iso, g, q, sizes):
     """Every position of group g cut by the common fraction q (each lot-rounded)."""
     for k in range(P.shape[0]):
@@ -779,7 +786,7 @@ def call_sizes_nb(mkt, P, iso, g, q, sizes):
             sizes[k] = round_lots_nb(c * q, mkt.lot[k]) if q < 1.0 else c
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def within_target_nb(ratio, target):
     """A margin-call cut's ratio is at most the call target up to the exchange checks'
     tolerance (``fits_nb``, ``CHECK_RTOL``): a size whose ratio is the target in exact arithmetic
@@ -787,7 +794,7 @@ def within_target_nb(ratio, target):
     return ratio != np.inf and fits_nb(ratio, target)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr):
     """Margin-call ``reduce``: cut every position of group g by one common fraction (each
     lot-rounded) to the largest size whose ratio at the call marks, after the fills (slippage,
@@ -836,7 +843,7 @@ def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
             write_fill_nb(mkt, o, t, j, k, pf, d, f, ST_FILLED, RS_CALL)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def top_up_for_call_nb(mkt, prm, A, P, iso, t, j, g, marks, fs):
     """Margin-call ``top_up``: add ``MM/target - MB`` (at most the reserve left) to W (cross)
     or M_g; returns the amount."""
@@ -851,7 +858,7 @@ def top_up_for_call_nb(mkt, prm, A, P, iso, t, j, g, marks, fs):
     return x
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def n_paths_nb(P, iso, g, alone):
     """``together``: one path (every mark moves); ``alone``: one per cross position (> 1)."""
     if g != CROSS_G or not alone:
@@ -863,7 +870,7 @@ def n_paths_nb(P, iso, g, alone):
     return cnt if cnt > 1 else 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def nth_path_nb(P, iso, g, q, multi):
     """The q-th path of group g: PATH_ALL when there is one path, else its q-th position."""
     if multi == 0:
@@ -877,7 +884,7 @@ def nth_path_nb(P, iso, g, q, multi):
     return PATH_ALL
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks, scr, ids):
     """Step 5 for group g: a margin call at the first point of the path where the ratio
     reaches the threshold (with its response), then a liquidation at the first point where
@@ -937,7 +944,7 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
     return worst
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def group_open_nb(P, iso, g):
     """Group g holds a position."""
     for k in range(P.shape[0]):
@@ -946,7 +953,7 @@ def group_open_nb(P, iso, g):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
     """Step 6: valuation at the mark closes (account series, per-position series), the end of
     call episodes whose ratio is back below the threshold, the policies' equity and peak."""
@@ -1009,13 +1016,13 @@ def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
     A.peak = max(A.peak, equity)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def put3_nb(out, slot, j, t, val):
     if slot >= 0:
         out[slot, j, t] = val
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def put4_nb(out, slot, k, j, t, val):
     if slot >= 0:
         out[slot, k, j, t] = val
@@ -1025,7 +1032,7 @@ def put4_nb(out, slot, k, j, t, val):
 # The column loop and the parallel driver
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def book_col_nb(mkt, fe, prm, o, j, A, P, T, in_call, iso, lev, fee, marks, scr, ids):
     """One column (one account) over every bar, in the order of docs/mechanics.md, "Books"."""
     n = mkt.open.shape[0]
