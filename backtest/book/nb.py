@@ -30,9 +30,10 @@ import numpy as np
 from numba import njit, prange
 
 from backtest.engine.nb import (
-    CHECK_RTOL, DUST_RTOL, LOT_EPS, POL_CPPI, POL_DRAWDOWN, cval_nb, fits_nb, funding_amount_nb, level_ok_nb,
-    mm_nb, policy_target_nb, solve_price_nb, tier_cap_nb, upnl_nb,
+    ALL_BITS, CHECK_RTOL, DUST_RTOL, LOT_EPS, POL_CPPI, POL_DRAWDOWN, adverse_extreme_nb, cval_nb, fits_nb,
+    funding_amount_nb, level_ok_nb, mm_nb, policy_target_nb, solve_price_nb, tier_cap_nb, upnl_nb,
 )
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 # Enum values as module constants so numba folds them (backtest.engine.enums / settings).
 ST_FILLED = 0
@@ -47,6 +48,7 @@ EXCESS_REJECT = 1
 CROSS_G = -1        # the margin group of every cross position (isolated groups are numbered k)
 PATH_ALL = -1       # the 'together' path: every mark moves
 BISECT_STEPS = 200  # the reference's bisection length (a float in [0, 1] reaches machine precision)
+QUIET_RTOL = 1e-9   # margin of the quiet-stretch safety check (its plain sums against the exact ones)
 
 __all__ = ["CHECK_RTOL", "LOT_EPS", "POL_CPPI", "POL_DRAWDOWN"]  # re-exported for readers of the rules
 
@@ -91,6 +93,10 @@ BookMarket = namedtuple("BookMarket", [
     "inverse",          # bool: every instrument inverse (one settlement coin) or every one linear
     "usd_k",            # int64 (n,): the first listed instrument (inverse books: its mark close is
                         # the settlement coin's USD price)
+    "nxt",              # int64 (n,): from each bar, the next bar (itself included) where any
+                        # instrument has a funding print, a tier-table change or its first bar
+                        # (events that end a quiet stretch); n: none ahead
+    "mmr_max",          # float: the highest maintenance-margin rate of the book's tier tables
 ])
 """The instruments of a book on its bars."""
 
@@ -108,6 +114,8 @@ BookParams = namedtuple("BookParams", [
     "isolated", "lev", "fee",
     "lag",              # int
     "target",           # float64 (n, K, m)
+    "obits",            # uint64 (ceil((n - lag) / 64), m): bit r % 64 of obits[r // 64, j] is set
+                        # when target row r of column j holds a value for some instrument
 ])
 """Settings of every column (``backtest.book.settings.book_arrays``) and the target."""
 
@@ -118,6 +126,7 @@ BookOutputs = namedtuple("BookOutputs", [
     "rstart", "rcap",       # int64 (3, m): each column's first slot and capacity per buffer
     "counts",               # int64 (3, m): records each column produced (may exceed rcap: rerun)
     "fpos",                 # float64 (m, E): the position that paid each print (0: none)
+    "quiet",                # int64 (m,): bars each column valued in quiet stretches (diagnostic)
 ])
 """Where a book run writes. Series slots follow ``BOOK_SERIES`` / ``POSITION_SERIES``."""
 
@@ -931,6 +940,13 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
                 gap = s == 0.0 and past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs)
                 liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, False, scr, ids)
                 break
+    return end_ratio_nb(mkt, t, P, A.wallet, iso, g, alone, marks, fs)
+
+
+@njit(cache=True, _nrt=False)
+def end_ratio_nb(mkt, t, P, W, iso, g, alone, marks, fs):
+    """Group g's ratio at the end of the bar's adverse path (the worst path's, ``alone``); 0
+    for a group without positions."""
     if not group_open_nb(P, iso, g):
         return 0.0
     multi = n_paths_nb(P, iso, g, alone)
@@ -938,7 +954,7 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
     for q in range(max(multi, 1)):
         path = nth_path_nb(P, iso, g, q, multi)
         marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
-        mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
+        mb, mm, cnt = group_margin_nb(mkt, t, P, W, iso, g, marks, fs)
         r_end = ratio_of_nb(mb, mm, cnt)
         worst = r_end if q == 0 else max(worst, r_end)
     return worst
@@ -1029,16 +1045,144 @@ def put4_nb(out, slot, k, j, t, val):
 
 
 # --------------------------------------------------------------------------------------------
+# Quiet stretches
+# --------------------------------------------------------------------------------------------
+
+# A quiet bar has no funding print, no tier-table change and no listing for any instrument
+# (``mkt.nxt``), no order of its column (``prm.obits``), no margin group in a call, and every
+# group's margin ratio below the call threshold at every mark the bar's steps look at (the mark
+# opens, every point of every intrabar path, the closes). Steps 1 to 5 then do nothing (no
+# print, no gap liquidation, no order, no call, no liquidation) and the bar is step 6 alone;
+# a run of such bars is valued without the other steps (the engine's quiet stretches, for a
+# book): at an 8-hour rebalance with 8-hourly funding, 6 bars out of 8.
+#
+# The safety check is conservative, one check for the whole stretch: every open position's mark
+# at its most adverse over the stretch (a short's highest mark high, a long's lowest mark low),
+# all together. Each position adds ``MM_k(P) - thr * uPnL_k(P)`` to ``MM - thr * MB`` (which
+# is negative exactly when the ratio is below ``thr``); that term grows as its mark moves
+# against the position when ``thr`` exceeds every maintenance rate (its slope is
+# ``|C| * (thr - mmr)`` per unit of contract value moved, the tier's ``mmr``, continuous across
+# tiers), so its worst over the stretch's marks is at that extreme, and the group's worst is the
+# sum of its terms' worsts. A column whose threshold does not exceed ``mmr_max`` takes no
+# stretches.
+
+@njit(cache=True, inline="always", _nrt=False)
+def next_order_nb(prm, j, t, n):
+    """The first bar >= t at which column j has a target order (row ``t - lag`` holds a value
+    for some instrument), from the bitmap ``prm.obits``; n: none."""
+    ob = prm.obits
+    nwords = ob.shape[0]
+    r = max(t - prm.lag, 0)
+    k = r >> 6
+    w = ob[k, j] & (ALL_BITS << np.uint64(r & 63)) if k < nwords else np.uint64(0)
+    while w == 0 and k < nwords - 1:
+        k += 1
+        w = ob[k, j]
+    return k * 64 + np.int64(trailing_zeros(w)) + prm.lag if w != 0 else n
+
+
+@njit(cache=True, _nrt=False)
+def groups_below_nb(mkt, t, P, W, iso, thr, marks):
+    """Every margin group's ``MM < thr * MB`` with its positions at ``marks``, by a margin
+    (``QUIET_RTOL`` of the sums' magnitude) that covers the rounding of these plain sums."""
+    mb = W
+    mm = 0.0
+    scale = abs(W)
+    for k in range(P.shape[0]):
+        if P[k].contracts != 0.0:
+            u = pos_upnl_nb(mkt, P, k, marks[k])
+            mk = pos_mm_nb(mkt, t, k, P[k].contracts, marks[k])
+            if iso[k]:
+                b = P[k].margin + u
+                tol = QUIET_RTOL * (abs(P[k].margin) + abs(u) + mk)
+                if not mk + tol < thr * (b - tol):
+                    return False
+            else:
+                mb += u
+                mm += mk
+                scale += abs(u) + mk
+    tol = QUIET_RTOL * scale
+    return mm + tol < thr * (mb - tol)
+
+
+@njit(cache=True, _nrt=False)
+def quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, limit, marks):
+    """End of the quiet stretch from bar t (t: bar t is not quiet), at most ``limit`` (the next
+    event or order). The whole range is checked first (its extremes: one pass per position);
+    when it is not safe, the stretch grows bar by bar with running extremes and stops before
+    the first bar that breaks the check."""
+    if limit <= t:
+        return t
+    thr = min(prm.thr[j], 1.0)  # below the call threshold and below liquidation (ratio 1)
+    if thr <= mkt.mmr_max:
+        return t
+    for g in range(in_call.shape[0]):
+        if in_call[g]:
+            return t
+    K = P.shape[0]
+    for k in range(K):
+        C = P[k].contracts
+        if C != 0.0:
+            marks[k] = adverse_extreme_nb(mkt.mark_high[:, k], mkt.mark_low[:, k], C < 0.0, t, limit)
+    # the tier tables are those of bar t throughout (a change ends the stretch)
+    if groups_below_nb(mkt, t, P, A.wallet, iso, thr, marks):
+        return limit
+    b = t
+    while b < limit:
+        for k in range(K):
+            C = P[k].contracts
+            if C != 0.0:
+                a = mkt.mark_high[b, k] if C < 0.0 else mkt.mark_low[b, k]
+                if b == t or (a > marks[k] if C < 0.0 else a < marks[k]):
+                    marks[k] = a
+        if not groups_below_nb(mkt, t, P, A.wallet, iso, thr, marks):
+            break
+        b += 1
+    return b
+
+
+@njit(cache=True, _nrt=False)
+def adverse_ratio_nb(mkt, prm, P, W, iso, t, j, marks, fs):
+    """The account's worst group ratio at the end of bar t's adverse path (what step 5 returns
+    on a bar where it acts on nothing)."""
+    adverse = end_ratio_nb(mkt, t, P, W, iso, CROSS_G, prm.alone[j], marks, fs)
+    for k in range(P.shape[0]):
+        if iso[k]:
+            adverse = max(adverse, end_ratio_nb(mkt, t, P, W, iso, k, prm.alone[j], marks, fs))
+    return adverse
+
+
+@njit(cache=True, _nrt=False)
+def value_stretch_nb(mkt, prm, o, A, P, in_call, iso, t, end, j, marks, scr):
+    """Bars [t, end) of a quiet stretch: step 6 of each (the adverse ratio only when stored)."""
+    want_adv = o.sslot[S_RATIO_ADV] >= 0
+    for b in range(t, end):
+        adverse = adverse_ratio_nb(mkt, prm, P, A.wallet, iso, b, j, marks, scr[9:]) if want_adv else 0.0
+        close_nb(mkt, prm, o, A, P, in_call, iso, b, j, adverse, scr)
+
+
+# --------------------------------------------------------------------------------------------
 # The column loop and the parallel driver
 # --------------------------------------------------------------------------------------------
 
 @njit(cache=True, _nrt=False)
 def book_col_nb(mkt, fe, prm, o, j, A, P, T, in_call, iso, lev, fee, marks, scr, ids):
-    """One column (one account) over every bar, in the order of docs/mechanics.md, "Books"."""
+    """One column (one account) over every bar, in the order of docs/mechanics.md, "Books";
+    quiet stretches (above) valued by step 6 alone."""
     n = mkt.open.shape[0]
     K = P.shape[0]
     ptr = 0
-    for t in range(n):
+    tnext = -1  # the next bar with an order of this column
+    t = 0
+    while t < n:
+        if tnext < t:
+            tnext = next_order_nb(prm, j, t, n)
+        end = quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, min(mkt.nxt[t], tnext), marks)
+        if end > t:
+            value_stretch_nb(mkt, prm, o, A, P, in_call, iso, t, end, j, marks, scr)
+            o.quiet[j] += end - t
+            t = end
+            continue
         # 1. funding at the open instant, paid by the positions held going into the open
         ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, True)
         # 2. gap check at the mark opens: each margin group past liquidation there
@@ -1057,6 +1201,7 @@ def book_col_nb(mkt, fe, prm, o, j, A, P, T, in_call, iso, lev, fee, marks, scr,
                                                        marks, scr, ids))
         # 6. valuation at the mark closes
         close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse, scr)
+        t += 1
 
 
 @njit(cache=True, parallel=True)
