@@ -972,59 +972,71 @@ def group_open_nb(P, iso, g):
 @njit(cache=True, _nrt=False)
 def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
     """Step 6: valuation at the mark closes (account series, per-position series), the end of
-    call episodes whose ratio is back below the threshold, the policies' equity and peak."""
+    call episodes whose ratio is back below the threshold, the policies' equity and peak.
+    Only what is stored or decides something is computed: the groups' ratios when the ratio
+    series is stored or a group is in a call, the per-position series and the gross notional
+    when stored (a sweep storing the equity alone values each bar with one sum)."""
     fs = scr[9:]  # scratch of the correctly rounded sums
     K = P.shape[0]
     closes, upn, mmv = scr[0], scr[1], scr[2]
     for k in range(K):
         closes[k] = mkt.mark_close[t, k] if mkt.listed[t, k] else 0.0
     equity = equity_nb(mkt, P, A.wallet, closes, fs)
-    # the groups' ratios at the closes (the cross account first)
-    worst = 0.0
-    thr = prm.thr[j]
-    for k in range(K):
-        upn[k] = 0.0
-        mmv[k] = 0.0
-        if P[k].contracts != 0.0:
-            upn[k] = pos_upnl_nb(mkt, P, k, closes[k])
-            mmv[k] = pos_mm_nb(mkt, t, k, P[k].contracts, closes[k])
-            if iso[k]:
-                r_k = ratio_of_nb(P[k].margin + upn[k], mmv[k], 1)
-                worst = max(worst, r_k)
-                if in_call[k + 1] and r_k < thr:
-                    in_call[k + 1] = False
-        elif iso[k] and in_call[k + 1]:
-            in_call[k + 1] = False  # no position: ratio 0, below the threshold
-    mb, mm, n_cross = group_margin_nb(mkt, t, P, A.wallet, iso, CROSS_G, closes, fs)
-    r_cross = ratio_of_nb(mb, mm, n_cross)
-    worst = max(worst, r_cross)
-    if in_call[0] and r_cross < thr:
-        in_call[0] = False
-    ng = 0
-    ps, ls = o.pseries, o.pslot
-    want_liq = ls[P_LIQ] >= 0
-    for k in range(K):
-        C = P[k].contracts
-        notional = C * value_nb(mkt, k, closes[k]) if C != 0.0 else 0.0
-        ng = fsum_add_nb(fs[2], ng, abs(notional))
-        liq = 0.0
-        if C != 0.0 and want_liq:
-            liq = position_liq_price_nb(mkt, t, P, A.wallet, iso, k, upn, mmv, fs)
-        put4_nb(ps, ls[P_POSITION], k, j, t, C)
-        put4_nb(ps, ls[P_NOTIONAL], k, j, t, notional)
-        put4_nb(ps, ls[P_LIQ], k, j, t, liq)
-        put4_nb(ps, ls[P_PRICE], k, j, t, P[k].realised + upn[k])
-        put4_nb(ps, ls[P_FUNDING], k, j, t, P[k].funding)
-        put4_nb(ps, ls[P_FEES], k, j, t, P[k].fees)
-        put4_nb(ps, ls[P_LIQUIDATION], k, j, t, P[k].liquidation)
-    gross = fsum_value_nb(fs[2], ng)
     se, ss = o.series, o.sslot
+    ps, ls = o.pseries, o.pslot
+    any_call = False
+    for g in range(K + 1):
+        any_call = any_call or in_call[g]
+    want_pos = False
+    for q in range(ls.shape[0]):
+        want_pos = want_pos or ls[q] >= 0
+    if ss[S_RATIO] >= 0 or any_call or want_pos:
+        # the groups' ratios at the closes (the cross account first)
+        worst = 0.0
+        thr = prm.thr[j]
+        for k in range(K):
+            upn[k] = 0.0
+            mmv[k] = 0.0
+            if P[k].contracts != 0.0:
+                upn[k] = pos_upnl_nb(mkt, P, k, closes[k])
+                mmv[k] = pos_mm_nb(mkt, t, k, P[k].contracts, closes[k])
+                if iso[k]:
+                    r_k = ratio_of_nb(P[k].margin + upn[k], mmv[k], 1)
+                    worst = max(worst, r_k)
+                    if in_call[k + 1] and r_k < thr:
+                        in_call[k + 1] = False
+            elif iso[k] and in_call[k + 1]:
+                in_call[k + 1] = False  # no position: ratio 0, below the threshold
+        mb, mm, n_cross = group_margin_nb(mkt, t, P, A.wallet, iso, CROSS_G, closes, fs)
+        r_cross = ratio_of_nb(mb, mm, n_cross)
+        worst = max(worst, r_cross)
+        if in_call[0] and r_cross < thr:
+            in_call[0] = False
+        put3_nb(se, ss[S_RATIO], j, t, worst)
+    if want_pos or ss[S_GROSS] >= 0:
+        ng = 0
+        want_liq = ls[P_LIQ] >= 0
+        for k in range(K):
+            C = P[k].contracts
+            notional = C * value_nb(mkt, k, closes[k]) if C != 0.0 else 0.0
+            ng = fsum_add_nb(fs[2], ng, abs(notional))
+            if want_pos:
+                liq = 0.0
+                if C != 0.0 and want_liq:
+                    liq = position_liq_price_nb(mkt, t, P, A.wallet, iso, k, upn, mmv, fs)
+                put4_nb(ps, ls[P_POSITION], k, j, t, C)
+                put4_nb(ps, ls[P_NOTIONAL], k, j, t, notional)
+                put4_nb(ps, ls[P_LIQ], k, j, t, liq)
+                put4_nb(ps, ls[P_PRICE], k, j, t, P[k].realised + upn[k])
+                put4_nb(ps, ls[P_FUNDING], k, j, t, P[k].funding)
+                put4_nb(ps, ls[P_FEES], k, j, t, P[k].fees)
+                put4_nb(ps, ls[P_LIQUIDATION], k, j, t, P[k].liquidation)
+        gross = fsum_value_nb(fs[2], ng)
+        put3_nb(se, ss[S_GROSS], j, t, gross / equity if equity > 0.0 else 0.0)
     usd = mkt.mark_close[t, mkt.usd_k[t]] if mkt.inverse else 1.0
     put3_nb(se, ss[S_EQUITY], j, t, equity)
     put3_nb(se, ss[S_EQUITY_USD], j, t, equity * usd if mkt.inverse else equity)
-    put3_nb(se, ss[S_RATIO], j, t, worst)
     put3_nb(se, ss[S_RATIO_ADV], j, t, adverse_ratio)
-    put3_nb(se, ss[S_GROSS], j, t, gross / equity if equity > 0.0 else 0.0)
     put3_nb(se, ss[S_FUNDING], j, t, A.cum_funding)
     put3_nb(se, ss[S_FEES], j, t, A.cum_fees)
     put3_nb(se, ss[S_ADDED], j, t, A.capital_added)
