@@ -905,6 +905,22 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
     if not group_open_nb(P, iso, g):
         return 0.0
     if not in_call[g + 1]:
+        # the common bar: every path's end below the threshold and not liquidatable, so
+        # nothing happens and the end ratios computed here are the answer (instead of
+        # computing them three times: the call check, the liquidation check, the end ratio)
+        quiet = True
+        worst = 0.0
+        for q in range(max(multi, 1)):
+            path = nth_path_nb(P, iso, g, q, multi)
+            marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
+            mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
+            r_end = ratio_of_nb(mb, mm, cnt)
+            if r_end >= theta or mb <= mm:
+                quiet = False
+                break
+            worst = r_end if q == 0 else max(worst, r_end)
+        if quiet:
+            return worst
         for q in range(max(multi, 1)):
             path = nth_path_nb(P, iso, g, q, multi)
             marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
