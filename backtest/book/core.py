@@ -232,13 +232,18 @@ def _market(bars: BookBars, specs: list[MarketSpec]) -> nb.BookMarket:
         ver[f:, k] = version
     listed = np.ascontiguousarray(bars.listed)
     # events that end a quiet stretch: bar 0, every funding print, a tier-table change, a listing
+    # (``other``: any event but a print at the bar's open instant, which a stretch may start with)
     ev = np.zeros(n, dtype=bool)
-    ev[0] = True
+    other = np.zeros(n, dtype=bool)
+    other[0] = True
     for k in range(kk):
         fb = bars.funding_bar(k)
-        ev[fb[(fb >= 0) & (fb < n)]] = True
-    ev[bars.first_bar[bars.first_bar < n]] = True
-    ev[1:] |= (ver[1:] != ver[:-1]).any(axis=1)
+        ok = (fb >= 0) & (fb < n)
+        ev[fb[ok]] = True
+        other[fb[ok & ~bars.legs[k].fe_at_open.astype(bool)]] = True
+    other[bars.first_bar[bars.first_bar < n]] = True
+    other[1:] |= (ver[1:] != ver[:-1]).any(axis=1)
+    ev |= other
     nxt = np.minimum.accumulate(np.where(ev, np.arange(n), n)[::-1])[::-1].astype(np.int64)
     return nb.BookMarket(
         open=bars.prices("open"), mark_open=bars.prices("mark_open"), mark_high=bars.prices("mark_high"),
@@ -248,7 +253,7 @@ def _market(bars: BookBars, specs: list[MarketSpec]) -> nb.BookMarket:
         min_notional=np.array([float(s.min_notional) for s in specs]),
         liq_fee=np.array([float(s.liquidation_fee_rate) for s in specs]),
         inverse=bool(specs[0].inverse), usd_k=np.argmax(listed, axis=1).astype(np.int64),
-        nxt=np.ascontiguousarray(nxt), mmr_max=float(tiers[..., 2].max()))
+        nxt=np.ascontiguousarray(nxt), open_prints_only=ev & ~other, mmr_max=float(tiers[..., 2].max()))
 
 
 def _funding(bars: BookBars) -> tuple[nb.BookFunding, np.ndarray]:

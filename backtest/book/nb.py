@@ -96,6 +96,8 @@ BookMarket = namedtuple("BookMarket", [
     "nxt",              # int64 (n,): from each bar, the next bar (itself included) where any
                         # instrument has a funding print, a tier-table change or its first bar
                         # (events that end a quiet stretch); n: none ahead
+    "open_prints_only", # bool (n,): the bar's only events are funding prints at its open instant
+                        # (a quiet stretch may start at it, once they are paid)
     "mmr_max",          # float: the highest maintenance-margin rate of the book's tier tables
 ])
 """The instruments of a book on its bars."""
@@ -1076,13 +1078,14 @@ def put4_nb(out, slot, k, j, t, val):
 # Quiet stretches
 # --------------------------------------------------------------------------------------------
 
-# A quiet bar has no funding print, no tier-table change and no listing for any instrument
-# (``mkt.nxt``), no order of its column (``prm.obits``), no margin group in a call, and every
+# A quiet bar has no funding print (but at its open instant, paid by step 1 before the bar is
+# found quiet), no tier-table change and no listing for any instrument (``mkt.nxt``,
+# ``mkt.open_prints_only``), no order of its column (``prm.obits``), no group in a call, and every
 # group's margin ratio below the call threshold at every mark the bar's steps look at (the mark
 # opens, every point of every intrabar path, the closes). Steps 1 to 5 then do nothing (no
 # print, no gap liquidation, no order, no call, no liquidation) and the bar is step 6 alone;
 # a run of such bars is valued without the other steps (the engine's quiet stretches, for a
-# book): at an 8-hour rebalance with 8-hourly funding, 6 bars out of 8.
+# book): at an 8-hour rebalance with 8-hourly funding at the bars' opens, 7 bars out of 8.
 #
 # The safety check is conservative, one check for the whole stretch: every open position's mark
 # at its most adverse over the stretch (a short's highest mark high, a long's lowest mark low),
@@ -1107,6 +1110,16 @@ def next_order_nb(prm, j, t, n):
         k += 1
         w = ob[k, j]
     return k * 64 + np.int64(trailing_zeros(w)) + prm.lag if w != 0 else n
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def stretch_limit_nb(mkt, t, tnext, n):
+    """Where a quiet stretch from bar t ends at the latest: the next order (``tnext``) or the
+    next event, bar t's own funding prints at its open instant excepted (step 1 pays them
+    before the stretch starts: the rest of such a bar may be quiet)."""
+    if mkt.nxt[t] == t and not mkt.open_prints_only[t]:
+        return t
+    return min(mkt.nxt[t + 1] if t + 1 < n else n, tnext)
 
 
 @njit(cache=True, _nrt=False)
@@ -1205,14 +1218,15 @@ def book_col_nb(mkt, fe, prm, o, j, A, P, T, in_call, iso, lev, fee, marks, scr,
     while t < n:
         if tnext < t:
             tnext = next_order_nb(prm, j, t, n)
-        end = quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, min(mkt.nxt[t], tnext), marks)
+        # 1. funding at the open instant, paid by the positions held going into the open
+        ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, True)
+        # a quiet stretch from here (bars with nothing left to do but step 6)?
+        end = quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, stretch_limit_nb(mkt, t, tnext, n), marks)
         if end > t:
             value_stretch_nb(mkt, prm, o, A, P, in_call, iso, t, end, j, marks, scr)
             o.quiet[j] += end - t
             t = end
             continue
-        # 1. funding at the open instant, paid by the positions held going into the open
-        ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, True)
         # 2. gap check at the mark opens: each margin group past liquidation there
         gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids)
         # 3. orders at the open: reductions first, then increases
