@@ -408,27 +408,20 @@ def simulate_book(bars: BookBars, target: Any, specs: Sequence[MarketSpec], sett
 
 
 def _compact(buf: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Each column's records (``counts[j]`` from ``starts[j]``), in column order."""
-    if not counts.sum():
-        return np.empty(0, dtype=buf.dtype)
-    idx = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts) if c])
-    return buf[idx]
+    """Each column's records (``counts[j]`` from ``starts[j]``), in column order: moved to the
+    front of ``buf`` in place (the engine's ``compact_nb``; a fancy-indexed copy of millions of
+    records cost more than the kernel's bars in a sweep) and returned as a view of it."""
+    n = engine_nb.compact_nb(buf, counts, starts)
+    return buf[:n]
 
 
 def _funding_records(fpos: np.ndarray, fe: nb.BookFunding, fe_time: np.ndarray, mkt: nb.BookMarket) -> np.ndarray:
     """Funding records from the position that paid each print (column, then print order: the
-    order the kernel paid them), with the kernel's expression for the amount
-    (``funding_amount_nb``: ``-C * v(mark) * rate``), hence its amounts bit for bit."""
-    col, e = np.nonzero(fpos)
-    out = np.empty(len(col), dtype=BOOK_RECORD_DTYPES["funding"])
-    k = fe.k[e]
-    out["bar"] = fe.bar[e]
-    out["col"] = col
-    out["instrument"] = k
-    out["time"] = fe_time[e]
-    out["rate"] = fe.rate[e]
-    out["mark"] = fe.mark[e]
-    out["position"] = fpos[col, e]
-    v = mkt.cs[k] / fe.mark[e] if mkt.inverse else mkt.cs[k] * fe.mark[e]
-    out["amount"] = -out["position"] * v * out["rate"]
+    order the kernel paid them), the amount by the kernel's own formula (``funding_amount_nb``),
+    hence its amounts bit for bit (:func:`backtest.book.nb.funding_records_nb`)."""
+    counts = (fpos != 0.0).sum(axis=1)
+    starts = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    out = np.empty(int(counts.sum()), dtype=BOOK_RECORD_DTYPES["funding"])
+    nb.funding_records_nb(fpos, fe, fe_time, mkt.cs, mkt.inverse, out, starts)
     return out

@@ -1247,6 +1247,30 @@ def book_col_nb(mkt, fe, prm, o, j, A, P, T, in_call, iso, lev, fee, marks, scr,
 
 
 @njit(cache=True, parallel=True)
+def funding_records_nb(fpos, fe, fe_time, cs, inverse, out, starts):
+    """The funding records (``book_funding_dt``) from the position that paid each print
+    (``fpos`` (m, E), 0: none), column j's from ``out[starts[j]]`` in print order; the amount by
+    :func:`funding_amount_nb`, the formula the kernel paid it with."""
+    for jj in prange(fpos.shape[0]):
+        j = np.int64(jj)
+        q = starts[j]
+        for e in range(fpos.shape[1]):
+            C = fpos[j, e]
+            if C != 0.0:
+                k = fe.k[e]
+                r = out[q]
+                r.bar = fe.bar[e]
+                r.col = j
+                r.instrument = k
+                r.time = fe_time[e]
+                r.rate = fe.rate[e]
+                r.mark = fe.mark[e]
+                r.position = C
+                r.amount = funding_amount_nb(C, fe.mark[e], fe.rate[e], cs[k], inverse)
+                q += 1
+
+
+@njit(cache=True, parallel=True)
 def simulate_book_nb(mkt, fe, prm, o, acct, pos, trial, in_call, marks, scr, ids):
     """Simulate every column of a book (columns in parallel).
 
