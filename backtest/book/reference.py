@@ -29,7 +29,7 @@ from backtest.book.core import check_book_inputs
 from backtest.book.settings import BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar
 from backtest.engine.enums import FillReason, FillStatus
 from backtest.engine.nb import policy_target_nb
-from backtest.engine.reference import CHECK_RTOL, DUST_RTOL, LOT_EPS
+from backtest.engine.reference import CHECK_RTOL, DUST_RTOL, LOT_EPS, within_call_target
 from backtest.engine.settings import AfterLiquidation, CallResponse, Excess, MarginMode
 from backtest.market import MarketSpec
 
@@ -548,7 +548,7 @@ class _Column:
             mid = 0.5 * (lo + hi)
             if mid <= lo or mid >= hi:
                 break
-            if _within_target(ratio_after(mid), cfg.call_target):
+            if within_call_target(ratio_after(mid), cfg.call_target):
                 lo = mid
             else:
                 hi = mid
@@ -688,13 +688,6 @@ def _adds_exposure(c: float, new_c: float) -> bool:
 
 def _fits(need: float, available: float) -> bool:
     return need <= available + CHECK_RTOL * (abs(need) + abs(available))
-
-
-def _within_target(ratio: float, target: float) -> bool:
-    """A margin-call cut's ratio is at most the call target up to the exchange checks'
-    tolerance (``CHECK_RTOL``, as :func:`_fits`): a size whose ratio is the target in exact
-    arithmetic passes whatever the last bit of the sums (the engine's closed form keeps it)."""
-    return ratio != math.inf and _fits(ratio, target)
 
 
 # --------------------------------------------------------------------------------------------

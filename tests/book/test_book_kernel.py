@@ -233,6 +233,7 @@ def _book_of_one_kernel(bars, tgt, spec, account, policy):
 @given(seed=st.integers(0, 2**31 - 1))
 @example(seed=183)
 @example(seed=63882170)
+@example(seed=540)  # a reduce cut at a lot boundary whose ratio ties the target (the tolerance of the cut rule)
 def test_book_of_one_equals_engine(seed):
     """Random bars, funding, tiers and settings (linear and inverse, cross and isolated, every
     call response, stop/continue, clip/reject, lag 1): the book kernel with one instrument
