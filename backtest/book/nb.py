@@ -317,6 +317,23 @@ def equity_nb(mkt, P, W, prices, fs):
     return fsum_value_nb(fs[0], n)
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def close_equity_nb(mkt, P, W, prices):
+    """The equity of step 6 (valuation at the closes), ``W + sum_k (M_k + uPnL_k)`` as a plain
+    sum, for a column without a drawdown or CPPI policy: there it is only stored, so its last
+    bit decides nothing. A policy reads it at the next order (it scales the target: without a
+    lot size a last-bit difference moves the size, and a far liquidation price amplifies that
+    past the tests' 1e-9), so such a column, the exchange checks and the sizing at the open keep
+    the exact sum (:func:`equity_nb`). One instrument: the engine's expression, as
+    :func:`equity_nb`."""
+    x = W
+    for k in range(P.shape[0]):
+        x += P[k].margin
+        if P[k].contracts != 0.0:
+            x += pos_upnl_nb(mkt, P, k, prices[k])
+    return x
+
+
 @njit(cache=True, _nrt=False)
 def marks_at_nb(mkt, t, P, iso, g, path, s, marks):
     """Marks of group g's positions at fraction s of path ``path`` (PATH_ALL: every mark
@@ -999,7 +1016,10 @@ def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
     closes, upn, mmv = scr[0], scr[1], scr[2]
     for k in range(K):
         closes[k] = mkt.mark_close[t, k] if mkt.listed[t, k] else 0.0
-    equity = equity_nb(mkt, P, A.wallet, closes, fs)
+    if prm.pol_kind[j] == POL_DRAWDOWN or prm.pol_kind[j] == POL_CPPI:
+        equity = equity_nb(mkt, P, A.wallet, closes, fs)
+    else:
+        equity = close_equity_nb(mkt, P, A.wallet, closes)
     se, ss = o.series, o.sslot
     ps, ls = o.pseries, o.pslot
     any_call = False
@@ -1032,12 +1052,12 @@ def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
             in_call[0] = False
         put3_nb(se, ss[S_RATIO], j, t, worst)
     if want_pos or ss[S_GROSS] >= 0:
-        ng = 0
+        gross = 0.0  # a plain sum: stored, decides nothing
         want_liq = ls[P_LIQ] >= 0
         for k in range(K):
             C = P[k].contracts
             notional = C * value_nb(mkt, k, closes[k]) if C != 0.0 else 0.0
-            ng = fsum_add_nb(fs[2], ng, abs(notional))
+            gross += abs(notional)
             if want_pos:
                 liq = 0.0
                 if C != 0.0 and want_liq:
@@ -1049,7 +1069,6 @@ def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
                 put4_nb(ps, ls[P_FUNDING], k, j, t, P[k].funding)
                 put4_nb(ps, ls[P_FEES], k, j, t, P[k].fees)
                 put4_nb(ps, ls[P_LIQUIDATION], k, j, t, P[k].liquidation)
-        gross = fsum_value_nb(fs[2], ng)
         put3_nb(se, ss[S_GROSS], j, t, gross / equity if equity > 0.0 else 0.0)
     usd = mkt.mark_close[t, mkt.usd_k[t]] if mkt.inverse else 1.0
     put3_nb(se, ss[S_EQUITY], j, t, equity)
