@@ -326,11 +326,19 @@ def close_equity_nb(mkt, P, W, prices):
     past the tests' 1e-9), so such a column, the exchange checks and the sizing at the open keep
     the exact sum (:func:`equity_nb`). One instrument: the engine's expression, as
     :func:`equity_nb`."""
+    x = cash_nb(P, W)
+    for k in range(P.shape[0]):
+        if P[k].contracts != 0.0:
+            x += pos_upnl_nb(mkt, P, k, prices[k])
+    return x
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def cash_nb(P, W):
+    """``W + sum_k M_k``: the account's cash (constant through a quiet stretch)."""
     x = W
     for k in range(P.shape[0]):
         x += P[k].margin
-        if P[k].contracts != 0.0:
-            x += pos_upnl_nb(mkt, P, k, prices[k])
     return x
 
 
@@ -1214,8 +1222,35 @@ def adverse_ratio_nb(mkt, prm, P, W, iso, t, j, marks, fs):
 
 @njit(cache=True, _nrt=False)
 def value_stretch_nb(mkt, prm, o, A, P, in_call, iso, t, end, j, marks, scr):
-    """Bars [t, end) of a quiet stretch: step 6 of each (the adverse ratio only when stored)."""
-    want_adv = o.sslot[S_RATIO_ADV] >= 0
+    """Bars [t, end) of a quiet stretch: step 6 of each (the adverse ratio only when stored; a
+    sweep storing the equity alone in a column without a policy: a tight loop of the same sums)."""
+    ss, ls = o.sslot, o.pslot
+    lean = ss[S_RATIO] < 0 and ss[S_GROSS] < 0 and ss[S_RATIO_ADV] < 0 and prm.pol_kind[j] != POL_DRAWDOWN \
+        and prm.pol_kind[j] != POL_CPPI
+    for q in range(ls.shape[0]):
+        lean = lean and ls[q] < 0
+    if lean:
+        # only the account's equity (and constants) stored, no policy: close_nb's plain equity
+        # sum with the cash (constant over the stretch) summed once
+        se = o.series
+        cash = cash_nb(P, A.wallet)
+        K = P.shape[0]
+        equity = A.prev_equity
+        for b in range(t, end):
+            equity = cash
+            for k in range(K):
+                if P[k].contracts != 0.0:
+                    equity += pos_upnl_nb(mkt, P, k, mkt.mark_close[b, k])
+            usd = mkt.mark_close[b, mkt.usd_k[b]] if mkt.inverse else 1.0
+            put3_nb(se, ss[S_EQUITY], j, b, equity)
+            put3_nb(se, ss[S_EQUITY_USD], j, b, equity * usd if mkt.inverse else equity)
+            put3_nb(se, ss[S_FUNDING], j, b, A.cum_funding)
+            put3_nb(se, ss[S_FEES], j, b, A.cum_fees)
+            put3_nb(se, ss[S_ADDED], j, b, A.capital_added)
+            A.peak = max(A.peak, equity)
+        A.prev_equity = equity
+        return
+    want_adv = ss[S_RATIO_ADV] >= 0
     for b in range(t, end):
         adverse = adverse_ratio_nb(mkt, prm, P, A.wallet, iso, b, j, marks, scr[9:]) if want_adv else 0.0
         close_nb(mkt, prm, o, A, P, in_call, iso, b, j, adverse, scr)

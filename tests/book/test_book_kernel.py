@@ -363,6 +363,21 @@ def test_lean_series_are_the_full_ones():
         assert np.array_equal(lean.records[name], full.records[name]), name
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_equity_only_sweep_is_the_full_run(seed):
+    """A sweep storing the account's equity-type series alone (quiet stretches then value the
+    bars of columns without a policy in a tight loop): the same numbers, bit for bit, and the
+    same records, as a run storing everything."""
+    bars, tgt, specs, s = random_book(seed, 60, 4, sparse=True)
+    keep = ("equity", "equity_usd", "cum_funding", "cum_fees", "capital_added")
+    full = simulate_book(bars, tgt, specs, s)
+    lean = simulate_book(bars, tgt, specs, s, series=keep)
+    for name in keep:
+        assert np.array_equal(lean.series[name], full.series[name]), name
+    for name in BOOK_RECORD_DTYPES:
+        assert np.array_equal(lean.records[name], full.records[name]), name
+
+
 def test_record_capacity_rerun(monkeypatch):
     """A run whose records outnumber the first guess of the buffers is run again with the
     exact counts: with a first guess of one record per column, every record is still there and
