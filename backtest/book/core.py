@@ -14,6 +14,7 @@ from backtest.book import nb
 from backtest.book.bars import BookBars
 from backtest.book.settings import (BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar,
                                     book_arrays, book_target)
+from backtest.engine import nb as engine_nb
 from backtest.engine.bars import EngineInputError, ts_str
 from backtest.engine.settings import CallResponse, MarginMode
 from backtest.market import MarketSpec
@@ -230,6 +231,20 @@ def _market(bars: BookBars, specs: list[MarketSpec]) -> nb.BookMarket:
         ntiers[k, : n_t.shape[0]] = n_t
         ver[f:, k] = version
     listed = np.ascontiguousarray(bars.listed)
+    # events that end a quiet stretch: bar 0, every funding print, a tier-table change, a listing
+    # (``other``: any event but a print at the bar's open instant, which a stretch may start with)
+    ev = np.zeros(n, dtype=bool)
+    other = np.zeros(n, dtype=bool)
+    other[0] = True
+    for k in range(kk):
+        fb = bars.funding_bar(k)
+        ok = (fb >= 0) & (fb < n)
+        ev[fb[ok]] = True
+        other[fb[ok & ~bars.legs[k].fe_at_open.astype(bool)]] = True
+    other[bars.first_bar[bars.first_bar < n]] = True
+    other[1:] |= (ver[1:] != ver[:-1]).any(axis=1)
+    ev |= other
+    nxt = np.minimum.accumulate(np.where(ev, np.arange(n), n)[::-1])[::-1].astype(np.int64)
     return nb.BookMarket(
         open=bars.prices("open"), mark_open=bars.prices("mark_open"), mark_high=bars.prices("mark_high"),
         mark_low=bars.prices("mark_low"), mark_close=bars.prices("mark_close"), prev_mark_close=prev,
@@ -237,7 +252,8 @@ def _market(bars: BookBars, specs: list[MarketSpec]) -> nb.BookMarket:
         cs=np.array([float(s.contract_size) for s in specs]), lot=np.array([float(s.lot_size) for s in specs]),
         min_notional=np.array([float(s.min_notional) for s in specs]),
         liq_fee=np.array([float(s.liquidation_fee_rate) for s in specs]),
-        inverse=bool(specs[0].inverse), usd_k=np.argmax(listed, axis=1).astype(np.int64))
+        inverse=bool(specs[0].inverse), usd_k=np.argmax(listed, axis=1).astype(np.int64),
+        nxt=np.ascontiguousarray(nxt), open_prints_only=ev & ~other, mmr_max=float(tiers[..., 2].max()))
 
 
 def _funding(bars: BookBars) -> tuple[nb.BookFunding, np.ndarray]:
@@ -269,7 +285,18 @@ def _params(inp: BookInputs) -> nb.BookParams:
         isolated=np.array([a["margin_mode"] == MarginMode.ISOLATED for a in inp.legs], dtype=np.bool_),
         lev=np.array([a["leverage"] for a in inp.legs], dtype=np.float64),
         fee=np.array([a["fee_rate"] for a in inp.legs], dtype=np.float64),
-        lag=np.int64(inp.lag), target=inp.target)
+        lag=np.int64(inp.lag), target=inp.target, obits=_order_bits(inp.target, inp.lag))
+
+
+def _order_bits(target: np.ndarray, lag: int) -> np.ndarray:
+    """uint64 (ceil((n - lag) / 64), m): bit ``r % 64`` of word ``r // 64`` of column j set when
+    target row ``r`` of column j holds a value for some instrument (the rows that reach a bar);
+    the quiet stretches read where the next order is from it. One pass over the target in its
+    memory order (the engine's ``target_scan_nb``), then an OR over the instruments."""
+    n, kk, m = target.shape
+    tgt = np.ascontiguousarray(target)
+    bits, _ = engine_nb.target_scan_nb(tgt.reshape(-1), kk * m, 1, n, kk * m, max(n - lag, 0))
+    return np.ascontiguousarray(np.bitwise_or.reduce(bits.reshape(bits.shape[0], kk, m), axis=1))
 
 
 def first_record_caps(target: np.ndarray, n: int, kk: int, lag: int, resp: np.ndarray) -> np.ndarray:
@@ -296,7 +323,7 @@ def _run(mkt, fe, prm, n: int, kk: int, m: int, sslot: np.ndarray, pslot: np.nda
         series=np.empty((int((sslot >= 0).sum()), m, n)), sslot=sslot,
         pseries=np.empty((int((pslot >= 0).sum()), kk, m, n)), pslot=pslot,
         fills=bufs[0], calls=bufs[1], liqs=bufs[2], rstart=starts, rcap=caps,
-        counts=np.zeros_like(caps), fpos=np.zeros((m, fe.bar.shape[0])))
+        counts=np.zeros_like(caps), fpos=np.zeros((m, fe.bar.shape[0])), quiet=np.zeros(m, dtype=np.int64))
     nb.simulate_book_nb(mkt, fe, prm, o, np.zeros(m, dtype=nb.account_state_dt),
                         np.zeros((m, kk), dtype=nb.position_state_dt), np.zeros((m, kk), dtype=nb.position_state_dt),
                         np.zeros((m, kk + 1), dtype=np.bool_), np.zeros((m, kk)), np.zeros((m, 12, 2 * kk + 4)),
@@ -381,27 +408,20 @@ def simulate_book(bars: BookBars, target: Any, specs: Sequence[MarketSpec], sett
 
 
 def _compact(buf: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Each column's records (``counts[j]`` from ``starts[j]``), in column order."""
-    if not counts.sum():
-        return np.empty(0, dtype=buf.dtype)
-    idx = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts) if c])
-    return buf[idx]
+    """Each column's records (``counts[j]`` from ``starts[j]``), in column order: moved to the
+    front of ``buf`` in place (the engine's ``compact_nb``; a fancy-indexed copy of millions of
+    records cost more than the kernel's bars in a sweep) and returned as a view of it."""
+    n = engine_nb.compact_nb(buf, counts, starts)
+    return buf[:n]
 
 
 def _funding_records(fpos: np.ndarray, fe: nb.BookFunding, fe_time: np.ndarray, mkt: nb.BookMarket) -> np.ndarray:
     """Funding records from the position that paid each print (column, then print order: the
-    order the kernel paid them), with the kernel's expression for the amount
-    (``funding_amount_nb``: ``-C * v(mark) * rate``), hence its amounts bit for bit."""
-    col, e = np.nonzero(fpos)
-    out = np.empty(len(col), dtype=BOOK_RECORD_DTYPES["funding"])
-    k = fe.k[e]
-    out["bar"] = fe.bar[e]
-    out["col"] = col
-    out["instrument"] = k
-    out["time"] = fe_time[e]
-    out["rate"] = fe.rate[e]
-    out["mark"] = fe.mark[e]
-    out["position"] = fpos[col, e]
-    v = mkt.cs[k] / fe.mark[e] if mkt.inverse else mkt.cs[k] * fe.mark[e]
-    out["amount"] = -out["position"] * v * out["rate"]
+    order the kernel paid them), the amount by the kernel's own formula (``funding_amount_nb``),
+    hence its amounts bit for bit (:func:`backtest.book.nb.funding_records_nb`)."""
+    counts = (fpos != 0.0).sum(axis=1)
+    starts = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    out = np.empty(int(counts.sum()), dtype=BOOK_RECORD_DTYPES["funding"])
+    nb.funding_records_nb(fpos, fe, fe_time, mkt.cs, mkt.inverse, out, starts)
     return out

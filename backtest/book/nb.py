@@ -30,9 +30,10 @@ import numpy as np
 from numba import njit, prange
 
 from backtest.engine.nb import (
-    CHECK_RTOL, DUST_RTOL, LOT_EPS, POL_CPPI, POL_DRAWDOWN, cval_nb, fits_nb, funding_amount_nb, level_ok_nb,
-    mm_nb, policy_target_nb, solve_price_nb, tier_cap_nb, upnl_nb,
+    ALL_BITS, CHECK_RTOL, DUST_RTOL, LOT_EPS, POL_CPPI, POL_DRAWDOWN, adverse_extreme_nb, cval_nb, fits_nb,
+    funding_amount_nb, level_ok_nb, mm_nb, policy_target_nb, solve_price_nb, tier_cap_nb, upnl_nb,
 )
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 # Enum values as module constants so numba folds them (backtest.engine.enums / settings).
 ST_FILLED = 0
@@ -47,8 +48,16 @@ EXCESS_REJECT = 1
 CROSS_G = -1        # the margin group of every cross position (isolated groups are numbered k)
 PATH_ALL = -1       # the 'together' path: every mark moves
 BISECT_STEPS = 200  # the reference's bisection length (a float in [0, 1] reaches machine precision)
+QUIET_RTOL = 1e-9   # margin of the quiet-stretch safety check (its plain sums against the exact ones)
 
 __all__ = ["CHECK_RTOL", "LOT_EPS", "POL_CPPI", "POL_DRAWDOWN"]  # re-exported for readers of the rules
+
+# Every function below the parallel driver is compiled with ``_nrt=False`` (no reference
+# counting), as the engine's column kernel: nothing in a column allocates (its arrays are the
+# caller's, alive for the whole call), and with reference counting each call of a helper
+# increfs and decrefs every array of the named tuples it receives (BookMarket alone holds 14),
+# atomic operations that the two threads contend for, plus every scratch-row view. Measured on
+# the benchmark (K = 2): the kernel 2.8x faster (benchmarks/README.md, "Books").
 
 position_state_dt = np.dtype([
     ("contracts", np.float64),    # signed contracts
@@ -84,6 +93,12 @@ BookMarket = namedtuple("BookMarket", [
     "inverse",          # bool: every instrument inverse (one settlement coin) or every one linear
     "usd_k",            # int64 (n,): the first listed instrument (inverse books: its mark close is
                         # the settlement coin's USD price)
+    "nxt",              # int64 (n,): from each bar, the next bar (itself included) where any
+                        # instrument has a funding print, a tier-table change or its first bar
+                        # (events that end a quiet stretch); n: none ahead
+    "open_prints_only", # bool (n,): the bar's only events are funding prints at its open instant
+                        # (a quiet stretch may start at it, once they are paid)
+    "mmr_max",          # float: the highest maintenance-margin rate of the book's tier tables
 ])
 """The instruments of a book on its bars."""
 
@@ -101,6 +116,8 @@ BookParams = namedtuple("BookParams", [
     "isolated", "lev", "fee",
     "lag",              # int
     "target",           # float64 (n, K, m)
+    "obits",            # uint64 (ceil((n - lag) / 64), m): bit r % 64 of obits[r // 64, j] is set
+                        # when target row r of column j holds a value for some instrument
 ])
 """Settings of every column (``backtest.book.settings.book_arrays``) and the target."""
 
@@ -111,6 +128,7 @@ BookOutputs = namedtuple("BookOutputs", [
     "rstart", "rcap",       # int64 (3, m): each column's first slot and capacity per buffer
     "counts",               # int64 (3, m): records each column produced (may exceed rcap: rerun)
     "fpos",                 # float64 (m, E): the position that paid each print (0: none)
+    "quiet",                # int64 (m,): bars each column valued in quiet stretches (diagnostic)
 ])
 """Where a book run writes. Series slots follow ``BOOK_SERIES`` / ``POSITION_SERIES``."""
 
@@ -128,7 +146,7 @@ P_POSITION, P_NOTIONAL, P_LIQ, P_PRICE, P_FUNDING, P_FEES, P_LIQUIDATION = range
 # sits at the exchange check's limit, and the next bar's check of the same size is a tie that a
 # last-bit difference in a plain sum would decide the other way (a lot more or less).
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def fsum_add_nb(p, n, x):
     """Add ``x`` to the exact sum held as ``n`` non-overlapping partials in ``p`` (Shewchuk's
     algorithm, as CPython's ``math.fsum``); returns the new number of partials."""
@@ -147,7 +165,7 @@ def fsum_add_nb(p, n, x):
     return i + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def fsum_value_nb(p, n):
     """The correctly rounded value of the partials (CPython's ``math.fsum`` final step, half-way
     cases rounded as it does). Finite inputs only (the account's sums are)."""
@@ -174,7 +192,7 @@ def fsum_value_nb(p, n):
     return hi
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def path_price_nb(open_, adverse, s):
     """``mechanics.path_price``: the mark at fraction ``s`` of the intrabar path from the mark
     open toward the position's adverse extreme (``s = 1`` returns the extreme itself)."""
@@ -185,7 +203,7 @@ def path_price_nb(open_, adverse, s):
     return open_ + s * (adverse - open_)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def cross_liquidation_outcome_nb(wallet, upnls, fees, charged, shares, fs):
     """``mechanics.cross_liquidation_outcome`` ([BN-LIQ] on a cross account): ``upnls``,
     ``fees`` (n,) of the closed positions; writes the fees charged and each position's share of
@@ -213,7 +231,7 @@ def cross_liquidation_outcome_nb(wallet, upnls, fees, charged, shares, fs):
     return max(0.0, left - total)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def isolated_liquidation_outcome_nb(balance, upnl, notional, fee_rate):
     """``mechanics.liquidation_outcome`` ([BN-LIQ]): ``(keep, deficit, fee_charged)``."""
     left = balance + upnl
@@ -225,29 +243,29 @@ def isolated_liquidation_outcome_nb(balance, upnl, notional, fee_rate):
 # Positions and margin groups
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def sign_nb(x):
     return (x > 0.0) - (x < 0.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def value_nb(mkt, k, price):
     return cval_nb(price, mkt.cs[k], mkt.inverse)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def pos_upnl_nb(mkt, P, k, price):
     return upnl_nb(P[k].contracts, P[k].entry, price, mkt.cs[k], mkt.inverse)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def pos_mm_nb(mkt, t, k, contracts, price):
     """Maintenance margin of ``contracts`` of instrument k at ``price`` (its tier table of bar t)."""
     ver = mkt.tier_ver[t, k]
     return mm_nb(mkt.tiers[k], ver, mkt.ntiers[k, ver], abs(contracts) * value_nb(mkt, k, price))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def is_member_nb(P, iso, g, k):
     """Position k is open and in margin group g (CROSS_G, or the isolated position g)."""
     if P[k].contracts == 0.0:
@@ -257,7 +275,7 @@ def is_member_nb(P, iso, g, k):
     return k == g
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def group_margin_nb(mkt, t, P, W, iso, g, marks, fs):
     """``(MB, MM, open positions)`` of group g with each member at ``marks[k]``: the cross
     account ``MB = W + sum uPnL``, ``MM = sum MM_i`` (``mechanics.cross_account_margin``), an
@@ -277,7 +295,7 @@ def group_margin_nb(mkt, t, P, W, iso, g, marks, fs):
     return P[g].margin + up, mm, cnt
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def ratio_of_nb(mb, mm, cnt):
     """``mechanics.margin_ratio`` of a group; 0 for a group without positions."""
     if cnt == 0:
@@ -285,7 +303,7 @@ def ratio_of_nb(mb, mm, cnt):
     return np.inf if mb <= 0.0 else mm / mb
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def equity_nb(mkt, P, W, prices, fs):
     """``W + sum_k (M_k + uPnL_k)`` with each open position at ``prices[k]`` (one instrument:
     the single-instrument engine's sum, term for term; several: correctly rounded)."""
@@ -299,7 +317,32 @@ def equity_nb(mkt, P, W, prices, fs):
     return fsum_value_nb(fs[0], n)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
+def close_equity_nb(mkt, P, W, prices):
+    """The equity of step 6 (valuation at the closes), ``W + sum_k (M_k + uPnL_k)`` as a plain
+    sum, for a column without a drawdown or CPPI policy: there it is only stored, so its last
+    bit decides nothing. A policy reads it at the next order (it scales the target: without a
+    lot size a last-bit difference moves the size, and a far liquidation price amplifies that
+    past the tests' 1e-9), so such a column, the exchange checks and the sizing at the open keep
+    the exact sum (:func:`equity_nb`). One instrument: the engine's expression, as
+    :func:`equity_nb`."""
+    x = cash_nb(P, W)
+    for k in range(P.shape[0]):
+        if P[k].contracts != 0.0:
+            x += pos_upnl_nb(mkt, P, k, prices[k])
+    return x
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def cash_nb(P, W):
+    """``W + sum_k M_k``: the account's cash (constant through a quiet stretch)."""
+    x = W
+    for k in range(P.shape[0]):
+        x += P[k].margin
+    return x
+
+
+@njit(cache=True, _nrt=False)
 def marks_at_nb(mkt, t, P, iso, g, path, s, marks):
     """Marks of group g's positions at fraction s of path ``path`` (PATH_ALL: every mark
     moves; k: only instrument k's) into ``marks``."""
@@ -310,7 +353,7 @@ def marks_at_nb(mkt, t, P, iso, g, path, s, marks):
             marks[k] = path_price_nb(mkt.mark_open[t, k], adverse, s if moves else 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
     """Group g at ``marks`` has reached ``threshold`` (1: liquidatable, ``MB <= MM``)."""
     mb, mm, cnt = group_margin_nb(mkt, t, P, W, iso, g, marks, fs)
@@ -321,7 +364,7 @@ def past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
     return ratio_of_nb(mb, mm, cnt) >= threshold
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks, fs):
     """First point of the path where group g reaches ``threshold``: returns s, the marks in
     ``marks``. One moving mark: the re-tiered price formula (``solve_price_nb``) with the
@@ -371,7 +414,7 @@ def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks, fs):
     return hi
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def position_liq_price_nb(mkt, t, P, W, iso, k, upn, mmv, fs):
     """Position k's liquidation price with the account as it stands: isolated, alone on its
     margin; cross, Binance's cross formula with ``TMM1``/``UPNL1`` the other cross positions'
@@ -396,7 +439,7 @@ def position_liq_price_nb(mkt, t, P, W, iso, k, upn, mmv, fs):
 # Trades
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def execute_nb(mkt, P, W, k, new_c, price, isolated, lev, fee_rate, keep_isolated_margin):
     """Trade instrument k to ``new_c`` at ``price``; returns ``(W, fee)``.
 
@@ -450,7 +493,7 @@ def execute_nb(mkt, P, W, k, new_c, price, isolated, lev, fee_rate, keep_isolate
     return W, fee
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def round_lots_nb(contracts, lot):
     """Round toward zero to the lot size (the reference's rule)."""
     if lot <= 0.0:
@@ -459,27 +502,27 @@ def round_lots_nb(contracts, lot):
     return sign_nb(contracts) * (n * lot) if n > 0 else 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def same_size_nb(a, b, lot):
     if lot > 0.0:
         return a == b
     return abs(a - b) <= DUST_RTOL * max(abs(a), abs(b))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def adds_exposure_nb(c, new_c):
     if new_c == 0.0:
         return False
     return c == 0.0 or sign_nb(new_c) != sign_nb(c) or abs(new_c) > abs(c)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def order_usd_nb(mkt, k, d, price):
     """Order notional in USD (the unit of the minimum-notional rule)."""
     return abs(d) * mkt.cs[k] * (1.0 if mkt.inverse else price)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, new_c, price, fs):
     """Exchange checks of an order that adds exposure on instrument k, on the account as the
     bar's earlier fills left it (docs, step 3): (a) tier cap; (b) available margin, the other
@@ -510,7 +553,7 @@ def order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, new_c, price, fs):
     return fits_nb(n_new / lev[k] + fee[k] * abs(new_c) * v, w_after_close)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def largest_allowed_nb(mkt, t, P, W, iso, lev, fee, k, desired, price, fs):
     """Largest lot-rounded size toward ``desired`` passing the checks (the reference's
     bisection); never below the current position on the same side."""
@@ -545,7 +588,7 @@ def largest_allowed_nb(mkt, t, P, W, iso, lev, fee, k, desired, price, fs):
 # Records
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def slot_nb(o, r, j, buf):
     """Slot of column j's next record in buffer r; the spare last slot once past capacity (the
     count keeps going: the wrapper reruns with the exact capacities)."""
@@ -554,7 +597,7 @@ def slot_nb(o, r, j, buf):
     return o.rstart[r, j] + c if c < o.rcap[r, j] else buf.shape[0] - 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def write_fill_nb(mkt, o, t, j, k, price, size, fee, status, reason):
     r = o.fills[slot_nb(o, 0, j, o.fills)]
     r.bar = t
@@ -572,7 +615,7 @@ def write_fill_nb(mkt, o, t, j, k, price, size, fee, status, reason):
 # The steps of a bar
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def pay_funding_nb(fe, o, A, P, iso, mkt, j, e):
     """Print e on its instrument's position (cross: into W; isolated: into M_k); the position
     that paid is stored (``fpos``), from which the wrapper builds the funding records."""
@@ -591,7 +634,7 @@ def pay_funding_nb(fe, o, A, P, iso, mkt, j, e):
 
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, at_open, scr, ids):
     """Close every position of group g at its mark in ``marks`` (Binance: the account is
     liquidated as a whole; the clearance fee on each position) and write one liquidation record
@@ -672,7 +715,7 @@ def liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, at_ope
                 P[k].stopped = True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids):
     """Step 2: each margin group (the cross account, then each isolated position) already
     liquidatable at its mark opens is liquidated there (``gap = 1``)."""
@@ -688,7 +731,7 @@ def gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids):
             liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, 0.0, True, True, scr, ids)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr):
     """Step 3: size every order from the account's equity at the trade opens, execute the
     reductions (book order), then the increases, opens and flips, each checked against the
@@ -757,7 +800,7 @@ def orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr):
             write_fill_nb(mkt, o, t, j, k, pf, d, f, status, RS_TARGET)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, at_open):
     """Steps 1 and 4: the prints of bar t at the open instant (``at_open``), or strictly inside
     the bar, of every listed instrument not stopped; returns the next print's index."""
@@ -770,7 +813,7 @@ def pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, at_open):
     return ptr
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def call_sizes_nb(mkt, P, iso, g, q, sizes):
     """Every position of group g cut by the common fraction q (each lot-rounded)."""
     for k in range(P.shape[0]):
@@ -779,11 +822,20 @@ def call_sizes_nb(mkt, P, iso, g, q, sizes):
             sizes[k] = round_lots_nb(c * q, mkt.lot[k]) if q < 1.0 else c
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
+def within_target_nb(ratio, target):
+    """A margin-call cut's ratio is at most the call target up to the exchange checks'
+    tolerance (``fits_nb``, ``CHECK_RTOL``): a size whose ratio is the target in exact arithmetic
+    passes whatever the last bit of the sums (the engine's closed form keeps it)."""
+    return ratio != np.inf and fits_nb(ratio, target)
+
+
+@njit(cache=True, _nrt=False)
 def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr):
     """Margin-call ``reduce``: cut every position of group g by one common fraction (each
     lot-rounded) to the largest size whose ratio at the call marks, after the fills (slippage,
-    fees; isolated: margin and the cut's PnL kept with the position), is at most the target;
+    fees; isolated: margin and the cut's PnL kept with the position), is at most the target
+    (:func:`within_target_nb`);
     found by the reference's bisection on the fraction, each trial on a copy ``T`` of the
     positions."""
     fs = scr[9:]  # scratch of the correctly rounded sums
@@ -811,7 +863,7 @@ def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
                 pf = marks[k] * (1.0 + slip * sign_nb(sizes[k] - T[k].contracts))
                 W, _ = execute_nb(mkt, T, W, k, sizes[k], pf, iso[k], lev[k], fee[k], True)
         mb_t, mm_t, cnt_t = group_margin_nb(mkt, t, T, W, iso, g, marks, fs)
-        if ratio_of_nb(mb_t, mm_t, cnt_t) <= tau:
+        if within_target_nb(ratio_of_nb(mb_t, mm_t, cnt_t), tau):
             lo = mid
         else:
             hi = mid
@@ -827,7 +879,7 @@ def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
             write_fill_nb(mkt, o, t, j, k, pf, d, f, ST_FILLED, RS_CALL)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def top_up_for_call_nb(mkt, prm, A, P, iso, t, j, g, marks, fs):
     """Margin-call ``top_up``: add ``MM/target - MB`` (at most the reserve left) to W (cross)
     or M_g; returns the amount."""
@@ -842,7 +894,7 @@ def top_up_for_call_nb(mkt, prm, A, P, iso, t, j, g, marks, fs):
     return x
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def n_paths_nb(P, iso, g, alone):
     """``together``: one path (every mark moves); ``alone``: one per cross position (> 1)."""
     if g != CROSS_G or not alone:
@@ -854,7 +906,7 @@ def n_paths_nb(P, iso, g, alone):
     return cnt if cnt > 1 else 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def nth_path_nb(P, iso, g, q, multi):
     """The q-th path of group g: PATH_ALL when there is one path, else its q-th position."""
     if multi == 0:
@@ -868,7 +920,7 @@ def nth_path_nb(P, iso, g, q, multi):
     return PATH_ALL
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks, scr, ids):
     """Step 5 for group g: a margin call at the first point of the path where the ratio
     reaches the threshold (with its response), then a liquidation at the first point where
@@ -880,6 +932,22 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
     if not group_open_nb(P, iso, g):
         return 0.0
     if not in_call[g + 1]:
+        # the common bar: every path's end below the threshold and not liquidatable, so
+        # nothing happens and the end ratios computed here are the answer (instead of
+        # computing them three times: the call check, the liquidation check, the end ratio)
+        quiet = True
+        worst = 0.0
+        for q in range(max(multi, 1)):
+            path = nth_path_nb(P, iso, g, q, multi)
+            marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
+            mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
+            r_end = ratio_of_nb(mb, mm, cnt)
+            if r_end >= theta or mb <= mm:
+                quiet = False
+                break
+            worst = r_end if q == 0 else max(worst, r_end)
+        if quiet:
+            return worst
         for q in range(max(multi, 1)):
             path = nth_path_nb(P, iso, g, q, multi)
             marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
@@ -915,6 +983,13 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
                 gap = s == 0.0 and past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs)
                 liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, False, scr, ids)
                 break
+    return end_ratio_nb(mkt, t, P, A.wallet, iso, g, alone, marks, fs)
+
+
+@njit(cache=True, _nrt=False)
+def end_ratio_nb(mkt, t, P, W, iso, g, alone, marks, fs):
+    """Group g's ratio at the end of the bar's adverse path (the worst path's, ``alone``); 0
+    for a group without positions."""
     if not group_open_nb(P, iso, g):
         return 0.0
     multi = n_paths_nb(P, iso, g, alone)
@@ -922,13 +997,13 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
     for q in range(max(multi, 1)):
         path = nth_path_nb(P, iso, g, q, multi)
         marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
-        mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
+        mb, mm, cnt = group_margin_nb(mkt, t, P, W, iso, g, marks, fs)
         r_end = ratio_of_nb(mb, mm, cnt)
         worst = r_end if q == 0 else max(worst, r_end)
     return worst
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def group_open_nb(P, iso, g):
     """Group g holds a position."""
     for k in range(P.shape[0]):
@@ -937,62 +1012,76 @@ def group_open_nb(P, iso, g):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
     """Step 6: valuation at the mark closes (account series, per-position series), the end of
-    call episodes whose ratio is back below the threshold, the policies' equity and peak."""
+    call episodes whose ratio is back below the threshold, the policies' equity and peak.
+    Only what is stored or decides something is computed: the groups' ratios when the ratio
+    series is stored or a group is in a call, the per-position series and the gross notional
+    when stored (a sweep storing the equity alone values each bar with one sum)."""
     fs = scr[9:]  # scratch of the correctly rounded sums
     K = P.shape[0]
     closes, upn, mmv = scr[0], scr[1], scr[2]
     for k in range(K):
         closes[k] = mkt.mark_close[t, k] if mkt.listed[t, k] else 0.0
-    equity = equity_nb(mkt, P, A.wallet, closes, fs)
-    # the groups' ratios at the closes (the cross account first)
-    worst = 0.0
-    thr = prm.thr[j]
-    for k in range(K):
-        upn[k] = 0.0
-        mmv[k] = 0.0
-        if P[k].contracts != 0.0:
-            upn[k] = pos_upnl_nb(mkt, P, k, closes[k])
-            mmv[k] = pos_mm_nb(mkt, t, k, P[k].contracts, closes[k])
-            if iso[k]:
-                r_k = ratio_of_nb(P[k].margin + upn[k], mmv[k], 1)
-                worst = max(worst, r_k)
-                if in_call[k + 1] and r_k < thr:
-                    in_call[k + 1] = False
-        elif iso[k] and in_call[k + 1]:
-            in_call[k + 1] = False  # no position: ratio 0, below the threshold
-    mb, mm, n_cross = group_margin_nb(mkt, t, P, A.wallet, iso, CROSS_G, closes, fs)
-    r_cross = ratio_of_nb(mb, mm, n_cross)
-    worst = max(worst, r_cross)
-    if in_call[0] and r_cross < thr:
-        in_call[0] = False
-    ng = 0
-    ps, ls = o.pseries, o.pslot
-    want_liq = ls[P_LIQ] >= 0
-    for k in range(K):
-        C = P[k].contracts
-        notional = C * value_nb(mkt, k, closes[k]) if C != 0.0 else 0.0
-        ng = fsum_add_nb(fs[2], ng, abs(notional))
-        liq = 0.0
-        if C != 0.0 and want_liq:
-            liq = position_liq_price_nb(mkt, t, P, A.wallet, iso, k, upn, mmv, fs)
-        put4_nb(ps, ls[P_POSITION], k, j, t, C)
-        put4_nb(ps, ls[P_NOTIONAL], k, j, t, notional)
-        put4_nb(ps, ls[P_LIQ], k, j, t, liq)
-        put4_nb(ps, ls[P_PRICE], k, j, t, P[k].realised + upn[k])
-        put4_nb(ps, ls[P_FUNDING], k, j, t, P[k].funding)
-        put4_nb(ps, ls[P_FEES], k, j, t, P[k].fees)
-        put4_nb(ps, ls[P_LIQUIDATION], k, j, t, P[k].liquidation)
-    gross = fsum_value_nb(fs[2], ng)
+    if prm.pol_kind[j] == POL_DRAWDOWN or prm.pol_kind[j] == POL_CPPI:
+        equity = equity_nb(mkt, P, A.wallet, closes, fs)
+    else:
+        equity = close_equity_nb(mkt, P, A.wallet, closes)
     se, ss = o.series, o.sslot
+    ps, ls = o.pseries, o.pslot
+    any_call = False
+    for g in range(K + 1):
+        any_call = any_call or in_call[g]
+    want_pos = False
+    for q in range(ls.shape[0]):
+        want_pos = want_pos or ls[q] >= 0
+    if ss[S_RATIO] >= 0 or any_call or want_pos:
+        # the groups' ratios at the closes (the cross account first)
+        worst = 0.0
+        thr = prm.thr[j]
+        for k in range(K):
+            upn[k] = 0.0
+            mmv[k] = 0.0
+            if P[k].contracts != 0.0:
+                upn[k] = pos_upnl_nb(mkt, P, k, closes[k])
+                mmv[k] = pos_mm_nb(mkt, t, k, P[k].contracts, closes[k])
+                if iso[k]:
+                    r_k = ratio_of_nb(P[k].margin + upn[k], mmv[k], 1)
+                    worst = max(worst, r_k)
+                    if in_call[k + 1] and r_k < thr:
+                        in_call[k + 1] = False
+            elif iso[k] and in_call[k + 1]:
+                in_call[k + 1] = False  # no position: ratio 0, below the threshold
+        mb, mm, n_cross = group_margin_nb(mkt, t, P, A.wallet, iso, CROSS_G, closes, fs)
+        r_cross = ratio_of_nb(mb, mm, n_cross)
+        worst = max(worst, r_cross)
+        if in_call[0] and r_cross < thr:
+            in_call[0] = False
+        put3_nb(se, ss[S_RATIO], j, t, worst)
+    if want_pos or ss[S_GROSS] >= 0:
+        gross = 0.0  # a plain sum: stored, decides nothing
+        want_liq = ls[P_LIQ] >= 0
+        for k in range(K):
+            C = P[k].contracts
+            notional = C * value_nb(mkt, k, closes[k]) if C != 0.0 else 0.0
+            gross += abs(notional)
+            if want_pos:
+                liq = 0.0
+                if C != 0.0 and want_liq:
+                    liq = position_liq_price_nb(mkt, t, P, A.wallet, iso, k, upn, mmv, fs)
+                put4_nb(ps, ls[P_POSITION], k, j, t, C)
+                put4_nb(ps, ls[P_NOTIONAL], k, j, t, notional)
+                put4_nb(ps, ls[P_LIQ], k, j, t, liq)
+                put4_nb(ps, ls[P_PRICE], k, j, t, P[k].realised + upn[k])
+                put4_nb(ps, ls[P_FUNDING], k, j, t, P[k].funding)
+                put4_nb(ps, ls[P_FEES], k, j, t, P[k].fees)
+                put4_nb(ps, ls[P_LIQUIDATION], k, j, t, P[k].liquidation)
+        put3_nb(se, ss[S_GROSS], j, t, gross / equity if equity > 0.0 else 0.0)
     usd = mkt.mark_close[t, mkt.usd_k[t]] if mkt.inverse else 1.0
     put3_nb(se, ss[S_EQUITY], j, t, equity)
     put3_nb(se, ss[S_EQUITY_USD], j, t, equity * usd if mkt.inverse else equity)
-    put3_nb(se, ss[S_RATIO], j, t, worst)
     put3_nb(se, ss[S_RATIO_ADV], j, t, adverse_ratio)
-    put3_nb(se, ss[S_GROSS], j, t, gross / equity if equity > 0.0 else 0.0)
     put3_nb(se, ss[S_FUNDING], j, t, A.cum_funding)
     put3_nb(se, ss[S_FEES], j, t, A.cum_fees)
     put3_nb(se, ss[S_ADDED], j, t, A.capital_added)
@@ -1000,31 +1089,198 @@ def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
     A.peak = max(A.peak, equity)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def put3_nb(out, slot, j, t, val):
     if slot >= 0:
         out[slot, j, t] = val
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def put4_nb(out, slot, k, j, t, val):
     if slot >= 0:
         out[slot, k, j, t] = val
 
 
 # --------------------------------------------------------------------------------------------
+# Quiet stretches
+# --------------------------------------------------------------------------------------------
+
+# A quiet bar has no funding print (but at its open instant, paid by step 1 before the bar is
+# found quiet), no tier-table change and no listing for any instrument (``mkt.nxt``,
+# ``mkt.open_prints_only``), no order of its column (``prm.obits``), no group in a call, and every
+# group's margin ratio below the call threshold at every mark the bar's steps look at (the mark
+# opens, every point of every intrabar path, the closes). Steps 1 to 5 then do nothing (no
+# print, no gap liquidation, no order, no call, no liquidation) and the bar is step 6 alone;
+# a run of such bars is valued without the other steps (the engine's quiet stretches, for a
+# book): at an 8-hour rebalance with 8-hourly funding at the bars' opens, 7 bars out of 8.
+#
+# The safety check is conservative, one check for the whole stretch: every open position's mark
+# at its most adverse over the stretch (a short's highest mark high, a long's lowest mark low),
+# all together. Each position adds ``MM_k(P) - thr * uPnL_k(P)`` to ``MM - thr * MB`` (which
+# is negative exactly when the ratio is below ``thr``); that term grows as its mark moves
+# against the position when ``thr`` exceeds every maintenance rate (its slope is
+# ``|C| * (thr - mmr)`` per unit of contract value moved, the tier's ``mmr``, continuous across
+# tiers), so its worst over the stretch's marks is at that extreme, and the group's worst is the
+# sum of its terms' worsts. A column whose threshold does not exceed ``mmr_max`` takes no
+# stretches.
+
+@njit(cache=True, inline="always", _nrt=False)
+def next_order_nb(prm, j, t, n):
+    """The first bar >= t at which column j has a target order (row ``t - lag`` holds a value
+    for some instrument), from the bitmap ``prm.obits``; n: none."""
+    ob = prm.obits
+    nwords = ob.shape[0]
+    r = max(t - prm.lag, 0)
+    k = r >> 6
+    w = ob[k, j] & (ALL_BITS << np.uint64(r & 63)) if k < nwords else np.uint64(0)
+    while w == 0 and k < nwords - 1:
+        k += 1
+        w = ob[k, j]
+    return k * 64 + np.int64(trailing_zeros(w)) + prm.lag if w != 0 else n
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def stretch_limit_nb(mkt, t, tnext, n):
+    """Where a quiet stretch from bar t ends at the latest: the next order (``tnext``) or the
+    next event, bar t's own funding prints at its open instant excepted (step 1 pays them
+    before the stretch starts: the rest of such a bar may be quiet)."""
+    if mkt.nxt[t] == t and not mkt.open_prints_only[t]:
+        return t
+    return min(mkt.nxt[t + 1] if t + 1 < n else n, tnext)
+
+
+@njit(cache=True, _nrt=False)
+def groups_below_nb(mkt, t, P, W, iso, thr, marks):
+    """Every margin group's ``MM < thr * MB`` with its positions at ``marks``, by a margin
+    (``QUIET_RTOL`` of the sums' magnitude) that covers the rounding of these plain sums."""
+    mb = W
+    mm = 0.0
+    scale = abs(W)
+    for k in range(P.shape[0]):
+        if P[k].contracts != 0.0:
+            u = pos_upnl_nb(mkt, P, k, marks[k])
+            mk = pos_mm_nb(mkt, t, k, P[k].contracts, marks[k])
+            if iso[k]:
+                b = P[k].margin + u
+                tol = QUIET_RTOL * (abs(P[k].margin) + abs(u) + mk)
+                if not mk + tol < thr * (b - tol):
+                    return False
+            else:
+                mb += u
+                mm += mk
+                scale += abs(u) + mk
+    tol = QUIET_RTOL * scale
+    return mm + tol < thr * (mb - tol)
+
+
+@njit(cache=True, _nrt=False)
+def quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, limit, marks):
+    """End of the quiet stretch from bar t (t: bar t is not quiet), at most ``limit`` (the next
+    event or order). The whole range is checked first (its extremes: one pass per position);
+    when it is not safe, the stretch grows bar by bar with running extremes and stops before
+    the first bar that breaks the check."""
+    if limit <= t:
+        return t
+    thr = min(prm.thr[j], 1.0)  # below the call threshold and below liquidation (ratio 1)
+    if thr <= mkt.mmr_max:
+        return t
+    for g in range(in_call.shape[0]):
+        if in_call[g]:
+            return t
+    K = P.shape[0]
+    for k in range(K):
+        C = P[k].contracts
+        if C != 0.0:
+            marks[k] = adverse_extreme_nb(mkt.mark_high[:, k], mkt.mark_low[:, k], C < 0.0, t, limit)
+    # the tier tables are those of bar t throughout (a change ends the stretch)
+    if groups_below_nb(mkt, t, P, A.wallet, iso, thr, marks):
+        return limit
+    b = t
+    while b < limit:
+        for k in range(K):
+            C = P[k].contracts
+            if C != 0.0:
+                a = mkt.mark_high[b, k] if C < 0.0 else mkt.mark_low[b, k]
+                if b == t or (a > marks[k] if C < 0.0 else a < marks[k]):
+                    marks[k] = a
+        if not groups_below_nb(mkt, t, P, A.wallet, iso, thr, marks):
+            break
+        b += 1
+    return b
+
+
+@njit(cache=True, _nrt=False)
+def adverse_ratio_nb(mkt, prm, P, W, iso, t, j, marks, fs):
+    """The account's worst group ratio at the end of bar t's adverse path (what step 5 returns
+    on a bar where it acts on nothing)."""
+    adverse = end_ratio_nb(mkt, t, P, W, iso, CROSS_G, prm.alone[j], marks, fs)
+    for k in range(P.shape[0]):
+        if iso[k]:
+            adverse = max(adverse, end_ratio_nb(mkt, t, P, W, iso, k, prm.alone[j], marks, fs))
+    return adverse
+
+
+@njit(cache=True, _nrt=False)
+def value_stretch_nb(mkt, prm, o, A, P, in_call, iso, t, end, j, marks, scr):
+    """Bars [t, end) of a quiet stretch: step 6 of each (the adverse ratio only when stored; a
+    sweep storing the equity alone in a column without a policy: a tight loop of the same sums)."""
+    ss, ls = o.sslot, o.pslot
+    lean = ss[S_RATIO] < 0 and ss[S_GROSS] < 0 and ss[S_RATIO_ADV] < 0 and prm.pol_kind[j] != POL_DRAWDOWN \
+        and prm.pol_kind[j] != POL_CPPI
+    for q in range(ls.shape[0]):
+        lean = lean and ls[q] < 0
+    if lean:
+        # only the account's equity (and constants) stored, no policy: close_nb's plain equity
+        # sum with the cash (constant over the stretch) summed once
+        se = o.series
+        cash = cash_nb(P, A.wallet)
+        K = P.shape[0]
+        equity = A.prev_equity
+        for b in range(t, end):
+            equity = cash
+            for k in range(K):
+                if P[k].contracts != 0.0:
+                    equity += pos_upnl_nb(mkt, P, k, mkt.mark_close[b, k])
+            usd = mkt.mark_close[b, mkt.usd_k[b]] if mkt.inverse else 1.0
+            put3_nb(se, ss[S_EQUITY], j, b, equity)
+            put3_nb(se, ss[S_EQUITY_USD], j, b, equity * usd if mkt.inverse else equity)
+            put3_nb(se, ss[S_FUNDING], j, b, A.cum_funding)
+            put3_nb(se, ss[S_FEES], j, b, A.cum_fees)
+            put3_nb(se, ss[S_ADDED], j, b, A.capital_added)
+            A.peak = max(A.peak, equity)
+        A.prev_equity = equity
+        return
+    want_adv = ss[S_RATIO_ADV] >= 0
+    for b in range(t, end):
+        adverse = adverse_ratio_nb(mkt, prm, P, A.wallet, iso, b, j, marks, scr[9:]) if want_adv else 0.0
+        close_nb(mkt, prm, o, A, P, in_call, iso, b, j, adverse, scr)
+
+
+# --------------------------------------------------------------------------------------------
 # The column loop and the parallel driver
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def book_col_nb(mkt, fe, prm, o, j, A, P, T, in_call, iso, lev, fee, marks, scr, ids):
-    """One column (one account) over every bar, in the order of docs/mechanics.md, "Books"."""
+    """One column (one account) over every bar, in the order of docs/mechanics.md, "Books";
+    quiet stretches (above) valued by step 6 alone."""
     n = mkt.open.shape[0]
     K = P.shape[0]
     ptr = 0
-    for t in range(n):
+    tnext = -1  # the next bar with an order of this column
+    t = 0
+    while t < n:
+        if tnext < t:
+            tnext = next_order_nb(prm, j, t, n)
         # 1. funding at the open instant, paid by the positions held going into the open
         ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, True)
+        # a quiet stretch from here (bars with nothing left to do but step 6)?
+        end = quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, stretch_limit_nb(mkt, t, tnext, n), marks)
+        if end > t:
+            value_stretch_nb(mkt, prm, o, A, P, in_call, iso, t, end, j, marks, scr)
+            o.quiet[j] += end - t
+            t = end
+            continue
         # 2. gap check at the mark opens: each margin group past liquidation there
         gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids)
         # 3. orders at the open: reductions first, then increases
@@ -1041,6 +1297,31 @@ def book_col_nb(mkt, fe, prm, o, j, A, P, T, in_call, iso, lev, fee, marks, scr,
                                                        marks, scr, ids))
         # 6. valuation at the mark closes
         close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse, scr)
+        t += 1
+
+
+@njit(cache=True, parallel=True)
+def funding_records_nb(fpos, fe, fe_time, cs, inverse, out, starts):
+    """The funding records (``book_funding_dt``) from the position that paid each print
+    (``fpos`` (m, E), 0: none), column j's from ``out[starts[j]]`` in print order; the amount by
+    :func:`funding_amount_nb`, the formula the kernel paid it with."""
+    for jj in prange(fpos.shape[0]):
+        j = np.int64(jj)
+        q = starts[j]
+        for e in range(fpos.shape[1]):
+            C = fpos[j, e]
+            if C != 0.0:
+                k = fe.k[e]
+                r = out[q]
+                r.bar = fe.bar[e]
+                r.col = j
+                r.instrument = k
+                r.time = fe_time[e]
+                r.rate = fe.rate[e]
+                r.mark = fe.mark[e]
+                r.position = C
+                r.amount = funding_amount_nb(C, fe.mark[e], fe.rate[e], cs[k], inverse)
+                q += 1
 
 
 @njit(cache=True, parallel=True)

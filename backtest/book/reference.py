@@ -29,7 +29,7 @@ from backtest.book.core import check_book_inputs
 from backtest.book.settings import BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar
 from backtest.engine.enums import FillReason, FillStatus
 from backtest.engine.nb import policy_target_nb
-from backtest.engine.reference import CHECK_RTOL, DUST_RTOL, LOT_EPS
+from backtest.engine.reference import CHECK_RTOL, DUST_RTOL, LOT_EPS, within_call_target
 from backtest.engine.settings import AfterLiquidation, CallResponse, Excess, MarginMode
 from backtest.market import MarketSpec
 
@@ -548,7 +548,7 @@ class _Column:
             mid = 0.5 * (lo + hi)
             if mid <= lo or mid >= hi:
                 break
-            if ratio_after(mid) <= cfg.call_target:
+            if within_call_target(ratio_after(mid), cfg.call_target):
                 lo = mid
             else:
                 hi = mid

@@ -288,6 +288,13 @@ def _fits(need: float, available: float) -> bool:
     return need <= available + CHECK_RTOL * (abs(need) + abs(available))
 
 
+def within_call_target(ratio: float, target: float) -> bool:
+    """A margin-call cut's ratio is at most the call target up to the checks' tolerance
+    (:func:`_fits`): a size whose ratio is the target in exact arithmetic passes whatever the
+    last bit (as the kernel's closed form keeps it)."""
+    return ratio != math.inf and _fits(ratio, target)
+
+
 def _order_allowed(st: _State, new_c: float, price: float, e_open: float, ncap: float,
                    ct: _Contract, cfg: _Settings) -> bool:
     """Exchange checks: (a) tier cap ``N(C*) <= Ncap``; (b) available margin."""
@@ -408,7 +415,7 @@ def _reduce_for_call(st: _State, call_price: float, t: int, j: int, ct: _Contrac
         lo, hi = 0, ct.lots(c)
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if ratio_after(side * (mid * ct.lot)) <= cfg.call_target:
+            if within_call_target(ratio_after(side * (mid * ct.lot)), cfg.call_target):
                 lo = mid
             else:
                 hi = mid
@@ -417,7 +424,7 @@ def _reduce_for_call(st: _State, call_price: float, t: int, j: int, ct: _Contrac
         lo_q, hi_q = 0.0, abs(c)
         for _ in range(200):
             mid_q = 0.5 * (lo_q + hi_q)
-            if ratio_after(side * mid_q) <= cfg.call_target:
+            if within_call_target(ratio_after(side * mid_q), cfg.call_target):
                 lo_q = mid_q
             else:
                 hi_q = mid_q
