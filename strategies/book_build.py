@@ -110,10 +110,12 @@ def build_book_targets(book_data: Any, strategy: str, params: Any = None, polici
             if isinstance(p, BookPolicy):
                 f = p.factor(book, wi, specs=specs)
                 vals = dict(ENGINE_DEFAULTS)
-            else:
-                assert isinstance(p, InLoop)
+            elif isinstance(p, InLoop):
                 f = np.full(n, p.target_scale())
                 vals = ENGINE_DEFAULTS | p.engine_fields()
+            else:
+                raise StrategyError(f"policy {p!r} is neither a book policy nor an in-loop one; "
+                                    "give a label such as 'voltarget(0.5)' or 'drawdown(0.3)'")
             col = np.where(wi == 0.0, 0.0, wi * f[:, None])
             if keep is not None:
                 col = np.where(keep[:, None], col, np.nan)

@@ -29,7 +29,7 @@ from backtest.book.core import check_book_inputs
 from backtest.book.settings import BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar
 from backtest.engine.enums import FillReason, FillStatus
 from backtest.engine.nb import policy_target_nb
-from backtest.engine.reference import CHECK_RTOL, DUST_RTOL, LOT_EPS, within_call_target
+from backtest.engine.reference import CHECK_RTOL, DUST_RTOL, Contract, _sign, within_call_target
 from backtest.engine.settings import AfterLiquidation, CallResponse, Excess, MarginMode
 from backtest.market import MarketSpec
 
@@ -37,50 +37,16 @@ CROSS = -1          # the margin group of every cross position (isolated groups 
 BISECT_STEPS = 200  # enough for a float in [0, 1] to reach machine precision
 
 
-def _sign(x: float) -> int:
-    return int(x > 0) - int(x < 0)
-
-
 # --------------------------------------------------------------------------------------------
 # The instruments and the settings of one column
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Instrument:
-    """One perpetual of the book (from its MarketSpec)."""
+class _Instrument(Contract):
+    """One perpetual of the book: the single-instrument reference's contract (value, uPnL, lots)
+    with its symbol."""
 
-    symbol: str
-    size: float
-    inverse: bool
-    lot: float
-    min_notional: float
-    liq_fee_rate: float
-
-    def value(self, price: float) -> float:
-        return mk.contract_value(price, self.size, self.inverse)
-
-    def notional(self, contracts: float, price: float) -> float:
-        return mk.position_notional(contracts, price, self.size, self.inverse)
-
-    def upnl(self, contracts: float, entry: float, price: float) -> float:
-        return mk.unrealized_pnl(contracts, entry, price, self.size, self.inverse)
-
-    def order_usd(self, contracts: float, price: float) -> float:
-        return abs(contracts) * self.size * (1.0 if self.inverse else price)
-
-    def round_lots(self, contracts: float) -> float:
-        if self.lot <= 0.0:
-            return contracts
-        n = math.floor(abs(contracts) / self.lot + LOT_EPS)
-        return _sign(contracts) * (n * self.lot) if n > 0 else 0.0
-
-    def lots(self, contracts: float) -> int:
-        return int(round(abs(contracts) / self.lot))
-
-    def same_size(self, a: float, b: float) -> bool:
-        if self.lot > 0.0:
-            return a == b
-        return abs(a - b) <= DUST_RTOL * max(abs(a), abs(b))
+    symbol: str = ""
 
 
 @dataclass(frozen=True)

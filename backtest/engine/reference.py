@@ -41,7 +41,7 @@ def _sign(x: float) -> int:
 
 
 @dataclass(frozen=True)
-class _Contract:
+class Contract:
     """The contract being traded (from the MarketSpec)."""
 
     size: float
@@ -138,25 +138,25 @@ def _balance(st: _State, cfg: _Settings) -> float:
     return st.margin if cfg.isolated else st.wallet
 
 
-def _margin_balance(st: _State, price: float, ct: _Contract, cfg: _Settings) -> float:
+def _margin_balance(st: _State, price: float, ct: Contract, cfg: _Settings) -> float:
     return _balance(st, cfg) + ct.upnl(st.contracts, st.entry, price)
 
 
-def _maintenance(st: _State, price: float, ct: _Contract, tiers: np.ndarray) -> float:
+def _maintenance(st: _State, price: float, ct: Contract, tiers: np.ndarray) -> float:
     return mk.maintenance_margin(ct.notional(st.contracts, price), tiers)
 
 
-def _ratio(st: _State, price: float, ct: _Contract, cfg: _Settings, tiers: np.ndarray) -> float:
+def _ratio(st: _State, price: float, ct: Contract, cfg: _Settings, tiers: np.ndarray) -> float:
     if st.contracts == 0.0:
         return 0.0
     return mk.margin_ratio(_maintenance(st, price, ct, tiers), _margin_balance(st, price, ct, cfg))
 
 
-def _liquidatable(st: _State, price: float, ct: _Contract, cfg: _Settings, tiers: np.ndarray) -> bool:
+def _liquidatable(st: _State, price: float, ct: Contract, cfg: _Settings, tiers: np.ndarray) -> bool:
     return st.contracts != 0.0 and _margin_balance(st, price, ct, cfg) <= _maintenance(st, price, ct, tiers)
 
 
-def _equity(st: _State, price: float, ct: _Contract) -> float:
+def _equity(st: _State, price: float, ct: Contract) -> float:
     return st.wallet + st.margin + ct.upnl(st.contracts, st.entry, price)
 
 
@@ -164,7 +164,7 @@ def _equity(st: _State, price: float, ct: _Contract) -> float:
 # Events
 # --------------------------------------------------------------------------------------------
 
-def _pay_funding(st: _State, t: int, j: int, k: int, bars: PerpBars, ct: _Contract,
+def _pay_funding(st: _State, t: int, j: int, k: int, bars: PerpBars, ct: Contract,
                  cfg: _Settings, rec: _Records) -> None:
     """Funding print k, paid by the position held now: ``-C * v(mark) * rate``."""
     if st.contracts == 0.0:
@@ -179,7 +179,7 @@ def _pay_funding(st: _State, t: int, j: int, k: int, bars: PerpBars, ct: _Contra
     rec.funding.append((t, j, int(bars.fe_time[k]), rate, mark, st.contracts, amount))
 
 
-def _execute(st: _State, new_contracts: float, price: float, ct: _Contract, cfg: _Settings,
+def _execute(st: _State, new_contracts: float, price: float, ct: Contract, cfg: _Settings,
              keep_isolated_margin: bool = False) -> float:
     """Trade from ``st.contracts`` to ``new_contracts`` at ``price``; returns the fee.
 
@@ -231,7 +231,7 @@ def _execute(st: _State, new_contracts: float, price: float, ct: _Contract, cfg:
     return fee
 
 
-def _liquidate(st: _State, t: int, j: int, bars: PerpBars, ct: _Contract, cfg: _Settings,
+def _liquidate(st: _State, t: int, j: int, bars: PerpBars, ct: Contract, cfg: _Settings,
                tiers: np.ndarray, rec: _Records, at_open: bool) -> None:
     """Close the position at ``P_L`` (LP, or the mark open on a gap); the account keeps
     ``max(0, B + uPnL(P_L) - clearance fee)``; see :func:`backtest.mechanics.liquidation_outcome`
@@ -296,7 +296,7 @@ def within_call_target(ratio: float, target: float) -> bool:
 
 
 def _order_allowed(st: _State, new_c: float, price: float, e_open: float, ncap: float,
-                   ct: _Contract, cfg: _Settings) -> bool:
+                   ct: Contract, cfg: _Settings) -> bool:
     """Exchange checks: (a) tier cap ``N(C*) <= Ncap``; (b) available margin."""
     c = st.contracts
     v = ct.value(price)
@@ -313,7 +313,7 @@ def _order_allowed(st: _State, new_c: float, price: float, e_open: float, ncap: 
 
 
 def _largest_allowed(st: _State, desired: float, price: float, e_open: float, ncap: float,
-                     ct: _Contract, cfg: _Settings) -> float:
+                     ct: Contract, cfg: _Settings) -> float:
     """Largest lot-rounded size toward ``desired`` that passes the exchange checks; never below
     the current position on the same side (for a flip, down to 0 = just close)."""
     c = st.contracts
@@ -349,7 +349,7 @@ def _largest_allowed(st: _State, desired: float, price: float, e_open: float, nc
     return side * (n * ct.lot) if n > 0 else 0.0
 
 
-def _fill_target(st: _State, raw_target: float, t: int, j: int, bars: PerpBars, ct: _Contract,
+def _fill_target(st: _State, raw_target: float, t: int, j: int, bars: PerpBars, ct: Contract,
                  cfg: _Settings, tiers: np.ndarray, rec: _Records) -> None:
     if math.isnan(raw_target):
         return
@@ -390,7 +390,7 @@ def _fill_target(st: _State, raw_target: float, t: int, j: int, bars: PerpBars, 
 # Step 5: margin call and liquidation at the adverse mark extreme
 # --------------------------------------------------------------------------------------------
 
-def _reduce_for_call(st: _State, call_price: float, t: int, j: int, ct: _Contract,
+def _reduce_for_call(st: _State, call_price: float, t: int, j: int, ct: Contract,
                      cfg: _Settings, tiers: np.ndarray, rec: _Records) -> float:
     """Cut the position to the largest lot-rounded size whose ratio at the call price, after
     the fill (its slippage and fee; isolated: margin and the cut's realised PnL kept with the
@@ -436,7 +436,7 @@ def _reduce_for_call(st: _State, call_price: float, t: int, j: int, ct: _Contrac
     return abs(d)
 
 
-def _top_up_for_call(st: _State, call_price: float, ct: _Contract, cfg: _Settings,
+def _top_up_for_call(st: _State, call_price: float, ct: Contract, cfg: _Settings,
                      tiers: np.ndarray) -> float:
     """Add ``X = MM/target - MB`` at the call price (at most the reserve left)."""
     need = (_maintenance(st, call_price, ct, tiers) / cfg.call_target
@@ -451,7 +451,7 @@ def _top_up_for_call(st: _State, call_price: float, ct: _Contract, cfg: _Setting
     return x
 
 
-def _margin_check(st: _State, t: int, j: int, bars: PerpBars, ct: _Contract, cfg: _Settings,
+def _margin_check(st: _State, t: int, j: int, bars: PerpBars, ct: Contract, cfg: _Settings,
                   tiers: np.ndarray, rec: _Records) -> None:
     c = st.contracts
     extreme = float(bars.mark_high[t] if c < 0 else bars.mark_low[t])
@@ -479,7 +479,7 @@ def _margin_check(st: _State, t: int, j: int, bars: PerpBars, ct: _Contract, cfg
 # The column loop
 # --------------------------------------------------------------------------------------------
 
-def _simulate_column(j: int, bars: PerpBars, target: np.ndarray, lag: int, ct: _Contract,
+def _simulate_column(j: int, bars: PerpBars, target: np.ndarray, lag: int, ct: Contract,
                      cfg: _Settings, tables: list[np.ndarray], events: list[list[int]],
                      out: dict[str, np.ndarray], rec: _Records) -> None:
     st = _State(contracts=0.0, entry=0.0, wallet=cfg.initial_capital, margin=0.0,
@@ -528,7 +528,7 @@ def _simulate_column(j: int, bars: PerpBars, target: np.ndarray, lag: int, ct: _
 
 
 def _write(out: dict[str, np.ndarray], t: int, j: int, *, equity: float, mark_close: float,
-           ct: _Contract, st: _State, notional: float, ratio: float, liq: float) -> None:
+           ct: Contract, st: _State, notional: float, ratio: float, liq: float) -> None:
     out["equity"][t, j] = equity
     out["equity_usd"][t, j] = equity * mark_close if ct.inverse else equity
     out["position"][t, j] = st.contracts
@@ -573,7 +573,7 @@ def simulate_reference(bars: PerpBars, target: np.ndarray, spec: MarketSpec, acc
     pol = policy_arrays(policy, m)
     lag = int(account.lag)
 
-    ct = _Contract(size=spec.contract_size, inverse=spec.inverse, lot=spec.lot_size,
+    ct = Contract(size=spec.contract_size, inverse=spec.inverse, lot=spec.lot_size,
                    min_notional=spec.min_notional, liq_fee_rate=spec.liquidation_fee_rate)
     stacked, n_tiers, version = spec.tier_arrays(bars.timestamp)
     tables = [stacked[version[t], : n_tiers[version[t]]] for t in range(n)]

@@ -1,4 +1,4 @@
-"""Issue 14 items 2, 3 and 10 on real Parquet stores: a date range reaching past the stored
+"""On real Parquet stores: a date range reaching past the stored
 data, implausible funding rates and mark prices, and funding holes judged against each
 print's own interval."""
 
@@ -12,32 +12,21 @@ import pandas as pd
 import pytest
 
 from backtest.data import DataValidationError, Store, load_market_data
-from backtest.data.store import SAMPLE_ROOT
+from sample_kit import EX, SYM, T0, H, sample, sample_store
 from backtest.data.validate import FUNDING_RATE_BOUND, MARK_PRICE_TOLERANCE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_fakes import HOUR, START, SYMBOL, usdm_exchange, usdm_server  # noqa: E402
 
-H = 3_600_000
-T0 = 1672531200000  # 2023-01-01T00:00Z
-EX, SYM = "binanceusdm", "BTC/USDT:USDT"
 
-
-def sample(name, n_hours=48, t0=T0):
-    df = pd.read_parquet(SAMPLE_ROOT / "binanceusdm" / "BTC_USDT_USDT" / name)
-    return df[(df["timestamp"] >= t0) & (df["timestamp"] < t0 + n_hours * H)].reset_index(drop=True)
 
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(tmp_path)
-    s.write(sample("ohlcv-1h.parquet"), EX, SYM, "ohlcv", "1h")
-    s.write(sample("mark-1h.parquet"), EX, SYM, "mark", "1h")
-    s.write(sample("funding.parquet"), EX, SYM, "funding")
-    return s
+    return sample_store(tmp_path)
 
 
-# --- item 2: a range partly outside the stored data ----------------------------------------------
+# --- a range partly outside the stored data ----------------------------------------------
 
 @pytest.mark.parametrize("start, end, used", [
     ("2022-12-31T20:00", "2023-01-02", "2023-01-01T00:00:00+00:00 .. 2023-01-02T00:00:00+00:00"),
@@ -82,7 +71,7 @@ def test_the_runner_setting_reaches_the_loader(store, tmp_path):
     assert md.n == 24 and any("allow_partial_range=True" in n for n in md.notes)
 
 
-# --- item 3: implausible funding ---------------------------------------------------------------
+# --- implausible funding ---------------------------------------------------------------
 
 @pytest.mark.parametrize("rate", [0.5, 50.0, -0.2, FUNDING_RATE_BOUND * 1.01])
 def test_a_funding_rate_beyond_the_bound_is_an_error_unless_allowed(store, rate):
@@ -142,7 +131,7 @@ def test_a_print_mark_far_from_the_bar_mark_is_an_error(binance_store, factor):
     assert f"mark price {bad!r}" in str(e) and "mark range" in str(e)
 
 
-# --- item 10: funding interval changes ---------------------------------------------------------
+# --- funding interval changes ---------------------------------------------------------
 
 def _interval_changes(t0):
     """Prints every 8 h for two days, then every 4 h for a day, then every hour for a day."""

@@ -1,4 +1,4 @@
-"""Issue 14, clean failures for data files: timestamps stored as pandas datetimes or ISO
+"""Clean failures for data files: timestamps stored as pandas datetimes or ISO
 strings are converted (naive = UTC); a non-numeric price, a zero-row file, a dataset path that
 is a folder or not Parquet give one error naming the file, the column and the fix; through
 ``backtest run`` they exit 2 with one line."""
@@ -16,18 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from backtest.data import DataValidationError, Store, load_market_data
-from backtest.data.store import SAMPLE_ROOT
+from backtest.data import DataValidationError, load_market_data
+from sample_kit import EX, SYM, T0, H, sample_store
 
-H = 3_600_000
-T0 = 1672531200000  # 2023-01-01T00:00Z
-EX, SYM = "binanceusdm", "BTC/USDT:USDT"
 REPO = Path(__file__).resolve().parents[2]
 
-
-def sample(name, n_hours=48):
-    df = pd.read_parquet(SAMPLE_ROOT / "binanceusdm" / "BTC_USDT_USDT" / name)
-    return df[(df["timestamp"] >= T0) & (df["timestamp"] < T0 + n_hours * H)].reset_index(drop=True)
 
 
 def raw_write(path, df):
@@ -38,11 +31,7 @@ def raw_write(path, df):
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(tmp_path)
-    s.write(sample("ohlcv-1h.parquet"), EX, SYM, "ohlcv", "1h")
-    s.write(sample("mark-1h.parquet"), EX, SYM, "mark", "1h")
-    s.write(sample("funding.parquet"), EX, SYM, "funding")
-    return s
+    return sample_store(tmp_path)
 
 
 @pytest.fixture

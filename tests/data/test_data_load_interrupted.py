@@ -1,4 +1,4 @@
-"""Issue 14 item 1: a funding file left by an interrupted download (Bybit and OKX funding is
+"""A funding file left by an interrupted download (Bybit and OKX funding is
 completed backwards, page by page; a kill leaves ``pending_from``/``pending_to`` and a verified
 range that does not reach the bars) must not load as complete.
 

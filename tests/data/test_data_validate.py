@@ -8,18 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from backtest.data import DataValidationError, Store, load_market_data
-from backtest.data.store import SAMPLE_ROOT
+from backtest.data import DataValidationError, load_market_data
+from sample_kit import EX, SYM, T0, H, sample, sample_store
 from backtest.data.validate import check_candles, check_funding, find_gaps
 
-H = 3_600_000
-T0 = 1672531200000  # 2023-01-01T00:00Z
-EX, SYM = "binanceusdm", "BTC/USDT:USDT"
 
-
-def sample(name, n_hours=48):
-    df = pd.read_parquet(SAMPLE_ROOT / "binanceusdm" / "BTC_USDT_USDT" / name)
-    return df[(df["timestamp"] >= T0) & (df["timestamp"] < T0 + n_hours * H)].reset_index(drop=True)
 
 
 def iso(ms):
@@ -117,11 +110,7 @@ def test_funding_problems_are_named():
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(tmp_path)
-    s.write(sample("ohlcv-1h.parquet"), EX, SYM, "ohlcv", "1h")
-    s.write(sample("mark-1h.parquet"), EX, SYM, "mark", "1h")
-    s.write(sample("funding.parquet"), EX, SYM, "funding")
-    return s
+    return sample_store(tmp_path)
 
 
 def raw_write(path, df):
