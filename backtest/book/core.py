@@ -12,6 +12,7 @@ import pandas as pd
 
 from backtest.book import nb
 from backtest.book.bars import BookBars
+from backtest.book.options import OptionLeg, OptionPaths, check_option_legs, option_paths
 from backtest.book.settings import (BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar,
                                     book_arrays, book_target)
 from backtest.engine import nb as engine_nb
@@ -36,6 +37,9 @@ class BookInputs:
     policy : ``policy_arrays`` of the policy, per column.
     intrabar : int64 (n_cols,) ``Intrabar`` values.
     lag : bars between a target row and its fill.
+    options : the option legs (validated), after the K perpetuals on the target's axis 1.
+    paths : their contract paths on the book's bars (:func:`backtest.book.options.option_paths`).
+    collateral : bool (n_cols,): the options count in the cross account's margin balance.
     """
 
     settings: BookSettings
@@ -45,6 +49,9 @@ class BookInputs:
     policy: dict[str, np.ndarray]
     intrabar: np.ndarray
     lag: int
+    options: list[OptionLeg]
+    paths: OptionPaths
+    collateral: np.ndarray
 
     @property
     def n_cols(self) -> int:
@@ -71,9 +78,10 @@ def check_book_inputs(bars: BookBars, target: Any, specs: Sequence[MarketSpec],
         raise EngineInputError(f"{len(specs)} market specs for {bars.k} instruments {list(bars.symbols)}; "
                                "give one MarketSpec per instrument, in the book's order")
     n, kk = bars.n, bars.k
-    tgt = book_target(target, n, kk)
+    options = check_option_legs(settings.options, bars.symbols, bool(specs[0].inverse)) if specs else []
+    tgt = book_target(target, n, kk + len(options))
     m = tgt.shape[2]
-    legs, pol, intrabar = book_arrays(settings, specs, m, n)
+    legs, pol, intrabar, collateral = book_arrays(settings, specs, m, n)
     lag = int(settings.account.lag)
     for k in range(kk):
         rows = tgt[: max(0, int(bars.first_bar[k]) - lag), k, :]
@@ -83,12 +91,35 @@ def check_book_inputs(bars: BookBars, target: Any, specs: Sequence[MarketSpec],
                 f"target row {r} gives {bars.symbols[k]} an exposure at bar {r + lag} "
                 f"({ts_str(int(bars.timestamp[r + lag]))}), before its first bar {int(bars.first_bar[k])} "
                 f"({ts_str(int(bars.timestamp[bars.first_bar[k]]))}); set the target to NaN before the listing")
+    names = list(bars.symbols) + [o.label() for o in options]
     reach = tgt[: max(0, n - lag)]
     if np.isinf(reach).any():
         t, k, j = (int(x) for x in np.argwhere(np.isinf(reach))[0])
-        raise EngineInputError(f"target is infinite at row {t}, instrument {bars.symbols[k]}, column {j}; "
+        raise EngineInputError(f"target is infinite at row {t}, instrument {names[k]}, column {j}; "
                                "give a finite exposure, or NaN to keep the position")
-    return BookInputs(settings=settings, specs=specs, target=tgt, legs=legs, policy=pol, intrabar=intrabar, lag=lag)
+    paths = option_paths(bars, options, bool(specs[0].inverse))
+    for q in range(len(options)):
+        tq = tgt[:, kk + q, :]
+        neg = tq < 0
+        if neg.any():
+            t, j = (int(x) for x in np.argwhere(neg)[0])
+            raise EngineInputError(f"target of the option leg {names[kk + q]} is {tq[t, j]!r} at row {t}, column {j}; "
+                                   "option legs are long only: give an exposure >= 0 (0 sells), or NaN to keep")
+        # a contract exists after close p = bar - 1 where val[p] is finite
+        ok = np.zeros(n, dtype=bool)
+        ok[1:] = np.isfinite(paths.val[:-1, q])
+        rows = np.flatnonzero(~np.isnan(tq[: max(0, n - lag)]).all(axis=1))
+        bad = rows[~ok[rows + lag]]
+        if bad.size:
+            r = int(bad[0])
+            first = int(np.argmax(ok)) if ok.any() else -1
+            when = f"bar {first} ({ts_str(int(bars.timestamp[first]))})" if first >= 0 else "no bar of the book"
+            raise EngineInputError(
+                f"target row {r} trades the option leg {names[kk + q]} at bar {r + lag} "
+                f"({ts_str(int(bars.timestamp[r + lag]))}), before its first contract (the first close with a usable "
+                f"volatility, or put.start): it can first trade at {when}; set the target to NaN before it")
+    return BookInputs(settings=settings, specs=specs, target=tgt, legs=legs, policy=pol, intrabar=intrabar, lag=lag,
+                      options=options, paths=paths, collateral=collateral)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 
 from backtest.engine.bars import EngineInputError
 from backtest.engine.settings import (
-    Account, Choice, Num, Policy, SettingsError, _per_column, account_arrays, policy_arrays,
+    Account, Choice, Num, Policy, SettingsError, _bool_per_column, _per_column, account_arrays, policy_arrays,
 )
 from backtest.market import MarketSpec
 
@@ -65,12 +65,19 @@ class BookSettings:
         at the previous close; its factor scales every instrument's target.
     legs : one :class:`Leg` for every instrument, or one Leg for all.
     intrabar : ``'together'`` or ``'alone'`` (:class:`Intrabar`), scalar or per column.
+    options : the option legs (:class:`backtest.book.options.OptionLeg`), after the perpetuals on
+        the target's instrument axis (docs/mechanics.md, "Options in a book").
+    options_collateral : scalar or per column; the long options' value counts in the cross
+        account's margin balance (margin checks and liquidation; never the initial margin of
+        new orders). Default False.
     """
 
     account: Account = field(default_factory=Account)
     policy: Policy = field(default_factory=Policy)
     legs: Leg | Sequence[Leg] = field(default_factory=Leg)
     intrabar: Choice = "together"
+    options: Sequence = ()
+    options_collateral: bool | Sequence[bool] = False
 
 
 def check_settlement(specs: Sequence[MarketSpec]) -> tuple[bool, str]:
@@ -115,15 +122,17 @@ def leg_arrays(settings: BookSettings, specs: Sequence[MarketSpec], m: int,
 
 
 def book_arrays(settings: BookSettings, specs: Sequence[MarketSpec], m: int, n_bars: int):
-    """Validate every setting for ``m`` columns: ``(legs, policy, intrabar)`` with ``legs`` from
-    :func:`leg_arrays`, ``policy`` from :func:`policy_arrays` and ``intrabar`` int64 (m,)."""
+    """Validate every setting for ``m`` columns: ``(legs, policy, intrabar, collateral)`` with
+    ``legs`` from :func:`leg_arrays`, ``policy`` from :func:`policy_arrays`, ``intrabar`` int64
+    (m,) and ``collateral`` bool (m,) (``options_collateral``)."""
     if not isinstance(settings, BookSettings):
         raise SettingsError(f"settings is a {type(settings).__name__}; give a BookSettings")
     check_settlement(specs)
     legs = leg_arrays(settings, specs, m, n_bars)
     pol = policy_arrays(settings.policy, m)
     intrabar = _per_column("BookSettings.intrabar", settings.intrabar, m, int, Intrabar.names)
-    return legs, pol, intrabar
+    collateral = _bool_per_column("BookSettings.options_collateral", settings.options_collateral, m)
+    return legs, pol, intrabar, collateral
 
 
 def book_target(target, n: int, k: int) -> np.ndarray:
