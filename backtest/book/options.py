@@ -57,12 +57,15 @@ class OptionLeg:
     name : label of the leg in results (default ``"<underlying> put"``).
     iv : optional implied volatility (fraction, NaN = missing) on the book's bars, for
         ``vol_source`` 'iv' or 'auto'.
+    expiries : optional explicit expiry instants (int64 ms UTC or datetimes) replacing the
+        ``put.expiry`` schedule (as ``simulate_puts(expiries=...)``).
     """
 
     underlying: str
     put: PutSettings = field(default_factory=PutSettings)
     name: str | None = None
     iv: Any = None
+    expiries: Any = None
 
     def label(self) -> str:
         return self.name or f"{self.underlying} put"
@@ -156,7 +159,7 @@ def option_paths(bars: Any, legs: Sequence[OptionLeg], inverse: bool) -> OptionP
                                    bar_ms=int(bars.bar_ms), source="book mark")
         # the path alone: no fees or slippage (they do not move it), the default account
         res = simulate_puts(u, replace(p, fee_rate=0.0, fee_cap=0.0, delivery_fee_rate=0.0, delivery_fee_cap=0.0,
-                                       slippage=0.0))
+                                       slippage=0.0), expiries=leg.expiries)
         _fill_leg(res, u, p, inverse, f, j, roll, old, val, adv, unit, dfee, strike, expiry, delta, vega)
     return OptionPaths(k=k_of, roll=roll, old=old, val=val, adv=adv, unit=unit, dfee=dfee, fee_rate=fee_rate,
                        fee_cap=fee_cap, slip=slip, strike=strike, expiry=expiry, delta=delta, vega=vega)
@@ -237,3 +240,47 @@ def _fill_leg(res, u, p, coin, f, j, roll, old, val, adv, unit, dfee, strike, ex
     expiry[sl, j] = exp_after
     delta[sl, j] = np.where(held, d_after, np.nan)
     vega[sl, j] = np.where(held, vg_after, np.nan)
+
+
+# Account series derived from the outputs and the paths (the kernel's wrapper and the reference
+# both call this: one definition).
+OPTION_SERIES = ("option_value", "delta_btc", "vega")
+
+
+def option_outputs(position: np.ndarray, notional: np.ndarray, paths: OptionPaths, mark_close: np.ndarray,
+                   price_usd: np.ndarray, inverse: bool) -> dict[str, np.ndarray]:
+    """Fill the option legs' delta-equivalent notional and return the account's option series.
+
+    Parameters
+    ----------
+    position, notional : float64 (n, K + J, m): contracts at the close of every instrument (the
+        perpetuals' notional filled, the option rows' written here in place:
+        ``q * delta * S`` in a USDT book, ``q * delta`` coins in a coin book).
+    paths : the legs' :data:`OptionPaths`.
+    mark_close : float64 (n, K), the perpetuals' mark closes (NaN before a listing).
+    price_usd : float64 (n,), USD per unit of the settlement currency.
+    inverse : a coin-margined book.
+
+    Returns
+    -------
+    ``option_value`` (``sum_j q_j * old[t]``, settlement currency), ``delta_btc`` (the book's
+    delta, perpetuals and options, in units of the first instrument's coin: the USD delta over
+    its mark close) and ``vega`` (settlement currency per vol point), each float64 (n, m).
+    """
+    n, kj, m = position.shape
+    kk = kj - paths.k.shape[0]
+    value = np.zeros((n, m))
+    vega = np.zeros((n, m))
+    usd = notional[:, :kk, :].sum(axis=1) * (price_usd[:, None] if inverse else 1.0)
+    for j in range(paths.k.shape[0]):
+        q = position[:, kk + j, :]
+        held = q != 0.0
+        s_k = mark_close[:, paths.k[j]]
+        d = np.where(held, q * np.nan_to_num(paths.delta[:, j])[:, None], 0.0)
+        notional[:, kk + j, :] = d if inverse else d * np.nan_to_num(s_k)[:, None]
+        value += np.where(held, q * np.nan_to_num(paths.old[:, j])[:, None], 0.0)
+        vega += np.where(held, q * np.nan_to_num(paths.vega[:, j])[:, None], 0.0)
+        usd += d * np.nan_to_num(s_k)[:, None]
+    s0 = mark_close[:, 0]
+    delta_btc = np.where(np.isfinite(s0)[:, None], usd / np.where(np.isfinite(s0), s0, 1.0)[:, None], 0.0)
+    return {"option_value": value, "delta_btc": delta_btc, "vega": vega}
