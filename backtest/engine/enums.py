@@ -15,7 +15,10 @@ class FillStatus:
 class FillReason:
     TARGET = 0
     MARGIN_CALL = 1
-    names = ("target", "margin_call")
+    ROLL = 2           # an option leg's roll: the early sale of the old contract, the re-purchase
+    SETTLEMENT = 3     # an option leg's expiry: settled at its payoff (books)
+    LIQUIDATION = 4    # options sold into a cross liquidation when they count as collateral (books)
+    names = ("target", "margin_call", "roll", "settlement", "liquidation")
 
 
 # Series written per bar and column, in this order (float64, valued at the bar's close).
