@@ -12,7 +12,7 @@ import pandas as pd
 
 from backtest.book import nb
 from backtest.book.bars import BookBars
-from backtest.book.options import OptionLeg, OptionPaths, check_option_legs, option_paths
+from backtest.book.options import OptionLeg, OptionPaths, check_option_legs, option_outputs, option_paths
 from backtest.book.settings import (BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar,
                                     book_arrays, book_target)
 from backtest.engine import nb as engine_nb
@@ -245,7 +245,7 @@ def liquidation_events(liq: np.ndarray) -> np.ndarray:
 # Running the kernel
 # --------------------------------------------------------------------------------------------
 
-def _market(bars: BookBars, specs: list[MarketSpec]) -> nb.BookMarket:
+def _market(bars: BookBars, specs: list[MarketSpec], paths: OptionPaths) -> nb.BookMarket:
     n, kk = bars.n, bars.k
     prev = np.full((n, kk), np.nan)
     tabs = [s.tier_arrays(leg.timestamp) for s, leg in zip(specs, bars.legs)]
@@ -284,7 +284,11 @@ def _market(bars: BookBars, specs: list[MarketSpec]) -> nb.BookMarket:
         min_notional=np.array([float(s.min_notional) for s in specs]),
         liq_fee=np.array([float(s.liquidation_fee_rate) for s in specs]),
         inverse=bool(specs[0].inverse), usd_k=np.argmax(listed, axis=1).astype(np.int64),
-        nxt=np.ascontiguousarray(nxt), open_prints_only=ev & ~other, mmr_max=float(tiers[..., 2].max()))
+        nxt=np.ascontiguousarray(nxt), open_prints_only=ev & ~other, mmr_max=float(tiers[..., 2].max()),
+        o_k=paths.k, o_roll=np.ascontiguousarray(paths.roll), o_old=np.ascontiguousarray(paths.old),
+        o_val=np.ascontiguousarray(paths.val), o_adv=np.ascontiguousarray(paths.adv),
+        o_unit=np.ascontiguousarray(paths.unit), o_dfee=np.ascontiguousarray(paths.dfee), o_fee_rate=paths.fee_rate,
+        o_fee_cap=paths.fee_cap, o_slip=paths.slip)
 
 
 def _funding(bars: BookBars) -> tuple[nb.BookFunding, np.ndarray]:
@@ -316,7 +320,7 @@ def _params(inp: BookInputs) -> nb.BookParams:
         isolated=np.array([a["margin_mode"] == MarginMode.ISOLATED for a in inp.legs], dtype=np.bool_),
         lev=np.array([a["leverage"] for a in inp.legs], dtype=np.float64),
         fee=np.array([a["fee_rate"] for a in inp.legs], dtype=np.float64),
-        lag=np.int64(inp.lag), target=inp.target, obits=_order_bits(inp.target, inp.lag))
+        coll=inp.collateral.astype(np.bool_), lag=np.int64(inp.lag), target=inp.target, obits=_order_bits(inp.target, inp.lag))
 
 
 def _order_bits(target: np.ndarray, lag: int) -> np.ndarray:
@@ -345,6 +349,7 @@ def first_record_caps(target: np.ndarray, n: int, kk: int, lag: int, resp: np.nd
 
 def _run(mkt, fe, prm, n: int, kk: int, m: int, sslot: np.ndarray, pslot: np.ndarray,
          caps: np.ndarray) -> tuple[nb.BookOutputs, np.ndarray]:
+    jj = mkt.o_k.shape[0]
     starts = np.zeros_like(caps)
     np.cumsum(caps[:, :-1], axis=1, out=starts[:, 1:])
     bufs = [np.empty(int(caps[r].sum()) + 1, dtype=dt)  # + the spare slot
@@ -352,11 +357,12 @@ def _run(mkt, fe, prm, n: int, kk: int, m: int, sslot: np.ndarray, pslot: np.nda
                                     BOOK_RECORD_DTYPES["liquidations"]))]
     o = nb.BookOutputs(
         series=np.empty((int((sslot >= 0).sum()), m, n)), sslot=sslot,
-        pseries=np.empty((int((pslot >= 0).sum()), kk, m, n)), pslot=pslot,
+        pseries=np.empty((int((pslot >= 0).sum()), kk + jj, m, n)), pslot=pslot,
         fills=bufs[0], calls=bufs[1], liqs=bufs[2], rstart=starts, rcap=caps,
         counts=np.zeros_like(caps), fpos=np.zeros((m, fe.bar.shape[0])), quiet=np.zeros(m, dtype=np.int64))
     nb.simulate_book_nb(mkt, fe, prm, o, np.zeros(m, dtype=nb.account_state_dt),
-                        np.zeros((m, kk), dtype=nb.position_state_dt), np.zeros((m, kk), dtype=nb.position_state_dt),
+                        np.zeros((m, kk), dtype=nb.position_state_dt), np.zeros((m, jj), dtype=nb.option_state_dt),
+                        np.zeros((m, kk), dtype=nb.position_state_dt),
                         np.zeros((m, kk + 1), dtype=np.bool_), np.zeros((m, kk)), np.zeros((m, 12, 2 * kk + 4)),
                         np.zeros((m, kk), dtype=np.int64))
     return o, starts
@@ -404,7 +410,7 @@ def simulate_book(bars: BookBars, target: Any, specs: Sequence[MarketSpec], sett
     sslot = np.array([s_keep.index(s) if s in s_keep else -1 for s in BOOK_SERIES], dtype=np.int64)
     pslot = np.array([p_keep.index(s) if s in p_keep else -1 for s in POSITION_SERIES], dtype=np.int64)
 
-    mkt = _market(bars, inp.specs)
+    mkt = _market(bars, inp.specs, inp.paths)
     fe, fe_time = _funding(bars)
     prm = _params(inp)
     caps = first_record_caps(inp.target, n, kk, inp.lag, prm.resp)
@@ -421,10 +427,16 @@ def simulate_book(bars: BookBars, target: Any, specs: Sequence[MarketSpec], sett
     pos = {s: o.pseries[i].transpose(2, 0, 1) for i, s in enumerate(p_keep)}
     settle = str(inp.specs[0].settle)
     price_usd = mkt.mark_close[np.arange(n), mkt.usd_k] if mkt.inverse else np.ones(n)
+    names = tuple(bars.symbols) + tuple(leg.label() for leg in inp.options)
+    if inp.options and "position" in pos and "notional" in pos:
+        out.update(option_outputs(pos["position"], pos["notional"], inp.paths, mkt.mark_close, price_usd,
+                                  bool(mkt.inverse)))
     meta = {
         "settle": settle, "inverse": bool(mkt.inverse), "bar_ms": int(bars.bar_ms), "lag": inp.lag,
         "allow_lookahead": bool(inp.settings.account.allow_lookahead),
         "symbols": list(bars.symbols),
+        "option_legs": [leg.label() for leg in inp.options],
+        "options_collateral": inp.collateral.tolist(),
         "settings": {**{k: v.tolist() for k, v in inp.legs[0].items() if k not in ("margin_mode", "leverage",
                                                                                  "fee_rate")},
                      **{k: v.tolist() for k, v in inp.policy.items()},
@@ -434,7 +446,7 @@ def simulate_book(bars: BookBars, target: Any, specs: Sequence[MarketSpec], sett
                      "fee_rate": [a["fee_rate"].tolist() for a in inp.legs]},
         "price_usd": price_usd,
     }
-    return BookResult(series=out, positions=pos, records=records, symbols=tuple(bars.symbols), columns=cols,
+    return BookResult(series=out, positions=pos, records=records, symbols=names, columns=cols,
                       index=bars.index, meta=meta)
 
 

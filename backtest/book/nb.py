@@ -41,6 +41,11 @@ ST_CLIPPED = 1
 ST_REJECTED = 2
 RS_TARGET = 0
 RS_CALL = 1
+RS_ROLL = 2
+RS_SETTLE = 3
+RS_LIQ = 4
+ROLL_SETTLE = 2     # backtest.book.options.ROLL_* (checked against them in the tests)
+ROLL_EARLY = 3
 RESP_REDUCE = 1
 RESP_TOP_UP = 2
 AFTER_STOP = 0
@@ -71,6 +76,15 @@ position_state_dt = np.dtype([
 ], align=True)
 """One position of a column's book (the reference's ``_Pos``)."""
 
+option_state_dt = np.dtype([
+    ("contracts", np.float64),    # long contracts of the leg's current contract (>= 0)
+    ("keep", np.float64),         # the count a roll keeps (held into the roll's open instant)
+    ("realised", np.float64),     # sales and settlements at their prices - purchases at theirs
+    ("fees", np.float64),         # trading and delivery fees paid
+    ("stopped", np.bool_),        # sold in a cross liquidation with after_liquidation='stop'
+], align=True)
+"""One option leg of a column's book (docs/mechanics.md, "Options in a book")."""
+
 account_state_dt = np.dtype([
     ("wallet", np.float64),         # W: the cross wallet (all cash not held as isolated margin)
     ("capital_added", np.float64),
@@ -79,6 +93,9 @@ account_state_dt = np.dtype([
     ("prev_equity", np.float64),    # equity at the previous close
     ("cum_funding", np.float64),
     ("cum_fees", np.float64),       # trading + clearance fees
+    ("lent", np.float64),           # the options' collateral value added to W for a margin step
+    ("w_before", np.float64),       # W before that addition
+    ("w_lent", np.float64),         # W right after it (W unchanged by the step: restored exactly)
 ], align=True)
 """The account of one column (the reference's ``_Account``)."""
 
@@ -99,6 +116,10 @@ BookMarket = namedtuple("BookMarket", [
     "open_prints_only", # bool (n,): the bar's only events are funding prints at its open instant
                         # (a quiet stretch may start at it, once they are paid)
     "mmr_max",          # float: the highest maintenance-margin rate of the book's tier tables
+    # option legs (backtest.book.options.OptionPaths; J may be 0)
+    "o_k",              # int64 (J,): the underlying's instrument
+    "o_roll", "o_old", "o_val", "o_adv", "o_unit", "o_dfee",   # (n, J) at each close instant
+    "o_fee_rate", "o_fee_cap", "o_slip",                        # float64 (J,)
 ])
 """The instruments of a book on its bars."""
 
@@ -114,8 +135,9 @@ BookParams = namedtuple("BookParams", [
     "pol_kind", "pol_maxdd", "pol_floor", "pol_mult", "pol_ratchet", "pol_maxexp", "alone",
     # per instrument and column (K, m)
     "isolated", "lev", "fee",
+    "coll",             # bool (m,): the option legs count in the cross account's margin balance
     "lag",              # int
-    "target",           # float64 (n, K, m)
+    "target",           # float64 (n, K + J, m): the perpetuals, then the option legs
     "obits",            # uint64 (ceil((n - lag) / 64), m): bit r % 64 of obits[r // 64, j] is set
                         # when target row r of column j holds a value for some instrument
 ])
@@ -123,7 +145,7 @@ BookParams = namedtuple("BookParams", [
 
 BookOutputs = namedtuple("BookOutputs", [
     "series", "sslot",      # float64 (n_stored, m, n); int64 (len(BOOK_SERIES),): row or -1
-    "pseries", "pslot",     # float64 (n_pstored, K, m, n); int64 (len(POSITION_SERIES),)
+    "pseries", "pslot",     # float64 (n_pstored, K + J, m, n); int64 (len(POSITION_SERIES),)
     "fills", "calls", "liqs",   # record buffers (book_fill_dt, book_margin_call_dt, book_liquidation_dt)
     "rstart", "rcap",       # int64 (3, m): each column's first slot and capacity per buffer
     "counts",               # int64 (3, m): records each column produced (may exceed rcap: rerun)
@@ -304,12 +326,15 @@ def ratio_of_nb(mb, mm, cnt):
 
 
 @njit(cache=True, _nrt=False)
-def equity_nb(mkt, P, W, prices, fs):
-    """``W + sum_k (M_k + uPnL_k)`` with each open position at ``prices[k]`` (one instrument:
-    the single-instrument engine's sum, term for term; several: correctly rounded)."""
-    if P.shape[0] == 1:
+def equity_nb(mkt, P, W, prices, fs, extra=0.0):
+    """``W + extra + sum_k (M_k + uPnL_k)`` with each open position at ``prices[k]`` and
+    ``extra`` the option legs' value (one instrument without options: the single-instrument
+    engine's sum, term for term; else correctly rounded)."""
+    if P.shape[0] == 1 and extra == 0.0:
         return W + P[0].margin + (pos_upnl_nb(mkt, P, 0, prices[0]) if P[0].contracts != 0.0 else 0.0)
     n = fsum_add_nb(fs[0], 0, W)
+    if extra != 0.0:
+        n = fsum_add_nb(fs[0], n, extra)
     for k in range(P.shape[0]):
         n = fsum_add_nb(fs[0], n, P[k].margin)
         if P[k].contracts != 0.0:
@@ -318,7 +343,7 @@ def equity_nb(mkt, P, W, prices, fs):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def close_equity_nb(mkt, P, W, prices):
+def close_equity_nb(mkt, P, W, prices, extra=0.0):
     """The equity of step 6 (valuation at the closes), ``W + sum_k (M_k + uPnL_k)`` as a plain
     sum, for a column without a drawdown or CPPI policy: there it is only stored, so its last
     bit decides nothing. A policy reads it at the next order (it scales the target: without a
@@ -330,7 +355,7 @@ def close_equity_nb(mkt, P, W, prices):
     for k in range(P.shape[0]):
         if P[k].contracts != 0.0:
             x += pos_upnl_nb(mkt, P, k, prices[k])
-    return x
+    return x + extra if extra != 0.0 else x
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -612,6 +637,200 @@ def write_fill_nb(mkt, o, t, j, k, price, size, fee, status, reason):
 
 
 # --------------------------------------------------------------------------------------------
+# Option legs (docs/mechanics.md, "Options in a book")
+# --------------------------------------------------------------------------------------------
+
+@njit(cache=True, _nrt=False)
+def write_option_fill_nb(o, t, j, inst, price, size, fee, status, reason):
+    """A fill of an option leg (instrument ``K + leg``): price per contract, notional = premium."""
+    r = o.fills[slot_nb(o, 0, j, o.fills)]
+    r.bar = t
+    r.col = j
+    r.instrument = inst
+    r.price = price
+    r.size = size
+    r.notional = abs(size) * price
+    r.fee = fee
+    r.status = status
+    r.reason = reason
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def option_fee_nb(mkt, q, p, price):
+    """Trading fee per contract of leg q at path index p: ``min(fee_rate*unit, fee_cap*price)``."""
+    return min(mkt.o_fee_rate[q] * mkt.o_unit[p, q], mkt.o_fee_cap[q] * price)
+
+
+@njit(cache=True, _nrt=False)
+def options_value_nb(Q, vals, p):
+    """``sum_j q_j * vals[p, j]`` over the legs holding contracts (a plain sum in leg order)."""
+    x = 0.0
+    for q in range(Q.shape[0]):
+        c = Q[q].contracts
+        if c != 0.0:
+            x += c * vals[p, q]
+    return x
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def lend_nb(A, x):
+    """Add the options' collateral value ``x`` to W for a margin step (:func:`restore_nb`)."""
+    A.lent = x
+    A.w_before = A.wallet
+    if x != 0.0:
+        A.wallet += x
+    A.w_lent = A.wallet
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def restore_nb(A):
+    """Take the lent collateral back out of W (exactly the W before, when the step left W
+    alone); nothing when a cross liquidation sold the options (``lent`` is then 0)."""
+    if A.lent != 0.0:
+        if A.wallet == A.w_lent:
+            A.wallet = A.w_before
+        else:
+            A.wallet -= A.lent
+    A.lent = 0.0
+
+
+@njit(cache=True, _nrt=False)
+def settle_options_nb(mkt, o, A, Q, t, j, K):
+    """Step 1, after the open instant's prints: each leg's count going into the roll is kept,
+    and an expired contract is settled at its payoff less the delivery fee."""
+    p = t - 1
+    for q in range(Q.shape[0]):
+        S = Q[q]
+        S.keep = S.contracts
+        c = S.contracts
+        if mkt.o_roll[p, q] == ROLL_SETTLE and c != 0.0:
+            pay = mkt.o_old[p, q]
+            fee = c * mkt.o_dfee[p, q]
+            A.wallet += c * pay
+            A.wallet -= fee
+            S.realised += c * pay
+            S.fees += fee
+            A.cum_fees += fee
+            S.contracts = 0.0
+            write_option_fill_nb(o, t, j, K + q, pay, -c, fee, ST_FILLED, RS_SETTLE)
+
+
+@njit(cache=True, _nrt=False)
+def sell_options_nb(mkt, prm, o, A, Q, t, j, K, at_open):
+    """A cross liquidation with the options as collateral: every leg sold at its collateral
+    value (``old[t-1]`` on a gap at the opens, else ``adv[t]``), no fee; the proceeds are the
+    value already lent to W. ``after_liquidation='stop'`` freezes the legs."""
+    for q in range(Q.shape[0]):
+        S = Q[q]
+        c = S.contracts
+        if c != 0.0:
+            v = mkt.o_old[t - 1, q] if at_open else mkt.o_adv[t, q]
+            S.realised += c * v
+            S.contracts = 0.0
+            write_option_fill_nb(o, t, j, K + q, v, -c, 0.0, ST_FILLED, RS_LIQ)
+        if prm.after_liq[j] == AFTER_STOP:
+            S.stopped = True
+    A.lent = 0.0
+
+
+@njit(cache=True, _nrt=False)
+def option_want_nb(mkt, prm, A, Q, t, j, K, q, e_open):
+    """Leg q's wanted contracts at bar t's open (NaN: no order): ``target * E_open / unit``
+    (policy-scaled; ``E_open`` dust: 0), or the kept count on a roll for a NaN target."""
+    p = t - 1
+    if Q[q].stopped or not np.isfinite(mkt.o_val[p, q]):
+        return np.nan
+    raw = prm.target[t - prm.lag, K + q, j]
+    if np.isnan(raw):
+        r = mkt.o_roll[p, q]
+        return Q[q].keep if (r == ROLL_SETTLE or r == ROLL_EARLY) else np.nan
+    e = policy_target_nb(raw, prm.pol_kind[j], prm.pol_maxdd[j], prm.pol_floor[j], prm.pol_mult[j],
+                         prm.pol_ratchet[j], prm.pol_maxexp[j], A.prev_equity, A.peak, prm.init_cap[j])
+    if e_open <= DUST_RTOL * prm.init_cap[j]:
+        return 0.0
+    return max(e, 0.0) * e_open / mkt.o_unit[p, q]
+
+
+@njit(cache=True, _nrt=False)
+def option_sales_nb(mkt, prm, o, A, Q, t, j, K, e_open):
+    """Step 3, the option legs' reductions (after the perpetuals'): an early roll sells the old
+    contracts whole (reason ``roll``), then a leg above its wanted count sells the excess."""
+    p = t - 1
+    slip = mkt.o_slip
+    for q in range(Q.shape[0]):
+        S = Q[q]
+        if S.stopped:
+            continue
+        if mkt.o_roll[p, q] == ROLL_EARLY and S.contracts != 0.0:
+            c = S.contracts
+            px = mkt.o_old[p, q] * (1.0 - slip[q])
+            fee = c * option_fee_nb(mkt, q, p, px)
+            A.wallet += c * px
+            A.wallet -= fee
+            S.realised += c * px
+            S.fees += fee
+            A.cum_fees += fee
+            S.contracts = 0.0
+            write_option_fill_nb(o, t, j, K + q, px, -c, fee, ST_FILLED, RS_ROLL)
+        want = option_want_nb(mkt, prm, A, Q, t, j, K, q, e_open)
+        if np.isnan(want) or want >= S.contracts:
+            continue
+        d = S.contracts - want
+        px = mkt.o_val[p, q] * (1.0 - slip[q])
+        fee = d * option_fee_nb(mkt, q, p, px)
+        A.wallet += d * px
+        A.wallet -= fee
+        S.realised += d * px
+        S.fees += fee
+        A.cum_fees += fee
+        S.contracts = want
+        write_option_fill_nb(o, t, j, K + q, px, -d, fee, ST_FILLED, RS_TARGET)
+
+
+@njit(cache=True, _nrt=False)
+def option_purchases_nb(mkt, prm, o, A, P, Q, iso, lev, t, j, e_open, fs):
+    """Step 3, the option legs' increases (after the perpetuals'): each purchase paid from W
+    and checked against the cross account's free margin at the trade opens, options excluded:
+    ``sum_cross N_i/L_i + d*(price + fee) <= W + sum_cross uPnL_i``; clip (closed form) or reject."""
+    p = t - 1
+    K = P.shape[0]
+    for q in range(Q.shape[0]):
+        S = Q[q]
+        want = option_want_nb(mkt, prm, A, Q, t, j, K, q, e_open)
+        if np.isnan(want) or want <= S.contracts:
+            continue
+        reason = RS_ROLL if np.isnan(prm.target[t - prm.lag, K + q, j]) else RS_TARGET
+        d = want - S.contracts
+        px = mkt.o_val[p, q] * (1.0 + mkt.o_slip[q])
+        f1 = option_fee_nb(mkt, q, p, px)
+        per = px + f1
+        nu = 0
+        ni = 0
+        for i in range(K):
+            if is_member_nb(P, iso, CROSS_G, i):
+                po = mkt.open[t, i]
+                nu = fsum_add_nb(fs[0], nu, pos_upnl_nb(mkt, P, i, po))
+                ni = fsum_add_nb(fs[1], ni, abs(P[i].contracts) * value_nb(mkt, i, po) / lev[i])
+        free = A.wallet + fsum_value_nb(fs[0], nu) - fsum_value_nb(fs[1], ni)
+        status = ST_FILLED
+        if not fits_nb(d * per, free):
+            if prm.excess[j] == EXCESS_REJECT:
+                write_option_fill_nb(o, t, j, K + q, px, d, 0.0, ST_REJECTED, reason)
+                continue
+            d = max(free, 0.0) / per if per > 0.0 else 0.0
+            status = ST_CLIPPED
+        fee = d * f1
+        A.wallet -= d * px
+        A.wallet -= fee
+        S.realised -= d * px
+        S.fees += fee
+        A.cum_fees += fee
+        S.contracts += d
+        write_option_fill_nb(o, t, j, K + q, px, d, fee, status, reason)
+
+
+
+# --------------------------------------------------------------------------------------------
 # The steps of a bar
 # --------------------------------------------------------------------------------------------
 
@@ -635,13 +854,16 @@ def pay_funding_nb(fe, o, A, P, iso, mkt, j, e):
 
 
 @njit(cache=True, _nrt=False)
-def liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, at_open, scr, ids):
+def liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, at_open, scr, ids):
     """Close every position of group g at its mark in ``marks`` (Binance: the account is
     liquidated as a whole; the clearance fee on each position) and write one liquidation record
     per position: its trigger (its own liquidation price with the others at their execution
     marks), execution mark, size, fee charged and share of the deficit."""
     fs = scr[9:]  # scratch of the correctly rounded sums
     K = P.shape[0]
+    if g == CROSS_G and prm.coll[j] and Q.shape[0] > 0:
+        # the options count as collateral: sold into W (their value is lent there) first
+        sell_options_nb(mkt, prm, o, A, Q, t, j, K, at_open)
     upn, mmv, clear, charged, shares = scr[0], scr[1], scr[2], scr[3], scr[4]
     at_marks, start, trig, sizes = scr[5], scr[6], scr[7], scr[8]
     n = 0
@@ -716,7 +938,7 @@ def liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, at_ope
 
 
 @njit(cache=True, _nrt=False)
-def gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids):
+def gap_check_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, marks, scr, ids):
     """Step 2: each margin group (the cross account, then each isolated position) already
     liquidatable at its mark opens is liquidated there (``gap = 1``)."""
     fs = scr[9:]  # scratch of the correctly rounded sums
@@ -728,11 +950,11 @@ def gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids):
         for k in range(K):
             marks[k] = mkt.mark_open[t, k]
         if past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs):
-            liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, 0.0, True, True, scr, ids)
+            liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, 0.0, True, True, scr, ids)
 
 
 @njit(cache=True, _nrt=False)
-def orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr):
+def orders_nb(mkt, prm, o, A, P, Q, iso, lev, fee, t, j, scr):
     """Step 3: size every order from the account's equity at the trade opens, execute the
     reductions (book order), then the increases, opens and flips, each checked against the
     account as the earlier fills left it (clip or reject)."""
@@ -741,9 +963,11 @@ def orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr):
     opens, desired, price, pending = scr[0], scr[1], scr[2], scr[3]
     for k in range(K):
         opens[k] = mkt.open[t, k] if mkt.listed[t, k] else 0.0
-    e_open = equity_nb(mkt, P, A.wallet, opens, fs)
+    J = Q.shape[0]
+    opt = J > 0 and t >= 1  # a leg trades from the close instant of bar t - 1
+    e_open = equity_nb(mkt, P, A.wallet, opens, fs, options_value_nb(Q, mkt.o_old, t - 1) if opt else 0.0)
     init = prm.init_cap[j]
-    any_order = False
+    any_order = opt
     for k in range(K):
         pending[k] = 0.0
         raw = prm.target[t - prm.lag, k, j]
@@ -776,6 +1000,8 @@ def orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr):
             A.wallet = W
             A.cum_fees += f
             write_fill_nb(mkt, o, t, j, k, price[k], d, f, ST_FILLED, RS_TARGET)
+    if opt:
+        option_sales_nb(mkt, prm, o, A, Q, t, j, K, e_open)
     for k in range(K):
         if pending[k] == 2.0:
             c = P[k].contracts
@@ -798,6 +1024,8 @@ def orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr):
             A.wallet = W
             A.cum_fees += f
             write_fill_nb(mkt, o, t, j, k, pf, d, f, status, RS_TARGET)
+    if opt:
+        option_purchases_nb(mkt, prm, o, A, P, Q, iso, lev, t, j, e_open, fs)
 
 
 @njit(cache=True, _nrt=False)
@@ -921,7 +1149,7 @@ def nth_path_nb(P, iso, g, q, multi):
 
 
 @njit(cache=True, _nrt=False)
-def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks, scr, ids):
+def margin_check_nb(mkt, prm, o, A, P, Q, T, in_call, iso, lev, fee, t, j, g, marks, scr, ids):
     """Step 5 for group g: a margin call at the first point of the path where the ratio
     reaches the threshold (with its response), then a liquidation at the first point where
     ``MB <= MM``; returns the group's ratio at the path's end afterwards."""
@@ -981,7 +1209,7 @@ def margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, g, marks
             if past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs):
                 s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, 1.0, marks, fs)
                 gap = s == 0.0 and past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs)
-                liquidate_nb(mkt, prm, o, A, P, in_call, iso, t, j, g, marks, s, gap, False, scr, ids)
+                liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, False, scr, ids)
                 break
     return end_ratio_nb(mkt, t, P, A.wallet, iso, g, alone, marks, fs)
 
@@ -1013,7 +1241,7 @@ def group_open_nb(P, iso, g):
 
 
 @njit(cache=True, _nrt=False)
-def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
+def close_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, adverse_ratio, scr):
     """Step 6: valuation at the mark closes (account series, per-position series), the end of
     call episodes whose ratio is back below the threshold, the policies' equity and peak.
     Only what is stored or decides something is computed: the groups' ratios when the ratio
@@ -1024,10 +1252,13 @@ def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
     closes, upn, mmv = scr[0], scr[1], scr[2]
     for k in range(K):
         closes[k] = mkt.mark_close[t, k] if mkt.listed[t, k] else 0.0
+    J = Q.shape[0]
+    ov = options_value_nb(Q, mkt.o_old, t) if J > 0 else 0.0  # the contracts held, at this close
+    w_mb = A.wallet + ov if (J > 0 and prm.coll[j] and ov != 0.0) else A.wallet  # the cross MB's W
     if prm.pol_kind[j] == POL_DRAWDOWN or prm.pol_kind[j] == POL_CPPI:
-        equity = equity_nb(mkt, P, A.wallet, closes, fs)
+        equity = equity_nb(mkt, P, A.wallet, closes, fs, ov)
     else:
-        equity = close_equity_nb(mkt, P, A.wallet, closes)
+        equity = close_equity_nb(mkt, P, A.wallet, closes, ov)
     se, ss = o.series, o.sslot
     ps, ls = o.pseries, o.pslot
     any_call = False
@@ -1053,7 +1284,7 @@ def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
                         in_call[k + 1] = False
             elif iso[k] and in_call[k + 1]:
                 in_call[k + 1] = False  # no position: ratio 0, below the threshold
-        mb, mm, n_cross = group_margin_nb(mkt, t, P, A.wallet, iso, CROSS_G, closes, fs)
+        mb, mm, n_cross = group_margin_nb(mkt, t, P, w_mb, iso, CROSS_G, closes, fs)
         r_cross = ratio_of_nb(mb, mm, n_cross)
         worst = max(worst, r_cross)
         if in_call[0] and r_cross < thr:
@@ -1069,7 +1300,7 @@ def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
             if want_pos:
                 liq = 0.0
                 if C != 0.0 and want_liq:
-                    liq = position_liq_price_nb(mkt, t, P, A.wallet, iso, k, upn, mmv, fs)
+                    liq = position_liq_price_nb(mkt, t, P, w_mb, iso, k, upn, mmv, fs)
                 put4_nb(ps, ls[P_POSITION], k, j, t, C)
                 put4_nb(ps, ls[P_NOTIONAL], k, j, t, notional)
                 put4_nb(ps, ls[P_LIQ], k, j, t, liq)
@@ -1077,6 +1308,16 @@ def close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse_ratio, scr):
                 put4_nb(ps, ls[P_FUNDING], k, j, t, P[k].funding)
                 put4_nb(ps, ls[P_FEES], k, j, t, P[k].fees)
                 put4_nb(ps, ls[P_LIQUIDATION], k, j, t, P[k].liquidation)
+        if want_pos:
+            for q in range(J):
+                c = Q[q].contracts
+                put4_nb(ps, ls[P_POSITION], K + q, j, t, c)
+                put4_nb(ps, ls[P_NOTIONAL], K + q, j, t, 0.0)  # delta-equivalent: filled by the wrapper
+                put4_nb(ps, ls[P_LIQ], K + q, j, t, 0.0)
+                put4_nb(ps, ls[P_PRICE], K + q, j, t, Q[q].realised + (c * mkt.o_old[t, q] if c != 0.0 else 0.0))
+                put4_nb(ps, ls[P_FUNDING], K + q, j, t, 0.0)
+                put4_nb(ps, ls[P_FEES], K + q, j, t, Q[q].fees)
+                put4_nb(ps, ls[P_LIQUIDATION], K + q, j, t, 0.0)
         put3_nb(se, ss[S_GROSS], j, t, gross / equity if equity > 0.0 else 0.0)
     usd = mkt.mark_close[t, mkt.usd_k[t]] if mkt.inverse else 1.0
     put3_nb(se, ss[S_EQUITY], j, t, equity)
@@ -1179,7 +1420,7 @@ def quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, limit, marks):
     event or order). The whole range is checked first (its extremes: one pass per position);
     when it is not safe, the stretch grows bar by bar with running extremes and stops before
     the first bar that breaks the check."""
-    if limit <= t:
+    if limit <= t or mkt.o_k.shape[0] > 0:  # option legs: their value moves every bar
         return t
     thr = min(prm.thr[j], 1.0)  # below the call threshold and below liquidation (ratio 1)
     if thr <= mkt.mmr_max:
@@ -1221,7 +1462,7 @@ def adverse_ratio_nb(mkt, prm, P, W, iso, t, j, marks, fs):
 
 
 @njit(cache=True, _nrt=False)
-def value_stretch_nb(mkt, prm, o, A, P, in_call, iso, t, end, j, marks, scr):
+def value_stretch_nb(mkt, prm, o, A, P, Q, in_call, iso, t, end, j, marks, scr):
     """Bars [t, end) of a quiet stretch: step 6 of each (the adverse ratio only when stored; a
     sweep storing the equity alone in a column without a policy: a tight loop of the same sums)."""
     ss, ls = o.sslot, o.pslot
@@ -1253,7 +1494,7 @@ def value_stretch_nb(mkt, prm, o, A, P, in_call, iso, t, end, j, marks, scr):
     want_adv = ss[S_RATIO_ADV] >= 0
     for b in range(t, end):
         adverse = adverse_ratio_nb(mkt, prm, P, A.wallet, iso, b, j, marks, scr[9:]) if want_adv else 0.0
-        close_nb(mkt, prm, o, A, P, in_call, iso, b, j, adverse, scr)
+        close_nb(mkt, prm, o, A, P, Q, in_call, iso, b, j, adverse, scr)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1261,42 +1502,58 @@ def value_stretch_nb(mkt, prm, o, A, P, in_call, iso, t, end, j, marks, scr):
 # --------------------------------------------------------------------------------------------
 
 @njit(cache=True, _nrt=False)
-def book_col_nb(mkt, fe, prm, o, j, A, P, T, in_call, iso, lev, fee, marks, scr, ids):
+def book_col_nb(mkt, fe, prm, o, j, A, P, Q, T, in_call, iso, lev, fee, marks, scr, ids):
     """One column (one account) over every bar, in the order of docs/mechanics.md, "Books";
     quiet stretches (above) valued by step 6 alone."""
     n = mkt.open.shape[0]
     K = P.shape[0]
+    J = Q.shape[0]
+    coll = J > 0 and prm.coll[j]
     ptr = 0
     tnext = -1  # the next bar with an order of this column
     t = 0
     while t < n:
         if tnext < t:
             tnext = next_order_nb(prm, j, t, n)
-        # 1. funding at the open instant, paid by the positions held going into the open
+        # 1. funding at the open instant, paid by the positions held going into the open; then
+        #    the option legs' settlements
         ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, True)
+        opt = J > 0 and t >= 1
+        if opt:
+            settle_options_nb(mkt, o, A, Q, t, j, K)
         # a quiet stretch from here (bars with nothing left to do but step 6)?
         end = quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, stretch_limit_nb(mkt, t, tnext, n), marks)
         if end > t:
-            value_stretch_nb(mkt, prm, o, A, P, in_call, iso, t, end, j, marks, scr)
+            value_stretch_nb(mkt, prm, o, A, P, Q, in_call, iso, t, end, j, marks, scr)
             o.quiet[j] += end - t
             t = end
             continue
         # 2. gap check at the mark opens: each margin group past liquidation there
-        gap_check_nb(mkt, prm, o, A, P, in_call, iso, t, j, marks, scr, ids)
+        #    (options as collateral: their value at the open lent to W for the check)
+        if coll and opt:
+            lend_nb(A, options_value_nb(Q, mkt.o_old, t - 1))
+        gap_check_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, marks, scr, ids)
+        if coll and opt:
+            restore_nb(A)
         # 3. orders at the open: reductions first, then increases
         if t >= prm.lag:
-            orders_nb(mkt, prm, o, A, P, iso, lev, fee, t, j, scr)
+            orders_nb(mkt, prm, o, A, P, Q, iso, lev, fee, t, j, scr)
         # 4. funding strictly inside the bar, paid by the positions after the fills
         ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, False)
         # 5. margin call / liquidation on the intrabar path: the cross account, then each
         #    isolated position in the book's order
-        adverse = margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, CROSS_G, marks, scr, ids)
+        #    (options as collateral: their value at the adverse extremes lent to W, a constant)
+        if coll:
+            lend_nb(A, options_value_nb(Q, mkt.o_adv, t))
+        adverse = margin_check_nb(mkt, prm, o, A, P, Q, T, in_call, iso, lev, fee, t, j, CROSS_G, marks, scr, ids)
         for k in range(K):
             if iso[k]:
-                adverse = max(adverse, margin_check_nb(mkt, prm, o, A, P, T, in_call, iso, lev, fee, t, j, k,
+                adverse = max(adverse, margin_check_nb(mkt, prm, o, A, P, Q, T, in_call, iso, lev, fee, t, j, k,
                                                        marks, scr, ids))
+        if coll:
+            restore_nb(A)
         # 6. valuation at the mark closes
-        close_nb(mkt, prm, o, A, P, in_call, iso, t, j, adverse, scr)
+        close_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, adverse, scr)
         t += 1
 
 
@@ -1325,14 +1582,15 @@ def funding_records_nb(fpos, fe, fe_time, cs, inverse, out, starts):
 
 
 @njit(cache=True, parallel=True)
-def simulate_book_nb(mkt, fe, prm, o, acct, pos, trial, in_call, marks, scr, ids):
+def simulate_book_nb(mkt, fe, prm, o, acct, pos, opts, trial, in_call, marks, scr, ids):
     """Simulate every column of a book (columns in parallel).
 
     Parameters
     ----------
     mkt, fe, prm : :class:`BookMarket`, :class:`BookFunding`, :class:`BookParams`.
     o : :class:`BookOutputs` (written; ``o.counts`` must be zeros).
-    acct : :data:`account_state_dt` (m,), pos, trial : :data:`position_state_dt` (m, K),
+    acct : :data:`account_state_dt` (m,), pos, trial : :data:`position_state_dt` (m, K), opts :
+        :data:`option_state_dt` (m, J),
         in_call : bool (m, K + 1), marks : float64 (m, K), scr : float64 (m, 12, 2K + 4), ids : int64
         (m, K): each column's state and scratch space, owned by the caller (zeros).
     """
@@ -1347,4 +1605,5 @@ def simulate_book_nb(mkt, fe, prm, o, acct, pos, trial, in_call, marks, scr, ids
         iso = prm.isolated[:, j].copy()
         lev = prm.lev[:, j].copy()
         fee = prm.fee[:, j].copy()
-        book_col_nb(mkt, fe, prm, o, j, A, pos[j], trial[j], in_call[j], iso, lev, fee, marks[j], scr[j], ids[j])
+        book_col_nb(mkt, fe, prm, o, j, A, pos[j], opts[j], trial[j], in_call[j], iso, lev, fee, marks[j], scr[j],
+                    ids[j])

@@ -1,6 +1,7 @@
-"""Long puts in a book: the option legs' settings and their contract paths.
+"""Long puts and calls in a book: the option legs' settings and their contract paths.
 
-An option leg is a rolled series of long European puts on one perpetual of the book (its
+An option leg is a rolled series of long European puts (or calls, ``put.option_type='call'``)
+on one perpetual of the book (its
 underlying), priced as the put simulator prices them (Black-76 on the underlying's mark close,
 ATM vol from implied vol or EWMA x VRP, put-wing skew, Deribit-style fees; docs/instruments.md).
 Which contract the leg holds at each bar does not depend on any account: the leg's expiry
@@ -42,7 +43,7 @@ _BOOK_SIZES = ("initial_capital", "size_mode", "exposure", "budget", "purpose")
 
 @dataclass(frozen=True)
 class OptionLeg:
-    """One option leg of a book: long puts on the book instrument ``underlying``.
+    """One option leg of a book: long puts (or calls) on the book instrument ``underlying``.
 
     Parameters
     ----------
@@ -68,7 +69,7 @@ class OptionLeg:
     expiries: Any = None
 
     def label(self) -> str:
-        return self.name or f"{self.underlying} put"
+        return self.name or f"{self.underlying} {self.put.option_type}"
 
 
 OptionPaths = namedtuple("OptionPaths", [
@@ -80,7 +81,8 @@ OptionPaths = namedtuple("OptionPaths", [
                 #   it (NaN before the first contract)
     "adv",      # float64 (n, J): model value per contract of the contract held during the bar, at
                 #   the close's time to expiry with the underlying at its adverse mark (a put: the
-                #   mark high); intrinsic value at that mark if it expires at the close; NaN before
+                #   mark high; a call: the mark low); intrinsic value there if it expires at the
+                #   close; NaN before
     "unit",     # float64 (n, J): fee and sizing base per contract: the underlying's mark close
                 #   (USD book) or 1 (coin book: one coin per contract)
     "dfee",     # float64 (n, J): delivery fee per contract on ROLL_SETTLE (0 otherwise)
@@ -165,15 +167,15 @@ def option_paths(bars: Any, legs: Sequence[OptionLeg], inverse: bool) -> OptionP
                        fee_cap=fee_cap, slip=slip, strike=strike, expiry=expiry, delta=delta, vega=vega)
 
 
-def _value(mask, S, K, T, atm, skew, b, coin):
+def _value(mask, S, K, T, atm, skew, b, coin, call):
     """Model value per contract (settlement currency), delta (coins; coin: net delta) and vega
-    per vol point of a put at underlying S and time T (years > 0), where ``mask`` holds (NaN
-    elsewhere): the put simulator's pricing rule."""
+    per vol point of a put (a call) at underlying S and time T (years > 0), where ``mask``
+    holds (NaN elsewhere): the put simulator's pricing rule."""
     v, d, vg = (np.full(mask.shape[0], np.nan) for _ in range(3))
     if mask.any():
         S_, K_, T_, a_ = S[mask], K[mask], T[mask], atm[mask]
         F = S_ * np.exp(b * T_)
-        g = gbs_greeks(S_, K_, T_, skewed_vol(a_, K_, F, T_, skew), b=b, is_call=False)
+        g = gbs_greeks(S_, K_, T_, skewed_vol(a_, K_, F, T_, skew), b=b, is_call=call)
         conv = 1.0 / F if coin else 1.0
         v[mask] = g["price"] * conv
         d[mask] = g["delta"] - v[mask] if coin else g["delta"]
@@ -181,8 +183,8 @@ def _value(mask, S, K, T, atm, skew, b, coin):
     return v, d, vg
 
 
-def _payoff(K, S, coin):
-    pay = np.maximum(K - S, 0.0)
+def _payoff(K, S, coin, call):
+    pay = np.maximum(S - K, 0.0) if call else np.maximum(K - S, 0.0)
     return pay / S if coin else pay
 
 
@@ -190,7 +192,10 @@ def _fill_leg(res, u, p, coin, f, j, roll, old, val, adv, unit, dfee, strike, ex
     """One leg's columns of the path arrays (book bars from ``f``, the underlying's first bar)."""
     ct = u.close_time
     S = u.price[:, 0]
-    hi = u.high[:, 0] if u.high is not None else S
+    call = p.option_type == "call"
+    # the adverse extreme of a long option: a put loses most at the mark high, a call at the low
+    ext = u.low if call else u.high
+    hi = ext[:, 0] if ext is not None else S
     atm = res.series["atm_vol"][:, 0]
     rolls = res.records["rolls"]
     sets = res.records["settlements"]
@@ -211,20 +216,20 @@ def _fill_leg(res, u, p, coin, f, j, roll, old, val, adv, unit, dfee, strike, ex
     k_after = np.where(held, kk[np.maximum(last, 0)], np.nan)
     b = float(p.carry)
     T = (exp_after - ct) / YEAR_MS
-    v_after, d_after, vg_after = _value(held, S, k_after, T, atm, p.skew, b, coin)
+    v_after, d_after, vg_after = _value(held, S, k_after, T, atm, p.skew, b, coin, call)
     # the contract held during bar i (after close i - 1) and its value at close i
     exp_in = np.r_[-1, exp_after[:-1]]
     k_in = np.r_[np.nan, k_after[:-1]]
     has_in = exp_in >= 0
     T_in = (exp_in - ct) / YEAR_MS
     alive = has_in & (T_in > 0)
-    v_in, _, _ = _value(alive, S, k_in, T_in, atm, p.skew, b, coin)
-    v_adv, _, _ = _value(alive, hi, k_in, T_in, atm, p.skew, b, coin)
+    v_in, _, _ = _value(alive, S, k_in, T_in, atm, p.skew, b, coin, call)
+    v_adv, _, _ = _value(alive, hi, k_in, T_in, atm, p.skew, b, coin, call)
     settled = code == ROLL_SETTLE
-    pay = np.where(has_in, _payoff(np.where(has_in, k_in, 0.0), S, coin), np.nan)
+    pay = np.where(has_in, _payoff(np.where(has_in, k_in, 0.0), S, coin, call), np.nan)
     o_old = np.where(settled, pay, np.where(code == ROLL_FIRST, np.nan, np.where(alive, v_in, np.nan)))
     o_old[:start] = np.nan
-    o_adv = np.where(alive, v_adv, np.where(has_in, _payoff(np.where(has_in, k_in, 0.0), hi, coin), np.nan))
+    o_adv = np.where(alive, v_adv, np.where(has_in, _payoff(np.where(has_in, k_in, 0.0), hi, coin, call), np.nan))
     un = np.ones(nl) if coin else S
     dfee_leg = np.where(settled, np.minimum(p.delivery_fee_rate * un, p.delivery_fee_cap * np.nan_to_num(pay)), 0.0)
     if not np.array_equal(np.flatnonzero(settled), sets["bar"]):  # one rule: the simulator's settlements

@@ -87,24 +87,26 @@ def nice_step_nb(F, frac=0.025):
 
 
 @njit(cache=True)
-def put_delta_nb(S_, K, T, atm, skew, b):
+def option_delta_nb(is_call, S_, K, T, atm, skew, b):
     F = S_ * math.exp(b * T)
     sig = skewed_vol_nb(atm, K, F, T, skew)
-    return gbs_nb(False, S_, K, T, sig, 0.0, b)[1]
+    return gbs_nb(is_call, S_, K, T, sig, 0.0, b)[1]
 
 
 @njit(cache=True)
-def strike_for_delta_nb(S_, T, atm, skew, b, target, step):
-    """Grid strike whose put |delta| is closest to ``target`` (ties -> lower strike).
+def strike_for_delta_nb(is_call, S_, T, atm, skew, b, target, step):
+    """Grid strike whose |delta| (put or call) is closest to ``target`` (ties -> lower strike).
 
-    The continuous strike is found by bisection on ln K (put |delta| rises with K); then the
-    grid strikes just below and above it are compared. Returns 0.0 if no grid strike > 0.
+    The continuous strike is found by bisection on ln K (a put's |delta| rises with K, a
+    call's falls); then the grid strikes just below and above it are compared. Returns 0.0 if
+    no grid strike > 0.
     """
     F = S_ * math.exp(b * T)
     lo, hi = math.log(F * 1e-4), math.log(F * 1e2)
     for _ in range(100):
         mid = 0.5 * (lo + hi)
-        if abs(put_delta_nb(S_, math.exp(mid), T, atm, skew, b)) < target:
+        d = abs(option_delta_nb(is_call, S_, math.exp(mid), T, atm, skew, b))
+        if (d > target) if is_call else (d < target):
             lo = mid
         else:
             hi = mid
@@ -113,8 +115,8 @@ def strike_for_delta_nb(S_, T, atm, skew, b, target, step):
     k_hi = k_lo + step
     if k_lo <= 0.0:
         return k_hi
-    e_lo = abs(abs(put_delta_nb(S_, k_lo, T, atm, skew, b)) - target)
-    e_hi = abs(abs(put_delta_nb(S_, k_hi, T, atm, skew, b)) - target)
+    e_lo = abs(abs(option_delta_nb(is_call, S_, k_lo, T, atm, skew, b)) - target)
+    e_hi = abs(abs(option_delta_nb(is_call, S_, k_hi, T, atm, skew, b)) - target)
     return k_lo if e_lo <= e_hi else k_hi
 
 
@@ -144,11 +146,11 @@ def _flat_nb(out, i, c, cash, coin, S_, atm, prem, fees, recv):
 
 
 @njit(cache=True)
-def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_bar, coin,
+def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_bar, coin, is_call,
                      strike_mode, moneyness, target_delta, strike_step, min_days, roll_delta, roll_dte,
                      size_mode, exposure, budget, skew, fee_rate, fee_cap, dfee_rate, dfee_cap,
                      slippage, init_cap, cover):
-    """Rolling long puts, one independent account per column.
+    """Rolling long puts (or calls, ``is_call``), one independent account per column.
 
     Parameters
     ----------
@@ -160,6 +162,8 @@ def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_ba
     expiries : int64 (k,), increasing expiry instants (ms UTC).
     start_bar : int64 (m,), first bar at which each column may trade.
     coin : bool, coin-settled (inverse) options and a coin account if True, else USD.
+    is_call : bool, calls instead of puts (strike: the smallest grid strike >= moneyness x F;
+        payoff ``max(S_T - K, 0)``; notional ``+contracts x S``).
     strike_mode .. init_cap : per-column parameter arrays (m,), see ``sim.PutSettings``.
     cover : float64 (m,), coins a notional-mode purchase buys (a protective column's holding);
         0 = size from the cash, ``exposure x cash / S``.
@@ -211,7 +215,7 @@ def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_ba
             sale = 0.0
             sale_fee = 0.0
             if holding and exp_t <= t:
-                pay_usd = max(K - S_, 0.0)
+                pay_usd = max(S_ - K, 0.0) if is_call else max(K - S_, 0.0)
                 pay = pay_usd / S_ if coin else pay_usd
                 dfee = min(dfee_rate[c] * unit, dfee_cap[c] * pay)
                 cash += n_ct * (pay - dfee)
@@ -234,7 +238,7 @@ def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_ba
                 T = (exp_t - t) / YEAR_MS
                 F = S_ * math.exp(b * T)
                 sig = skewed_vol_nb(atm, K, F, T, skew[c])
-                p, d, _g, _v, _th = gbs_nb(False, S_, K, T, sig, 0.0, b)
+                p, d, _g, _v, _th = gbs_nb(is_call, S_, K, T, sig, 0.0, b)
                 if not want:
                     reason = _EXIT
                 elif abs(d) >= roll_delta[c]:
@@ -265,16 +269,18 @@ def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_ba
                 T = (exp_t - t) / YEAR_MS
                 F = S_ * math.exp(b * T)
                 step = strike_step[c] if strike_step[c] > 0.0 else nice_step_nb(F)
-                if strike_mode[c] == _MONEYNESS:
+                if strike_mode[c] == _MONEYNESS and is_call:
+                    K = math.ceil(moneyness[c] * F / step - 1e-9) * step
+                elif strike_mode[c] == _MONEYNESS:
                     K = math.floor(moneyness[c] * F / step + 1e-9) * step
                 else:
-                    K = strike_for_delta_nb(S_, T, atm, skew[c], b, target_delta[c], step)
+                    K = strike_for_delta_nb(is_call, S_, T, atm, skew[c], b, target_delta[c], step)
                 if not K > 0.0:
                     status[0], status[1], status[2] = _ERR_STRIKE, i, c
                     value[0] = step
                     return out, roll_i[:nr], roll_f[:nr], settle_i[:ns], settle_f[:ns], status, value
                 sig = skewed_vol_nb(atm, K, F, T, skew[c])
-                p, d, _g, _v, _th = gbs_nb(False, S_, K, T, sig, 0.0, b)
+                p, d, _g, _v, _th = gbs_nb(is_call, S_, K, T, sig, 0.0, b)
                 if abs(d) >= roll_delta[c]:
                     status[0], status[1], status[2] = _ERR_DELTA, i, c
                     value[0] = d
@@ -326,13 +332,13 @@ def simulate_puts_nb(close_time, price, atm_vol, carry, hold, expiries, start_ba
             T = (exp_t - t) / YEAR_MS
             F = S_ * math.exp(b * T)
             sig = skewed_vol_nb(atm, K, F, T, skew[c])
-            p, d, g, v, th = gbs_nb(False, S_, K, T, sig, 0.0, b)
+            p, d, g, v, th = gbs_nb(is_call, S_, K, T, sig, 0.0, b)
             conv = 1.0 / F if coin else 1.0  # USD per contract -> settlement currency
             val = p * conv
             equity = cash + n_ct * val
             eq_usd = equity * S_ if coin else equity
             pos_delta = n_ct * (d - val) if coin else n_ct * d  # coin: Deribit net delta
-            notional = -n_ct * (1.0 if coin else S_)
+            notional = (1.0 if is_call else -1.0) * n_ct * (1.0 if coin else S_)
             out[_EQUITY, i, c] = equity
             out[_EQUITY_USD, i, c] = eq_usd
             out[_POSITION, i, c] = n_ct

@@ -102,6 +102,10 @@ class PutSettings:
         purchase's close (``S_start``) to the end (the size of the first notional-mode put), and
         its P&L ``Q x (S_t - S_start)`` is added to the equity. The put leg is the directional one.
         USD settlement only (a coin account's balance already is a long holding of the coin).
+    option_type : ``'put'`` (default) or ``'call'``: rolled long calls under the same rules, the
+        strike the smallest grid strike >= moneyness x F (1.10 = 10 % OTM) or the call |delta|
+        closest to ``target_delta``; payoff ``max(S_T - K, 0)``; the skew lifts the put wing
+        only (OTM calls are priced at the ATM vol). One value for all columns.
     """
 
     initial_capital: Num | None = None
@@ -134,9 +138,11 @@ class PutSettings:
     slippage: Num = 0.05
     start: Any = None
     purpose: Choice = "directional"
+    option_type: str = "put"
 
 
-_SCALAR_FIELDS = ("settlement", "expiry", "expiry_hour", "start")
+_SCALAR_FIELDS = ("settlement", "expiry", "expiry_hour", "start", "option_type")
+OPTION_TYPES = ("put", "call")
 
 
 def _arrays(s: PutSettings, m: int) -> dict[str, np.ndarray]:
@@ -307,6 +313,8 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
     """
     if settings.settlement not in SETTLEMENTS:
         raise InstrumentInputError(f"PutSettings.settlement={settings.settlement!r} must be 'usd' or 'coin'")
+    if settings.option_type not in OPTION_TYPES:
+        raise InstrumentInputError(f"PutSettings.option_type={settings.option_type!r} must be 'put' or 'call'")
     for name in _SCALAR_FIELDS:
         v = getattr(settings, name)
         if isinstance(v, (list, tuple, np.ndarray)):
@@ -324,6 +332,9 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
         m = kp
     a = _arrays(settings, m)
     protective = a["purpose"] == E.Purpose.PROTECTIVE
+    if settings.option_type == "call" and protective.any():
+        raise InstrumentInputError("PutSettings.purpose='protective' protects a long holding with puts; with "
+                                   "option_type='call' use purpose='directional'")
     if coin and protective.any():
         raise InstrumentInputError(
             "PutSettings.purpose='protective' needs settlement='usd': with settlement='coin' the coin balance "
@@ -376,7 +387,7 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
     hold_m = _hold_matrix(hold, n, m, hold_lag, allow_lookahead)
     holding, entry = _holding(u.price, start_bar, a, protective)
     out, ri, rf, si, sf, status, value = simulate_puts_nb(
-        close_time, u.price, vol, carry, hold_m, exp, start_bar, coin,
+        close_time, u.price, vol, carry, hold_m, exp, start_bar, coin, settings.option_type == "call",
         a["strike_mode"], a["moneyness"], a["target_delta"], a["strike_step"], a["min_days"], a["roll_delta"],
         a["roll_dte"], a["size_mode"], a["exposure"], a["budget"], a["skew"], a["fee_rate"], a["fee_cap"],
         a["dfee_rate"], a["dfee_cap"], a["slippage"], a["init_cap"], holding)
@@ -392,7 +403,7 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
     cur = currency or (_coin_name(data) if coin else "USDT")
     price_usd = u.price[:, 0].copy() if coin else np.ones(n)
     meta = {
-        "instrument": "put",
+        "instrument": settings.option_type,
         "settlement": settings.settlement,
         "price_source": u.source,
         "settings": {k: _jsonable(v) for k, v in asdict(settings).items()},
@@ -403,7 +414,8 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
         "protective": {"holding": holding.tolist(), "entry_price": entry.tolist()},
         "notes": [
             "model prices (Black-76 on the perp mark as forward, no chain data)",
-            "notional = -contracts x underlying (puts are a short-delta exposure)",
+            ("notional = +contracts x underlying (calls are a long-delta exposure)" if settings.option_type == "call"
+             else "notional = -contracts x underlying (puts are a short-delta exposure)"),
             "settlement at the first bar close at or after the expiry, at that close",
         ] + (["protective columns: equity includes the P&L of a held long position of "
               "exposure x initial_capital / S_start coins (meta['protective'])"] if protective.any() else [])

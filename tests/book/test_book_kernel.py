@@ -178,7 +178,7 @@ def _quiet_bars(bars, tgt, specs, s, no_stretches: bool = False):
     ``no_stretches``: every column's threshold made too low for stretches, so none is taken)."""
     from backtest.book import core
     inp = core.check_book_inputs(bars, tgt, specs, s)
-    mkt = core._market(bars, inp.specs)
+    mkt = core._market(bars, inp.specs, inp.paths)
     if no_stretches:
         mkt = mkt._replace(mmr_max=np.inf)
     fe, _ = core._funding(bars)
