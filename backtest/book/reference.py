@@ -195,8 +195,6 @@ class _Column:
         o.fees += fee
         acc.cum_fees += fee
         o.contracts += size
-        if o.contracts < 0.0 or (size < 0.0 and o.contracts <= DUST_RTOL * abs(size)):
-            o.contracts = 0.0   # a whole sale leaves exactly nothing (no rounding residue)
         self.opt_record(t, j, price, size, fee, status, reason)
 
     def settle_options(self, bv: _BarView) -> None:

@@ -379,3 +379,29 @@ def test_target_before_the_first_contract_is_refused():
     with pytest.raises(EngineInputError, match=r"option leg BTC put at bar 0 .*before its first contract.*"
                                                r"first trade at bar 1"):
         simulate_book_reference(daily_book(candles), tgt, [SPEC], BookSettings(account=acc, options=[leg]))
+
+
+def test_a_gap_liquidation_sells_the_collateral_puts_at_the_open_value():
+    """The short-and-puts book with collateral, bar 2 opening at 130 (a gap): at the mark opens
+    MB = W + 200 old[1] - 400 x 30 < 0 <= MM, so step 2 liquidates at the opens (gap = 1): the
+    puts are sold at old[1] = put(100, 100, 58 d), the value of the contracts held into the open,
+    not at the bar's adverse value; the shortfall -MB is the insurance fund's deficit."""
+    candles = [(100, 100, 100, 100), (100, 100, 100, 100), (130, 131, 129, 130), (130, 130, 130, 130)]
+    n = len(candles)
+    leg = put_leg(n, [E_FAR], moneyness=1.0, **NO_FEES)
+    tgt = np.full((n, 2, 1), np.nan)
+    tgt[0, :, 0] = [-4.0, 2.0]
+    acc = Account(initial_capital=10_000.0, leverage=10.0, fee_rate=0.0)
+    series, rec = simulate_book_reference(daily_book(candles), tgt, [SPEC],
+                                          BookSettings(account=acc, options=[leg], options_collateral=True))
+    w = 10_000.0 - 200 * put_value(100, 100, E_FAR - close_ms(0), VOL)
+    old1 = put_value(100, 100, E_FAR - close_ms(1), VOL)
+    mb = w + 200 * old1 - 400 * 30.0
+    assert mb < 0.0
+    liq = rec["liquidations"]
+    assert liq["bar"].tolist() == [2] and liq["gap"].tolist() == [1] and liq["price"].tolist() == [130.0]
+    assert liq["deficit"][0] == pytest.approx(-mb, rel=1e-9)
+    sale = fills_of(rec, instrument=1, bar=2)
+    assert sale["reason"].tolist() == [FillReason.LIQUIDATION] and sale["price"][0] == pytest.approx(old1, rel=1e-12)
+    assert series["equity"][2:, 0].tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(identity_residual(series), 0.0, atol=1e-9)
