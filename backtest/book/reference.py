@@ -12,6 +12,11 @@ using a closed form: the account's ``MB - MM`` is monotone along the path (each 
 ``uPnL_i - MM_i`` falls as its mark moves adversely, the maintenance slope ``mmr < 1``), so the
 first point where the ratio reaches a threshold is well defined.
 
+Option legs (docs/mechanics.md, "Options in a book") are rows ``K + j`` of the position
+series: their contract path is an input (:func:`backtest.book.options.option_paths`); each
+column chooses only how many contracts it holds, and the reference applies the spec's events
+(settlement, roll, sales and purchases, collateral, the liquidation's sale) in its own loop.
+
 Do not use it for real runs: it is orders of magnitude slower than a kernel.
 """
 
@@ -26,6 +31,7 @@ import numpy as np
 from backtest import mechanics as mk
 from backtest.book.bars import BookBars
 from backtest.book.core import check_book_inputs
+from backtest.book.options import ROLL_EARLY, ROLL_SETTLE, OptionPaths, option_outputs
 from backtest.book.settings import BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar
 from backtest.engine.enums import FillReason, FillStatus
 from backtest.engine.nb import policy_target_nb
@@ -71,6 +77,7 @@ class _Cfg:
     policy: tuple  # (kind, max_drawdown, floor, multiplier, ratchet, max_exposure)
     alone: bool
     legs: tuple[_LegCfg, ...]
+    collateral: bool = False   # the option legs' value counts in the cross account's MB
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,6 +97,17 @@ class _Pos:
 
 
 @dataclass
+class _OptPos:
+    """One option leg of the account: long puts, a fractional contract count."""
+
+    contracts: float = 0.0      # q: contracts held
+    kept: float = 0.0           # the count a NaN target re-buys on this bar's roll (settled or sold)
+    realised: float = 0.0       # sales and settlements at their prices - purchases at theirs
+    fees: float = 0.0           # trading fees + delivery fees
+    stopped: bool = False
+
+
+@dataclass
 class _Account:
     wallet: float                    # W: the cross wallet, all cash not held as isolated margin
     pos: list[_Pos]
@@ -100,6 +118,7 @@ class _Account:
     cum_funding: float = 0.0
     cum_fees: float = 0.0
     in_call: dict[int, bool] = field(default_factory=dict)
+    opt: list[_OptPos] = field(default_factory=list)
 
 
 @dataclass
@@ -129,12 +148,155 @@ class _Records:
 class _Column:
     """One account simulated over the book's bars."""
 
-    def __init__(self, j: int, ins: list[_Instrument], cfg: _Cfg, rec: _Records) -> None:
-        self.j, self.ins, self.cfg, self.rec = j, ins, cfg, rec
+    def __init__(self, j: int, ins: list[_Instrument], cfg: _Cfg, rec: _Records, paths: OptionPaths) -> None:
+        self.j, self.ins, self.cfg, self.rec, self.opaths = j, ins, cfg, rec, paths
         self.k = len(ins)
+        self.jj = int(paths.k.shape[0])
         self.acc = _Account(wallet=cfg.initial_capital, pos=[_Pos() for _ in ins], capital_added=0.0,
                             reserve_left=cfg.reserve, peak=cfg.initial_capital,
-                            prev_equity=cfg.initial_capital)
+                            prev_equity=cfg.initial_capital, opt=[_OptPos() for _ in range(self.jj)])
+        # per-contract values at which the options count as collateral in the current step
+        # (step 2: old[p]; step 5: adv[t]; step 6: old[t]); None = not counted
+        self.cvals: np.ndarray | None = None
+
+    # ---- option legs ------------------------------------------------------------------------
+
+    def opt_value(self, vals: np.ndarray | None, acc: _Account | None = None) -> float:
+        """``sum_j q_j * vals[j]`` over the legs holding contracts (settlement currency)."""
+        acc = acc or self.acc
+        if vals is None:
+            return 0.0
+        return math.fsum(o.contracts * float(vals[j]) for j, o in enumerate(acc.opt) if o.contracts != 0.0)
+
+    def coll(self, g: int, acc: _Account | None = None) -> float:
+        """The options' value in group g's margin balance: the cross account's, with
+        ``options_collateral``, at the current step's values; 0 otherwise."""
+        if g != CROSS or not self.cfg.collateral or not self.jj:
+            return 0.0
+        return self.opt_value(self.cvals, acc)
+
+    def opt_fee(self, j: int, p: int, price: float) -> float:
+        """Trading fee per contract: ``min(fee_rate * unit, fee_cap * price)`` (the put simulator's
+        Deribit rule)."""
+        P = self.opaths
+        return min(float(P.fee_rate[j]) * float(P.unit[p, j]), float(P.fee_cap[j]) * price)
+
+    def opt_record(self, t: int, j: int, price: float, size: float, fee: float, status: int, reason: int) -> None:
+        self.rec.fills.append((t, self.j, self.k + j, price, size, abs(size) * price, fee, status, reason))
+
+    def opt_trade(self, t: int, j: int, size: float, price: float, fee_per: float, reason: int,
+                  status: int = FillStatus.FILLED) -> None:
+        """Buy (size > 0) or sell (size < 0) contracts of leg j at ``price`` (fee per contract
+        ``fee_per``): the cash into/out of W, the price PnL and fees into the leg."""
+        acc, o = self.acc, self.acc.opt[j]
+        fee = abs(size) * fee_per
+        acc.wallet += -size * price - fee
+        o.realised += -size * price
+        o.fees += fee
+        acc.cum_fees += fee
+        o.contracts += size
+        self.opt_record(t, j, price, size, fee, status, reason)
+
+    def settle_options(self, bv: _BarView) -> None:
+        """Step 1 (after the open-instant funding): each leg whose contract expired at close
+        ``p = t - 1`` receives ``q * (old[p] - dfee[p])``; its count is kept for the roll."""
+        p = bv.t - 1
+        if p < 0:
+            return
+        P, acc = self.opaths, self.acc
+        for j, o in enumerate(acc.opt):
+            if int(P.roll[p, j]) != ROLL_SETTLE:
+                continue
+            q = o.contracts
+            o.kept = q
+            if q == 0.0:
+                continue
+            price, dfee = float(P.old[p, j]), float(P.dfee[p, j])
+            fee = q * dfee
+            acc.wallet += q * (price - dfee)
+            o.realised += q * price
+            o.fees += fee
+            acc.cum_fees += fee
+            o.contracts = 0.0
+            self.opt_record(bv.t, j, price, -q, fee, FillStatus.FILLED, FillReason.SETTLEMENT)
+
+    def sell_options_into_liquidation(self, vals: np.ndarray, t: int) -> None:
+        """A cross liquidation with the options as collateral first sells every option at
+        ``vals`` (adv[t]; on a gap old[p]) into W, no fee; nothing is left to re-buy on a roll."""
+        for j, o in enumerate(self.acc.opt):
+            o.kept = 0.0
+            if o.contracts != 0.0:
+                self.opt_trade(t, j, -o.contracts, float(vals[j]), 0.0, FillReason.LIQUIDATION)
+
+    def option_orders(self, targets: list[float], e_open: float, bv: _BarView) -> tuple[list, list]:
+        """Step 3 for the option legs: ``(sales, purchases)``, each ``(j, size, price, fee per
+        contract, reason)`` (size > 0), read from the path at ``p = t - 1``."""
+        acc, cfg, P = self.acc, self.cfg, self.opaths
+        p = bv.t - 1
+        sales: list[tuple] = []
+        buys: list[tuple] = []
+        if p < 0:
+            return sales, buys
+        kind, mdd, floor, mult, ratchet, max_exp = cfg.policy
+        for j, o in enumerate(acc.opt):
+            val = float(P.val[p, j])
+            if o.stopped or not math.isfinite(val):
+                continue
+            raw = targets[self.k + j]
+            r = int(P.roll[p, j])
+            rolling = r == ROLL_SETTLE or r == ROLL_EARLY
+            if math.isnan(raw) and not rolling:
+                continue
+            if r == ROLL_EARLY:
+                o.kept = o.contracts
+            if math.isnan(raw):
+                want = o.kept
+            elif e_open <= DUST_RTOL * cfg.initial_capital:
+                want = 0.0
+            else:
+                target = float(policy_target_nb(raw, kind, mdd, floor, mult, ratchet, max_exp,
+                                                acc.prev_equity, acc.peak, cfg.initial_capital))
+                want = target * e_open / float(P.unit[p, j])
+            slip = float(P.slip[j])
+            base = o.contracts
+            if r == ROLL_EARLY and base != 0.0:
+                price = float(P.old[p, j]) * (1.0 - slip)
+                sales.append((j, base, price, self.opt_fee(j, p, price), FillReason.ROLL))
+                base = 0.0
+            if abs(want - base) <= DUST_RTOL * max(want, base):
+                continue  # no change, or rounding dust (as a perpetual without lots)
+            if want < base:
+                price = val * (1.0 - slip)
+                sales.append((j, base - want, price, self.opt_fee(j, p, price), FillReason.TARGET))
+            else:
+                price = val * (1.0 + slip)
+                reason = FillReason.ROLL if (rolling and math.isnan(raw)) else FillReason.TARGET
+                buys.append((j, want - base, price, self.opt_fee(j, p, price), reason))
+        return sales, buys
+
+    def option_free_margin(self, bv: _BarView) -> tuple[float, float]:
+        """``(sum_cross N_i/L_i, W + sum_cross uPnL_i)`` at the trade opens: an option purchase
+        must fit ``im + d * (price + fee) <= available`` (options never count here)."""
+        acc = self.acc
+        cross = self.members(CROSS)
+        upnl = math.fsum(self.ins[i].upnl(acc.pos[i].contracts, acc.pos[i].entry, bv.open[i]) for i in cross)
+        im = math.fsum(self.ins[i].notional(acc.pos[i].contracts, bv.open[i]) / self.cfg.legs[i].leverage
+                       for i in cross)
+        return im, acc.wallet + upnl
+
+    def buy_option(self, j: int, d: float, price: float, fee_per: float, reason: int, bv: _BarView) -> None:
+        """A purchase of d contracts, checked against the cross account's free margin; excess:
+        clip (the largest d that fits, closed form) or reject."""
+        im, available = self.option_free_margin(bv)
+        per = price + fee_per
+        if _fits(im + d * per, available):
+            self.opt_trade(bv.t, j, d, price, fee_per, reason)
+            return
+        if self.cfg.reject_excess:
+            self.opt_record(bv.t, j, price, d, 0.0, FillStatus.REJECTED, reason)
+            return
+        fit = max(0.0, (available - im) / per) if per > 0.0 else d
+        self.opt_trade(bv.t, j, min(d, fit), price, fee_per, reason, status=FillStatus.CLIPPED)
 
     # ---- account quantities -----------------------------------------------------------------
 
@@ -158,7 +320,7 @@ class _Column:
         upnls = [self.ins[k].upnl(acc.pos[k].contracts, acc.pos[k].entry, marks[k]) for k in ks]
         mms = [mk.maintenance_margin(self.ins[k].notional(acc.pos[k].contracts, marks[k]), bv.tiers[k]) for k in ks]
         if g == CROSS:
-            return mk.cross_account_margin(acc.wallet, upnls, mms)
+            return mk.cross_account_margin(acc.wallet + self.coll(g, acc), upnls, mms)
         return self.balance(g, acc) + upnls[0], mms[0]
 
     def ratio(self, g: int, marks: dict[int, float], bv: _BarView, acc: _Account | None = None) -> float:
@@ -173,18 +335,22 @@ class _Column:
         mb, mm = self.mb_mm(g, marks, bv)
         return mb <= mm
 
-    def equity(self, marks: list[float]) -> float:
-        """``W + sum_k (M_k + uPnL_k)`` with each open position at ``marks[k]``."""
+    def equity(self, marks: list[float], opt_vals: np.ndarray | None = None) -> float:
+        """``W + sum_k (M_k + uPnL_k) + sum_j q_j * opt_vals[j]`` with each open position at
+        ``marks[k]`` and each held option at ``opt_vals[j]`` per contract."""
         acc = self.acc
         if self.k == 1:
             # the single-instrument engine's sum, term for term (a book of one gives its numbers)
             p = acc.pos[0]
-            return acc.wallet + p.margin + (self.ins[0].upnl(p.contracts, p.entry, marks[0]) if p.contracts != 0.0 else 0.0)
+            e = acc.wallet + p.margin + (self.ins[0].upnl(p.contracts, p.entry, marks[0]) if p.contracts != 0.0 else 0.0)
+            return e + self.opt_value(opt_vals) if self.jj else e
         parts = [acc.wallet]
         for k, p in enumerate(acc.pos):
             parts.append(p.margin)
             if p.contracts != 0.0:
                 parts.append(self.ins[k].upnl(p.contracts, p.entry, marks[k]))
+        if self.jj:
+            parts.append(self.opt_value(opt_vals))
         return math.fsum(parts)
 
     # ---- the intrabar path ------------------------------------------------------------------
@@ -229,9 +395,9 @@ class _Column:
             tmm = math.fsum(mk.maintenance_margin(self.ins[i].notional(acc.pos[i].contracts, bv.mark_open[i]),
                                                   bv.tiers[i]) for i in others)
             upnl1 = math.fsum(self.ins[i].upnl(acc.pos[i].contracts, acc.pos[i].entry, bv.mark_open[i]) for i in others)
-            lp = mk.liquidation_price(p.contracts, p.entry, self.balance(g, acc), bv.tiers[k], self.ins[k].size,
-                                      self.ins[k].inverse, other_mm=tmm / threshold, other_upnl=upnl1,
-                                      threshold=threshold)
+            lp = mk.liquidation_price(p.contracts, p.entry, self.balance(g, acc) + self.coll(g, acc), bv.tiers[k],
+                                      self.ins[k].size, self.ins[k].inverse, other_mm=tmm / threshold,
+                                      other_upnl=upnl1, threshold=threshold)
             if lp is not None and math.isfinite(lp) and lp > 0.0:
                 o, a = bv.mark_open[k], self.adverse(k, bv)
                 marks = self.marks_at(g, path, 0.0, bv)
@@ -330,8 +496,15 @@ class _Column:
         base = list(bv.mark_open)
         start = list(bv.prev_mark_close if at_open else bv.mark_open)
         at_marks = [marks.get(k, base[k]) for k in range(self.k)]
-        equity_start = self.equity([start[k] if bv.leg_bar[k] is not None else 0.0 for k in range(self.k)])
-        equity_before = self.equity(at_marks)
+        # options: at the open, the contracts held then (step 2: old[p]; step 5, after the
+        # bar's rolls: val[p]); at the execution point, adv[t] (a gap: old[p])
+        P, p = self.opaths, bv.t - 1
+        ov_start = None if p < 0 else (P.old[p] if at_open else P.val[p])
+        ov_exec = None if p < 0 else (P.old[p] if at_open else P.adv[bv.t])
+        equity_start = self.equity([start[k] if bv.leg_bar[k] is not None else 0.0 for k in range(self.k)], ov_start)
+        equity_before = self.equity(at_marks, ov_exec)
+        if g == CROSS and cfg.collateral and ov_exec is not None:
+            self.sell_options_into_liquidation(ov_exec, bv.t)
         triggers = []
         for i, k in enumerate(ks):
             p = acc.pos[k]
@@ -360,7 +533,7 @@ class _Column:
             acc.cum_fees += charged[i]
             p.contracts, p.entry = 0.0, 0.0
         acc.in_call[g] = False
-        equity_after = self.equity(at_marks)
+        equity_after = self.equity(at_marks, ov_exec)
         for i, k in enumerate(ks):
             self.rec.liquidations.append((bv.t, self.j, k, s, triggers[i], marks[k], sizes[i], charged[i],
                                           shares[i], int(gap), equity_start, equity_before, equity_after))
@@ -368,6 +541,9 @@ class _Column:
             stop = [k for k in range(self.k) if not cfg.legs[k].isolated] if g == CROSS else [g]
             for k in stop:
                 acc.pos[k].stopped = True
+            if g == CROSS and cfg.collateral:
+                for o in acc.opt:   # the options were part of the liquidated account
+                    o.stopped = True
 
     # ---- step 3: orders at the open -----------------------------------------------------------
 
@@ -434,7 +610,10 @@ class _Column:
         execute the reductions (in the book's order), then the increases, opens and flips, each
         checked against the account as the earlier fills left it."""
         acc, cfg = self.acc, self.cfg
-        e_open = self.equity([bv.open[k] if bv.leg_bar[k] is not None else 0.0 for k in range(self.k)])
+        p = bv.t - 1
+        e_open = self.equity([bv.open[k] if bv.leg_bar[k] is not None else 0.0 for k in range(self.k)],
+                             self.opaths.old[p] if p >= 0 else None)
+        opt_sales, opt_buys = self.option_orders(targets, e_open, bv)
         pending = []
         for k in range(self.k):
             raw = targets[k]
@@ -461,6 +640,8 @@ class _Column:
             fee = self.execute(acc, k, desired, price)
             self.rec.fills.append((bv.t, self.j, k, price, d, self.ins[k].notional(d, price), fee,
                                    FillStatus.FILLED, FillReason.TARGET))
+        for j, size, price, fee_per, reason in opt_sales:   # option sales: reductions, after the perps'
+            self.opt_trade(bv.t, j, -size, price, fee_per, reason)
         for k, desired, price in increases:
             ct = self.ins[k]
             c = acc.pos[k].contracts
@@ -480,6 +661,8 @@ class _Column:
                 status = FillStatus.CLIPPED
             fee = self.execute(acc, k, desired, price)
             self.rec.fills.append((bv.t, self.j, k, price, d, ct.notional(d, price), fee, status, FillReason.TARGET))
+        for j, size, price, fee_per, reason in opt_buys:    # option purchases: increases, after the perps'
+            self.buy_option(j, size, price, fee_per, reason, bv)
 
     # ---- step 5: margin call and liquidation on the intrabar path -------------------------------
 
@@ -573,11 +756,16 @@ class _Column:
         acc = self.acc
         t = bv.t
         live = [bv.leg_bar[k] is not None and not acc.pos[k].stopped for k in range(self.k)]
-        # 1. funding at the open instant, paid by the positions held going into the open
+        P = self.opaths
+        # 1. funding at the open instant, paid by the positions held going into the open; then
+        #    the option legs' settlements
         for k, e in events[t]:
             if live[k] and bars.legs[k].fe_at_open[e]:
                 self.pay_funding(k, e, bars, bv)
-        # 2. gap check at the mark opens: each margin group past liquidation there
+        self.settle_options(bv)
+        # 2. gap check at the mark opens: each margin group past liquidation there (options as
+        #    collateral: the contracts held into the open at old[p])
+        self.cvals = P.old[t - 1] if t >= 1 else None
         opens = {k: bv.mark_open[k] for k in range(self.k)}
         for g in self.groups():
             if self.liquidatable(g, opens, bv):
@@ -588,16 +776,20 @@ class _Column:
         for k, e in events[t]:
             if bv.leg_bar[k] is not None and not acc.pos[k].stopped and not bars.legs[k].fe_at_open[e]:
                 self.pay_funding(k, e, bars, bv)
-        # 5. margin call / liquidation on the intrabar path: the cross account, then each isolated position
+        # 5. margin call / liquidation on the intrabar path: the cross account, then each isolated
+        #    position (options as collateral: the contracts held during bar t at adv[t], a constant)
+        self.cvals = P.adv[t]
         adverse_ratio = max([self.margin_check(g, bv) for g in self.groups()])
-        # 6. valuation at the mark closes
+        # 6. valuation at the mark closes (options at old[t])
+        self.cvals = P.old[t]
         self.close(bv, adverse_ratio, out, pos_out)
 
     def close(self, bv: _BarView, adverse_ratio: float, out: dict[str, np.ndarray],
               pos_out: dict[str, np.ndarray]) -> None:
         acc, ins, t, j = self.acc, self.ins, bv.t, self.j
         closes = [bv.mark_close[k] if bv.leg_bar[k] is not None else 0.0 for k in range(self.k)]
-        equity = self.equity(closes)
+        equity = self.equity(closes, self.opaths.old[t])
+        coll = self.coll(CROSS)
         marks = {k: closes[k] for k in range(self.k)}
         ratios = {g: self.ratio(g, marks, bv) for g in self.groups()}
         cross = self.members(CROSS)
@@ -616,7 +808,7 @@ class _Column:
                     lp = mk.liquidation_price(p.contracts, p.entry, p.margin, bv.tiers[k], ins[k].size, ins[k].inverse)
                 else:
                     other_mm, other_upnl = mk.cross_others(upnls, mms, cross.index(k))
-                    lp = mk.liquidation_price(p.contracts, p.entry, acc.wallet, bv.tiers[k], ins[k].size,
+                    lp = mk.liquidation_price(p.contracts, p.entry, acc.wallet + coll, bv.tiers[k], ins[k].size,
                                               ins[k].inverse, other_mm=other_mm, other_upnl=other_upnl)
                 if lp is not None and math.isfinite(lp) and lp > 0.0:
                     liq = lp
@@ -627,6 +819,14 @@ class _Column:
             pos_out["pnl_funding"][t, k, j] = p.funding
             pos_out["pnl_fees"][t, k, j] = p.fees
             pos_out["pnl_liquidation"][t, k, j] = p.liquidation
+        for jo, o in enumerate(acc.opt):
+            # option rows K + j: contracts and the PnL split; their notional is filled after the
+            # loop by option_outputs (delta-equivalent), liq_price/funding/liquidation stay 0
+            row = self.k + jo
+            value = o.contracts * float(self.opaths.old[t, jo]) if o.contracts != 0.0 else 0.0
+            pos_out["position"][t, row, j] = o.contracts
+            pos_out["pnl_price"][t, row, j] = o.realised + value
+            pos_out["pnl_fees"][t, row, j] = o.fees
         usd = 1.0
         if ins[0].inverse:
             listed = [k for k in range(self.k) if bv.leg_bar[k] is not None]
@@ -667,19 +867,22 @@ def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec],
     Parameters
     ----------
     bars : K instruments on one bar index (later listings start at their first bar).
-    target : float64 (n_bars, K, n_cols) or (n_bars, K): signed target exposure of each
-        instrument as a multiple of the account's equity (negative = short); NaN keeps the
-        position. Row ``t`` is traded at bar ``t + lag``; a row that would reach an instrument
-        before its first bar must be NaN.
+    target : float64 (n_bars, K + J, n_cols) or (n_bars, K + J): signed target exposure of each
+        perpetual, then of each of the J option legs (``settings.options``; long only, >= 0), as
+        a multiple of the account's equity (negative = short); NaN keeps the position. Row ``t``
+        is traded at bar ``t + lag``; a row that would reach an instrument before its first bar,
+        or an option leg before its first contract, must be NaN.
     specs : one MarketSpec per instrument, in the book's order: all linear in one settlement
         currency, or all inverse in one coin.
-    settings : account, policy, per-instrument legs and the intrabar convention.
+    settings : account, policy, per-instrument legs, the intrabar convention, the option legs
+        and ``options_collateral``.
 
     Returns
     -------
-    series : name -> float64 (n_bars, n_cols) for every name in ``BOOK_SERIES`` and
-        (n_bars, K, n_cols) for every name in ``POSITION_SERIES`` (money in the settlement
-        currency).
+    series : name -> float64 (n_bars, n_cols) for every name in ``BOOK_SERIES`` (and, when the
+        book has option legs, ``OPTION_SERIES``: ``option_value``, ``delta_btc``, ``vega``) and
+        (n_bars, K + J, n_cols) for every name in ``POSITION_SERIES`` (option rows: contracts,
+        delta-equivalent notional, price PnL and fees; money in the settlement currency).
     records : name -> structured array with ``BOOK_RECORD_DTYPES`` (``fills``, ``funding``,
         ``margin_calls``, ``liquidations``, each with its instrument), sorted by column, bar,
         then event order.
@@ -719,8 +922,9 @@ def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec],
             tiers=[tables[k][lb[k]] if lb[k] is not None else None for k in range(kk)],
         ))
 
+    jj = len(inp.options)
     out = {name: np.zeros((n, m)) for name in BOOK_SERIES}
-    pos_out = {name: np.zeros((n, kk, m)) for name in POSITION_SERIES}
+    pos_out = {name: np.zeros((n, kk + jj, m)) for name in POSITION_SERIES}
     rec = _Records()
     a0 = legs[0]
     for j in range(m):
@@ -738,12 +942,24 @@ def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec],
             alone=int(intrabar[j]) == Intrabar.ALONE,
             legs=tuple(_LegCfg(isolated=int(a["margin_mode"][j]) == MarginMode.ISOLATED,
                                leverage=float(a["leverage"][j]), fee_rate=float(a["fee_rate"][j])) for a in legs),
+            collateral=bool(inp.collateral[j]),
         )
-        col = _Column(j, ins, cfg, rec)
+        col = _Column(j, ins, cfg, rec, inp.paths)
         for t in range(n):
-            row = [float(tgt[t - lag, k, j]) if t >= lag else math.nan for k in range(kk)]
+            row = [float(tgt[t - lag, k, j]) if t >= lag else math.nan for k in range(kk + jj)]
             col.bar(bars, row, views[t], events, out, pos_out)
 
     records = {name: np.array(getattr(rec, name), dtype=dt) if getattr(rec, name) else np.empty(0, dtype=dt)
                for name, dt in BOOK_RECORD_DTYPES.items()}
-    return {**out, **pos_out}, records
+    if not jj:
+        return {**out, **pos_out}, records
+    # the option rows' delta-equivalent notional and the account's option series (one definition)
+    mark_close = bars.prices("mark_close")
+    price_usd = np.ones(n)
+    if specs[0].inverse:
+        listed = bars.listed
+        first = np.argmax(listed, axis=1)
+        price_usd = np.where(listed.any(axis=1), mark_close[np.arange(n), first], np.nan)
+    extra = option_outputs(pos_out["position"], pos_out["notional"], inp.paths, mark_close, price_usd,
+                           bool(specs[0].inverse))
+    return {**out, **pos_out, **extra}, records
