@@ -330,8 +330,9 @@ def equity_nb(mkt, P, W, prices, fs, extra=0.0):
     """``W + extra + sum_k (M_k + uPnL_k)`` with each open position at ``prices[k]`` and
     ``extra`` the option legs' value (one instrument without options: the single-instrument
     engine's sum, term for term; else correctly rounded)."""
-    if P.shape[0] == 1 and extra == 0.0:
-        return W + P[0].margin + (pos_upnl_nb(mkt, P, 0, prices[0]) if P[0].contracts != 0.0 else 0.0)
+    if P.shape[0] == 1:
+        e = W + P[0].margin + (pos_upnl_nb(mkt, P, 0, prices[0]) if P[0].contracts != 0.0 else 0.0)
+        return e + extra if extra != 0.0 else e
     n = fsum_add_nb(fs[0], 0, W)
     if extra != 0.0:
         n = fsum_add_nb(fs[0], n, extra)
@@ -661,6 +662,13 @@ def option_fee_nb(mkt, q, p, price):
     return min(mkt.o_fee_rate[q] * mkt.o_unit[p, q], mkt.o_fee_cap[q] * price)
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def option_dust_nb(want, held):
+    """An option order within rounding dust of the held count is not placed (``DUST_RTOL``,
+    as a perpetual without lots)."""
+    return abs(want - held) <= DUST_RTOL * max(want, held)
+
+
 @njit(cache=True, _nrt=False)
 def options_value_nb(Q, vals, p):
     """``sum_j q_j * vals[p, j]`` over the legs holding contracts (a plain sum in leg order)."""
@@ -680,6 +688,14 @@ def lend_nb(A, x):
     if x != 0.0:
         A.wallet += x
     A.w_lent = A.wallet
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def real_wallet_nb(A):
+    """W without the collateral value lent to it (exactly the W before, when unchanged)."""
+    if A.lent == 0.0:
+        return A.wallet
+    return A.w_before if A.wallet == A.w_lent else A.wallet - A.lent
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -705,9 +721,9 @@ def settle_options_nb(mkt, o, A, Q, t, j, K):
         c = S.contracts
         if mkt.o_roll[p, q] == ROLL_SETTLE and c != 0.0:
             pay = mkt.o_old[p, q]
-            fee = c * mkt.o_dfee[p, q]
-            A.wallet += c * pay
-            A.wallet -= fee
+            dfee = mkt.o_dfee[p, q]
+            fee = c * dfee
+            A.wallet += c * (pay - dfee)
             S.realised += c * pay
             S.fees += fee
             A.cum_fees += fee
@@ -722,6 +738,7 @@ def sell_options_nb(mkt, prm, o, A, Q, t, j, K, at_open):
     value already lent to W. ``after_liquidation='stop'`` freezes the legs."""
     for q in range(Q.shape[0]):
         S = Q[q]
+        S.keep = 0.0  # nothing is left to re-buy on a roll
         c = S.contracts
         if c != 0.0:
             v = mkt.o_old[t - 1, q] if at_open else mkt.o_adv[t, q]
@@ -765,25 +782,23 @@ def option_sales_nb(mkt, prm, o, A, Q, t, j, K, e_open):
             c = S.contracts
             px = mkt.o_old[p, q] * (1.0 - slip[q])
             fee = c * option_fee_nb(mkt, q, p, px)
-            A.wallet += c * px
-            A.wallet -= fee
+            A.wallet += c * px - fee
             S.realised += c * px
             S.fees += fee
             A.cum_fees += fee
             S.contracts = 0.0
             write_option_fill_nb(o, t, j, K + q, px, -c, fee, ST_FILLED, RS_ROLL)
         want = option_want_nb(mkt, prm, A, Q, t, j, K, q, e_open)
-        if np.isnan(want) or want >= S.contracts:
+        if np.isnan(want) or want >= S.contracts or option_dust_nb(want, S.contracts):
             continue
         d = S.contracts - want
         px = mkt.o_val[p, q] * (1.0 - slip[q])
         fee = d * option_fee_nb(mkt, q, p, px)
-        A.wallet += d * px
-        A.wallet -= fee
+        A.wallet += d * px - fee
         S.realised += d * px
         S.fees += fee
         A.cum_fees += fee
-        S.contracts = want
+        S.contracts -= d
         write_option_fill_nb(o, t, j, K + q, px, -d, fee, ST_FILLED, RS_TARGET)
 
 
@@ -797,7 +812,7 @@ def option_purchases_nb(mkt, prm, o, A, P, Q, iso, lev, t, j, e_open, fs):
     for q in range(Q.shape[0]):
         S = Q[q]
         want = option_want_nb(mkt, prm, A, Q, t, j, K, q, e_open)
-        if np.isnan(want) or want <= S.contracts:
+        if np.isnan(want) or want <= S.contracts or option_dust_nb(want, S.contracts):
             continue
         reason = RS_ROLL if np.isnan(prm.target[t - prm.lag, K + q, j]) else RS_TARGET
         d = want - S.contracts
@@ -811,17 +826,18 @@ def option_purchases_nb(mkt, prm, o, A, P, Q, iso, lev, t, j, e_open, fs):
                 po = mkt.open[t, i]
                 nu = fsum_add_nb(fs[0], nu, pos_upnl_nb(mkt, P, i, po))
                 ni = fsum_add_nb(fs[1], ni, abs(P[i].contracts) * value_nb(mkt, i, po) / lev[i])
-        free = A.wallet + fsum_value_nb(fs[0], nu) - fsum_value_nb(fs[1], ni)
+        available = A.wallet + fsum_value_nb(fs[0], nu)
+        im = fsum_value_nb(fs[1], ni)
         status = ST_FILLED
-        if not fits_nb(d * per, free):
+        if not fits_nb(im + d * per, available):
             if prm.excess[j] == EXCESS_REJECT:
                 write_option_fill_nb(o, t, j, K + q, px, d, 0.0, ST_REJECTED, reason)
                 continue
-            d = max(free, 0.0) / per if per > 0.0 else 0.0
+            fit = max(0.0, (available - im) / per) if per > 0.0 else d
+            d = min(d, fit)
             status = ST_CLIPPED
         fee = d * f1
-        A.wallet -= d * px
-        A.wallet -= fee
+        A.wallet += -d * px - fee
         S.realised -= d * px
         S.fees += fee
         A.cum_fees += fee
@@ -861,9 +877,6 @@ def liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, at_
     marks), execution mark, size, fee charged and share of the deficit."""
     fs = scr[9:]  # scratch of the correctly rounded sums
     K = P.shape[0]
-    if g == CROSS_G and prm.coll[j] and Q.shape[0] > 0:
-        # the options count as collateral: sold into W (their value is lent there) first
-        sell_options_nb(mkt, prm, o, A, Q, t, j, K, at_open)
     upn, mmv, clear, charged, shares = scr[0], scr[1], scr[2], scr[3], scr[4]
     at_marks, start, trig, sizes = scr[5], scr[6], scr[7], scr[8]
     n = 0
@@ -878,8 +891,18 @@ def liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, at_
         # the other positions at their mark opens (the state the path starts from)
         at_marks[k] = marks[k] if is_member_nb(P, iso, g, k) else mkt.mark_open[t, k]
         start[k] = (mkt.prev_mark_close[t, k] if at_open else mkt.mark_open[t, k]) if mkt.listed[t, k] else 0.0
-    equity_start = equity_nb(mkt, P, A.wallet, start, fs)
-    equity_before = equity_nb(mkt, P, A.wallet, at_marks, fs)
+    # the options: at the open, the contracts held then (a gap: old[t-1]; step 5, after the bar's
+    # rolls: val[t-1]); at the execution point adv[t] (a gap: old[t-1]); W without the lent value
+    opt = Q.shape[0] > 0 and t >= 1
+    ov_start = options_value_nb(Q, mkt.o_old if at_open else mkt.o_val, t - 1) if opt else 0.0
+    ov_exec = (options_value_nb(Q, mkt.o_old, t - 1) if at_open else options_value_nb(Q, mkt.o_adv, t)) if opt \
+        else 0.0
+    w_real = real_wallet_nb(A)
+    equity_start = equity_nb(mkt, P, w_real, start, fs, ov_start)
+    equity_before = equity_nb(mkt, P, w_real, at_marks, fs, ov_exec)
+    if g == CROSS_G and prm.coll[j] and Q.shape[0] > 0:
+        # the options count as collateral: sold into W (their value is lent there) first
+        sell_options_nb(mkt, prm, o, A, Q, t, j, K, at_open)
     balance = A.wallet if g == CROSS_G else P[g].margin
     for i in range(n):
         k = ids[i]
@@ -913,7 +936,10 @@ def liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, at_
         P[k].contracts = 0.0
         P[k].entry = 0.0
     in_call[g + 1] = False
-    equity_after = equity_nb(mkt, P, A.wallet, at_marks, fs)
+    ov_after = 0.0
+    if opt:
+        ov_after = options_value_nb(Q, mkt.o_old, t - 1) if at_open else options_value_nb(Q, mkt.o_adv, t)
+    equity_after = equity_nb(mkt, P, real_wallet_nb(A), at_marks, fs, ov_after)
     for i in range(n):
         k = ids[i]
         r = o.liqs[slot_nb(o, 2, j, o.liqs)]

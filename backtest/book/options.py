@@ -88,8 +88,12 @@ OptionPaths = namedtuple("OptionPaths", [
     "dfee",     # float64 (n, J): delivery fee per contract on ROLL_SETTLE (0 otherwise)
     "fee_rate", "fee_cap", "slip",  # float64 (J,): trading fee min(fee_rate*unit, fee_cap*price), slippage
     "strike", "expiry",  # float64 / int64 (n, J): the contract held after the close (NaN / -1 before)
-    "delta",    # float64 (n, J): delta per contract at the close (coins; coin book: Deribit net delta)
-    "vega",     # float64 (n, J): vega per contract per vol point, settlement currency
+    "delta",    # float64 (n, J): delta per contract at the close of the contract held after it
+                #   (coins; coin book: Deribit net delta): what a hedge placed at the next open faces
+    "vega",     # float64 (n, J): vega per contract per vol point (settlement currency), the same contract
+    "delta_in", "vega_in",  # float64 (n, J): the same of the contract held during the bar, at its
+                #   close (a contract expiring there: its intrinsic delta, vega 0): the Greeks of the
+                #   positions the close reports
 ])
 """Per-bar contract paths of a book's option legs (:func:`option_paths`)."""
 
@@ -145,7 +149,7 @@ def option_paths(bars: Any, legs: Sequence[OptionLeg], inverse: bool) -> OptionP
     nan = lambda: np.full((n, jj), np.nan)  # noqa: E731
     roll = np.zeros((n, jj), dtype=np.int64)
     old, val, adv, unit, dfee = nan(), nan(), nan(), nan(), np.zeros((n, jj))
-    strike, delta, vega = nan(), nan(), nan()
+    strike, delta, vega, delta_in, vega_in = nan(), nan(), nan(), nan(), nan()
     expiry = np.full((n, jj), -1, dtype=np.int64)
     k_of = np.empty(jj, dtype=np.int64)
     fee_rate, fee_cap, slip = (np.empty(jj) for _ in range(3))
@@ -162,9 +166,11 @@ def option_paths(bars: Any, legs: Sequence[OptionLeg], inverse: bool) -> OptionP
         # the path alone: no fees or slippage (they do not move it), the default account
         res = simulate_puts(u, replace(p, fee_rate=0.0, fee_cap=0.0, delivery_fee_rate=0.0, delivery_fee_cap=0.0,
                                        slippage=0.0), expiries=leg.expiries)
-        _fill_leg(res, u, p, inverse, f, j, roll, old, val, adv, unit, dfee, strike, expiry, delta, vega)
+        _fill_leg(res, u, p, inverse, f, j, roll, old, val, adv, unit, dfee, strike, expiry, delta, vega, delta_in,
+                  vega_in)
     return OptionPaths(k=k_of, roll=roll, old=old, val=val, adv=adv, unit=unit, dfee=dfee, fee_rate=fee_rate,
-                       fee_cap=fee_cap, slip=slip, strike=strike, expiry=expiry, delta=delta, vega=vega)
+                       fee_cap=fee_cap, slip=slip, strike=strike, expiry=expiry, delta=delta, vega=vega,
+                       delta_in=delta_in, vega_in=vega_in)
 
 
 def _value(mask, S, K, T, atm, skew, b, coin, call):
@@ -188,7 +194,8 @@ def _payoff(K, S, coin, call):
     return pay / S if coin else pay
 
 
-def _fill_leg(res, u, p, coin, f, j, roll, old, val, adv, unit, dfee, strike, expiry, delta, vega) -> None:
+def _fill_leg(res, u, p, coin, f, j, roll, old, val, adv, unit, dfee, strike, expiry, delta, vega, delta_in,
+              vega_in) -> None:
     """One leg's columns of the path arrays (book bars from ``f``, the underlying's first bar)."""
     ct = u.close_time
     S = u.price[:, 0]
@@ -223,7 +230,7 @@ def _fill_leg(res, u, p, coin, f, j, roll, old, val, adv, unit, dfee, strike, ex
     has_in = exp_in >= 0
     T_in = (exp_in - ct) / YEAR_MS
     alive = has_in & (T_in > 0)
-    v_in, _, _ = _value(alive, S, k_in, T_in, atm, p.skew, b, coin, call)
+    v_in, d_in, vg_in = _value(alive, S, k_in, T_in, atm, p.skew, b, coin, call)
     v_adv, _, _ = _value(alive, hi, k_in, T_in, atm, p.skew, b, coin, call)
     settled = code == ROLL_SETTLE
     pay = np.where(has_in, _payoff(np.where(has_in, k_in, 0.0), S, coin, call), np.nan)
@@ -245,6 +252,13 @@ def _fill_leg(res, u, p, coin, f, j, roll, old, val, adv, unit, dfee, strike, ex
     expiry[sl, j] = exp_after
     delta[sl, j] = np.where(held, d_after, np.nan)
     vega[sl, j] = np.where(held, vg_after, np.nan)
+    # an expiring contract's delta is its intrinsic one: -1/+1 in the money (coin: net of its value)
+    itm = np.where(has_in, (S > k_in) if call else (S < k_in), False)
+    d_exp = np.where(itm, 1.0 if call else -1.0, 0.0)
+    if coin:
+        d_exp = d_exp - np.nan_to_num(pay)
+    delta_in[sl, j] = np.where(alive, d_in, np.where(has_in, d_exp, np.nan))
+    vega_in[sl, j] = np.where(alive, vg_in, np.where(has_in, 0.0, np.nan))
 
 
 # Account series derived from the outputs and the paths (the kernel's wrapper and the reference
@@ -281,10 +295,10 @@ def option_outputs(position: np.ndarray, notional: np.ndarray, paths: OptionPath
         q = position[:, kk + j, :]
         held = q != 0.0
         s_k = mark_close[:, paths.k[j]]
-        d = np.where(held, q * np.nan_to_num(paths.delta[:, j])[:, None], 0.0)
+        d = np.where(held, q * np.nan_to_num(paths.delta_in[:, j])[:, None], 0.0)
         notional[:, kk + j, :] = d if inverse else d * np.nan_to_num(s_k)[:, None]
         value += np.where(held, q * np.nan_to_num(paths.old[:, j])[:, None], 0.0)
-        vega += np.where(held, q * np.nan_to_num(paths.vega[:, j])[:, None], 0.0)
+        vega += np.where(held, q * np.nan_to_num(paths.vega_in[:, j])[:, None], 0.0)
         usd += d * np.nan_to_num(s_k)[:, None]
     s0 = mark_close[:, 0]
     delta_btc = np.where(np.isfinite(s0)[:, None], usd / np.where(np.isfinite(s0), s0, 1.0)[:, None], 0.0)

@@ -166,7 +166,8 @@ class _Column:
         acc = acc or self.acc
         if vals is None:
             return 0.0
-        return math.fsum(o.contracts * float(vals[j]) for j, o in enumerate(acc.opt) if o.contracts != 0.0)
+        # a plain sum in leg order (the kernel's options_value_nb)
+        return sum(o.contracts * float(vals[j]) for j, o in enumerate(acc.opt) if o.contracts != 0.0)
 
     def coll(self, g: int, acc: _Account | None = None) -> float:
         """The options' value in group g's margin balance: the cross account's, with
