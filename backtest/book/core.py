@@ -181,7 +181,8 @@ class BookResult:
         and reports take it unchanged. The required series of a book:
 
         * ``equity``, ``equity_usd``, ``cum_funding``, ``cum_fees``, ``capital_added``: the account's;
-        * ``notional``: the **net** notional ``sum_k N_k`` (signed, settlement currency);
+        * ``notional``: the **net** notional ``sum_k N_k`` (signed, settlement currency; an option
+          leg counts with its delta-equivalent notional);
         * ``leverage``: the **gross** leverage ``sum_k |N_k| / equity`` (``gross_leverage``);
         * ``position``: the **number of open positions** (a book has no single contract count;
           it is non-zero exactly when the account holds something, which is what the metrics
