@@ -38,7 +38,8 @@ DRAWDOWNS_STORED = 10  # worst drawdowns per column and basis kept in drawdowns.
 PERIOD_COLUMNS = ("result", "column", "col", "basis", "freq", "period", "start_ms", "end_ms", "bars",
                   "partial", "return")
 DRAWDOWN_COLUMNS = ("result", "column", "col", "basis", "rank", "peak_ms", "trough_ms", "recovery_ms",
-                    "recovered", "depth", "peak_to_trough_days", "duration_days")
+                    "recovered", "depth", "peak_to_trough_bars", "duration_bars", "peak_to_trough_days",
+                    "duration_days")
 
 
 def _check_times(open_ms: np.ndarray, bar_ms: int, n_bars: int) -> np.ndarray:
@@ -134,6 +135,57 @@ def period_returns(growth: np.ndarray, open_ms: np.ndarray, bar_ms: int, freq: s
         returns=rets)
 
 
+_SPELL_KEYS = ("peak_ms", "trough_ms", "recovery_ms", "recovered", "depth", "peak_to_trough_bars",
+               "duration_bars")
+
+
+def _spells(g1: np.ndarray, ms: np.ndarray, bar_ms: int) -> dict[str, np.ndarray]:
+    """Every spell of one checked column as numpy arrays (``recovery_ms`` 0 where not recovered)."""
+    g = np.concatenate([[1.0], g1])  # point 0: the start, growth 1
+    points_ms = np.concatenate([[ms[0]], ms + int(bar_ms)])
+    peak_val = np.maximum.accumulate(g)
+    under = g < peak_val
+    edges = np.diff(np.r_[np.int8(0), under.astype(np.int8), np.int8(0)])
+    starts = np.flatnonzero(edges == 1)       # first point under water of each spell
+    stops = np.flatnonzero(edges == -1)       # first point back at the peak (== len(g): not recovered)
+    if not len(starts):
+        return {k: np.zeros(0, dtype=bool if k == "recovered" else np.float64 if k == "depth" else np.int64)
+                for k in _SPELL_KEYS}
+    peak = starts - 1                         # the point just before is at the running maximum
+    ratio = g / peak_val
+    # the first point of least growth of each spell, without a Python loop over the spells (a
+    # noisy path has thousands): the spell minimum by reduceat, then its first occurrence
+    lowest = np.minimum.reduceat(ratio, starts)  # each segment runs to the next start; the points
+    spell = np.cumsum(edges[:-1] == 1) - 1       # between a stop and the next start are not under
+    at_min = under & (ratio == lowest[np.maximum(spell, 0)])
+    first = np.unique(spell[at_min], return_index=True)[1]
+    trough = np.flatnonzero(at_min)[first]
+    recovered = stops < len(g)
+    end = np.where(recovered, stops, len(g) - 1)
+    return {
+        "peak_ms": points_ms[peak],
+        "trough_ms": points_ms[trough],
+        "recovery_ms": np.where(recovered, points_ms[np.minimum(stops, len(g) - 1)], 0),
+        "recovered": recovered,
+        "depth": 1.0 - g[trough] / g[peak],
+        "peak_to_trough_bars": (trough - peak).astype(np.int64),
+        "duration_bars": (end - peak).astype(np.int64),
+    }
+
+
+def _worst(sp: dict[str, np.ndarray], n: int | None) -> dict[str, np.ndarray]:
+    order = np.lexsort((sp["peak_ms"], -sp["depth"]))  # deepest first, ties: the earlier first
+    if n is not None:
+        order = order[:n]
+    return {k: v[order] for k, v in sp.items()}
+
+
+def _frame(sp: dict[str, np.ndarray]) -> pd.DataFrame:
+    df = pd.DataFrame({k: sp[k] for k in _SPELL_KEYS})
+    df["recovery_ms"] = pd.arrays.IntegerArray(sp["recovery_ms"].astype(np.int64), ~sp["recovered"])
+    return df
+
+
 def drawdown_spells(growth: np.ndarray, open_ms: np.ndarray, bar_ms: int) -> pd.DataFrame:
     """Every drawdown spell of one column, in time order (module docstring: conventions).
 
@@ -150,43 +202,22 @@ def drawdown_spells(growth: np.ndarray, open_ms: np.ndarray, bar_ms: int) -> pd.
     peak lost, in (0, 1]), ``peak_to_trough_bars`` and ``duration_bars`` (peak to recovery, or to
     the last bar's close when not recovered).
     """
-    g1 = _growth_2d(growth)
-    if g1.shape[1] != 1:
-        raise ValueError(f"growth has {g1.shape[1]} columns; drawdown_spells measures one column at a time")
-    ms = _check_times(open_ms, bar_ms, g1.shape[0])
-    g = np.concatenate([[1.0], g1[:, 0]])  # point 0: the start, growth 1
-    points_ms = np.concatenate([[ms[0]], ms + int(bar_ms)])
-    peak_val = np.maximum.accumulate(g)
-    under = g < peak_val
-    edges = np.diff(np.r_[0, under.astype(np.int8), 0])
-    starts = np.flatnonzero(edges == 1)       # first point under water of each spell
-    stops = np.flatnonzero(edges == -1)       # first point back at the peak (== len(g): not recovered)
-    out = {k: [] for k in ("peak_ms", "trough_ms", "recovery_ms", "recovered", "depth",
-                           "peak_to_trough_bars", "duration_bars")}
-    if len(starts):
-        peak = starts - 1                     # the point just before is at the running maximum
-        ratio = g / peak_val
-        trough = np.array([s + int(np.argmin(ratio[s:e])) for s, e in zip(starts, stops)], dtype=np.int64)
-        recovered = stops < len(g)
-        end = np.where(recovered, stops, len(g) - 1)
-        out = {
-            "peak_ms": points_ms[peak],
-            "trough_ms": points_ms[trough],
-            "recovery_ms": pd.arrays.IntegerArray(points_ms[np.minimum(stops, len(g) - 1)], ~recovered),
-            "recovered": recovered,
-            "depth": 1.0 - g[trough] / g[peak],
-            "peak_to_trough_bars": trough - peak,
-            "duration_bars": end - peak,
-        }
-    return pd.DataFrame({
-        "peak_ms": pd.Series(out["peak_ms"], dtype=np.int64),
-        "trough_ms": pd.Series(out["trough_ms"], dtype=np.int64),
-        "recovery_ms": pd.Series(out["recovery_ms"], dtype="Int64"),
-        "recovered": pd.Series(out["recovered"], dtype=bool),
-        "depth": pd.Series(out["depth"], dtype=np.float64),
-        "peak_to_trough_bars": pd.Series(out["peak_to_trough_bars"], dtype=np.int64),
-        "duration_bars": pd.Series(out["duration_bars"], dtype=np.int64),
-    })
+    g = _growth_2d(growth)
+    if g.shape[1] != 1:
+        raise ValueError(f"growth has {g.shape[1]} columns; drawdown_spells measures one column at a time")
+    return _frame(_spells(g[:, 0], _check_times(open_ms, bar_ms, g.shape[0]), bar_ms))
+
+
+def _check_n(n: int | None) -> None:
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise ValueError(f"n={n!r}: ask for at least 1 drawdown (or None for all)")
+
+
+def _add_rank_and_days(df: pd.DataFrame, bar_ms: int, rank: np.ndarray | None = None) -> pd.DataFrame:
+    df.insert(0, "rank", np.arange(1, len(df) + 1, dtype=np.int64) if rank is None else rank)
+    df["peak_to_trough_days"] = df["peak_to_trough_bars"] * int(bar_ms) / MS_PER_DAY
+    df["duration_days"] = df["duration_bars"] * int(bar_ms) / MS_PER_DAY
+    return df
 
 
 def worst_drawdowns(growth: np.ndarray, open_ms: np.ndarray, bar_ms: int, n: int | None = 5) -> pd.DataFrame:
@@ -195,21 +226,18 @@ def worst_drawdowns(growth: np.ndarray, open_ms: np.ndarray, bar_ms: int, n: int
     Same columns as :func:`drawdown_spells`, plus ``rank`` (1 = deepest) first and the durations
     also in days (``peak_to_trough_days``, ``duration_days``). ``n=None`` keeps every spell.
     """
-    if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
-        raise ValueError(f"n={n!r}: ask for at least 1 drawdown (or None for all)")
-    spells = drawdown_spells(growth, open_ms, bar_ms)
-    spells = spells.sort_values(["depth", "peak_ms"], ascending=[False, True], kind="stable")
-    if n is not None:
-        spells = spells.head(int(n))
-    spells = spells.reset_index(drop=True)
-    spells.insert(0, "rank", np.arange(1, len(spells) + 1, dtype=np.int64))
-    spells["peak_to_trough_days"] = spells["peak_to_trough_bars"] * int(bar_ms) / MS_PER_DAY
-    spells["duration_days"] = spells["duration_bars"] * int(bar_ms) / MS_PER_DAY
-    return spells
+    _check_n(n)
+    g = _growth_2d(growth)
+    if g.shape[1] != 1:
+        raise ValueError(f"growth has {g.shape[1]} columns; worst_drawdowns measures one column at a time")
+    sp = _spells(g[:, 0], _check_times(open_ms, bar_ms, g.shape[0]), bar_ms)
+    return _add_rank_and_days(_frame(_worst(sp, n)), bar_ms)
 
 
-def _columns_of(series: pd.DataFrame, name: str, n_cols: int, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(open_ms (n_bars,), values (n_bars, n_cols)) of result ``name`` from the long series table."""
+def _columns_of(series: pd.DataFrame, name: str, n_cols: int, keys: tuple[str, ...]
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(open_ms (n_bars,), key -> values (n_bars, n_cols)) of result ``name`` from the long
+    series table."""
     part = series[series["result"] == name]
     col = part["col"].to_numpy()
     bar = part["bar"].to_numpy()
@@ -217,10 +245,12 @@ def _columns_of(series: pd.DataFrame, name: str, n_cols: int, key: str) -> tuple
     if len(part) != n_bars * n_cols:
         raise ValueError(f"equity series of result {name!r}: {len(part)} rows, expected {n_bars} bars x {n_cols} "
                          "columns; write the report again")
-    order = np.lexsort((bar, col))  # column-major, as collect writes it (a no-op then)
-    vals = part[key].to_numpy(dtype=np.float64)[order].reshape(n_cols, n_bars).T
+    # collect writes the rows column-major (all bars of column 0, then column 1, ...): no sort then
+    in_order = np.array_equal(bar, np.tile(np.arange(n_bars), n_cols)) and \
+        np.array_equal(col, np.repeat(np.arange(n_cols), n_bars))
+    order = slice(None) if in_order else np.lexsort((bar, col))
     ms = part["timestamp"].to_numpy(dtype=np.int64)[order][:n_bars]
-    return ms, vals
+    return ms, {k: part[k].to_numpy(dtype=np.float64)[order].reshape(n_cols, n_bars).T for k in keys}
 
 
 def period_frames(metrics: Mapping, series: pd.DataFrame, *,
@@ -240,13 +270,15 @@ def period_frames(metrics: Mapping, series: pd.DataFrame, *,
     column, basis and spell, ``rank`` 1 = deepest), as stored in ``periods.parquet`` and
     ``drawdowns.parquet``.
     """
+    _check_n(n_drawdowns)
     prows: list[pd.DataFrame] = []
     drows: list[pd.DataFrame] = []
     for name, res in metrics["results"].items():
         labels = list(res["columns"])
         bar_ms = int(res["settle"]["bar_ms"])
+        ms, growth = _columns_of(series, name, len(labels), tuple(key for _, key in BASES))
         for basis, key in BASES:
-            ms, g = _columns_of(series, name, len(labels), key)
+            g = growth[key]
             for freq in FREQS:
                 pr = period_returns(g, ms, bar_ms, freq)
                 k = len(pr.labels)
@@ -257,13 +289,16 @@ def period_frames(metrics: Mapping, series: pd.DataFrame, *,
                     "start_ms": np.tile(pr.start_ms, len(labels)), "end_ms": np.tile(pr.end_ms, len(labels)),
                     "bars": np.tile(pr.bars, len(labels)), "partial": np.tile(pr.partial, len(labels)),
                     "return": pr.returns.T.reshape(-1)}))
-            for j, label in enumerate(labels):
-                dd = worst_drawdowns(g[:, j], ms, bar_ms, n_drawdowns)
-                dd.insert(0, "result", name)
-                dd.insert(1, "column", label)
-                dd.insert(2, "col", np.int32(j))
-                dd.insert(3, "basis", basis)
-                drows.append(dd[list(DRAWDOWN_COLUMNS)])
+            parts = [_worst(_spells(g[:, j], ms, bar_ms), n_drawdowns) for j in range(len(labels))]
+            counts = np.array([len(p["depth"]) for p in parts], dtype=np.int64)
+            rank = np.concatenate([np.arange(1, c + 1, dtype=np.int64) for c in counts] or [np.zeros(0, np.int64)])
+            dd = _add_rank_and_days(_frame({k: np.concatenate([p[k] for p in parts]) for k in _SPELL_KEYS}),
+                                    bar_ms, rank)
+            dd["result"] = name
+            dd["column"] = np.repeat(np.asarray(labels, dtype=object), counts)
+            dd["col"] = np.repeat(np.arange(len(labels), dtype=np.int32), counts)
+            dd["basis"] = basis
+            drows.append(dd[list(DRAWDOWN_COLUMNS)])
     periods = pd.concat(prows, ignore_index=True)[list(PERIOD_COLUMNS)]
     drawdowns = pd.concat(drows, ignore_index=True) if drows else pd.DataFrame(columns=list(DRAWDOWN_COLUMNS))
     for frame in (periods, drawdowns):
