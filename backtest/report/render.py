@@ -70,8 +70,8 @@ def fmt_period_return(value: Any) -> str:
 
 def heat(value: Any, scale: Any) -> str:
     """CSS background of a heatmap cell, centred on 0: green for gains, red for losses, the
-    strength ``|value| / scale`` (capped at 1); no colour for a missing value or a zero scale."""
-    if value is None or not scale or not math.isfinite(float(value)):
+    strength ``|value| / scale`` (capped at 1); no colour for 0, a missing value or a zero scale."""
+    if value is None or not scale or not math.isfinite(float(value)) or float(value) == 0.0:
         return ""
     a = min(abs(float(value)) / float(scale), 1.0)
     rgb = (26, 152, 80) if value > 0 else (215, 48, 39)
