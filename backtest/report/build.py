@@ -81,14 +81,14 @@ def _heat_scale(values: list) -> float:
     return max(finite, default=0.0)
 
 
-def _clean(v: float) -> float | None:
+def _clean(v: float | None) -> float | None:
     return float(v) if v is not None and np.isfinite(v) else None
 
 
-def periods_block(name: str, res: dict, run: RunData, order: list[str], top: int) -> dict:
+def periods_block(name: str, run: RunData, order: list[str], top: int) -> dict:
     """Returns by year (every column, in ranking order), monthly heatmaps and worst drawdowns
     (the ``top`` best-ranked columns) of one result, in the basis :data:`PERIOD_BASIS`."""
-    p = run.periods
+    p, d = run.period_tables()
     p = p[(p["result"] == name) & (p["basis"] == PERIOD_BASIS)]
     years = p[p["freq"] == "year"]
     year_labels = list(dict.fromkeys(years["period"].tolist()))
@@ -112,7 +112,6 @@ def periods_block(name: str, res: dict, run: RunData, order: list[str], top: int
         vals = [x["value"] for row in grid for x in row["months"] if x is not None]
         heatmaps.append({"column": c, "rows": grid, "scale": _heat_scale(vals),
                          "year_scale": _heat_scale([row["total"] for row in grid])})
-    d = run.drawdowns
     d = d[(d["result"] == name) & (d["basis"] == PERIOD_BASIS) & (d["rank"] <= DRAWDOWNS_SHOWN)]
     drawdowns = []
     for c in top_cols:
@@ -214,7 +213,7 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
             "margin_call_threshold": res.get("margin_call_threshold"),
             "attribution": _attribution_table(res.get("attribution")),
             "headline": head, "usd_note": _usd_note(name, res, run.series),
-            "periods": periods_block(name, res, run, [r["column"] for r in head["rows"]], top),
+            "periods": periods_block(name, run, [r["column"] for r in head["rows"]], top),
         })
 
     cmp = doc["comparison"]

@@ -68,8 +68,13 @@ class RunData:
     drawdowns: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
+        self.period_tables()
+
+    def period_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(periods, drawdowns), computed from ``series`` if a caller cleared them."""
         if self.periods is None or self.drawdowns is None:
             self.periods, self.drawdowns = period_frames(self.metrics, self.series)
+        return self.periods, self.drawdowns
 
 
 def jsonable(obj: Any) -> Any:

@@ -32,6 +32,7 @@ import pandas as pd
 MS_PER_DAY = 86_400_000
 FREQS = ("year", "month")
 _UNIT = {"year": "Y", "month": "M"}
+_ONE = {"year": np.timedelta64(1, "Y"), "month": np.timedelta64(1, "M")}
 BASES = (("settle", "growth"), ("usd", "growth_usd"))  # (basis, growth column of equity.parquet)
 DRAWDOWNS_STORED = 10  # worst drawdowns per column and basis kept in drawdowns.parquet
 
@@ -126,7 +127,7 @@ def period_returns(growth: np.ndarray, open_ms: np.ndarray, bar_ms: int, freq: s
     # growth 0 before the period: the account was gone, the period earned nothing
     rets = np.where(prev > 0, end / safe - 1.0, 0.0)
     cal_start = period[first].astype("datetime64[ms]").astype(np.int64)
-    cal_end = (period[first] + np.timedelta64(1, unit)).astype("datetime64[ms]").astype(np.int64)
+    cal_end = (period[first] + _ONE[freq]).astype("datetime64[ms]").astype(np.int64)
     start_ms = ms[first]
     end_ms = ms[last] + int(bar_ms)
     return PeriodReturns(

@@ -167,8 +167,9 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
         _write_json(tmp / "config.json", run.config)
         _write_series(tmp / "equity.parquet", run.series)
         _write_events(tmp / "events.parquet", run.events)
-        run.periods.to_parquet(tmp / "periods.parquet", index=False)
-        run.drawdowns.to_parquet(tmp / "drawdowns.parquet", index=False)
+        periods, drawdowns = run.period_tables()
+        periods.to_parquet(tmp / "periods.parquet", index=False)
+        drawdowns.to_parquet(tmp / "drawdowns.parquet", index=False)
         if html:
             _write_html(tmp / "report.html", run, max_points)
         _fsync_tree(tmp)
