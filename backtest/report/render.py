@@ -65,7 +65,8 @@ def fmt_period_return(value: Any) -> str:
     """A period's return in a heatmap cell: a percentage with 1 decimal (``-12.3%``)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return MISSING
-    return f"{float(value) * 100:,.1f}%"
+    text = f"{float(value) * 100:,.1f}%"
+    return "0.0%" if text == "-0.0%" else text  # a loss that rounds to nothing is not shown as -0.0
 
 
 def heat(value: Any, scale: Any) -> str:

@@ -190,3 +190,9 @@ def test_top_limits_the_heatmaps_not_the_tables():
 ])
 def test_heat_colours_are_centred_on_zero(value, scale, css):
     assert heat(value, scale) == css
+
+
+@pytest.mark.parametrize("value, text", [(0.1234, "12.3%"), (-0.0004, "0.0%"), (-0.0006, "-0.1%"), (None, "—"),
+                                         (-1.0, "-100.0%")])
+def test_period_return_format(value, text):
+    assert fmt_period_return(value) == text
