@@ -7,13 +7,129 @@ from __future__ import annotations
 
 import json
 
-from backtest.metrics import COLUMN_KEYS, METRIC_DOCS, METRIC_UNITS
-from backtest.report.collect import RunData
+import numpy as np
+import pandas as pd
+
+from backtest.metrics import COLUMN_KEYS, LOWER_IS_BETTER, METRIC_DOCS, METRIC_UNITS
+from backtest.report.collect import RunData, rank
 from backtest.report.figures import MAX_POINTS, ResultFrames, comparison_figures, result_figures
 
 # USD columns of the ranked comparison table (the rank key is shown first).
 COMPARISON_KEYS = ("total_return", "cagr", "volatility", "sharpe", "max_drawdown", "calmar",
                    "final_equity", "funding_net", "fees", "liquidations", "ruined")
+
+# The headline table of each result (one row per column, USD basis), decisive columns first:
+# metric key -> readable header. Every key is also in the full metrics tables.
+HEADLINE = (("total_return", "Total return"), ("cagr", "CAGR"), ("max_drawdown", "Max drawdown"),
+            ("sharpe", "Sharpe"), ("sortino", "Sortino"), ("calmar", "Calmar"),
+            ("liquidations", "Liquidations"), ("funding_net", "Funding net"), ("fees", "Fees"),
+            ("exposure_time", "Time in market"))
+# the unit shown under a header, by metric unit (money: the table's currency)
+HEADER_UNITS = {"fraction": "%", "ratio": "annualised", "count": "count", "leverage": "x equity",
+                "days": "days", "bars": "bars"}
+HEADER_UNIT_OF = {"cagr": "% / year", "calmar": "CAGR / max DD"}
+
+TOP_COLUMNS = 5      # columns of each result with a monthly heatmap and a drawdown table
+DRAWDOWNS_SHOWN = 5  # deepest drawdowns shown per column (drawdowns.parquet keeps more)
+PERIOD_BASIS = "usd"  # the page's period tables: the basis of the comparison
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _header_unit(key: str, currency: str) -> str:
+    unit = METRIC_UNITS[key]
+    return currency if unit == "money" else HEADER_UNIT_OF.get(key, HEADER_UNITS.get(unit, unit))
+
+
+def headline(name: str, res: dict, rank_by: str) -> dict:
+    """The headline table of one result: one row per column in the ranking's order (``rank``
+    among the result's columns), the :data:`HEADLINE` metrics of the USD basis."""
+    cols = res["usd"]["columns"]
+    keys = [k for k, _ in HEADLINE]
+    rows = [{"rank": r["rank"], "column": r["column"], "ruined": bool(cols[r["column"]].get("ruined")),
+             "cells": [cols[r["column"]].get(k) for k in keys]}
+            for r in rank({name: res}, rank_by)]
+    return {
+        "basis": "usd", "currency": "USD", "rank_by": rank_by,
+        "headers": [{"key": k, "label": label, "unit": _header_unit(k, "USD"), "metric_unit": METRIC_UNITS[k],
+                     "doc": METRIC_DOCS[k], "order": "asc" if k in LOWER_IS_BETTER else "desc"}
+                    for k, label in HEADLINE],
+        "rows": rows,
+    }
+
+
+def same_in_usd(res: dict) -> bool:
+    """Whether a result's settlement-currency metrics are the USD metrics, number for number
+    (a USDT-settled result valued at 1 USD per USDT): then one table shows both."""
+    return res["currency"] == "USD" or res["settle"]["columns"] == res["usd"]["columns"]
+
+
+def _usd_note(name: str, res: dict, series: pd.DataFrame) -> str | None:
+    """The assumption that makes one table of a non-USD result's two, stated on the page."""
+    cur = res["currency"]
+    if cur == "USD" or not same_in_usd(res):
+        return None
+    pu = series.loc[series["result"] == name, "price_usd"].to_numpy(dtype=np.float64)
+    if len(pu) and np.all(pu == 1.0):
+        return (f"1 {cur} is valued at 1 USD at every bar (the result's USD price of {cur}), so its {cur} and "
+                "USD numbers are the same: one table shows both.")
+    return f"The {cur} and USD numbers of this result are identical: one table shows both."
+
+
+def _heat_scale(values: list) -> float:
+    """The largest |value| of a heatmap (its colours are centred on 0 and scaled by this)."""
+    finite = [abs(v) for v in values if v is not None and np.isfinite(v)]
+    return max(finite, default=0.0)
+
+
+def _clean(v: float | None) -> float | None:
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
+def periods_block(name: str, run: RunData, order: list[str], top: int) -> dict:
+    """Returns by year (every column, in ranking order), monthly heatmaps and worst drawdowns
+    (the ``top`` best-ranked columns) of one result, in the basis :data:`PERIOD_BASIS`."""
+    p, d = run.period_tables()
+    p = p[(p["result"] == name) & (p["basis"] == PERIOD_BASIS)]
+    years = p[p["freq"] == "year"]
+    year_labels = list(dict.fromkeys(years["period"].tolist()))
+    partial = dict(zip(years["period"], years["partial"]))
+    spans = {r.period: [int(r.start_ms), int(r.end_ms)] for r in years[years["col"] == 0].itertuples()}
+    by_col = {c: dict(zip(g["period"], g["return"])) for c, g in years.groupby("column", sort=False)}
+    year_rows = [{"column": c, "cells": [_clean(by_col[c].get(y)) for y in year_labels]} for c in order]
+    months = p[p["freq"] == "month"]
+    top_cols = order[:top]
+    heatmaps = []
+    for c in top_cols:
+        m = months[months["column"] == c]
+        got = {str(per): (_clean(r), bool(part)) for per, r, part in zip(m["period"], m["return"], m["partial"])}
+        grid = []
+        for y in year_labels:
+            cells = [got.get(f"{y}-{i:02d}") for i in range(1, 13)]
+            grid.append({"year": y, "months": [None if x is None else {"value": x[0], "partial": x[1],
+                                                                      "period": f"{y}-{i + 1:02d}"}
+                                               for i, x in enumerate(cells)],
+                         "total": _clean(by_col[c].get(y)), "partial": bool(partial.get(y))})
+        vals = [x["value"] for row in grid for x in row["months"] if x is not None]
+        heatmaps.append({"column": c, "rows": grid, "scale": _heat_scale(vals),
+                         "year_scale": _heat_scale([row["total"] for row in grid])})
+    d = d[(d["result"] == name) & (d["basis"] == PERIOD_BASIS) & (d["rank"] <= DRAWDOWNS_SHOWN)]
+    drawdowns = []
+    for c in top_cols:
+        rows = d[d["column"] == c].sort_values("rank")
+        drawdowns.append({"column": c, "rows": [
+            {"rank": int(r.rank), "peak_ms": int(r.peak_ms), "trough_ms": int(r.trough_ms),
+             "recovery_ms": None if pd.isna(r.recovery_ms) else int(r.recovery_ms), "depth": float(r.depth),
+             "peak_to_trough_days": float(r.peak_to_trough_days), "duration_days": float(r.duration_days)}
+            for r in rows.itertuples()]})
+    return {
+        "basis": PERIOD_BASIS, "currency": "USD", "years": year_labels,
+        "year_partial": [bool(partial[y]) for y in year_labels],
+        "year_spans": [spans.get(y) for y in year_labels],
+        "year_rows": year_rows,
+        "year_scale": _heat_scale([v for row in year_rows for v in row["cells"]]),
+        "months": list(MONTHS), "top": len(top_cols), "heatmaps": heatmaps, "drawdowns": drawdowns,
+        "drawdowns_shown": DRAWDOWNS_SHOWN,
+    }
 
 
 def _table(block: dict, labels: list[str]) -> dict:
@@ -44,7 +160,7 @@ def _attribution_table(block: dict | None) -> dict | None:
             "rows": rows}
 
 
-def build_report(run: RunData, *, max_points: int = MAX_POINTS) -> dict:
+def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_COLUMNS) -> dict:
     """Build the report object the template renders (step 2 of 4).
 
     Parameters
@@ -52,30 +168,38 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS) -> dict:
     run : raw numbers (fresh from :func:`~backtest.report.collect.collect` or loaded with
         :func:`~backtest.report.store.load_stored`).
     max_points : most points per plotted line (longer series are reduced for plotting only).
+    top : columns of each result (the best ranked) that get a monthly heatmap and a table of
+        their worst drawdowns; the summary and the yearly returns show every column.
 
     Returns
     -------
     dict, JSON-able: ``title``, ``notes``, ``created_ms``, ``config_json``, ``units``, ``docs``,
-    ``comparison`` (ranked rows), ``results`` (per result: header numbers, metric tables,
-    figure ids) and ``figures`` (id -> plotly spec).
+    ``comparison`` (ranked rows), ``results`` (per result: ``headline`` table, ``periods``,
+    header numbers, metric tables, figure ids) and ``figures`` (id -> plotly spec).
     """
     if max_points < 4:
         raise ValueError(f"max_points={max_points} is too small to draw a line; use at least 4")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise ValueError(f"top={top!r}: give the number of best-ranked columns with monthly heatmaps (0 for none)")
     doc = run.metrics
     results_out, figures = [], []
     frames = []
     for i, (name, res) in enumerate(doc["results"].items()):
         rf = ResultFrames(name, res, run.series, run.events)
         frames.append(rf)
+        same = same_in_usd(res)
         fig_ids = []
-        for slug, spec in result_figures(rf, max_points):
+        for slug, spec in result_figures(rf, max_points, same_usd=same):
             fid = f"fig-{i}-{slug}"
             figures.append({"id": fid, "spec": spec})
             fig_ids.append(fid)
         settle = res["settle"]
         tables = [_table(settle, res["columns"])]
-        if res["currency"] != "USD":
+        if not same:
             tables.append(_table(res["usd"], res["columns"]))
+        elif res["currency"] != "USD":
+            tables[0]["currency"] = f"{res['currency']} = USD"
+        head = headline(name, res, doc["comparison"]["rank_by"])
         counts: dict[str, int] = {}
         for c in settle["columns"].values():
             for k, v in c.get("event_counts", {}).items():
@@ -88,6 +212,8 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS) -> dict:
             "figures": fig_ids, "series": res["series"],
             "margin_call_threshold": res.get("margin_call_threshold"),
             "attribution": _attribution_table(res.get("attribution")),
+            "headline": head, "usd_note": _usd_note(name, res, run.series),
+            "periods": periods_block(name, run, [r["column"] for r in head["rows"]], top),
         })
 
     cmp = doc["comparison"]

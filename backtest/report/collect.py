@@ -18,6 +18,7 @@ import pandas as pd
 from backtest.metrics import COLUMN_KEYS, LOWER_IS_BETTER, METRIC_UNITS, column_labels, compute_metrics, index_ms
 from backtest.metrics.compute import returns_and_drawdown
 from backtest.report.attribution import attribution, is_book
+from backtest.report.periods import period_frames
 from backtest.result import SimResult
 
 SCHEMA_VERSION = 1
@@ -54,12 +55,26 @@ class RunData:
     series : long table, one row per (result, column, bar): ``equity.parquet``.
     events : long table, one row per record of any kind: ``events.parquet``.
     config : the resolved run configuration: ``config.json``.
+    periods, drawdowns : returns by calendar year and month, and the worst drawdown spells, of
+        every column in both bases (``periods.parquet``, ``drawdowns.parquet``); computed from
+        ``series`` by :func:`backtest.report.periods.period_frames` when not given.
     """
 
     metrics: dict
     series: pd.DataFrame
     events: pd.DataFrame
     config: dict
+    periods: pd.DataFrame | None = None
+    drawdowns: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        self.period_tables()
+
+    def period_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(periods, drawdowns), computed from ``series`` if a caller cleared them."""
+        if self.periods is None or self.drawdowns is None:
+            self.periods, self.drawdowns = period_frames(self.metrics, self.series)
+        return self.periods, self.drawdowns
 
 
 def jsonable(obj: Any) -> Any:

@@ -141,23 +141,40 @@ def _per_column(fig: go.Figure, rf: ResultFrames, key: str, max_points: int, *, 
     return True
 
 
-def result_figures(rf: ResultFrames, max_points: int = MAX_POINTS) -> list[tuple[str, dict]]:
-    """(title, figure spec) pairs for one result; figures whose series are absent are skipped."""
+def result_figures(rf: ResultFrames, max_points: int = MAX_POINTS, *,
+                   same_usd: bool = False) -> list[tuple[str, dict]]:
+    """(title, figure spec) pairs for one result; figures whose series are absent are skipped.
+
+    ``same_usd``: the result's settlement-currency numbers are its USD numbers (a USDT result at
+    1 USD per USDT), so equity and drawdown are drawn once, labelled ``[USDT = USD]``, instead
+    of twice with doubled legends.
+    """
     cur = rf.doc["currency"]
     out: list[tuple[str, dict]] = []
 
-    fig = _subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+    if same_usd:
+        both = cur if cur == "USD" else f"{cur} = USD"
+        fig = _figure()
+        _per_column(fig, rf, "equity", max_points)
+        _layout(fig, f"Equity [{both}]", both, log_toggle=True)
+        out.append(("equity", to_spec(fig)))
+        fig = _figure()
+        _per_column(fig, rf, "drawdown", max_points)
+        _layout(fig, f"Drawdown of the growth index [{both}]", "drawdown", yfmt=".0%")
+        out.append(("drawdown", to_spec(fig)))
+    else:
+        fig = _subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=(f"equity [{cur}]", "equity [USD]"))
-    _per_column(fig, rf, "equity", max_points, row=1)
-    _per_column(fig, rf, "equity_usd", max_points, suffix=" (USD)", row=2)
-    _layout(fig, f"Equity [{cur}] and [USD]", log_toggle=True, n_y=2, height=560)
-    out.append(("equity", to_spec(fig)))
+        _per_column(fig, rf, "equity", max_points, row=1)
+        _per_column(fig, rf, "equity_usd", max_points, suffix=" (USD)", row=2)
+        _layout(fig, f"Equity [{cur}] and [USD]", log_toggle=True, n_y=2, height=560)
+        out.append(("equity", to_spec(fig)))
 
-    fig = _figure()
-    _per_column(fig, rf, "drawdown", max_points, suffix=f" [{cur}]")
-    _per_column(fig, rf, "drawdown_usd", max_points, suffix=" [USD]", dash="dot")
-    _layout(fig, f"Drawdown of the growth index [{cur}] and [USD]", "drawdown", yfmt=".0%")
-    out.append(("drawdown", to_spec(fig)))
+        fig = _figure()
+        _per_column(fig, rf, "drawdown", max_points, suffix=f" [{cur}]")
+        _per_column(fig, rf, "drawdown_usd", max_points, suffix=" [USD]", dash="dot")
+        _layout(fig, f"Drawdown of the growth index [{cur}] and [USD]", "drawdown", yfmt=".0%")
+        out.append(("drawdown", to_spec(fig)))
 
     fig = _figure()
     if _per_column(fig, rf, "leverage", max_points):

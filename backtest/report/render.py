@@ -61,6 +61,36 @@ def fmt_metric(value: Any, unit: str) -> str:
     raise ValueError(f"unknown metric unit {unit!r}")
 
 
+def fmt_period_return(value: Any) -> str:
+    """A period's return in a heatmap cell: a percentage with 1 decimal (``-12.3%``)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return MISSING
+    text = f"{float(value) * 100:,.1f}%"
+    return "0.0%" if text == "-0.0%" else text  # a loss that rounds to nothing is not shown as -0.0
+
+
+def heat(value: Any, scale: Any) -> str:
+    """CSS background of a heatmap cell, centred on 0: green for gains, red for losses, the
+    strength ``|value| / scale`` (capped at 1); no colour for 0, a missing value or a zero scale."""
+    if value is None or not scale or not math.isfinite(float(value)) or float(value) == 0.0:
+        return ""
+    a = min(abs(float(value)) / float(scale), 1.0)
+    rgb = (26, 152, 80) if value > 0 else (215, 48, 39)
+    return f"background-color: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {0.08 + 0.62 * a:.3f})"
+
+
+def sort_value(value: Any) -> str:
+    """The raw value a sortable cell is sorted by (``data-value``): numbers in full precision,
+    booleans as 1/0, empty for a missing value (sorted last whatever the direction)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return str(value)
+
+
 def fmt_duration(ms: Any) -> str:
     """A bar size in ms as ``1h``, ``15m``, ``1d`` (largest whole unit)."""
     ms = int(ms)
@@ -92,6 +122,9 @@ def environment() -> jinja2.Environment:
     env.filters["metric"] = fmt_metric
     env.filters["time_ms"] = fmt_time
     env.filters["duration"] = fmt_duration
+    env.filters["period_return"] = fmt_period_return
+    env.filters["heat"] = heat
+    env.filters["sort_value"] = sort_value
     return env
 
 

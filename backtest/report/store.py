@@ -25,7 +25,11 @@ from backtest.report.collect import SCHEMA_VERSION, STORED_KEYS, ReportError, Ru
 from backtest.report.figures import MAX_POINTS
 from backtest.report.render import render_html
 
-FILES = ("metrics.json", "config.json", "equity.parquet", "events.parquet", "report.html")
+FILES = ("metrics.json", "config.json", "equity.parquet", "events.parquet", "periods.parquet",
+         "drawdowns.parquet", "report.html")
+# what a folder must hold to be loaded (the period tables of an older folder are recomputed from
+# equity.parquet; report.html is absent after `--no-html`)
+REQUIRED = ("metrics.json", "config.json", "equity.parquet", "events.parquet")
 
 # Temporary names: ``.<name>.<kind>-<pid>-<32 hex>@<host>``. The pid and host say who owns one, so
 # a later run removes exactly those whose process is gone (SIGKILL, power loss) and never a live
@@ -145,9 +149,12 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(old)
 
 
-def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS) -> Path:
+def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS, html: bool = True) -> Path:
     """Write every output file into a temporary sibling of ``out_dir``, then move it into place
-    (step 4 of 4). An existing ``out_dir`` is replaced only once the new report is complete."""
+    (step 4 of 4). An existing ``out_dir`` is replaced only once the new report is complete.
+
+    ``html=False`` writes the machine outputs only (no ``report.html``; ``rerender`` can make it
+    later from the stored files)."""
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir.parent)
@@ -160,7 +167,11 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
         _write_json(tmp / "config.json", run.config)
         _write_series(tmp / "equity.parquet", run.series)
         _write_events(tmp / "events.parquet", run.events)
-        _write_html(tmp / "report.html", run, max_points)
+        periods, drawdowns = run.period_tables()
+        periods.to_parquet(tmp / "periods.parquet", index=False)
+        drawdowns.to_parquet(tmp / "drawdowns.parquet", index=False)
+        if html:
+            _write_html(tmp / "report.html", run, max_points)
         _fsync_tree(tmp)
         _swap_into_place(tmp, out_dir)
     except BaseException:
@@ -171,7 +182,7 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
 
 def write_report(results: Mapping[str, Any], out_dir: str | Path, *, title: str = "Backtest report",
                  config: Mapping | None = None, notes: str = "", rank_by: str = "calmar",
-                 max_points: int = MAX_POINTS) -> Path:
+                 max_points: int = MAX_POINTS, html: bool = True) -> Path:
     """Compute, build, render and store a report of one or more simulation results.
 
     Parameters
@@ -184,14 +195,15 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, title: str 
     config : the resolved run configuration, stored as ``config.json`` and shown in the page.
     rank_by : USD metric that ranks the comparison (see ``docs/reports.md``).
     max_points : most points per plotted line (metrics always use every bar).
+    html : False writes the machine outputs only (no ``report.html``).
 
     Returns
     -------
     Path of the report folder holding ``metrics.json``, ``equity.parquet``, ``events.parquet``,
-    ``config.json`` and ``report.html``.
+    ``periods.parquet``, ``drawdowns.parquet``, ``config.json`` and ``report.html``.
     """
     run = collect(results, title=title, config=config, notes=notes, rank_by=rank_by)
-    return store_run(run, out_dir, max_points=max_points)
+    return store_run(run, out_dir, max_points=max_points, html=html)
 
 
 def _check_metrics(doc: object, path: Path) -> None:
@@ -251,7 +263,7 @@ def load_stored(run_dir: str | Path) -> RunData:
         key the page is built from; the message names the file and the key.
     """
     run_dir = Path(run_dir)
-    missing = [f for f in FILES[:4] if not (run_dir / f).is_file()]
+    missing = [f for f in REQUIRED if not (run_dir / f).is_file()]
     if missing:
         raise ReportError(f"{run_dir} lacks {missing}; it is not a complete report folder "
                           "(write it again with write_report)")
@@ -264,15 +276,21 @@ def load_stored(run_dir: str | Path) -> RunData:
     _check_metrics(metrics, metrics_path)
     config = _read_json(run_dir / "config.json")
     frames = []
-    for name in ("equity.parquet", "events.parquet"):
+    for name in ("equity.parquet", "events.parquet", "periods.parquet", "drawdowns.parquet"):
+        if name in ("periods.parquet", "drawdowns.parquet") and not (run_dir / name).is_file():
+            frames.append(None)  # a folder written before these files: recomputed from equity.parquet
+            continue
         try:
             frames.append(pd.read_parquet(run_dir / name))
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             first = (str(exc).splitlines() or [""])[0]
             raise ReportError(f"{run_dir / name}: not a readable Parquet file ({first}); write the report "
                               "again with `backtest run`") from None
-    series, events = frames
-    return RunData(metrics=metrics, series=series, events=events, config=config)
+    series, events, periods, drawdowns = frames
+    if (periods is None) != (drawdowns is None):
+        periods = drawdowns = None  # one of the pair is missing: recompute both from the same series
+    return RunData(metrics=metrics, series=series, events=events, config=config, periods=periods,
+                   drawdowns=drawdowns)
 
 
 def rerender(run_dir: str | Path, *, max_points: int = MAX_POINTS) -> Path:

@@ -91,6 +91,8 @@ Reports = typer.Option(None, "--reports-dir", "-o",
                        help="Parent folder of the report (default: the config's reports_dir, 'reports').")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress on stderr; stdout gets only the output path.")
 Debug = typer.Option(False, "--debug", help="On failure, raise with the full traceback.")
+NoHtml = typer.Option(False, "--no-html",
+                      help="Write the machine outputs only (JSON, Parquet, CSV; no HTML page); print the folder.")
 
 
 def register(app: typer.Typer) -> None:
@@ -99,39 +101,43 @@ def register(app: typer.Typer) -> None:
         config: Optional[Path] = typer.Argument(
             None, help="TOML run config; omitted: the main job (BTC short 2021-11..2023 on the embedded data)."),
         reports_dir: Optional[Path] = Reports,
+        no_html: bool = NoHtml,
         quiet: bool = Quiet,
         debug: bool = Debug,
     ) -> None:
         """Run the backtest described by CONFIG and write <reports-dir>/<run-id>/ (metrics.json,
-        equity.parquet, events.parquet, config.json, report.html); print report.html's path."""
+        equity.parquet, events.parquet, periods.parquet, drawdowns.parquet, config.json,
+        report.html); print report.html's path (with --no-html: the folder's)."""
         from backtest.runner.run import execute
 
         with _guard(debug):
             cfg, src = _config(config)
-            out = execute(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src)
-        print(out.out_dir / "report.html")
+            out = execute(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src, html=not no_html)
+        print(out.out_dir if no_html else out.out_dir / "report.html")
 
     @app.command("sweep")
     def sweep(
         config: Path = typer.Argument(..., help="TOML run config with a 'sweep' table and a grid in a 'perp' table."),
         reports_dir: Optional[Path] = Reports,
         top: int = typer.Option(20, "--top", min=0, help="Rows of the ranked table printed."),
+        no_html: bool = NoHtml,
         quiet: bool = Quiet,
         debug: bool = Debug,
     ) -> None:
         """Run a parameter x policy grid as the columns of one simulation; print the ranked
         table and write sweep.csv and heatmap.html (metric by sweep.x and sweep.y) into the
-        report folder; print heatmap.html's path."""
+        report folder; print heatmap.html's path (with --no-html: no HTML file, the folder's path)."""
         from backtest.runner.run import execute
         from backtest.runner.sweep import format_table, sweep_files
 
         with _guard(debug):
             cfg, src = _config(config)
-            files = sweep_files(cfg)
-            out = execute(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src, extras=files)
+            files = sweep_files(cfg, html=not no_html)
+            out = execute(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src, extras=files,
+                          html=not no_html)
         if not quiet:
             print(format_table(files.table, cfg.sweep.metric, top))
-        print(out.out_dir / "heatmap.html")
+        print(out.out_dir if no_html else out.out_dir / "heatmap.html")
 
     @app.command("report")
     def report(

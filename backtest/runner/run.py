@@ -250,17 +250,17 @@ def _check_run_dir(out_dir: Path) -> None:
                           "move the file or choose another -o/--reports-dir")
 
 
-def _publish(run: Any, out_dir: Path, files: Mapping[str, str]) -> Path:
+def _publish(run: Any, out_dir: Path, files: Mapping[str, str], html: bool = True) -> Path:
     """Write the report (and extra files) so the folder appears complete or not at all."""
     from backtest.report import store_run
     from backtest.report.store import _fsync_tree, _swap_into_place, temp_path
 
     if not files:
-        return store_run(run, out_dir)
+        return store_run(run, out_dir, html=html)
     out_dir = out_dir.resolve()
     staging = temp_path(out_dir, "staging")
     try:
-        store_run(run, staging)
+        store_run(run, staging, html=html)
         for name, text in files.items():
             (staging / name).write_text(text, encoding="utf-8")
         _fsync_tree(staging)
@@ -272,7 +272,8 @@ def _publish(run: Any, out_dir: Path, files: Mapping[str, str]) -> Path:
 
 
 def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log = _stderr,
-            source_config: dict[str, Any] | None = None, extras: Extras | None = None) -> RunOutcome:
+            source_config: dict[str, Any] | None = None, extras: Extras | None = None,
+            html: bool = True) -> RunOutcome:
     """Run every simulation of ``cfg`` on one data set and write one comparison report.
 
     Parameters
@@ -284,6 +285,7 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     source_config : the config as written (path and parsed TOML), stored in ``config.json``.
     extras : computes extra files of the report folder (``backtest sweep``: ``sweep.csv``,
         ``heatmap.html``) before anything is written.
+    html : False (``--no-html``) writes the machine outputs only, no ``report.html``.
 
     Returns
     -------
@@ -390,7 +392,7 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
                   config=resolved, notes="\n".join(notes), rank_by=cfg.rank_by)
     files = dict(extras(run, levels)) if extras is not None else {}
     log(f"writing report {out_dir}")
-    out_dir = _publish(run, out_dir, files)
+    out_dir = _publish(run, out_dir, files, html)
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.1f} s")
     return RunOutcome(run_id=run_id, out_dir=out_dir, results=results, levels=levels, metrics=run.metrics,

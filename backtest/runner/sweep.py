@@ -105,9 +105,10 @@ def _lower_is_better(metric: str) -> bool:
 class SweepFiles:
     """The ``extras`` of :func:`backtest.runner.run.execute` for a sweep: ``sweep.csv`` (the
     ranked table) and ``heatmap.html``, built before anything is written. After the run,
-    :attr:`table` holds the ranked table (for printing)."""
+    :attr:`table` holds the ranked table (for printing). ``html=False`` (``--no-html``) leaves
+    ``heatmap.html`` out."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, html: bool = True) -> None:
         if cfg.sweep is None:
             raise ConfigError("a sweep needs a [sweep] table: x (a column level), y (default 'policy'), "
                               "metric (default 'sharpe')")
@@ -115,6 +116,7 @@ class SweepFiles:
         self.sweep = cfg.sweep
         self.target = sweep_target(cfg)
         self.table: pd.DataFrame | None = None
+        self.html = html
 
     def __call__(self, run: Any, levels: dict[str, pd.DataFrame]) -> dict[str, str]:
         sw, name = self.sweep, self.target.name
@@ -126,13 +128,15 @@ class SweepFiles:
         table = sweep_table(run.metrics, name, lv, sw.metric)
         grid = heatmap_grid(table, sw.x, sw.y, sw.metric)
         self.table = table
-        return {"sweep.csv": table.to_csv(index=False),
-                "heatmap.html": heatmap_html(grid, sw.x, sw.y, sw.metric, self.cfg.title)}
+        files = {"sweep.csv": table.to_csv(index=False)}
+        if self.html:
+            files["heatmap.html"] = heatmap_html(grid, sw.x, sw.y, sw.metric, self.cfg.title)
+        return files
 
 
-def sweep_files(cfg: RunConfig) -> SweepFiles:
+def sweep_files(cfg: RunConfig, html: bool = True) -> SweepFiles:
     """:class:`SweepFiles` of ``cfg`` (:class:`ConfigError` without a ``[sweep]`` table)."""
-    return SweepFiles(cfg)
+    return SweepFiles(cfg, html)
 
 
 def format_table(table: pd.DataFrame, metric: str, top: int) -> str:

@@ -80,3 +80,42 @@ def plot_divs(html: str) -> PlotDivs:
     p = PlotDivs()
     p.feed(html)
     return p
+
+
+class AttrCells(HTMLParser):
+    """Every <td> carrying the attribute ``data-<attr>``: its data-* attributes and its text."""
+
+    def __init__(self, attr: str) -> None:
+        super().__init__()
+        self.attr = f"data-{attr}"
+        self.cells: list[dict] = []
+        self._cur: dict | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "td" and self.attr in a:
+            self._cur = {**{k[5:]: v for k, v in a.items() if k.startswith("data-")}, "text": "",
+                         "style": a.get("style") or ""}
+
+    def handle_data(self, data):
+        if self._cur is not None:
+            self._cur["text"] += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cur is not None:
+            self._cur["text"] = self._cur["text"].strip()
+            self.cells.append(self._cur)
+            self._cur = None
+
+
+def cells_with(html: str, attr: str) -> list[dict]:
+    """Every <td data-<attr>=...> cell of ``html`` (e.g. ``freq`` for the period cells)."""
+    p = AttrCells(attr)
+    p.feed(html)
+    return p.cells
+
+
+def section(html: str, section_id: str) -> str:
+    """The text of ``<section id="section_id">`` up to its closing tag (sections do not nest)."""
+    start = html.index(f'<section id="{section_id}"')
+    return html[start:html.index("</section>", start)]

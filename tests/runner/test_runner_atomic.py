@@ -80,4 +80,5 @@ def test_a_successful_rerun_replaces_the_folder_completely(tmp_path):
     assert second.out_dir == first.out_dir
     assert tree(reports) == {first.run_id} | {f"{first.run_id}/{f}" for f in
                                               ("config.json", "equity.parquet", "events.parquet",
-                                               "metrics.json", "report.html")}
+                                               "metrics.json", "periods.parquet", "drawdowns.parquet",
+                                               "report.html")}

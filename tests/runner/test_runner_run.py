@@ -12,7 +12,8 @@ from backtest.data import DataValidationError
 from backtest.runner import execute, parse_config
 from runner_kit import TINY, tree
 
-FILES = {"config.json", "equity.parquet", "events.parquet", "metrics.json", "report.html"}
+FILES = {"config.json", "equity.parquet", "events.parquet", "metrics.json", "periods.parquet",
+         "drawdowns.parquet", "report.html"}
 
 
 def run(doc: dict, reports, log=lambda m: None):
