@@ -150,9 +150,32 @@ BLOCK_BYTES = 64 * 2**20
 SERIES_READ = ("capital_added", "cum_funding", "cum_fees", "position", "leverage")
 
 
-def _rows(a: np.ndarray, j0: int, j1: int) -> np.ndarray:
-    """Columns ``j0:j1`` of an (n_bars, n_cols) series as C-contiguous rows (n_block, n_bars)."""
-    return np.ascontiguousarray(np.asarray(a, dtype=np.float64)[:, j0:j1].T)
+class _Blocks:
+    """Column blocks of the compiled pass: each block's series as C-contiguous rows (n_block,
+    n_bars), at most ``BLOCK_BYTES`` of them copied at a time."""
+
+    def __init__(self, n_bars: int, n_cols: int, n_series: int) -> None:
+        self.n_bars, self.n_cols = n_bars, n_cols
+        self.width = max(1, min(n_cols, BLOCK_BYTES // (8 * n_bars * n_series)))
+        self.bufs: list[np.ndarray | None] = [None] * n_series
+
+    def __iter__(self):
+        for j0 in range(0, self.n_cols, self.width):
+            yield j0, min(self.n_cols, j0 + self.width)
+
+    def rows(self, i: int, a: np.ndarray, j0: int, j1: int) -> np.ndarray:
+        """Columns ``j0:j1`` of the pass's ``i``-th series ``a`` (float64 (n_bars, n_cols)) as rows:
+        a view when the series is stored column by column, else a copy into a buffer reused from
+        block to block (fresh pages for every block cost more than the copy)."""
+        block = a[:, j0:j1].T
+        if block.flags.c_contiguous:
+            return block
+        buf = self.bufs[i]
+        if buf is None:
+            buf = self.bufs[i] = np.empty((self.width, self.n_bars))
+        out = buf[: j1 - j0]
+        nb.gather_rows_nb(a, j0, out)
+        return out
 
 
 def _day_end(open_ms: np.ndarray) -> np.ndarray:
@@ -172,14 +195,14 @@ def series_metrics(result: SimResult, equity: np.ndarray, to_basis: np.ndarray, 
     n, m = result.n_bars, result.n_cols
     ser = result.series
     has_premium = "premium_paid" in ser
-    arrays = [equity] + [ser[k] for k in SERIES_READ] + ([ser["premium_paid"]] if has_premium else [])
+    arrays = [np.asarray(a, dtype=np.float64) for a in
+              [equity] + [ser[k] for k in SERIES_READ] + ([ser["premium_paid"]] if has_premium else [])]
     clock = nb.Clock(np.ascontiguousarray(to_basis, dtype=np.float64), _day_end(open_ms), float(ann), has_premium)
     out = np.empty(m, dtype=nb.column_metrics_dt)
-    width = max(1, BLOCK_BYTES // (8 * n * len(arrays)))
-    for j0 in range(0, m, width):
-        j1 = min(m, j0 + width)
-        eq, cap, fund, fees, pos, lev = (_rows(a, j0, j1) for a in arrays[:6])
-        prem = _rows(arrays[6], j0, j1) if has_premium else np.empty((j1 - j0, 0))
+    blocks = _Blocks(n, m, len(arrays))
+    for j0, j1 in blocks:
+        eq, cap, fund, fees, pos, lev = (blocks.rows(i, a, j0, j1) for i, a in enumerate(arrays[:6]))
+        prem = blocks.rows(6, arrays[6], j0, j1) if has_premium else np.empty((j1 - j0, 0))
         nb.column_metrics_nb(eq, cap, fund, fees, prem, pos, lev, clock,
                              np.ascontiguousarray(initial[j0:j1]), out[j0:j1])
     return out
@@ -190,10 +213,10 @@ def held_means(result: SimResult, name: str) -> np.ndarray:
     position (NaN: none)."""
     n, m = result.n_bars, result.n_cols
     out = np.empty(m)
-    width = max(1, BLOCK_BYTES // (16 * n))
-    for j0 in range(0, m, width):
-        j1 = min(m, j0 + width)
-        nb.held_mean_nb(_rows(result.series[name], j0, j1), _rows(result.series["position"], j0, j1), out[j0:j1])
+    values, pos = (np.asarray(result.series[k], dtype=np.float64) for k in (name, "position"))
+    blocks = _Blocks(n, m, 2)
+    for j0, j1 in blocks:
+        nb.held_mean_nb(blocks.rows(0, values, j0, j1), blocks.rows(1, pos, j0, j1), out[j0:j1])
     return out
 
 

@@ -349,3 +349,21 @@ def liquidations_by_column_nb(col, bar, equity_start, equity_after, deficit, to_
         lost[j] += max(equity_start[i] - equity_after[i], 0.0) * to_basis[b]
         short[j] += deficit[i] * to_basis[b]
     return count, first, lost, short
+
+
+@njit(cache=True)
+def gather_rows_nb(a, j0, out):
+    """``out[k, t] = a[t, j0 + k]``: a block of columns of an (n_bars, n_cols) series as rows.
+
+    Copied in tiles of bars so that a series stored bar by bar (C order) is read a cache-sized
+    tile at a time, not one cache line per value (numpy's transposing copy of a whole block is
+    several times slower: benchmarks/README.md, "Metrics").
+    """
+    n = a.shape[0]
+    w = out.shape[0]
+    tile = 256
+    for t0 in range(0, n, tile):
+        t1 = min(n, t0 + tile)
+        for k in range(w):
+            for t in range(t0, t1):
+                out[k, t] = a[t, j0 + k]
