@@ -2,9 +2,10 @@
 the per-column implementation it replaced (``backtest.metrics.reference``), in one process.
 
 Work: the embedded Binance BTC/USDT perp, 1h bars 2021-01-01 .. 2024-01-01 (26,280 bars), a
-``trend_short`` grid (``slow_days`` from 5 to 200) x 4 policies (const(1), const(3),
-voltarget(0.5), drawdown(0.3,floor=0.2,leverage=3)), cross margin at leverage 20 with margin
-calls at 0.8: ``--cols`` columns in one ``simulate_perp`` run (every series). Stages:
+``trend_short`` grid (``slow_days`` from 5 to 200) x 4 policies (const(1), const(3), const(8),
+voltarget(0.5)), cross margin at leverage 20, margin calls at 0.5 answered by top-ups from a
+500 USDT reserve, trading on after a liquidation (so the records hold fills, funding, margin
+calls and liquidations): ``--cols`` columns in one ``simulate_perp`` run (every series). Stages:
 
 * ``simulate``: the engine run;
 * ``derive``: the first read of the series and records the metrics read (the engine derives
@@ -40,7 +41,7 @@ from backtest.metrics import compute_metrics
 from backtest.metrics.reference import compute_metrics_reference
 from strategies.policies import build_targets
 
-POLICIES = ["const(1)", "const(3)", "voltarget(0.5)", "drawdown(0.3,floor=0.2,leverage=3)"]
+POLICIES = ["const(1)", "const(3)", "const(8)", "voltarget(0.5)"]
 
 
 def sweep(m: int):
@@ -50,8 +51,10 @@ def sweep(m: int):
     slow = np.round(np.linspace(5.0, 200.0, m // len(POLICIES)), 6).tolist()
     target, policy, columns = build_targets(md, "trend_short", {"slow_days": slow}, POLICIES)
     t0 = time.perf_counter()
-    res = simulate_perp(md, target, spec, Account(initial_capital=10_000.0, margin_mode="cross", leverage=20.0,
-                                                   margin_call_threshold=0.8), policy, columns=columns)
+    account = Account(initial_capital=10_000.0, margin_mode="cross", leverage=20.0, margin_call_threshold=0.5,
+                      margin_call_target=0.3, margin_call_response="top_up", reserve=500.0,
+                      after_liquidation="continue")
+    res = simulate_perp(md, target, spec, account, policy, columns=columns)
     return res, time.perf_counter() - t0
 
 
@@ -65,10 +68,10 @@ def derive(res) -> float:
     return time.perf_counter() - t0
 
 
-def peak_mb(fn) -> float:
+def peak_mb(fn, *args, **kw) -> float:
     gc.collect()
     tracemalloc.start()
-    fn()
+    fn(*args, **kw)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak / 2**20
@@ -108,10 +111,10 @@ def run(cols: list[int], repeat: int, old_max: int, old_repeat_max: int) -> list
                 old_out = compute_metrics_reference(res, currency="usd")
                 runs["old"].append(time.perf_counter() - t0)
         row = {"cols": m, "bars": res.n_bars, "simulate_s": t_sim, "derive_s": t_derive,
-               "new_s": statistics.median(runs["new"]), "new_mb": peak_mb(lambda: compute_metrics(res, currency="usd"))}
+               "new_s": statistics.median(runs["new"]), "new_mb": peak_mb(compute_metrics, res, currency="usd")}
         if old:
             row.update(old_s=statistics.median(runs["old"]), old_runs=len(runs["old"]),
-                       old_mb=peak_mb(lambda: compute_metrics_reference(res, currency="usd")),
+                       old_mb=peak_mb(compute_metrics_reference, res, currency="usd"),
                        compared=same(new_out, old_out))
         liq = res.records["liquidations"]
         row["liquidated_cols"] = int(len(np.unique(liq["col"])))
