@@ -6,6 +6,7 @@ the rest, every record array filtered once per column (O(columns^2)). Slow; not 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -150,7 +151,7 @@ def compute_metrics_reference(result: SimResult, *, currency: str = "settle", ba
             "funding_paid": _f(np.sum(np.maximum(-fund[:, j], 0.0))),
             "funding_received": _f(np.sum(np.maximum(fund[:, j], 0.0))),
             "funding_net": _f(np.sum(fund[:, j])),
-            "fees": _f(fees[j]),
+            "fees": _f(fees[j]) if fees is not None else None,  # cum_fees is a required series
         }
         c.update(_record_metrics(recs, j, to_basis, open_ms, result.kind in NO_MARGIN_KINDS))
         if premium is not None:
@@ -186,7 +187,7 @@ def _executed(fills: np.ndarray) -> np.ndarray:
     return done
 
 
-def _record_metrics(recs: dict[str, np.ndarray], j: int, to_basis: np.ndarray,
+def _record_metrics(recs: Mapping[str, np.ndarray], j: int, to_basis: np.ndarray,
                     open_ms: np.ndarray, no_margin: bool) -> dict[str, Any]:
     """Counts and sums over one column's records; null for a record kind the result lacks, except
     liquidations and margin calls of a kind that posts no margin (``no_margin``): 0."""
