@@ -221,8 +221,9 @@ def held_means(result: SimResult, name: str) -> np.ndarray:
 
 
 def _record_field(rec: np.ndarray, name: str, dtype) -> np.ndarray:
-    """One field of a record array as a contiguous array (what the kernels take)."""
-    return np.ascontiguousarray(rec[name], dtype=dtype)
+    """One field of a record array in the kernels' dtype: a strided view, not a copy, when the
+    field has that dtype (a sweep's fills run to millions of records)."""
+    return np.asarray(rec[name], dtype=dtype)
 
 
 def _record_columns(rec: np.ndarray, kind: str, n_bars: int, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
