@@ -356,8 +356,8 @@ def gather_rows_nb(a, j0, out):
     """``out[k, t] = a[t, j0 + k]``: a block of columns of an (n_bars, n_cols) series as rows.
 
     Copied in tiles of bars so that a series stored bar by bar (C order) is read a cache-sized
-    tile at a time, not one cache line per value (numpy's transposing copy of a whole block is
-    several times slower: benchmarks/README.md, "Metrics").
+    tile at a time, not one cache line per value (measured on 26,280 bars x 1,000 columns:
+    numpy's transposing copy of six whole series took 2.7 s, these tiles ~0.1 s per series).
     """
     n = a.shape[0]
     w = out.shape[0]
