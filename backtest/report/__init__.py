@@ -8,11 +8,12 @@ four; :func:`load_stored` and :func:`rerender` rebuild a page from a stored fold
 
 from backtest.report.build import build_report
 from backtest.report.collect import RANKABLE, ReportError, RunData, collect
-from backtest.report.figures import MAX_POINTS, downsample_index
+from backtest.report.decimate import decimate, grid_positions
+from backtest.report.figures import MAX_POINTS
 from backtest.report.render import render_html
 from backtest.report.store import load_stored, rerender, store_run, write_report
 
 __all__ = [
-    "MAX_POINTS", "RANKABLE", "ReportError", "RunData", "build_report", "collect", "downsample_index",
-    "load_stored", "render_html", "rerender", "store_run", "write_report",
+    "MAX_POINTS", "RANKABLE", "ReportError", "RunData", "build_report", "collect", "decimate",
+    "grid_positions", "load_stored", "render_html", "rerender", "store_run", "write_report",
 ]

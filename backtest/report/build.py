@@ -12,6 +12,7 @@ import pandas as pd
 
 from backtest.metrics import COLUMN_KEYS, LOWER_IS_BETTER, METRIC_DOCS, METRIC_UNITS
 from backtest.report.collect import RunData, rank
+from backtest.report.decimate import MIN_POINTS
 from backtest.report.figures import MAX_POINTS, ResultFrames, comparison_figures, result_figures
 
 # USD columns of the ranked comparison table (the rank key is shown first).
@@ -29,7 +30,7 @@ HEADER_UNITS = {"fraction": "%", "ratio": "annualised", "count": "count", "lever
                 "days": "days", "bars": "bars"}
 HEADER_UNIT_OF = {"cagr": "% / year", "calmar": "CAGR / max DD"}
 
-TOP_COLUMNS = 5      # columns of each result with a monthly heatmap and a drawdown table
+TOP_COLUMNS = 5      # best-ranked columns plotted, with a monthly heatmap and a drawdown table
 DRAWDOWNS_SHOWN = 5  # deepest drawdowns shown per column (drawdowns.parquet keeps more)
 PERIOD_BASIS = "usd"  # the page's period tables: the basis of the comparison
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -145,6 +146,47 @@ def _table(block: dict, labels: list[str]) -> dict:
     }
 
 
+def baselines(res: dict) -> list[str]:
+    """The baseline columns of a result, always plotted whatever their rank: every column when
+    the result's ``meta`` has ``baseline: true``, the labels listed when it is a list, else none."""
+    flag = (res.get("meta") or {}).get("baseline")
+    if flag is True:
+        return list(res["columns"])
+    if isinstance(flag, list):
+        return [c for c in res["columns"] if c in set(flag)]
+    return []
+
+
+def plotted_columns(doc: dict, top: int) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Which columns the figures draw: (per result, comparison), each result name -> column
+    positions in ranking order.
+
+    A result's own figures draw its ``top`` best-ranked columns (ranked among its columns) and
+    its baselines (:func:`baselines`); the comparison draws the ``top`` best-ranked columns of
+    the whole run and every baseline. The tables and the Parquet outputs hold every column.
+    """
+    rank_by = doc["comparison"]["rank_by"]
+    per: dict[str, list[int]] = {}
+    for name, res in doc["results"].items():
+        pos = {c: j for j, c in enumerate(res["columns"])}
+        order = [r["column"] for r in rank({name: res}, rank_by)]
+        base = set(baselines(res))
+        per[name] = [pos[c] for i, c in enumerate(order) if i < top or c in base]
+    cmp: dict[str, list[int]] = {name: [] for name in doc["results"]}
+    for i, r in enumerate(doc["comparison"]["rows"]):
+        res = doc["results"][r["result"]]
+        if i < top or r["column"] in set(baselines(res)):
+            cmp[r["result"]].append(res["columns"].index(r["column"]))
+    return per, cmp
+
+
+def _shown(res: dict, cols: list[int], top: int) -> dict:
+    base = set(baselines(res))
+    labels = [res["columns"][j] for j in cols]
+    return {"columns": labels, "baselines": [c for c in labels if c in base], "top": top,
+            "n_columns": len(res["columns"]), "all": len(labels) == len(res["columns"])}
+
+
 def _attribution_table(block: dict | None) -> dict | None:
     """The per-instrument attribution of a book as table rows: one row per (column, instrument)
     and a ``total`` row per column; cells in the order of ``block['fields']``."""
@@ -167,9 +209,13 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
     ----------
     run : raw numbers (fresh from :func:`~backtest.report.collect.collect` or loaded with
         :func:`~backtest.report.store.load_stored`).
-    max_points : most points per plotted line (longer series are reduced for plotting only).
-    top : columns of each result (the best ranked) that get a monthly heatmap and a table of
-        their worst drawdowns; the summary and the yearly returns show every column.
+    max_points : most points per plotted line (longer series are reduced for display only, with
+        min/max per bucket: :mod:`backtest.report.decimate`; >= 4).
+    top : the best-ranked columns of each result that are plotted (with the result's baselines,
+        :func:`baselines`) and get a monthly heatmap and a table of their worst drawdowns; the
+        comparison plots the ``top`` best of the run and every baseline. The summary, the yearly
+        returns, the metric tables and the Parquet files hold every column. 0: no plotted columns
+        but the baselines.
 
     Returns
     -------
@@ -177,19 +223,21 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
     ``comparison`` (ranked rows), ``results`` (per result: ``headline`` table, ``periods``,
     header numbers, metric tables, figure ids) and ``figures`` (id -> plotly spec).
     """
-    if max_points < 4:
-        raise ValueError(f"max_points={max_points} is too small to draw a line; use at least 4")
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < MIN_POINTS:
+        raise ValueError(f"max_points={max_points!r} is too small to draw a line; use an integer >= {MIN_POINTS}")
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
-        raise ValueError(f"top={top!r}: give the number of best-ranked columns with monthly heatmaps (0 for none)")
+        raise ValueError(f"top={top!r}: give the number of best-ranked columns to plot, with monthly heatmaps "
+                         "(an integer >= 0)")
     doc = run.metrics
+    per_cols, cmp_cols = plotted_columns(doc, top)
     results_out, figures = [], []
-    frames = []
+    n_max = 0
     for i, (name, res) in enumerate(doc["results"].items()):
-        rf = ResultFrames(name, res, run.series, run.events)
-        frames.append(rf)
+        rf = ResultFrames(name, res, run.series, run.events, per_cols[name], max_points)
+        n_max = max(n_max, rf.n_bars)
         same = same_in_usd(res)
         fig_ids = []
-        for slug, spec in result_figures(rf, max_points, same_usd=same):
+        for slug, spec in result_figures(rf, same_usd=same):
             fid = f"fig-{i}-{slug}"
             figures.append({"id": fid, "spec": spec})
             fig_ids.append(fid)
@@ -214,6 +262,7 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
             "attribution": _attribution_table(res.get("attribution")),
             "headline": head, "usd_note": _usd_note(name, res, run.series),
             "periods": periods_block(name, run, [r["column"] for r in head["rows"]], top),
+            "plotted": _shown(res, per_cols[name], top),
         })
 
     cmp = doc["comparison"]
@@ -228,12 +277,14 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
                      "cells": [m.get(k) for k in keys]})
     cmp_fig_ids = []
     n_cols_total = sum(len(res["columns"]) for res in doc["results"].values())
-    if n_cols_total > 1:
-        for slug, spec in comparison_figures(frames, max_points):
+    n_cmp = sum(len(c) for c in cmp_cols.values())
+    if n_cols_total > 1 and n_cmp:
+        frames = [ResultFrames(name, res, run.series, run.events, cmp_cols[name], max_points)
+                  for name, res in doc["results"].items()]
+        for slug, spec in comparison_figures(frames):
             fid = f"fig-{slug}"
             figures.append({"id": fid, "spec": spec})
             cmp_fig_ids.append(fid)
-    n_max = max((rf.x.shape[0] for rf in frames), default=0)
     return {
         "title": doc["title"],
         "notes": doc["notes"],
@@ -243,9 +294,11 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
         "docs": METRIC_DOCS,
         "comparison": {"rank_by": rank_by, "order": cmp["order"], "rank_doc": METRIC_DOCS[rank_by],
                        "metric_keys": keys, "units": [METRIC_UNITS[k] for k in keys], "rows": rows,
-                       "figures": cmp_fig_ids},
+                       "figures": cmp_fig_ids, "plotted": n_cmp, "n_columns": n_cols_total,
+                       "baselines": sum(len(baselines(res)) for res in doc["results"].values())},
         "results": results_out,
         "figures": figures,
         "max_points": max_points,
+        "top": top,
         "downsampled": n_max > max_points,
     }

@@ -1,14 +1,33 @@
 """Plotly figures of a report, as JSON-able dicts (``Plotly.newPlot(div, data, layout)``).
 
-Series longer than ``max_points`` are reduced for plotting only (metrics always use every bar):
-the bars are cut into ``max_points // 2`` equal buckets and each bucket keeps its minimum and
-maximum, so peaks, troughs and liquidation spikes stay visible.
+A report stays light whatever the number of columns:
+
+* **Which columns.** Each result's figures draw the columns it is given (the ``top`` best ranked
+  plus the baselines: :func:`backtest.report.build.plotted_columns`); every column stays in
+  the tables and in ``equity.parquet``.
+* **Decimation.** Series longer than ``max_points`` are reduced for display only, with
+  min/max per bucket on one grid (:mod:`backtest.report.decimate`): peaks, troughs and
+  one-bar spikes stay visible, the exact data is in Parquet.
+* **Single precision.** Line values are drawn as float32 (:func:`display_values`), markers
+  and x arrays as float64.
+* **One x per figure.** Lines of one result share one x array: a spec holds it once in
+  ``spec["x"]`` and ``spec["x_of"][i]`` names the x array of trace ``i`` (``None``: the trace
+  carries its own ``x``, as markers do). The page's loader, or :func:`trace_x` in Python,
+  puts it back in place before plotting.
+
+Liquidation risk is drawn where a result has the series: the margin ratio at the close and,
+dotted, at the bar's adverse extreme (``margin_ratio_adverse``: the value the engine checks),
+with the 1.0 liquidation line and the margin-call thresholds; liquidation and margin-call
+markers on every equity chart and on the margin-ratio chart; the distance to liquidation
+(:func:`liquidation_distance`); liquidation prices on the price chart, where 0 or NaN means
+"none" and is never drawn as a price.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,57 +35,116 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-MAX_POINTS = 5000
+from backtest.report.decimate import decimate, grid_positions
+
+# Most points per plotted line: about one min/max bucket per pixel of a plot ~1,240 px wide.
+MAX_POINTS = 2400
 GREEK_SERIES = ("delta", "gamma", "vega", "theta")
 PALETTE = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.D3
+LIQ_MARKER = {"symbol": "x", "size": 11, "color": "red", "line": {"width": 1, "color": "darkred"}}
+CALL_MARKER = {"symbol": "triangle-up", "size": 9, "color": "orange"}
+PRICE_PAD = 0.05  # price axes span the instrument's price range plus 5 % of it on each side
 
 
 def color(j: int) -> str:
-    """The colour of column j, the same in every figure of a result."""
+    """The colour of column j (its position in the result), the same in every figure."""
     return PALETTE[j % len(PALETTE)]
 
 
-def downsample_index(y: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
-    """Positions of the points kept when plotting ``y`` (all of them when ``len(y) <= max_points``).
+def liquidation_distance(liq_price: np.ndarray, price: np.ndarray) -> np.ndarray:
+    """The adverse price move that reaches the liquidation price, as a fraction of the price.
 
-    The bars are cut into equal buckets (at most ``max_points // 2 - 1``); each keeps the
-    positions of its minimum and maximum (NaN ignored); the first and last points are always
-    kept, so at most ``max_points`` points remain.
+    ``|liq_price / price - 1|`` (a short at 40,000 with a liquidation price of 44,000: 0.10, a
+    10 % rise liquidates it). NaN where there is no liquidation price (0 or NaN: flat, or a
+    position that cannot be liquidated) or no price. Shapes broadcast: ``liq_price`` (n, m),
+    ``price`` (n, 1).
     """
-    y = np.asarray(y, dtype=np.float64)
-    n = len(y)
-    if n <= max_points:
-        return np.arange(n)
-    size = -(-n // max(max_points // 2 - 1, 1))
-    n_b = -(-n // size)
-    pad = np.full(n_b * size, np.nan)
-    pad[:n] = y
-    finite = np.isfinite(pad)
-    blocks_lo = np.where(finite, pad, np.inf).reshape(n_b, size)
-    blocks_hi = np.where(finite, pad, -np.inf).reshape(n_b, size)
-    base = np.arange(n_b) * size
-    keep = np.concatenate([[0, n - 1], base + np.argmin(blocks_lo, axis=1), base + np.argmax(blocks_hi, axis=1)])
-    return np.unique(keep[keep < n])
+    liq = np.asarray(liq_price, dtype=np.float64)
+    px = np.asarray(price, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.abs(liq / px - 1.0)
+    return np.where((liq > 0) & (px > 0) & np.isfinite(liq) & np.isfinite(px), d, np.nan)
 
 
-def _line(x: np.ndarray, y: np.ndarray, name: str, max_points: int, **kw: Any) -> go.Scatter:
-    keep = downsample_index(y, max_points)
-    return go.Scatter(x=x[keep].astype(np.float64), y=np.asarray(y, dtype=np.float64)[keep],
-                      name=name, mode="lines", **kw)
+def no_zero_price(liq_price: np.ndarray) -> np.ndarray:
+    """Liquidation prices for drawing: 0 (the engines' "none") and negatives become NaN."""
+    arr = np.asarray(liq_price, dtype=np.float64)
+    return np.where(arr > 0, arr, np.nan)
 
 
-def _figure() -> go.Figure:
+def display_values(y: np.ndarray) -> np.ndarray:
+    """Line values as drawn: single precision (7 significant digits, finer than a pixel), half
+    the bytes of float64; the exact values are in ``equity.parquet``."""
+    return np.asarray(y, dtype=np.float32)
+
+
+def _f8(x: np.ndarray) -> dict:
+    """A float64 array as plotly's typed-array spec (little-endian base64)."""
+    return {"dtype": "f8", "bdata": base64.b64encode(np.ascontiguousarray(x, dtype="<f8").tobytes()).decode()}
+
+
+def decode_array(arr: Any) -> np.ndarray:
+    """A spec array (plotly's typed-array dict or a plain list) as a numpy array."""
+    if isinstance(arr, dict):
+        return np.frombuffer(base64.b64decode(arr["bdata"]), dtype=np.dtype(arr["dtype"]).newbyteorder("<"))
+    return np.asarray(arr, dtype=np.float64)
+
+
+def trace_x(spec: dict, i: int) -> np.ndarray:
+    """The x values (ms UTC, float) of trace ``i`` of a figure spec, shared or its own."""
+    k = spec.get("x_of", [None] * len(spec["data"]))[i]
+    return decode_array(spec["x"][k] if k is not None else spec["data"][i]["x"])
+
+
+class Plot:
+    """A plotly figure whose lines share x arrays (see the module doc)."""
+
+    def __init__(self, fig: go.Figure) -> None:
+        self.fig = fig
+        self._grids: list[np.ndarray] = []
+        self._x_of: list[int | None] = []
+
+    @property
+    def n_traces(self) -> int:
+        return len(self._x_of)
+
+    def grid(self, x: np.ndarray) -> int:
+        """Register a shared x array (the same object once) and return its number."""
+        for k, g in enumerate(self._grids):
+            if g is x:
+                return k
+        self._grids.append(x)
+        return len(self._grids) - 1
+
+    def add(self, trace: go.Scatter, grid: int | None = None, row: int | None = None) -> None:
+        """Add ``trace``; ``grid``: the number of its shared x array (its own ``x`` when None)."""
+        if row is None:
+            self.fig.add_trace(trace)
+        else:
+            self.fig.add_trace(trace, row=row, col=1)
+        self._x_of.append(grid)
+
+    def spec(self) -> dict:
+        """The figure as plain JSON plus its shared x arrays (``x``, ``x_of``)."""
+        spec = json.loads(self.fig.to_json())
+        spec["x"] = [_f8(g) for g in self._grids]
+        spec["x_of"] = list(self._x_of)
+        return spec
+
+
+def _figure() -> Plot:
     """An empty figure without plotly's default template (styled in :func:`_layout` instead,
     which keeps each figure's JSON small and building it fast)."""
-    return go.Figure(layout={"template": "none"})
+    return Plot(go.Figure(layout={"template": "none"}))
 
 
-def _subplots(**kw: Any) -> go.Figure:
-    return make_subplots(figure=_figure(), **kw)
+def _subplots(**kw: Any) -> Plot:
+    return Plot(make_subplots(figure=go.Figure(layout={"template": "none"}), **kw))
 
 
-def _layout(fig: go.Figure, title: str, ytitle: str | None = None, *, log_toggle: bool = False,
+def _layout(p: Plot, title: str, ytitle: str | None = None, *, log_toggle: bool = False,
             n_y: int = 1, yfmt: str | None = None, height: int = 420) -> None:
+    fig = p.fig
     fig.update_layout(
         title={"text": title}, height=height, hovermode="x unified", plot_bgcolor="white",
         paper_bgcolor="white", font={"family": "system-ui, sans-serif", "size": 12, "color": "#2a3f5f"},
@@ -87,36 +165,51 @@ def _layout(fig: go.Figure, title: str, ytitle: str | None = None, *, log_toggle
             ]}])
 
 
-def to_spec(fig: go.Figure) -> dict:
-    """A figure as plain JSON (numpy arrays become plotly's typed-array specs)."""
-    return json.loads(fig.to_json())
-
-
 class ResultFrames:
-    """One result's stored series pivoted to (bars x columns) frames, plus its events."""
+    """One result's stored series pivoted to (bars x plotted columns) frames, plus its events.
 
-    def __init__(self, name: str, doc: dict, series: pd.DataFrame, events: pd.DataFrame) -> None:
+    Parameters
+    ----------
+    name, doc : the result's name and its ``metrics.json`` entry.
+    series, events : the long tables (``equity.parquet``, ``events.parquet``).
+    cols : positions of the columns to plot, in drawing order (default: every column).
+    max_points : most points per plotted line.
+    """
+
+    def __init__(self, name: str, doc: dict, series: pd.DataFrame, events: pd.DataFrame,
+                 cols: Sequence[int] | None = None, max_points: int = MAX_POINTS) -> None:
         self.name, self.doc = name, doc
-        self.labels: list[str] = list(doc["columns"])
+        self.all_labels: list[str] = list(doc["columns"])
+        self.cols: list[int] = list(range(len(self.all_labels))) if cols is None else [int(c) for c in cols]
+        self.labels = [self.all_labels[c] for c in self.cols]
         part = series[series["result"] == name]
         first = part[part["col"] == 0].sort_values("bar")
         self.x = first["timestamp"].to_numpy(dtype=np.int64)
         self.price_usd = first["price_usd"].to_numpy(dtype=np.float64)
         self.price = first["underlying_price"].to_numpy(dtype=np.float64) \
             if "underlying_price" in first.columns else np.full(len(first), np.nan)
-        self._part = part
+        self._part = part[part["col"].isin(self.cols)]
         self.available = set(doc["series"]) | {f"{d}{s}" for d in ("return", "growth", "drawdown")
                                                for s in ("", "_usd")}
-        self.events = events[events["result"] == name] if len(events) else events
+        ev = events[events["result"] == name] if len(events) else events
+        self.events = ev[ev["col"].isin(self.cols)] if len(ev) else ev
+        self.max_points = max_points
+        self.positions = grid_positions(len(self.x), max_points)
+        # the shared x of every line of this result (ms UTC as float64, plotly's date numbers)
+        self.grid_x = self.x[self.positions].astype(np.float64)
         self._cache: dict[str, np.ndarray] = {}
 
+    @property
+    def n_bars(self) -> int:
+        return len(self.x)
+
     def get(self, key: str) -> np.ndarray | None:
-        """Series ``key`` as (n_bars, n_cols), or None when the result does not have it."""
+        """Series ``key`` as (n_bars, len(cols)), every bar, or None when the result lacks it."""
         if key not in self.available or key not in self._part.columns:
             return None
         if key not in self._cache:
             wide = self._part.pivot(index="bar", columns="col", values=key).sort_index()
-            self._cache[key] = wide.reindex(columns=range(len(self.labels))).to_numpy(dtype=np.float64)
+            self._cache[key] = wide.reindex(index=range(self.n_bars), columns=self.cols).to_numpy(dtype=np.float64)
         return self._cache[key]
 
     def events_of(self, kind: str) -> pd.DataFrame:
@@ -124,166 +217,284 @@ class ResultFrames:
             return self.events
         return self.events[self.events["kind"] == kind]
 
+    def at_events(self, kind: str, key: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(x ms, value of series ``key`` at the record's bar and column, column label) of the
+        records of ``kind`` in the plotted columns; empty when there are none."""
+        ev = self.events_of(kind)
+        arr = self.get(key)
+        if not len(ev) or arr is None:
+            return np.empty(0), np.empty(0), []
+        pos = {c: i for i, c in enumerate(self.cols)}
+        bars = ev["bar"].to_numpy(dtype=np.int64)
+        cols = np.array([pos[int(c)] for c in ev["col"]], dtype=np.int64)
+        return ev["timestamp"].to_numpy(dtype=np.float64), arr[bars, cols], ev["column"].astype(str).tolist()
 
-def _per_column(fig: go.Figure, rf: ResultFrames, key: str, max_points: int, *, suffix: str = "",
-                row: int | None = None, dash: str | None = None, legendgroup: bool = True) -> bool:
-    arr = rf.get(key)
+
+def _per_column(p: Plot, rf: ResultFrames, key: str, *, suffix: str = "", row: int | None = None,
+                dash: str | None = None, legendgroup: bool = True, values: np.ndarray | None = None,
+                width: float | None = None) -> bool:
+    """One line per plotted column of series ``key`` (or of ``values``, (n_bars, len(cols))),
+    decimated on the result's shared grid; False when the result lacks the series."""
+    arr = rf.get(key) if values is None else values
     if arr is None:
         return False
-    for j, label in enumerate(rf.labels):
-        line = {"color": color(j), **({"dash": dash} if dash else {})}
-        tr = _line(rf.x, arr[:, j], f"{label}{suffix}", max_points, line=line,
-                   legendgroup=label if legendgroup else None)
-        if row is None:
-            fig.add_trace(tr)
-        else:
-            fig.add_trace(tr, row=row, col=1)
+    grid = p.grid(rf.grid_x)
+    dec = decimate(arr, rf.max_points)
+    for i, (j, label) in enumerate(zip(rf.cols, rf.labels)):
+        line = {"color": color(j), **({"dash": dash} if dash else {}), **({"width": width} if width else {})}
+        p.add(go.Scatter(y=display_values(dec[:, i]), name=f"{label}{suffix}", mode="lines", line=line,
+                         legendgroup=label if legendgroup else None), grid, row)
     return True
 
 
-def result_figures(rf: ResultFrames, max_points: int = MAX_POINTS, *,
-                   same_usd: bool = False) -> list[tuple[str, dict]]:
-    """(title, figure spec) pairs for one result; figures whose series are absent are skipped.
+def _markers(p: Plot, x: np.ndarray, y: np.ndarray, labels: list[str], name: str, marker: dict,
+             row: int | None = None, legendgroup: str | None = None, showlegend: bool = True) -> bool:
+    if not len(x):
+        return False
+    p.add(go.Scatter(x=x, y=y, mode="markers", name=name, text=labels, marker=marker,
+                     hovertemplate="%{text}: " + name + "<extra></extra>", legendgroup=legendgroup,
+                     showlegend=showlegend), None, row)
+    return True
+
+
+def _event_markers(p: Plot, rf: ResultFrames, key: str, row: int | None = None, first: bool = True) -> None:
+    """Liquidation and margin-call markers on the line of series ``key`` (an equity chart)."""
+    for kind, name, marker in (("liquidations", "liquidation", LIQ_MARKER), ("margin_calls", "margin call", CALL_MARKER)):
+        x, y, labels = rf.at_events(kind, key)
+        _markers(p, x, y, labels, name, marker, row, legendgroup=kind, showlegend=first)
+
+
+def result_figures(rf: ResultFrames, *, same_usd: bool = False) -> list[tuple[str, dict]]:
+    """(slug, figure spec) pairs for one result; figures whose series are absent are skipped.
 
     ``same_usd``: the result's settlement-currency numbers are its USD numbers (a USDT result at
     1 USD per USDT), so equity and drawdown are drawn once, labelled ``[USDT = USD]``, instead
     of twice with doubled legends.
     """
+    if not rf.cols:
+        return []
     cur = rf.doc["currency"]
     out: list[tuple[str, dict]] = []
 
     if same_usd:
         both = cur if cur == "USD" else f"{cur} = USD"
-        fig = _figure()
-        _per_column(fig, rf, "equity", max_points)
-        _layout(fig, f"Equity [{both}]", both, log_toggle=True)
-        out.append(("equity", to_spec(fig)))
-        fig = _figure()
-        _per_column(fig, rf, "drawdown", max_points)
-        _layout(fig, f"Drawdown of the growth index [{both}]", "drawdown", yfmt=".0%")
-        out.append(("drawdown", to_spec(fig)))
+        p = _figure()
+        _per_column(p, rf, "equity")
+        _event_markers(p, rf, "equity")
+        _layout(p, f"Equity [{both}] with liquidations and margin calls", both, log_toggle=True)
+        out.append(("equity", p.spec()))
+        p = _figure()
+        _per_column(p, rf, "drawdown")
+        _layout(p, f"Drawdown of the growth index [{both}]", "drawdown", yfmt=".0%")
+        out.append(("drawdown", p.spec()))
     else:
-        fig = _subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=(f"equity [{cur}]", "equity [USD]"))
-        _per_column(fig, rf, "equity", max_points, row=1)
-        _per_column(fig, rf, "equity_usd", max_points, suffix=" (USD)", row=2)
-        _layout(fig, f"Equity [{cur}] and [USD]", log_toggle=True, n_y=2, height=560)
-        out.append(("equity", to_spec(fig)))
+        p = _subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                      subplot_titles=(f"equity [{cur}]", "equity [USD]"))
+        _per_column(p, rf, "equity", row=1)
+        _event_markers(p, rf, "equity", row=1)
+        _per_column(p, rf, "equity_usd", suffix=" (USD)", row=2)
+        _event_markers(p, rf, "equity_usd", row=2, first=False)
+        _layout(p, f"Equity [{cur}] and [USD] with liquidations and margin calls", log_toggle=True, n_y=2,
+                height=560)
+        out.append(("equity", p.spec()))
 
-        fig = _figure()
-        _per_column(fig, rf, "drawdown", max_points, suffix=f" [{cur}]")
-        _per_column(fig, rf, "drawdown_usd", max_points, suffix=" [USD]", dash="dot")
-        _layout(fig, f"Drawdown of the growth index [{cur}] and [USD]", "drawdown", yfmt=".0%")
-        out.append(("drawdown", to_spec(fig)))
+        p = _figure()
+        _per_column(p, rf, "drawdown", suffix=f" [{cur}]")
+        _per_column(p, rf, "drawdown_usd", suffix=" [USD]", dash="dot")
+        _layout(p, f"Drawdown of the growth index [{cur}] and [USD]", "drawdown", yfmt=".0%")
+        out.append(("drawdown", p.spec()))
 
-    fig = _figure()
-    if _per_column(fig, rf, "leverage", max_points):
-        _layout(fig, "Leverage (|notional| / equity)", "x equity")
-        out.append(("leverage", to_spec(fig)))
+    p = _figure()
+    if _per_column(p, rf, "leverage"):
+        _layout(p, "Leverage (|notional| / equity)", "x equity")
+        out.append(("leverage", p.spec()))
 
-    mr = rf.get("margin_ratio")
+    mr = _margin_ratio_figure(rf)
     if mr is not None:
-        fig = _figure()
-        _per_column(fig, rf, "margin_ratio", max_points)
-        xs = [float(rf.x[0]), float(rf.x[-1])]
-        for t in sorted(set(rf.doc.get("margin_call_threshold") or [])):
-            fig.add_trace(go.Scatter(x=xs, y=[t, t], mode="lines", name=f"margin-call threshold {t:g}",
-                                     line={"dash": "dash", "color": "orange"}))
-        fig.add_trace(go.Scatter(x=xs, y=[1.0, 1.0], mode="lines", name="liquidation (1.0)",
-                                 line={"dash": "dash", "color": "red"}))
-        _layout(fig, "Margin ratio (maintenance margin / margin balance)", "margin ratio")
-        out.append(("margin_ratio", to_spec(fig)))
+        out.append(("margin_ratio", mr))
 
-    price = _price_figure(rf, max_points)
+    dist = _distance_figure(rf)
+    if dist is not None:
+        out.append(("liq_distance", dist))
+
+    price = _price_figure(rf)
     if price is not None:
         out.append(("price", price))
 
-    fig = _figure()
-    has = _per_column(fig, rf, "cum_funding", max_points, suffix=" funding")
-    has |= _per_column(fig, rf, "cum_fees", max_points, suffix=" fees", dash="dot")
+    p = _figure()
+    has = _per_column(p, rf, "cum_funding", suffix=" funding")
+    has |= _per_column(p, rf, "cum_fees", suffix=" fees", dash="dot")
     added = rf.get("capital_added")
     if added is not None and np.any(np.nan_to_num(added) != 0):
-        _per_column(fig, rf, "capital_added", max_points, suffix=" capital added", dash="dash")
+        _per_column(p, rf, "capital_added", suffix=" capital added", dash="dash")
     if has:
-        _layout(fig, f"Cumulative funding (received +), fees and capital added [{cur}]", cur)
-        out.append(("funding_fees", to_spec(fig)))
+        _layout(p, f"Cumulative funding (received +), fees and capital added [{cur}]", cur)
+        out.append(("funding_fees", p.spec()))
 
     greeks = [g for g in GREEK_SERIES if rf.get(g) is not None]
     if greeks:
-        fig = _subplots(rows=len(greeks), cols=1, shared_xaxes=True, subplot_titles=greeks,
-                            vertical_spacing=0.06)
+        p = _subplots(rows=len(greeks), cols=1, shared_xaxes=True, subplot_titles=greeks, vertical_spacing=0.06)
         for i, g in enumerate(greeks, start=1):
-            _per_column(fig, rf, g, max_points, suffix=f" {g}", row=i)
-        _layout(fig, "Greeks of the option position", height=220 * len(greeks) + 120)
-        out.append(("greeks", to_spec(fig)))
+            _per_column(p, rf, g, suffix=f" {g}", row=i)
+        _layout(p, "Greeks of the option position", height=220 * len(greeks) + 120)
+        out.append(("greeks", p.spec()))
     if rf.get("premium_paid") is not None:
-        fig = _figure()
-        _per_column(fig, rf, "premium_paid", max_points)
-        _layout(fig, f"Cumulative premium paid [{cur}]", cur)
-        out.append(("premium", to_spec(fig)))
+        p = _figure()
+        _per_column(p, rf, "premium_paid")
+        _layout(p, f"Cumulative premium paid [{cur}]", cur)
+        out.append(("premium", p.spec()))
 
     ideal = sorted(k for k in rf.doc["series"] if k.startswith("ideal"))
     if rf.doc["kind"] == "inverse_product" or ideal:
         # NAV per unit when the result has it (the ideal path is per unit too), else equity
         nav = "nav" if rf.get("nav") is not None else "equity"
-        fig = _figure()
-        _per_column(fig, rf, nav, max_points, suffix=f" {nav}")
+        p = _figure()
+        _per_column(p, rf, nav, suffix=f" {nav}")
         if rf.get("nav_gross") is not None:
-            _per_column(fig, rf, "nav_gross", max_points, suffix=" nav_gross (no costs)", dash="dash")
+            _per_column(p, rf, "nav_gross", suffix=" nav_gross (no costs)", dash="dash")
         for k in ideal:
-            _per_column(fig, rf, k, max_points, suffix=f" {k}", dash="dot")
-        _layout(fig, "NAV vs ideal" + ("" if nav == "nav" else f" [{cur}]"), nav, log_toggle=True)
-        out.append(("nav_ideal", to_spec(fig)))
+            _per_column(p, rf, k, suffix=f" {k}", dash="dot")
+        _layout(p, "NAV vs ideal" + ("" if nav == "nav" else f" [{cur}]"), nav, log_toggle=True)
+        out.append(("nav_ideal", p.spec()))
     return out
 
 
-def _price_figure(rf: ResultFrames, max_points: int) -> dict | None:
-    fig = _figure()
+def _margin_ratio_figure(rf: ResultFrames) -> dict | None:
+    """Margin ratio at the close (solid) and at the bar's adverse extreme (dotted), the 1.0
+    liquidation line, the margin-call thresholds, and the records as markers."""
+    if rf.get("margin_ratio") is None and rf.get("margin_ratio_adverse") is None:
+        return None
+    p = _figure()
+    _per_column(p, rf, "margin_ratio", suffix=" (close)")
+    adverse = _per_column(p, rf, "margin_ratio_adverse", suffix=" (adverse extreme)", dash="dot")
+    xs = [float(rf.x[0]), float(rf.x[-1])]
+    for t in sorted(set(rf.doc.get("margin_call_threshold") or [])):
+        p.add(go.Scatter(x=xs, y=[t, t], mode="lines", name=f"margin-call threshold {t:g}",
+                         line={"dash": "dash", "color": "orange"}))
+    p.add(go.Scatter(x=xs, y=[1.0, 1.0], mode="lines", name="liquidation (1.0)", line={"dash": "dash", "color": "red"}))
+    # a liquidation is where the ratio checked (at the adverse extreme) reached 1.0: drawn at
+    # the adverse ratio of its bar where the result has it, else on the 1.0 line
+    x, y, labels = rf.at_events("liquidations", "margin_ratio_adverse")
+    if not len(x):
+        liq = rf.events_of("liquidations")
+        x, labels = liq["timestamp"].to_numpy(dtype=np.float64), liq["column"].astype(str).tolist()
+        y = np.ones(len(x))
+    _markers(p, x, y, labels, "liquidation", LIQ_MARKER)
+    calls = rf.events_of("margin_calls")
+    if len(calls):
+        if "margin_ratio" in calls.columns:
+            cy = calls["margin_ratio"].to_numpy(dtype=np.float64)
+        else:
+            _, cy, _ = rf.at_events("margin_calls", "margin_ratio_adverse" if adverse else "margin_ratio")
+        _markers(p, calls["timestamp"].to_numpy(dtype=np.float64), cy, calls["column"].astype(str).tolist(),
+                 "margin call", CALL_MARKER)
+    what = "close (solid) and adverse extreme of the bar (dotted)" if adverse else "close"
+    _layout(p, f"Margin ratio (maintenance margin / margin balance) at the {what}", "margin ratio")
+    return p.spec()
+
+
+def _distance_figure(rf: ResultFrames) -> dict | None:
+    """Distance to liquidation per column where the result has liquidation prices and a price."""
+    liq = rf.get("liq_price")
+    if liq is None or not np.any(np.isfinite(rf.price)):
+        return None
+    dist = liquidation_distance(liq, rf.price[:, None])
+    if not np.any(np.isfinite(dist)):
+        return None
+    p = _figure()
+    _per_column(p, rf, "liq_distance", values=dist)
+    _event_markers_at(p, rf, "liquidations", "liquidation", LIQ_MARKER, 0.0)
+    src = rf.doc.get("price_source") or "price"
+    _layout(p, f"Distance to liquidation: |liquidation price / price - 1| (price: {src}; none while flat)",
+            "adverse move", yfmt=".0%")
+    p.fig.update_yaxes(rangemode="tozero")
+    return p.spec()
+
+
+def _event_markers_at(p: Plot, rf: ResultFrames, kind: str, name: str, marker: dict, y: float) -> None:
+    ev = rf.events_of(kind)
+    if len(ev):
+        _markers(p, ev["timestamp"].to_numpy(dtype=np.float64), np.full(len(ev), y),
+                 ev["column"].astype(str).tolist(), name, marker)
+
+
+def _price_figure(rf: ResultFrames) -> dict | None:
+    p = _figure()
     source = rf.doc.get("price_source")
     has_line = source is not None and bool(np.any(np.isfinite(rf.price)))
     if has_line:
-        fig.add_trace(_line(rf.x, rf.price, f"price ({source})", max_points, line={"color": "#444"}))
-    _per_column(fig, rf, "liq_price", max_points, suffix=" liquidation price", dash="dot")
-    markers = False
-    liq = rf.events_of("liquidations")
-    if len(liq):
-        ycol = next((c for c in ("mark_price", "trigger_price", "price") if c in liq.columns), None)
+        grid = p.grid(rf.grid_x)
+        p.add(go.Scatter(y=display_values(decimate(rf.price, rf.max_points)), name=f"price ({source})", mode="lines",
+                         line={"color": "#444"}), grid)
+    liq = rf.get("liq_price")
+    has_liq = liq is not None and bool(np.any(liq > 0))
+    if has_liq:
+        _per_column(p, rf, "liq_price", suffix=" liquidation price", dash="dot", values=no_zero_price(liq))
+    marker_y: list[np.ndarray] = []
+    liqs = rf.events_of("liquidations")
+    if len(liqs):
+        ycol = next((c for c in ("mark_price", "trigger_price", "price") if c in liqs.columns), None)
         if ycol is not None:
-            fig.add_trace(go.Scatter(
-                x=liq["timestamp"].to_numpy(dtype=np.float64), y=liq[ycol].to_numpy(dtype=np.float64),
-                mode="markers", name="liquidation", text=liq["column"].astype(str).tolist(),
-                marker={"symbol": "x", "size": 11, "color": "red"}))
-            markers = True
+            y = liqs[ycol].to_numpy(dtype=np.float64)
+            _markers(p, liqs["timestamp"].to_numpy(dtype=np.float64), y, liqs["column"].astype(str).tolist(),
+                     "liquidation", LIQ_MARKER)
+            marker_y.append(y)
     calls = rf.events_of("margin_calls")
     if len(calls) and "price" in calls.columns:
-        fig.add_trace(go.Scatter(
-            x=calls["timestamp"].to_numpy(dtype=np.float64), y=calls["price"].to_numpy(dtype=np.float64),
-            mode="markers", name="margin call", text=calls["column"].astype(str).tolist(),
-            marker={"symbol": "triangle-up", "size": 9, "color": "orange"}))
-        markers = True
-    if not (has_line or markers or rf.get("liq_price") is not None):
+        y = calls["price"].to_numpy(dtype=np.float64)
+        _markers(p, calls["timestamp"].to_numpy(dtype=np.float64), y, calls["column"].astype(str).tolist(),
+                 "margin call", CALL_MARKER)
+        marker_y.append(y)
+    if not (has_line or marker_y or has_liq):
         return None
-    _layout(fig, "Price with liquidations and margin calls", "price")
-    if has_line:
-        # a far-away liquidation price (a nearly flat position) must not squash the price line:
-        # show up to 3x the highest price; the lines beyond stay in the data (zoom out to see)
-        top = float(np.nanmax(rf.price))
-        fig.update_yaxes(range=[0.0, 3.0 * top])
-    return to_spec(fig)
+    _layout(p, "Price with liquidation prices, liquidations and margin calls", "price")
+    rng = price_range(rf.price if has_line else np.empty(0), *marker_y)
+    if rng is not None:
+        # fitted to the instrument's price: a far-away liquidation price (a nearly flat position)
+        # must not squash the price line; the lines beyond stay in the figure (autoscale shows them)
+        p.fig.update_yaxes(range=list(rng))
+    return p.spec()
 
 
-def comparison_figures(frames: list[ResultFrames], max_points: int = MAX_POINTS) -> list[tuple[str, dict]]:
-    """Every column of every result overlaid, in USD (the common currency)."""
+def price_range(*prices: np.ndarray) -> tuple[float, float] | None:
+    """The y range of a price axis: the finite positive prices given, padded by
+    :data:`PRICE_PAD` of their span (of the price when the span is 0); None when there are none."""
+    vals = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in prices]) if prices else np.empty(0)
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if not len(vals):
+        return None
+    lo, hi = float(vals.min()), float(vals.max())
+    pad = PRICE_PAD * ((hi - lo) or hi)
+    return max(lo - pad, 0.0), hi + pad
+
+
+def comparison_figures(frames: list[ResultFrames]) -> list[tuple[str, dict]]:
+    """The plotted columns of every result overlaid, in USD (the common currency), with the
+    liquidation and margin-call markers on the equity chart."""
     eq, dd = _figure(), _figure()
     k = 0
     for rf in frames:
-        e, d = rf.get("equity_usd"), rf.get("drawdown_usd")
-        for j, label in enumerate(rf.labels):
+        if not rf.cols:
+            continue
+        ge, gd = eq.grid(rf.grid_x), dd.grid(rf.grid_x)
+        e = decimate(rf.get("equity_usd"), rf.max_points)
+        d = decimate(rf.get("drawdown_usd"), rf.max_points)
+        for i, label in enumerate(rf.labels):
             name = f"{rf.name}: {label}"
             line = {"color": color(k)}
-            eq.add_trace(_line(rf.x, e[:, j], name, max_points, legendgroup=name, line=line))
-            dd.add_trace(_line(rf.x, d[:, j], name, max_points, legendgroup=name, line=line))
+            eq.add(go.Scatter(y=display_values(e[:, i]), name=name, mode="lines", legendgroup=name, line=line), ge)
+            dd.add(go.Scatter(y=display_values(d[:, i]), name=name, mode="lines", legendgroup=name, line=line), gd)
             k += 1
-    _layout(eq, "Equity of every column [USD]", "USD", log_toggle=True, height=520)
-    _layout(dd, "Drawdown of every column [USD]", "drawdown", yfmt=".0%")
-    return [("cmp_equity", to_spec(eq)), ("cmp_drawdown", to_spec(dd))]
+    for kind, name, marker in (("liquidations", "liquidation", LIQ_MARKER), ("margin_calls", "margin call", CALL_MARKER)):
+        xs, ys, labels = [], [], []
+        for rf in frames:
+            if rf.cols:
+                x, y, lab = rf.at_events(kind, "equity_usd")
+                xs.append(x)
+                ys.append(y)
+                labels += [f"{rf.name}: {c}" for c in lab]
+        if labels:
+            _markers(eq, np.concatenate(xs), np.concatenate(ys), labels, name, marker, legendgroup=kind)
+    _layout(eq, "Equity [USD] with liquidations and margin calls", "USD", log_toggle=True, height=520)
+    _layout(dd, "Drawdown [USD]", "drawdown", yfmt=".0%")
+    return [("cmp_equity", eq.spec()), ("cmp_drawdown", dd.spec())]

@@ -9,8 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from backtest.report import build_report, collect, downsample_index
+from backtest.metrics import index_ms
+from backtest.report import build_report, collect, decimate, grid_positions
 from backtest.report.collect import price_line
+from backtest.report.figures import trace_x
 from backtest.report.render import fmt_metric
 from report_factories import from_equity, inverse_result, perp_result, put_result
 
@@ -37,14 +39,23 @@ def test_long_series_are_downsampled_for_plots_only(tmp_path):
     assert report["downsampled"] is True
     assert run.metrics["results"]["long"]["settle"]["n_bars"] == n
     eq_fig = next(f for f in report["figures"] if f["id"].endswith("-equity"))
-    trace = eq_fig["spec"]["data"][0]
-    y = _decode(trace["y"])
+    spec = eq_fig["spec"]
+    y = _decode(spec["data"][0]["y"])
     assert 1000 < len(y) <= 5000
-    assert y.min() == eq.min() and y.max() == eq.max()
-    keep = downsample_index(eq, 5000)
-    np.testing.assert_array_equal(y, eq[keep])
-    assert np.all(np.diff(keep) > 0) and keep[0] == 0 and keep[-1] == n - 1
-    np.testing.assert_array_equal(downsample_index(eq[:100], 5000), np.arange(100))
+    e32 = eq.astype(np.float32)  # lines are drawn in single precision
+    assert y.dtype == np.float32
+    assert y.min() == e32.min() and y.max() == e32.max() and e32[7_777] in y
+    assert y[0] == e32[0] and y[-1] == e32[-1]
+    np.testing.assert_array_equal(y, decimate(eq, 5000).astype(np.float32))
+    # the line's x is the figure's shared grid: bar open times at the grid positions
+    ts = index_ms(res.index)
+    np.testing.assert_array_equal(trace_x(spec, 0), ts[grid_positions(n, 5000)].astype(float))
+    assert "x" not in spec["data"][0] and len(spec["x"]) == 1
+    # a short series is drawn whole
+    short = build_report(collect({"s": from_equity(eq[:100], columns=["s"])}, title="t"), max_points=5000)
+    sfig = next(f for f in short["figures"] if f["id"].endswith("-equity"))["spec"]
+    np.testing.assert_array_equal(_decode(sfig["data"][0]["y"]), e32[:100])
+    assert short["downsampled"] is False
 
 
 def test_figures_follow_what_the_result_has(results):

@@ -98,9 +98,17 @@ def test_html_escapes_user_text(stored):
     html = (stored / "report.html").read_text()
     assert "Bearish &lt;run&gt;" in html and "Bearish <run>" not in html
     assert "n &amp; m" in html
-    # plotly.js is inlined exactly once, whatever the number of figures
+    # plotly.js is inlined exactly once (gzip + base64), whatever the number of figures, and
+    # unpacks to the installed plotly.js byte for byte
+    import base64
+    import gzip
+    import re
+
     from plotly.offline import get_plotlyjs
-    assert html.count(get_plotlyjs()[:2000]) == 1
+    packed = re.findall(r'<script type="application/octet-stream" id="plotly-gz">([^<]*)</script>', html)
+    assert len(packed) == 1
+    assert gzip.decompress(base64.b64decode(packed[0])).decode("utf-8") == get_plotlyjs()
+    assert html.count(get_plotlyjs()[:2000]) == 0
     assert html.count('<div class="plot"') > 10
 
 
