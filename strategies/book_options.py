@@ -143,9 +143,7 @@ class OptionRule:
         """Readable label of this leg at one grid value (empty for 0: the leg is left out)."""
         if value == 0.0:
             return ""
-        p = self.leg.put
-        strike = f"d{float(p.target_delta):g}" if p.strike_mode == "delta" else f"{float(p.moneyness):.2f}"
-        head = f"{p.option_type}({strike})"
+        head = contract_label(self.leg.put)
         if self.rule == "hedge":
             body = f"{head}x{value:g}"
         elif self.rule == "overlay":
@@ -153,6 +151,12 @@ class OptionRule:
         else:
             body = f"{head}@{value:g},band({float(self.band):g})"
         return (self.leg.underlying.split("/")[0] + ":" + body) if with_base else body
+
+
+def contract_label(put: Any) -> str:
+    """``'call(1.10)'`` (moneyness mode) or ``'put(d0.25)'`` (delta mode) of a leg's PutSettings."""
+    strike = f"d{float(put.target_delta):g}" if put.strike_mode == "delta" else f"{float(put.moneyness):.2f}"
+    return f"{put.option_type}({strike})"
 
 
 def resolve_rules(book: Any, rules: Sequence[OptionRule]) -> list[OptionRule]:
@@ -172,15 +176,30 @@ def resolve_rules(book: Any, rules: Sequence[OptionRule]) -> list[OptionRule]:
                                 "rule='hedge'|'overlay'|'delta_hedged', ...)")
         sym = bf.symbols[bf.resolve(r.leg.underlying, what=f"options[{j}].underlying")]
         out.append(replace(r, leg=replace(r.leg, underlying=sym)) if sym != r.leg.underlying else r)
-    dh = [r.leg.underlying for r in out if r.rule == "delta_hedged"]
-    twice = sorted({s for s in dh if dh.count(s) > 1})
-    if twice:
-        raise StrategyError(f"several delta_hedged legs on {twice}: one perp hedges one leg; merge them into one leg "
-                            "(its exposure) or hedge another underlying")
-    for j, r in enumerate(out):
-        if r.rule == "hedge" and r.leg.underlying in dh:
-            raise StrategyError(f"options[{j}] hedges {r.leg.underlying}, whose perp is the delta hedge of a "
-                                "delta_hedged leg (not an exposure to cover); put the hedge on another underlying")
+    bad = rule_set_problems(out)
+    if bad:
+        raise StrategyError("; ".join(msg for _, msg in bad))
+    return out
+
+
+def rule_set_problems(rules: Sequence[OptionRule]) -> list[tuple[int, str]]:
+    """Problems of a book's legs together, ``(leg index, reason with the fix)``, their
+    underlyings being the book's symbols: at most one ``delta_hedged`` leg per underlying, and no
+    ``hedge`` leg on an underlying that is delta-hedged (its perp's target is the delta hedge,
+    not an exposure to cover)."""
+    out = []
+    dh = {r.leg.underlying for r in rules if r.rule == "delta_hedged"}
+    seen: set[str] = set()
+    for j, r in enumerate(rules):
+        u = r.leg.underlying
+        if r.rule == "delta_hedged":
+            if u in seen:
+                out.append((j, f"several delta_hedged legs on {u}: one perp hedges one leg; merge them into one "
+                               "leg (its exposure) or hedge another underlying"))
+            seen.add(u)
+        elif r.rule == "hedge" and u in dh:
+            out.append((j, f"options[{j}] hedges {u}, whose perp is the delta hedge of a delta_hedged leg (not an "
+                           "exposure to cover); put the hedge on another underlying"))
     return out
 
 
