@@ -116,6 +116,16 @@ def load_book(cfg: Any, data: Any) -> Any:
                           allow_extreme_funding=data.allow_extreme_funding, iv=option_ivs(cfg) or None)
 
 
+def option_columns(cfg: Any) -> tuple[int, int]:
+    """(hedge columns, option legs) of a ``[[book]]`` for the memory estimate: the legs' grids
+    multiplied (``options_grid = 'product'``) or the longest (``'zip'``), and their count."""
+    sizes = [len(v) if isinstance(v, list) else 1
+             for o in cfg.option for v in ([o.ratio if o.rule == "hedge" else o.exposure])]
+    if not sizes:
+        return 1, 0
+    return (int(np.prod(sizes)) if cfg.options_grid == "product" else max(sizes)), len(sizes)
+
+
 def option_settings(o: Any, inverse: bool = False) -> Any:
     """The :class:`~backtest.options.PutSettings` of one ``[[book.option]]`` table: its type,
     the contract keys it gives (the others at PutSettings' defaults) and the book's settlement."""
