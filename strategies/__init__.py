@@ -11,6 +11,9 @@ exposure and policy settings. See ``docs/strategies.md``.
 ...     data, "trend_short", {"slow_days": [50, 100]}, ["const(2)", "voltarget(0.5)"])  # doctest: +SKIP
 >>> target, policy, cols = strategies.build_book_targets(                 # books: (n, K, n_cols)
 ...     book_data, "basket_short", {"weighting": "beta"}, ["voltarget(0.5)"])  # doctest: +SKIP
+>>> target, policy, cols = strategies.build_book_targets(                 # with option legs: (n, K + J, n_cols)
+...     book_data, "basket_short", {"weighting": "beta"}, ["voltarget(0.5)"],
+...     options=[strategies.OptionRule(leg, "hedge", ratio=[0.0, 1.0])])   # doctest: +SKIP
 """
 
 from strategies.base import Strategy, StrategyError, StrategyParams, get, names, per_column, register
@@ -26,10 +29,12 @@ from strategies.policies import build_targets, min_of  # noqa: E402
 from strategies import book, book_strategies  # noqa: E402,F401
 from strategies.book import BookFrame, book_names, get_book, register_book  # noqa: E402
 from strategies.book_build import build_book_targets  # noqa: E402
+from strategies import book_options  # noqa: E402
+from strategies.book_options import OptionRule  # noqa: E402
 
 __all__ = [
-    "BookFrame", "LookAheadError", "MarketDataError", "MarketFrame", "Strategy", "StrategyError", "StrategyParams",
-    "apply_filter", "as_market", "book", "book_names", "build_book_targets", "build_targets", "get",
+    "BookFrame", "LookAheadError", "OptionRule", "MarketDataError", "MarketFrame", "Strategy", "StrategyError", "StrategyParams",
+    "apply_filter", "as_market", "book", "book_names", "book_options", "build_book_targets", "build_targets", "get",
     "get_book", "lookahead", "min_of", "names", "per_column",
     "policies", "register", "register_book", "signals",
 ]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.engine.settings import Policy
+from strategies import book_options
 from strategies.base import StrategyError, get
 from strategies.book import BookFrame, as_book, get_book
 from strategies.lookahead import check
@@ -53,7 +54,8 @@ def rebalance_rows(index: pd.DatetimeIndex, bar_ms: float, hours: float) -> np.n
 def build_book_targets(book_data: Any, strategy: str, params: Any = None, policies: Any = None, *,
                        gate: str | None = None, gate_params: Any = None, gate_symbol: str | None = None,
                        specs: Sequence[Any] | None = None,
-                       rebalance_hours: float | None = None) -> tuple[np.ndarray, Policy, pd.MultiIndex]:
+                       rebalance_hours: float | None = None, options: Sequence[Any] | None = None,
+                       options_grid: str = "product", lag: int = 1) -> tuple[np.ndarray, Policy, pd.MultiIndex]:
     """The book's target for every (strategy parameters x gate parameters x policy) column.
 
     For a book policy the target is ``f_t * w_t`` (unit weights times the policy's factor); for
@@ -74,14 +76,24 @@ def build_book_targets(book_data: Any, strategy: str, params: Any = None, polici
         exchange and symbols when a policy needs them.
     rebalance_hours : trade only the rows whose bar closes on a multiple of this many hours
         (UTC), NaN (keep) elsewhere; None = every bar.
+    options : optional option legs, one :class:`strategies.book_options.OptionRule` each (a leg
+        and its rule: ``hedge``, ``overlay``, ``delta_hedged``); needs a BookData (the legs'
+        contract paths are priced on its bars). Their grids add a ``hedge`` level.
+    options_grid : ``'product'`` (default) or ``'zip'``: how the legs' grids combine
+        (:func:`strategies.book_options.hedge_grid`).
+    lag : the engine's lag (``Account.lag``) the target will be traded with: an option leg's
+        rows are NaN until its first contract can be traded.
 
     Returns
     -------
-    target : float64 (n_bars, K, n_cols), signed exposure as a multiple of the account's equity;
-        row t is traded at bar t + lag.
+    target : float64 (n_bars, K + J, n_cols), signed exposure as a multiple of the account's
+        equity, the K perpetuals then the J option legs (long exposure >= 0); row t is traded at
+        bar t + lag.
     policy : :class:`backtest.engine.settings.Policy`, one value per column in every field.
     columns : MultiIndex: the strategy's parameter levels, ``gate`` and ``gate.<param>`` levels
-        with a gate, and a last ``policy`` level (labels); :func:`labels` gives readable strings.
+        with a gate, a ``hedge`` level with options, and a last ``policy`` level (labels);
+        :func:`labels` gives readable strings. Column order: strategy, gate, hedge, policy
+        (innermost).
     """
     book = as_book(book_data)
     strat = get_book(strategy)
@@ -100,8 +112,21 @@ def build_book_targets(book_data: Any, strategy: str, params: Any = None, polici
         specs = _specs_of(book_data)
     n, k, ks = w.shape
     kp = len(variants)
-    target = np.empty((n, k, ks * kp))
+    if options is not None and len(options):
+        book_options.require_bars(book_data)
+        if specs is None:
+            specs = _specs_of(book_data)
+        plan = book_options.plan(book_data, options, specs, lag)
+        combos = book_options.hedge_grid(plan.rules, options_grid)
+        hedges = [book_options.hedge_label(plan.rules, c) for c in combos]
+    elif options_grid not in book_options.GRIDS:
+        raise StrategyError(f"options_grid={options_grid!r} is not one of {list(book_options.GRIDS)}")
+    else:
+        plan, combos, hedges = None, [()], []
+    kc, kj = len(combos), (len(plan.rules) if plan is not None else 0)
+    target = np.empty((n, k + kj, ks * kc * kp))
     fields: dict[str, list[Any]] = {f: [] for f in ENGINE_DEFAULTS}
+    pvals: list[dict[str, Any]] = []
     keep = rebalance_rows(book.index, book.market.bar_seconds * 1000.0, rebalance_hours) \
         if rebalance_hours is not None else None
     for i in range(ks):
@@ -119,11 +144,20 @@ def build_book_targets(book_data: Any, strategy: str, params: Any = None, polici
             col = np.where(wi == 0.0, 0.0, wi * f[:, None])
             if keep is not None:
                 col = np.where(keep[:, None], col, np.nan)
-            target[:, :, i * kp + j] = col
-            for key in fields:
-                fields[key].append(vals[key])
-    tuples = [(t if isinstance(t, tuple) else (t,)) + (p.label(),) for t in scols for p in variants]
-    columns = pd.MultiIndex.from_tuples(tuples, names=list(scols.names) + ["policy"])
+            for c, combo in enumerate(combos):
+                target[:, :, (i * kc + c) * kp + j] = col if plan is None else book_options.apply_options(col, plan, combo)
+            pvals.append(vals)
+    # the in-loop settings of each column: (strategy, hedge, policy) order, the policy's own
+    for i in range(ks):
+        for _ in range(kc):
+            for vals in pvals[i * kp:(i + 1) * kp]:
+                for key in fields:
+                    fields[key].append(vals[key])
+    hedge_level = [(h,) for h in hedges] if plan is not None else [()]
+    tuples = [(t if isinstance(t, tuple) else (t,)) + hl + (p.label(),) for t in scols for hl in hedge_level
+              for p in variants]
+    names = list(scols.names) + (["hedge"] if plan is not None else []) + ["policy"]
+    columns = pd.MultiIndex.from_tuples(tuples, names=names)
     policy = Policy(
         kind=list(fields["kind"]),
         max_drawdown=np.asarray(fields["max_drawdown"], dtype=np.float64),

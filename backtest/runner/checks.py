@@ -99,6 +99,68 @@ def _book(cfg: BookConfig, where: str) -> list[str]:
             out.append(f"{where}.policies[{i}]: {exc}")
     if cfg.rebalance_hours is not None and not cfg.rebalance_hours > 0:
         out.append(f"{where}.rebalance_hours: {cfg.rebalance_hours!r} is not a positive number of hours; give e.g. 8")
+    return out + _book_options(cfg, where)
+
+
+def _book_options(cfg: BookConfig, where: str) -> list[str]:
+    """A book's ``[[book.option]]`` tables checked without data: the underlying is a symbol of the
+    book, the rule and its numbers (``strategies.book_options.rule_problems``), the contract
+    keys by the put simulator's own rules, the legs together (one delta hedge per perp, no hedge
+    of a delta-hedged perp, distinct names, one iv per symbol) and the grid."""
+    import re
+
+    from backtest.book.options import OptionLeg
+    from backtest.options.inputs import InstrumentInputError
+    from backtest.options.sim import _arrays as put_arrays
+    from backtest.options.schedule import KINDS
+    from backtest.runner.book import option_settings, option_underlying
+    from strategies.book_options import OptionRule, contract_label, hedge_grid, rule_problems, rule_set_problems
+
+    out: list[str] = []
+    rules: list[OptionRule] = []
+    names: dict[str, int] = {}
+    ivs: dict[str, str] = {}
+    for i, o in enumerate(cfg.option):
+        at = f"{where}.option[{i}]"
+        sym = option_underlying(o.underlying, cfg.symbols)
+        if sym is None:
+            out.append(f"{at}.underlying: {o.underlying!r} is not a symbol of the book, nor a base currency held "
+                       f"once; its symbols: {list(cfg.symbols)}")
+        bad = rule_problems(o.rule, o.ratio, o.exposure, o.band)
+        out += [f"{at}.{key}: {msg}" for key, msg in bad]
+        put = option_settings(o)
+        try:
+            put_arrays(put, 1)  # the put simulator's checks of every contract field (one definition)
+            if put.expiry not in KINDS:
+                raise InstrumentInputError(f"expiry={put.expiry!r} is not one of {KINDS}")
+        except InstrumentInputError as exc:
+            m = re.match(r"(?:PutSettings\.)?(\w+)=", str(exc))
+            out.append(f"{at}.{m.group(1) if m else 'type'}: {exc}")
+        if o.iv is not None and o.iv.count("/") != 1:
+            out.append(f"{at}.iv: {o.iv!r} must look like 'exchange/name', e.g. 'deribit/BTC-DVOL'")
+        if put.vol_source == "iv" and o.iv is None:
+            out.append(f"{at}.vol_source: 'iv' prices the leg off an implied-volatility index: name it with iv = "
+                       "\"deribit/BTC-DVOL\" (or use 'auto' / 'ewma')")
+        if sym is None:
+            continue
+        if o.iv is not None:
+            if ivs.setdefault(sym, o.iv) != o.iv:
+                out.append(f"{at}.iv: {o.iv!r} but another leg on {sym} gives {ivs[sym]!r}; one index per symbol")
+        name = o.name or f"{sym} {contract_label(put)}"
+        if name in names or name in cfg.symbols:
+            other = f"option[{names[name]}]" if name in names else "a symbol of the book"
+            out.append(f"{at}.name: the leg's name {name!r} is already {other}'s; give it a distinct name = \"...\"")
+        names.setdefault(name, i)
+        if not bad:
+            rules.append(OptionRule(OptionLeg(sym, put=put), o.rule, ratio=o.ratio, exposure=o.exposure, band=o.band))
+    if len(rules) == len(cfg.option) and rules:
+        out += [f"{where}.option[{j}].rule: {msg}" for j, msg in rule_set_problems(rules)]
+        try:
+            hedge_grid(rules, cfg.options_grid)
+        except ValueError as exc:
+            out.append(f"{where}.options_grid: {exc}")
+    elif cfg.options_collateral and not cfg.option:
+        out.append(f"{where}.options_collateral: true but the book has no [[book.option]] leg; add one or remove it")
     return out
 
 

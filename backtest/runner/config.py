@@ -255,10 +255,68 @@ class BookStrategyConfig(_Strict):
     gate_symbol: str | None = None
 
 
+def _one_of(v: Any, choices: tuple[str, ...]) -> str:
+    if v not in choices:
+        close = difflib.get_close_matches(str(v), choices, n=1)
+        raise ValueError(f"{v!r} is not one of {list(choices)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return v
+
+
 def _intrabar_choices() -> tuple[str, ...]:
     from backtest.book.settings import Intrabar
 
     return tuple(Intrabar.names)
+
+
+# PutSettings fields an option leg of a book takes from its table: the contract rules (strike,
+# expiry, rolls, volatility, fees, slippage); one value each (a leg's contract path is shared by
+# every column). Sizing and account fields do not apply (the book's target sizes a leg).
+OPTION_CONTRACT_FIELDS = ("moneyness", "strike_mode", "target_delta", "strike_step", "expiry", "min_days",
+                          "roll_dte", "roll_delta", "skew", "vol_source", "ewma_lambda", "vrp", "fee_rate", "fee_cap",
+                          "delivery_fee_rate", "delivery_fee_cap", "slippage")
+OPTION_SIZE_KEYS = ("ratio", "exposure", "band")
+
+
+def _scalar_number(v: Any) -> float:
+    return _number(v, "one number (an option leg's contract rules take one value: use several legs to compare)")
+
+
+def _option_model() -> type[BaseModel]:
+    """``[[book.option]]``: an option leg of a book and the rule sizing it. The contract keys
+    are the fields of ``backtest.options.PutSettings`` of :data:`OPTION_CONTRACT_FIELDS` (declared
+    once there; a key left out takes PutSettings' default); their values are checked by the
+    put simulator's own rules (``backtest.runner.checks``)."""
+    from backtest.options import PutSettings
+
+    fields = {f.name: f for f in dataclasses.fields(PutSettings)}
+    Number = Annotated[Any, PlainValidator(_scalar_number)]
+    keys: dict[str, Any] = {
+        "underlying": (str, Field(min_length=1, description="a symbol of the book or its base currency held once")),
+        "type": (Annotated[Any, PlainValidator(lambda v: _one_of(v, ("put", "call")))], Field("put", description="'put' or 'call'")),
+        "rule": (str, Field(min_length=1, description="'hedge', 'overlay' or 'delta_hedged'")),
+        "ratio": (Num | None, Field(None, description="hedge: fraction of the underlying's exposure covered")),
+        "exposure": (Num | None, Field(None, description="overlay, delta_hedged: long exposure, multiple of equity")),
+        "band": (Number | None, Field(None, description="delta_hedged: net delta per contract kept before re-hedging")),
+        "name": (str | None, Field(None, description="the leg's name in results")),
+        "iv": (str | None, Field(None, description="implied-vol index 'exchange/name' for vol_source 'iv'/'auto'")),
+    }
+    for name in OPTION_CONTRACT_FIELDS:
+        kind = str if isinstance(fields[name].default, str) else Number
+        keys[name] = (kind | None, Field(None, description=f"PutSettings.{name}; default: PutSettings'"))
+    return create_model("BookOptionConfig", __base__=_Strict, __doc__="An option leg of a book.", **keys)
+
+
+if TYPE_CHECKING:
+    class BookOptionConfig(_Strict):
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    BookOptionConfig = _option_model()
+
+
+def _options_grids() -> tuple[str, ...]:
+    from strategies.book_options import GRIDS
+
+    return GRIDS
 
 
 class BookConfig(_Strict):
@@ -273,6 +331,9 @@ class BookConfig(_Strict):
     rebalance_hours: Annotated[Any, PlainValidator(lambda v: _number(v, "a number of hours"))] | None = None
     intrabar: Annotated[Any, _choice_or_list(*_intrabar_choices())] = "together"
     account: AccountConfig = AccountConfig()
+    option: list[BookOptionConfig] = Field(default_factory=list, description="option legs, [[book.option]]")
+    options_collateral: bool = Field(False, description="long options count in the cross margin balance")
+    options_grid: Annotated[Any, PlainValidator(lambda v: _one_of(v, _options_grids()))] = "product"
 
 
 class PutsConfig(_Strict):
@@ -363,7 +424,13 @@ class RunConfig(_Strict):
         what it computes. ``book`` is left out when empty, so a run without books keeps the id
         it had before books existed."""
         exclude = {"reports_dir", "memory_limit"} | (set() if self.book else {"book"})
-        return self.model_dump(mode="json", exclude=exclude)
+        out = self.model_dump(mode="json", exclude=exclude)
+        # a book without option legs keeps the id it had before option legs existed
+        for b in out.get("book", []):
+            if not b["option"] and not b["options_collateral"] and b["options_grid"] == "product":
+                for key in ("option", "options_collateral", "options_grid"):
+                    del b[key]
+        return out
 
     def digest(self, data_fingerprint: str = "") -> str:
         """sha256 hex of the resolved content (:meth:`content`, keys sorted) and the data's

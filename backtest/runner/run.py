@@ -19,7 +19,7 @@ import pandas as pd
 
 from backtest.result import SimResult
 from backtest.runner.checks import check_settings, settings_error, unknown_fields
-from backtest.runner.book import BookRun, load_book, run_book
+from backtest.runner.book import BookRun, load_book, option_columns, run_book
 from backtest.runner.config import BookConfig, ConfigError, PerpConfig, ProductConfig, PutsConfig, RunConfig
 from backtest.runner.labels import relabel
 
@@ -413,7 +413,8 @@ def _book_columns(cfg: BookConfig, book: Any) -> tuple[str, int, int]:
             n *= len(strategies.get(s.gate).grid(s.gate_params or None))
     except ValueError:  # reported by the settings checks
         n = 1
-    return cfg.name, n, len(BOOK_SERIES) + book.bars.k * len(POSITION_SERIES)
+    hedges, legs = option_columns(cfg)
+    return cfg.name, n * hedges, len(BOOK_SERIES) + (book.bars.k + legs) * len(POSITION_SERIES)
 
 
 def _book_provenance(book: Any, specs: list[Any]) -> dict[str, Any]:
