@@ -120,23 +120,33 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., help="TOML run config with a 'sweep' table and a grid in a 'perp' table."),
         reports_dir: Optional[Path] = Reports,
         top: int = typer.Option(20, "--top", min=0, help="Rows of the ranked table printed."),
+        memory: Optional[str] = typer.Option(
+            None, "--memory", help="Memory for the chunks in flight ('2GB', '512MiB'); default [sweep] memory, "
+                                   "else a quarter of the available memory, at most 1 GB."),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                              help="Local worker processes (default [sweep] workers, else 1)."),
+        scheduler: Optional[str] = typer.Option(
+            None, "--scheduler", help="Dask scheduler address (tcp://host:8786): run the chunks on that cluster."),
+        full_equity: bool = typer.Option(False, "--full-equity",
+                                         help="Also write every column's equity (equity-full-*.parquet)."),
         no_html: bool = NoHtml,
         quiet: bool = Quiet,
         debug: bool = Debug,
     ) -> None:
-        """Run a parameter x policy grid as the columns of one simulation; print the ranked
-        table and write sweep.csv and heatmap.html (metric by sweep.x and sweep.y) into the
-        report folder; print heatmap.html's path (with --no-html: no HTML file, the folder's path)."""
-        from backtest.runner.run import execute
-        from backtest.runner.sweep import format_table, sweep_files
+        """Run a parameter x policy grid in chunks sized to the memory (resumable: a killed sweep
+        run again computes only the missing chunks); print the ranked table; write sweep.csv and
+        sweep_metrics.parquet (every column), heatmap.html (metric by sweep.x and sweep.y) and the
+        report of the best [sweep] report_columns columns; print heatmap.html's path (with
+        --no-html: no HTML file, the folder's path)."""
+        from backtest.runner.sweep import format_table, run_sweep
 
         with _guard(debug):
             cfg, src = _config(config)
-            files = sweep_files(cfg, html=not no_html)
-            out = execute(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src, extras=files,
-                          html=not no_html)
+            out = run_sweep(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src,
+                            html=not no_html, memory=memory, workers=workers, scheduler=scheduler,
+                            full_equity=full_equity, quiet=quiet)
         if not quiet:
-            print(format_table(files.table, cfg.sweep.metric, top))
+            print(format_table(out.table, cfg.sweep.metric, top))
         print(out.out_dir if no_html else out.out_dir / "heatmap.html")
 
     @app.command("report")

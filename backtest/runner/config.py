@@ -18,7 +18,7 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationError, create_model,
                       field_validator, model_validator)
@@ -375,11 +375,30 @@ class SweepConfig(_Strict):
     y: str = "policy"
     metric: str = "sharpe"
     result: str | None = Field(None, description="name of the [[perp]] swept; default the first")
+    # how the sweep runs, not what it computes: left out of the run id (RunConfig.content), so
+    # a sweep started with one setting resumes with another
+    report_columns: int = Field(20, ge=1, description="columns of the grid whose equity the report keeps "
+                                                      "(the best by metric)")
+    memory: str | int | None = Field(None, description="memory for the chunks in flight ('2GB', bytes); default "
+                                                       "a share of the available memory")
+    workers: int | None = Field(None, ge=1, description="local worker processes (default 1: in this process)")
+    scheduler: str | None = Field(None, description="Dask scheduler address, e.g. 'tcp://host:8786'")
+
+    RUN_ONLY: ClassVar[tuple[str, ...]] = ("report_columns", "memory", "workers", "scheduler")
 
     @field_validator("metric")
     @classmethod
     def _metric(cls, v: str) -> str:
         return _metric_name(v)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | int | None) -> str | int | None:
+        from backtest.runner.budget import parse_size
+
+        if v is not None and parse_size(v, "sweep.memory") is None:
+            raise ValueError("'off' is not a sweep memory; give a size such as '2GB' (the chunks are sized to it)")
+        return v
 
     @model_validator(mode="after")
     def _axes(self) -> "SweepConfig":
@@ -423,7 +442,11 @@ class RunConfig(_Strict):
         and ``memory_limit``: where a report is written and the memory allowed are not part of
         what it computes. ``book`` is left out when empty, so a run without books keeps the id
         it had before books existed."""
-        exclude = {"reports_dir", "memory_limit"} | (set() if self.book else {"book"})
+        exclude: dict[str, Any] = {k: True for k in ("reports_dir", "memory_limit")}
+        if not self.book:
+            exclude["book"] = True
+        if self.sweep is not None:
+            exclude["sweep"] = set(SweepConfig.RUN_ONLY)
         out = self.model_dump(mode="json", exclude=exclude)
         # a book without option legs keeps the id it had before option legs existed
         for b in out.get("book", []):

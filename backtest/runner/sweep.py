@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from backtest.runner.checks import sweep_target
@@ -143,3 +146,296 @@ def format_table(table: pd.DataFrame, metric: str, top: int) -> str:
     """The first ``top`` rows: rank, column label, the ranked metric and a few others."""
     keys = [metric] + [k for k in SHOWN if k != metric]
     return table[["rank", "column", *keys]].head(top).to_string(index=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# `backtest sweep`: the grid in chunks under a memory budget, resumable, on any executor
+
+
+def ranked_order(table: pd.DataFrame, name: str, metric: str) -> list[dict]:
+    """The report's ranking (:func:`backtest.report.collect.rank`: surviving columns first, then
+    ``metric``, nulls last, ties by total return, then grid order) of the metrics table's rows."""
+    from backtest.report.collect import rank
+
+    _check_metric(metric)
+
+    def plain(values: pd.Series) -> list:
+        return [None if v is pd.NA else (v.item() if hasattr(v, "item") else v) for v in values.astype(object)]
+
+    cols = {lab: {metric: m, "total_return": t, "ruined": r} for lab, m, t, r in zip(
+        table["column"].tolist(), plain(table[metric]), plain(table["total_return"]), plain(table["ruined"]))}
+    return rank({name: {"usd": {"columns": cols}}}, metric)
+
+
+def ranked_table(table: pd.DataFrame, levels: pd.DataFrame, name: str, metric: str) -> pd.DataFrame:
+    """``sweep.csv``: every column best first, as :func:`sweep_table` (``rank``, ``column``,
+    ``col``, the levels, every USD scalar metric), from the chunked sweep's metrics table."""
+    order = ranked_order(table, name, metric)
+    pos = {lab: i for i, lab in enumerate(table["column"].tolist())}
+    rows = np.asarray([pos[r["column"]] for r in order], dtype=np.int64)
+    usd = [c for c in table.columns if c not in ("col", "column") and "." not in c]
+    out = table.iloc[rows].reset_index(drop=True)
+    lv = levels.iloc[out["col"].to_numpy()].reset_index(drop=True)
+    return pd.concat([pd.DataFrame({"rank": np.arange(1, len(out) + 1), "column": out["column"], "col": out["col"]}),
+                      lv, out[usd]], axis=1)
+
+
+@dataclass
+class SweepOutcome:
+    """What :func:`run_sweep` did: ``table`` is ``sweep.csv`` (every column, best first);
+    ``computed`` / ``reused`` count the chunks simulated now and those found from an earlier start."""
+
+    run_id: str
+    out_dir: Path
+    table: pd.DataFrame
+    chunks: int
+    chunk_columns: int
+    computed: int
+    reused: int
+    executor: str
+    seconds: float
+
+
+def _sweep_memory(setting: Any, override: Any) -> tuple[int, str]:
+    """Bytes for the chunks in flight and where the figure comes from."""
+    from backtest.runner import budget
+    from backtest.runner.chunks import DEFAULT_MEMORY_CAP, DEFAULT_MEMORY_SHARE
+
+    for value, where in ((override, "--memory"), (setting, "sweep.memory")):
+        if value is not None:
+            n = budget.parse_size(value, where)
+            if n is None:
+                raise ConfigError(f"{where}={value!r}: a sweep's chunks need a memory size such as '2GB'")
+            return n, where
+    avail, source = budget.available_memory()
+    if avail is None:
+        return DEFAULT_MEMORY_CAP, f"{budget.fmt_bytes(DEFAULT_MEMORY_CAP)} ({source})"
+    n = min(int(avail * DEFAULT_MEMORY_SHARE), DEFAULT_MEMORY_CAP)
+    return n, f"{DEFAULT_MEMORY_SHARE:.0%} of {source}, at most {budget.fmt_bytes(DEFAULT_MEMORY_CAP)}"
+
+
+def _publish_sweep(run: Any, out_dir: Path, files: Mapping[str, Any], html: bool) -> Path:
+    """The report plus the sweep's files, moved into place complete (as ``run._publish``); a
+    file's value is text, or a Path linked (else copied) into the folder."""
+    import os
+    import shutil
+
+    from backtest.report import store_run
+    from backtest.report.store import _fsync_tree, _swap_into_place, temp_path
+
+    out_dir = out_dir.resolve()
+    staging = temp_path(out_dir, "staging")
+    try:
+        store_run(run, staging, html=html)
+        for fname, value in files.items():
+            if isinstance(value, Path):
+                try:
+                    os.link(value, staging / fname)
+                except OSError:
+                    shutil.copyfile(value, staging / fname)
+            elif isinstance(value, bytes):
+                (staging / fname).write_bytes(value)
+            else:
+                (staging / fname).write_text(value, encoding="utf-8")
+        _fsync_tree(staging)
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
+              source_config: dict[str, Any] | None = None, html: bool = True, memory: Any = None,
+              workers: int | None = None, scheduler: Any = None, full_equity: bool = False,
+              quiet: bool = False, executor: Any = None) -> SweepOutcome:
+    """Run ``backtest sweep``: the swept ``[[perp]]``'s grid in chunks, the report of the best.
+
+    Steps: check the config; load the data; split the grid's columns into chunks sized to the
+    memory (``memory`` / ``[sweep] memory``, else a share of the available memory); run every
+    chunk not already stored in ``<run folder>/chunks/`` on the executor (each chunk simulated,
+    reduced to its metrics rows and stored as it finishes); rank every column; simulate the
+    ``[sweep] report_columns`` best again (the same numbers: columns are independent) with the
+    config's other simulations (the baselines); write the report folder.
+
+    Parameters
+    ----------
+    cfg : a validated config with a ``[sweep]`` table.
+    reports_dir, log, source_config, html : as :func:`backtest.runner.run.execute`.
+    memory : bytes or a size (``'2GB'``) for the chunks in flight; overrides ``[sweep] memory``.
+    workers : local processes (overrides ``[sweep] workers``); scheduler : a Dask scheduler
+        address (overrides ``[sweep] scheduler``). executor : an :class:`~backtest.runner.executors.Executor`
+        to use instead (tests: a ``DaskExecutor`` on a ``LocalCluster``).
+    full_equity : also write every column's equity (``equity-full-<c0>-<c1>.parquet``, one
+        file per chunk: bars x columns, settlement currency).
+    quiet : no progress bar.
+
+    Returns
+    -------
+    SweepOutcome
+
+    Output folder: the report of ``backtest run`` holding the best columns and the baselines,
+    plus ``sweep.csv`` (every column ranked), ``sweep_metrics.parquet`` (every column, every
+    metric, both bases), ``heatmap.html`` (unless ``html=False``) and the full equity if asked.
+
+    Raises
+    ------
+    ConfigError, ReportError, DataValidationError, FileNotFoundError
+        As :func:`backtest.runner.run.execute`, before any chunk is simulated.
+    """
+    import time
+
+    from backtest.data import default_root
+    from backtest.market import load_market
+    from backtest.report import collect
+    from backtest.report.store import remove_stale_temporaries
+    from backtest.runner import budget
+    from backtest.runner.chunks import ChunkStore, SweepTask, chunk_bounds, chunk_columns, run_chunk, sweep_grid
+    from backtest.runner.checks import check_settings, settings_error
+    from backtest.runner.executors import ChunkProgress, executor_for
+    from backtest.runner.run import (_plain, _stderr, check_reports_dir, load_books, load_data, market_fingerprint,
+                                     simulate_all)
+
+    log = log or _stderr
+    t0 = time.perf_counter()
+    files_maker = sweep_files(cfg, html)  # ConfigError without a [sweep] table
+    sw, target = files_maker.sweep, files_maker.target
+    problems = check_settings(cfg)
+    if problems:
+        raise settings_error(problems)
+    where = f"perp[{[p.name for p in cfg.perp].index(target.name)}]"
+    grid = sweep_grid(target)
+    levels = grid.levels()
+    for axis, level in (("x", sw.x), ("y", sw.y)):
+        if level not in levels.columns:
+            raise ConfigError(f"sweep.{axis}: {level!r} is not a column level of [[perp]] {target.name!r}; "
+                              f"levels: {', '.join(levels.columns)}")
+    mem, mem_source = _sweep_memory(sw.memory, memory)
+    workers = workers if workers is not None else sw.workers
+    scheduler = scheduler if scheduler is not None else sw.scheduler
+    reports = check_reports_dir(reports_dir if reports_dir is not None else cfg.reports_dir)
+    for p in remove_stale_temporaries(reports):
+        log(f"removed {p.name}, left by a run that was killed")
+
+    # the data, the market and the run id exactly as `backtest run` makes them
+    d = cfg.data
+    log(f"loading {d.exchange} {d.symbol} {d.timeframe} ({d.start or 'first bar'} .. {d.end or 'last bar'})")
+    md = load_data(cfg)
+    spec = load_market(d.exchange, d.symbol, data_dir=d.root or default_root())
+    notes = list(md.notes)
+    log(f"  {md.n} bars from {md.source}; {len(md.funding)} funding prints")
+    for note in notes:
+        log(f"  note: {note}")
+    market_fp = market_fingerprint(spec)
+    fingerprint = f"data:{md.fingerprint}|market:{market_fp}"
+    books = load_books(cfg, log)
+    for bname, (book, specs) in books.items():
+        notes.extend(f"{bname}: {note}" for note in book.notes)
+        fingerprint += f"|book:{bname}:{book.fingerprint}:" + ",".join(market_fingerprint(sp) for sp in specs)
+    run_id = cfg.run_id(fingerprint)
+    out_dir = reports / run_id
+    if (out_dir.exists() or out_dir.is_symlink()) and not out_dir.is_dir():
+        from backtest.report import ReportError
+
+        raise ReportError(f"{out_dir} exists and is not a folder, so the report of this run cannot replace it; "
+                          "move the file or choose another -o/--reports-dir")
+
+    # the report holds the best columns and the other simulations: checked as `backtest run` checks a run
+    others = cfg.model_copy(update={"perp": [p for p in cfg.perp if p.name != target.name]})
+    keep = min(sw.report_columns, grid.n_cols)
+    from backtest.engine.enums import SERIES as PERP_SERIES
+
+    limit, limit_source = budget.limit_for(cfg.memory_limit)
+    need = budget.estimate(int(md.n), budget.columns_of(others) + [(target.name, keep, len(PERP_SERIES))])
+    budget.check(need, limit, limit_source, ConfigError)
+
+    store = ChunkStore(out_dir / "chunks", run_id, grid.n_cols)
+    ex = executor if executor is not None else executor_for(workers, scheduler)
+    in_flight = getattr(ex, "workers", 1)
+    per_chunk = store.stored_chunk_columns() or chunk_columns(int(md.n), mem, in_flight)
+    bounds = chunk_bounds(grid.n_cols, per_chunk)
+    store.start(per_chunk)
+    todo = [b for b in bounds if not store.has(b, full_equity)]
+    log(f"sweeping {target.name}: {grid.n_cols} columns x {md.n} bars in {len(bounds)} chunk(s) of up to "
+        f"{per_chunk} columns (memory {budget.fmt_bytes(mem)}: {mem_source}); "
+        f"{len(bounds) - len(todo)} already done, {len(todo)} to run on {ex.name}")
+    task = SweepTask(perp=target, where=where, data=md, spec=spec, grid=grid, full_equity=full_equity)
+    progress = ChunkProgress(len(bounds), len(bounds) - len(todo), quiet=quiet)
+    try:
+        for i, out in ex.map(run_chunk, task, todo):
+            store.save(todo[i], out)
+            progress.advance(f"columns {todo[i][0]}..{todo[i][1] - 1}")
+    finally:
+        progress.close()
+        if executor is None:
+            ex.close()
+
+    table = pd.concat([store.metrics(b) for b in bounds], ignore_index=True)
+    if table["col"].tolist() != list(range(grid.n_cols)):  # a stored chunk that is not what its name says
+        raise RuntimeError(f"the stored chunks in {store.folder} do not cover columns 0..{grid.n_cols - 1} in "
+                           "order; delete that folder and run the sweep again")
+    ranked = ranked_table(table, levels, target.name, sw.metric)
+    best = np.sort(ranked["col"].to_numpy()[:keep])
+
+    log(f"simulating the best {keep} column(s) of {target.name} for the report, and the other simulations")
+    from backtest.runner.chunks import simulate_columns
+
+    top = simulate_columns(task, best)
+    results: dict[str, Any] = {target.name: top}
+    top_levels = levels.iloc[best]
+    book_runs: dict[str, Any] = {}
+    if others.perp or others.puts or others.products or others.book:
+        res, lv = simulate_all(others, md, spec, log, books=books, book_runs=book_runs)
+        results.update(res)
+        all_levels = {target.name: top_levels, **lv}
+    else:
+        all_levels = {target.name: top_levels}
+    for rname, r in results.items():
+        for note in r.meta.get("notes", []):
+            if "allow_lookahead = true" in note:
+                notes.append(f"{rname}: {note}")
+    resolved = {
+        "run_id": run_id,
+        "config": cfg.model_dump(mode="json"),
+        "source_config": source_config,
+        "data": {"source": str(md.source), "fingerprint": md.fingerprint, "bars": int(md.n),
+                 "first_bar": str(md.frame.index[0]), "last_bar": str(md.frame.index[-1]), "notes": notes},
+        "market": {"exchange": spec.exchange, "symbol": spec.symbol, "inverse": spec.inverse, "settle": spec.settle,
+                   "contract_size": spec.contract_size, "taker_fee": spec.taker_fee,
+                   "liquidation_fee_rate": spec.liquidation_fee_rate, "fingerprint": market_fp},
+        "columns": {n: {"levels": list(lv.columns),
+                        "values": {lab: [_plain(v) for v in row] for lab, row in zip(lv.index, lv.to_numpy())}}
+                    for n, lv in all_levels.items()},
+    }
+    log("computing the report's metrics")
+    run = collect({n: book_runs.get(n, r) for n, r in results.items()}, title=cfg.title, config=resolved,
+                  notes="\n".join(notes), rank_by=cfg.rank_by)
+    run.metrics["sweep"] = {
+        "result": target.name, "metric": sw.metric, "columns": grid.n_cols, "report_columns": keep,
+        "chunks": len(bounds), "chunk_columns": per_chunk, "table": "sweep_metrics.parquet",
+        "note": f"the report shows the best {keep} of {grid.n_cols} columns of {target.name!r} by {sw.metric}; "
+                "sweep.csv and sweep_metrics.parquet hold every column"}
+    files: dict[str, Any] = {"sweep.csv": ranked.to_csv(index=False)}
+    metrics_bytes = _parquet_bytes(table)
+    files["sweep_metrics.parquet"] = metrics_bytes
+    if html:
+        files["heatmap.html"] = heatmap_html(heatmap_grid(ranked, sw.x, sw.y, sw.metric), sw.x, sw.y, sw.metric,
+                                             cfg.title)
+    if full_equity:
+        for b in bounds:
+            files[f"equity-full-{b[0]}-{b[1]}.parquet"] = store.equity_path(b)
+    log(f"writing report {out_dir}")
+    out_dir = _publish_sweep(run, out_dir, files, html)
+    seconds = time.perf_counter() - t0
+    log(f"done in {seconds:.1f} s")
+    files_maker.table = ranked
+    return SweepOutcome(run_id=run_id, out_dir=out_dir, table=ranked, chunks=len(bounds), chunk_columns=per_chunk,
+                        computed=len(todo), reused=len(bounds) - len(todo), executor=ex.name, seconds=seconds)
+
+
+def _parquet_bytes(table: pd.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    return buf.getvalue()
