@@ -39,6 +39,26 @@ def hand_data(candles: Sequence[Sequence[float]], prints: Sequence[tuple] = (), 
                       frame=frame, funding=fund).replace()
 
 
+# trade OHLC | mark OHLC; bar 2 opens at 100 (the volatility level below)
+CANDLES = [
+    (100, 102, 99, 101, 100, 101.5, 99.5, 101),
+    (101, 104, 100, 103, 101, 103.5, 100.5, 103),
+    (100, 101, 96, 97, 100, 100.5, 96.5, 97),
+    (97, 98, 94, 95, 97, 97.5, 94.5, 95),
+    (95, 99, 95, 98, 95, 98.5, 95, 98),
+    (98, 100, 97, 99, 98, 99.5, 97.5, 99),
+]
+# raw prints (time with ms jitter, rate, interval h, mark): bar 1 at its open (+3 ms), bar 3 at
+# its open (-2 ms, rounded into bar 3), bar 4 inside the bar
+PRINTS = [(T0 + HOUR + 3, 0.0001, 8.0, 101.0), (T0 + 3 * HOUR - 2, 0.0002, 8.0, 97.0),
+          (T0 + 4 * HOUR + 1_800_000, -0.0001, 8.0, 96.0)]
+
+
+def hand() -> MarketData:
+    """The hand table above: six hourly bars from T0, three prints with marks and ms jitter."""
+    return hand_data(CANDLES, PRINTS)
+
+
 @lru_cache(maxsize=None)
 def sample(start: str = "2022-05-01", end: str = "2022-07-01") -> MarketData:
     """Binance BTC/USDT:USDT 1h of the embedded sample (real trade, mark and funding data)."""
