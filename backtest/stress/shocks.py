@@ -320,11 +320,11 @@ class SlippageShock(Shock):
     def apply_account(self, account: Account) -> Account:
         if self.multiplier == 1:
             return account
-        s = account.slippage
-        new = float(s) * self.multiplier if np.ndim(s) == 0 else list(np.asarray(s, dtype=np.float64) * self.multiplier)
+        s = np.asarray(account.slippage, dtype=np.float64) * float(self.multiplier)
+        new: float | list[float] = float(s) if s.ndim == 0 else [float(x) for x in s]
         out = replace(account, slippage=new)
         try:  # the engine's own check of the setting
-            account_arrays(out, 1 if np.ndim(s) == 0 else len(new), 0.0)
+            account_arrays(out, max(1, s.size), 0.0)
         except SettingsError as exc:
             raise ShockError(f"{self!r} gives an invalid account: {exc}") from None
         return out
