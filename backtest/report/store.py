@@ -26,7 +26,9 @@ from backtest.report.figures import MAX_POINTS
 from backtest.report.render import render_html
 
 FILES = ("metrics.json", "config.json", "equity.parquet", "events.parquet", "periods.parquet",
-         "drawdowns.parquet", "named_periods.parquet", "report.html")
+         "drawdowns.parquet", "report.html")
+# written only when the report has named periods
+OPTIONAL_FILES = ("named_periods.parquet",)
 # what a folder must hold to be loaded (the period tables of an older folder are recomputed from
 # equity.parquet, and so are the named periods; report.html is absent after `--no-html`;
 # named_periods.parquet is written only for a run with named periods)
