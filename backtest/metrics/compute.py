@@ -184,13 +184,55 @@ def _day_end(open_ms: np.ndarray) -> np.ndarray:
     return np.r_[day[1:] != day[:-1], True]
 
 
+def underlying_returns(result: SimResult) -> np.ndarray | None:
+    """The underlying's bar returns ``u_t / u_{t-1} - 1`` (float64 (n_bars,); bar 0, whose
+    previous price the series does not hold, is 0 and never read), or None when the result has no
+    ``underlying`` series (no relative metrics then).
+
+    Raises
+    ------
+    MetricsInputError
+        The series has the wrong shape, or a price that is not finite and > 0 (named with its bar).
+    """
+    u = getattr(result, "underlying", None)
+    if u is None:
+        return None
+    u = np.asarray(u, dtype=np.float64)
+    n = result.n_bars
+    if u.shape != (n,):
+        raise MetricsInputError(f"SimResult({result.kind}).underlying has shape {u.shape}; give one price per "
+                                f"bar ({n},) or None")
+    bad = ~np.isfinite(u) | (u <= 0)
+    if bad.any():
+        t = int(np.argmax(bad))
+        raise MetricsInputError(
+            f"SimResult({result.kind}).underlying is {float(u[t])!r} at bar {t} ({result.index[t]}); the underlying's "
+            "price must be finite and > 0 at every bar (or the result's underlying None: no relative metrics)")
+    out = np.zeros(n)
+    out[1:] = u[1:] / u[:-1] - 1.0
+    return out
+
+
+def underlying_return(result: SimResult) -> float | None:
+    """The underlying's total return over the result's window, ``u_last / u_first - 1`` (its
+    first close to its last: spot buy-and-hold without costs); None without an underlying."""
+    if underlying_returns(result) is None:  # also checks the series
+        return None
+    u = np.asarray(result.underlying, dtype=np.float64)
+    return float(u[-1] / u[0] - 1.0)
+
+
 def series_metrics(result: SimResult, equity: np.ndarray, to_basis: np.ndarray, initial: np.ndarray,
-                   open_ms: np.ndarray, ann: float) -> np.ndarray:
-    """The compiled pass (:func:`backtest.metrics.nb.column_metrics_nb`) over every column.
+                   open_ms: np.ndarray, ann: float, u_ret: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The compiled pass (:func:`backtest.metrics.nb.column_metrics_nb`) over every column, and
+    the relative metrics (:func:`backtest.metrics.nb.relative_metrics_nb`) on the same blocks
+    when the underlying's bar returns ``u_ret`` (n_bars,) are given.
 
     Returns
     -------
-    :data:`backtest.metrics.nb.column_metrics_dt` (n_cols,).
+    (:data:`backtest.metrics.nb.column_metrics_dt` (n_cols,), beta (n_cols,), correlation
+    (n_cols,)); beta and correlation are NaN without ``u_ret``.
     """
     n, m = result.n_bars, result.n_cols
     ser = result.series
@@ -199,13 +241,16 @@ def series_metrics(result: SimResult, equity: np.ndarray, to_basis: np.ndarray, 
               [equity] + [ser[k] for k in SERIES_READ] + ([ser["premium_paid"]] if has_premium else [])]
     clock = nb.Clock(np.ascontiguousarray(to_basis, dtype=np.float64), _day_end(open_ms), float(ann), has_premium)
     out = np.empty(m, dtype=nb.column_metrics_dt)
+    beta, corr = np.full(m, np.nan), np.full(m, np.nan)
     blocks = _Blocks(n, m, len(arrays))
     for j0, j1 in blocks:
         eq, cap, fund, fees, pos, lev = (blocks.rows(i, a, j0, j1) for i, a in enumerate(arrays[:6]))
         prem = blocks.rows(6, arrays[6], j0, j1) if has_premium else np.empty((j1 - j0, 0))
-        nb.column_metrics_nb(eq, cap, fund, fees, prem, pos, lev, clock,
-                             np.ascontiguousarray(initial[j0:j1]), out[j0:j1])
-    return out
+        init = np.ascontiguousarray(initial[j0:j1])
+        nb.column_metrics_nb(eq, cap, fund, fees, prem, pos, lev, clock, init, out[j0:j1])
+        if u_ret is not None:
+            nb.relative_metrics_nb(eq, cap, clock.to_basis, init, u_ret, beta[j0:j1], corr[j0:j1])
+    return out, beta, corr
 
 
 def held_means(result: SimResult, name: str) -> np.ndarray:
@@ -352,7 +397,8 @@ def compute_metrics(result: SimResult, *, currency: str = "settle", bar_ms: int 
     equity, to_basis, currency_name = basis_equity(result, currency)
     initial = np.asarray(result.initial_capital, dtype=np.float64) * to_basis[0]
     initial = np.ascontiguousarray(np.broadcast_to(initial, (m,)))
-    st = series_metrics(result, equity, to_basis, initial, open_ms, ann)
+    u_ret = underlying_returns(result)
+    st, beta, corr = series_metrics(result, equity, to_basis, initial, open_ms, ann, u_ret)
     bad = st["first_bad_bar"]
     if (bad >= 0).any():
         bar = int(bad[bad >= 0].min())
@@ -386,6 +432,10 @@ def compute_metrics(result: SimResult, *, currency: str = "settle", bar_ms: int 
         "worst_bar_return": _floats(st["worst_bar_return"]),
         "worst_day_return": _floats(st["worst_day_return"]),
         "ruined": ruined(st["min_growth"], final_usd, min_equity).tolist(),
+        "beta": _floats(beta),
+        "correlation": _floats(corr),
+        "excess_return": ([None] * m if u_ret is None
+                          else _floats(st["total_return"] - underlying_return(result))),
         "exposure_time": _floats(st["exposure_time"]),
         "avg_leverage": _floats(st["avg_leverage"]),
         "max_leverage": _floats(st["max_leverage"]),

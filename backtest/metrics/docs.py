@@ -60,6 +60,17 @@ _DEFS: dict[str, tuple[str, str]] = {
                "stays 100 %), or the final equity (in USD) can no longer hold the smallest "
                "order the market allows (minimum notional, or one lot at the last mark) at the column's "
                "leverage setting (perps; the engine states it as `meta['min_equity_usd']`)."),
+    # relative to the underlying (null when the result has no `underlying` price series)
+    "beta": ("ratio", "beta of the column's bar returns `r_t` to the underlying's bar returns "
+             "`u_t = P_t / P_{t-1} - 1` (P: the result's `underlying` price, the mark close for perps), "
+             "`cov(r, u) / var(u)` over bars 1..n-1 (bar 0 has no underlying return); 0 for a flat column; "
+             "null when the underlying's returns are constant or the result has no underlying."),
+    "correlation": ("ratio", "Pearson correlation of the column's bar returns to the underlying's (as for `beta`), "
+                    "`cov(r, u) / (std(r) * std(u))`; null when either is constant or the result has no "
+                    "underlying."),
+    "excess_return": ("fraction", "`total_return` minus the underlying's total return on the same window "
+                      "(`P_last / P_first - 1`: spot buy-and-hold from the first close, without costs); "
+                      "null when the result has no underlying."),
     # exposure
     "exposure_time": ("fraction", "fraction of bars that end with a non-zero position."),
     "avg_leverage": ("leverage", "mean of the `leverage` series (|notional| / equity) over all bars, flat bars count as 0."),

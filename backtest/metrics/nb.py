@@ -367,3 +367,96 @@ def gather_rows_nb(a, j0, out):
         for k in range(w):
             for t in range(t0, t1):
                 out[k, t] = a[t, j0 + k]
+
+
+@njit(cache=True, inline="always")
+def _is_flat_nb(lo, hi, absmax):
+    """The same rule as ``column_metrics_dt.flat``: values constant up to rounding."""
+    return (hi - lo) <= 1e-12 * max(absmax, 1e-300)
+
+
+@njit(cache=True)
+def relative_1d_nb(equity, capital_added, to_basis, initial, u_ret):
+    """Beta and correlation of one column's bar returns to the underlying's bar returns.
+
+    The column's returns are the flow returns of :func:`column_1d_nb` (``flow_return_nb``);
+    ``u_ret[t]`` is the underlying's return over bar t, ``u_t / u_{t-1} - 1``. Bar 0 has no
+    underlying return (the price before it is not in the series), so both are paired over bars
+    1..n-1. Two passes, as numpy's ``cov``: the means first, then the centred sums.
+
+    Returns
+    -------
+    (beta, correlation): ``cov(r, u) / var(u)`` and ``cov(r, u) / (std(r) std(u))``; beta NaN
+    when the underlying's returns are constant (or fewer than 2 pairs), correlation NaN also
+    when the column's returns are constant (a flat column has no correlation; its beta is 0).
+    """
+    n = equity.shape[0]
+    if n < 3:
+        return np.nan, np.nan
+    e_prev = max(initial, 0.0)
+    c_prev = 0.0
+    r_sum = 0.0
+    u_sum = 0.0
+    r_lo = np.inf
+    r_hi = -np.inf
+    r_abs = 0.0
+    u_lo = np.inf
+    u_hi = -np.inf
+    u_abs = 0.0
+    for t in range(n):
+        c = nan_to_num_nb(capital_added[t])
+        r, e_prev = flow_return_nb(e_prev, (c - c_prev) * to_basis[t], equity[t])
+        c_prev = c
+        if t == 0:
+            continue
+        u = u_ret[t]
+        r_sum += r
+        u_sum += u
+        r_lo = min(r_lo, r)
+        r_hi = max(r_hi, r)
+        r_abs = max(r_abs, abs(r))
+        u_lo = min(u_lo, u)
+        u_hi = max(u_hi, u)
+        u_abs = max(u_abs, abs(u))
+    k = n - 1
+    r_mean = r_sum / k
+    u_mean = u_sum / k
+    s_ru = 0.0
+    s_rr = 0.0
+    s_uu = 0.0
+    e_prev = max(initial, 0.0)
+    c_prev = 0.0
+    for t in range(n):
+        c = nan_to_num_nb(capital_added[t])
+        r, e_prev = flow_return_nb(e_prev, (c - c_prev) * to_basis[t], equity[t])
+        c_prev = c
+        if t == 0:
+            continue
+        dr = r - r_mean
+        du = u_ret[t] - u_mean
+        s_ru += dr * du
+        s_rr += dr * dr
+        s_uu += du * du
+    if _is_flat_nb(u_lo, u_hi, u_abs) or s_uu == 0.0:
+        return np.nan, np.nan
+    beta = s_ru / s_uu
+    if _is_flat_nb(r_lo, r_hi, r_abs) or s_rr == 0.0:
+        return beta, np.nan
+    return beta, s_ru / np.sqrt(s_rr * s_uu)
+
+
+@njit(cache=True, parallel=True)
+def relative_metrics_nb(equity, capital_added, to_basis, initial, u_ret, beta, corr):
+    """:func:`relative_1d_nb` for a block of columns, in parallel.
+
+    Parameters
+    ----------
+    equity, capital_added : float64 (n_block, n_bars), one row per column (as
+        :func:`column_metrics_nb` reads them).
+    to_basis : float64 (n_bars,), settlement currency -> basis currency at each bar.
+    initial : float64 (n_block,), equity before the first bar in the basis currency.
+    u_ret : float64 (n_bars,), the underlying's bar returns (``u_ret[0]`` is not read).
+    beta, corr : float64 (n_block,), written.
+    """
+    for k in prange(equity.shape[0]):
+        beta[k], corr[k] = relative_1d_nb(equity[k], capital_added[k], to_basis, initial[k], u_ret)

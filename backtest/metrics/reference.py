@@ -118,6 +118,7 @@ def compute_metrics_reference(result: SimResult, *, currency: str = "settle", ba
     premium = _money_total(result, "premium_paid", to_basis)
     recs = result.records
     final_usd, min_equity = ruin_inputs(result)
+    rel = _relative(result, r, st["total_return"])
 
     cols: dict[str, dict] = {}
     for j, label in enumerate(labels):
@@ -145,6 +146,7 @@ def compute_metrics_reference(result: SimResult, *, currency: str = "settle", ba
             "worst_bar_return": _f(np.min(r[:, j])),
             "worst_day_return": _f(worst_day_return_1d(g[:, j], open_ms)),
             "ruined": is_ruined(g[:, j], final_usd[j], min_equity[j]),
+            **{k: v[j] for k, v in rel.items()},
             "exposure_time": _f(np.mean(holding[:, j])),
             "avg_leverage": _f(np.nanmean(np.nan_to_num(lev[:, j], nan=0.0))),
             "max_leverage": _f(np.nanmax(np.nan_to_num(lev[:, j], nan=0.0))),
@@ -175,6 +177,30 @@ def compute_metrics_reference(result: SimResult, *, currency: str = "settle", ba
         "end_ms": int(open_ms[-1] + bar_ms),
         "columns": cols,
     }
+
+
+def _relative(result: SimResult, r: np.ndarray, total: np.ndarray) -> dict[str, list]:
+    """beta, correlation and excess_return per column with numpy's ``cov`` and ``corrcoef`` on
+    each column's returns paired with the underlying's over bars 1..n-1; all null without an
+    underlying."""
+    m = r.shape[1]
+    if result.underlying is None:
+        return {"beta": [None] * m, "correlation": [None] * m, "excess_return": [None] * m}
+    u = np.asarray(result.underlying, dtype=np.float64)
+    ur = u[1:] / u[:-1] - 1.0
+    beta: list[float | None] = []
+    corr: list[float | None] = []
+    for j in range(m):
+        x = r[1:, j]
+        if len(x) < 2 or _is_flat(ur):
+            beta.append(None)
+            corr.append(None)
+            continue
+        c = np.cov(x, ur)
+        beta.append(_f(c[0, 1] / c[1, 1]))
+        corr.append(None if _is_flat(x) else _f(np.corrcoef(x, ur)[0, 1]))
+    excess = [_f(t - (u[-1] / u[0] - 1.0)) for t in total]
+    return {"beta": beta, "correlation": corr, "excess_return": excess}
 
 
 def _executed(fills: np.ndarray) -> np.ndarray:

@@ -5,21 +5,27 @@ Numbers stay raw here; the template formats them (``backtest.report.render``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 
 import numpy as np
 import pandas as pd
 
 from backtest.metrics import COLUMN_KEYS, LOWER_IS_BETTER, METRIC_DOCS, METRIC_UNITS
-from backtest.report.collect import RunData, rank
+from backtest.report.collect import RunData, baseline_columns, rank
 from backtest.report.decimate import MIN_POINTS
 from backtest.report.figures import MAX_POINTS, ResultFrames, comparison_figures, result_figures
+from backtest.report.named_periods import METRICS as NAMED_METRICS
 
 # USD columns of the ranked comparison table (the rank key is shown first).
 COMPARISON_KEYS = ("total_return", "cagr", "volatility", "sharpe", "max_drawdown", "calmar",
+                   "excess_return", "beta", "correlation",
                    "final_equity", "funding_net", "fees", "liquidations", "ruined")
 
-# The headline table of each result (one row per column, USD basis), decisive columns first:
+# The headline table of each result (one row per column, USD basis), decisive columns first.
+# The relative metrics (excess return, beta, correlation) are in the comparison table, which
+# scrolls, not here: the headline must fit a 1,440 px screen and was not measured with them.
 # metric key -> readable header. Every key is also in the full metrics tables.
 HEADLINE = (("total_return", "Total return"), ("cagr", "CAGR"), ("max_drawdown", "Max drawdown"),
             ("sharpe", "Sharpe"), ("sortino", "Sortino"), ("calmar", "Calmar"),
@@ -47,7 +53,7 @@ def headline(name: str, res: dict, rank_by: str) -> dict:
     cols = res["usd"]["columns"]
     keys = [k for k, _ in HEADLINE]
     rows = [{"rank": r["rank"], "column": r["column"], "ruined": bool(cols[r["column"]].get("ruined")),
-             "cells": [cols[r["column"]].get(k) for k in keys]}
+             "baseline": r["baseline"], "cells": [cols[r["column"]].get(k) for k in keys]}
             for r in rank({name: res}, rank_by)]
     return {
         "basis": "usd", "currency": "USD", "rank_by": rank_by,
@@ -147,14 +153,41 @@ def _table(block: dict, labels: list[str]) -> dict:
 
 
 def baselines(res: dict) -> list[str]:
-    """The baseline columns of a result, always plotted whatever their rank: every column when
-    the result's ``meta`` has ``baseline: true``, the labels listed when it is a list, else none."""
-    flag = (res.get("meta") or {}).get("baseline")
-    if flag is True:
-        return list(res["columns"])
-    if isinstance(flag, list):
-        return [c for c in res["columns"] if c in set(flag)]
-    return []
+    """The baseline columns of a result, always plotted whatever their rank and never ranked
+    best (:func:`backtest.report.collect.baseline_columns`)."""
+    return baseline_columns(res)
+
+
+def named_block(name: str, run: RunData, order: list[str]) -> dict | None:
+    """The named periods of one result in the basis :data:`PERIOD_BASIS`: per period its span
+    (requested, and the bars measured), per column (in ranking ``order``) the
+    :data:`backtest.report.named_periods.METRICS` of each period; None without named periods."""
+    defs = run.metrics.get("named_periods") or []
+    if not defs:
+        return None
+    t = run.named_table()
+    t = t[(t["result"] == name) & (t["basis"] == PERIOD_BASIS)]
+    keys = [k for k, _ in NAMED_METRICS]
+    periods: list[Any] = []
+    cells: dict[str, list[Any]] = {c: [] for c in order}
+    for d in defs:
+        part = t[t["period"] == d["name"]]
+        first = part.iloc[0]
+        periods.append({"name": d["name"], "start_ms": int(d["start_ms"]), "end_ms": int(d["end_ms"]),
+                        "first_ms": int(first["first_ms"]), "last_ms": int(first["last_ms"]),
+                        "bars": int(first["bars"]), "partial": bool(first["partial"])})
+        by_col = {c: row for c, row in zip(part["column"], part[keys].itertuples(index=False))}
+        for c in order:
+            row = by_col[c]
+            cells[c] += [_clean(v) if k != "liquidations" else int(v) for k, v in zip(keys, row)]
+    units = {"return": "fraction", "max_drawdown": "fraction", "sharpe": "ratio", "liquidations": "count",
+             "funding_net": "money"}
+    headers = [{"period": p["name"], "key": k, "label": label, "metric_unit": units[k],
+                "unit": _header_unit(k if k != "return" else "total_return", "USD"),
+                "order": "asc" if k in LOWER_IS_BETTER else "desc"}
+               for p in periods for k, label in NAMED_METRICS]
+    return {"basis": PERIOD_BASIS, "currency": "USD", "periods": periods, "headers": headers,
+            "rows": [{"column": c, "cells": cells[c]} for c in order]}
 
 
 def plotted_columns(doc: dict, top: int) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
@@ -171,12 +204,16 @@ def plotted_columns(doc: dict, top: int) -> tuple[dict[str, list[int]], dict[str
         pos = {c: j for j, c in enumerate(res["columns"])}
         order = [r["column"] for r in rank({name: res}, rank_by)]
         base = set(baselines(res))
-        per[name] = [pos[c] for i, c in enumerate(order) if i < top or c in base]
+        others = [c for c in order if c not in base]
+        per[name] = [pos[c] for c in order if c in base or c in others[:top]]
     cmp: dict[str, list[int]] = {name: [] for name in doc["results"]}
-    for i, r in enumerate(doc["comparison"]["rows"]):
+    best = 0  # the top columns are counted among the columns that are not baselines
+    for r in doc["comparison"]["rows"]:
         res = doc["results"][r["result"]]
-        if i < top or r["column"] in set(baselines(res)):
+        is_base = r["column"] in set(baselines(res))
+        if is_base or best < top:
             cmp[r["result"]].append(res["columns"].index(r["column"]))
+        best += not is_base
     return per, cmp
 
 
@@ -262,6 +299,8 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
             "attribution": _attribution_table(res.get("attribution")),
             "headline": head, "usd_note": _usd_note(name, res, run.series),
             "periods": periods_block(name, run, [r["column"] for r in head["rows"]], top),
+            "named": named_block(name, run, [r["column"] for r in head["rows"]]),
+            "baselines": baselines(res),
             "plotted": _shown(res, per_cols[name], top),
         })
 
@@ -273,6 +312,7 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
         res = doc["results"][r["result"]]
         m = res["usd"]["columns"][r["column"]]
         rows.append({"rank": r["rank"], "result": r["result"], "column": r["column"],
+                     "baseline": r["column"] in set(baselines(res)),
                      "kind": res["kind"], "currency": res["currency"],
                      "cells": [m.get(k) for k in keys]})
     cmp_fig_ids = []
@@ -297,6 +337,7 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
                        "figures": cmp_fig_ids, "plotted": n_cmp, "n_columns": n_cols_total,
                        "baselines": sum(len(baselines(res)) for res in doc["results"].values())},
         "results": results_out,
+        "named_periods": bool(doc.get("named_periods")),
         "figures": figures,
         "max_points": max_points,
         "top": top,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ import pandas as pd
 from backtest.metrics import COLUMN_KEYS, LOWER_IS_BETTER, METRIC_UNITS, column_labels, compute_metrics, index_ms
 from backtest.metrics.compute import returns_and_drawdown
 from backtest.report.attribution import attribution, is_book
+from backtest.report.named_periods import check_periods, named_period_frame
 from backtest.report.periods import period_frames
 from backtest.result import SimResult
 
@@ -58,6 +59,9 @@ class RunData:
     periods, drawdowns : returns by calendar year and month, and the worst drawdown spells, of
         every column in both bases (``periods.parquet``, ``drawdowns.parquet``); computed from
         ``series`` by :func:`backtest.report.periods.period_frames` when not given.
+    named : the named periods of ``metrics['named_periods']`` per result, column and basis
+        (``named_periods.parquet``); computed by
+        :func:`backtest.report.named_periods.named_period_frame` when not given.
     """
 
     metrics: dict
@@ -66,9 +70,17 @@ class RunData:
     config: dict
     periods: pd.DataFrame | None = None
     drawdowns: pd.DataFrame | None = None
+    named: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self.period_tables()
+        self.named_table()
+
+    def named_table(self) -> pd.DataFrame:
+        """The named periods' table, computed from ``series`` and ``events`` if a caller cleared it."""
+        if self.named is None:
+            self.named = named_period_frame(self.metrics, self.series, self.events)
+        return self.named
 
     def period_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(periods, drawdowns), computed from ``series`` if a caller cleared them."""
@@ -218,17 +230,34 @@ def _empty_events() -> pd.DataFrame:
         "bar": pd.Series([], dtype=np.int64), "timestamp": pd.Series([], dtype=np.int64)})
 
 
+def baseline_columns(res: dict) -> list[str]:
+    """The baseline columns of a result (its ``metrics.json`` entry): every column when the
+    result's ``meta`` has ``baseline: true``, the labels listed when it is a list, else none."""
+    flag = (res.get("meta") or {}).get("baseline")
+    if flag is True:
+        return list(res["columns"])
+    if isinstance(flag, list):
+        return [c for c in res["columns"] if c in set(flag)]
+    return []
+
+
 def rank(results_doc: dict, rank_by: str) -> list[dict]:
     """Rank every (result, column) by the USD metric ``rank_by``: surviving columns before ruined
     ones, then by the value (null values last), ties by USD total return (higher first), then by
-    result and column order."""
+    result and column order.
+
+    Baseline columns (:func:`baseline_columns`) take their place in that order but no rank
+    number (``rank`` None, ``baseline`` True): the ranks 1, 2, ... count the other columns only,
+    so a baseline is never the best of a comparison."""
     lower = rank_by in LOWER_IS_BETTER
     rows = []
     order = 0
     for name, res in results_doc.items():
+        base = set(baseline_columns(res))
         for label, m in res["usd"]["columns"].items():
             rows.append({"result": name, "column": label, "value": m.get(rank_by),
-                         "_tie": m.get("total_return"), "_ruined": m.get("ruined"), "_order": order})
+                         "_tie": m.get("total_return"), "_ruined": m.get("ruined"), "_order": order,
+                         "_base": label in base})
             order += 1
 
     def key(r: dict) -> tuple:
@@ -239,12 +268,17 @@ def rank(results_doc: dict, rank_by: str) -> list[dict]:
                 -t if t is not None else math.inf, r["_order"])
 
     rows.sort(key=key)
-    return [{"rank": i + 1, "result": r["result"], "column": r["column"], "value": r["value"]}
-            for i, r in enumerate(rows)]
+    out, n = [], 0
+    for r in rows:
+        if not r["_base"]:
+            n += 1
+        out.append({"rank": None if r["_base"] else n, "result": r["result"], "column": r["column"],
+                    "value": r["value"], "baseline": r["_base"]})
+    return out
 
 
 def collect(results: Mapping[str, Any], *, title: str, config: Mapping | None = None,
-            notes: str = "", rank_by: str = "calmar") -> RunData:
+            notes: str = "", rank_by: str = "calmar", periods: Sequence = ()) -> RunData:
     """Compute the raw numbers of a report (step 1 of 4).
 
     Parameters
@@ -257,11 +291,19 @@ def collect(results: Mapping[str, Any], *, title: str, config: Mapping | None = 
     config : the resolved run configuration (stored as ``config.json``).
     rank_by : per-column metric key (USD basis) that ranks the comparison table; one of
         :data:`RANKABLE`. Keys in :data:`LOWER_IS_BETTER` rank ascending, others descending.
+        Baseline columns (``meta['baseline']``) are ranked without a rank number (:func:`rank`).
+    periods : named periods ``(name, start_ms, end_ms)`` (int ms UTC, end exclusive), each
+        measured per result and column (:mod:`backtest.report.named_periods`); stored in
+        ``metrics.json`` as ``named_periods`` and measured in ``named_periods.parquet``.
     """
     if not isinstance(results, Mapping) or not results:
         raise ReportError("results must be a non-empty mapping name -> SimResult")
     if rank_by not in RANKABLE:
         raise ReportError(f"rank_by={rank_by!r} is not a rankable metric; use one of {list(RANKABLE)}")
+    try:
+        named = check_periods(periods)
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
     docs: dict[str, Any] = {}
     series, events = [], []
     for name, given in results.items():
@@ -304,6 +346,8 @@ def collect(results: Mapping[str, Any], *, title: str, config: Mapping | None = 
             "rows": rank(docs, rank_by),
         },
         "results": docs,
+        "named_periods": [{"name": n, "start_ms": a, "end_ms": b} for n, a, b in named],
     }
+    # a named period holding no bar of a result raises NamedPeriodError (a ValueError) here
     return RunData(metrics=metrics, series=pd.concat(series, ignore_index=True), events=ev,
                    config=jsonable(dict(config or {})))

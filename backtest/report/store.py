@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -27,8 +27,11 @@ from backtest.report.render import render_html
 
 FILES = ("metrics.json", "config.json", "equity.parquet", "events.parquet", "periods.parquet",
          "drawdowns.parquet", "report.html")
+# written only when the report has named periods
+OPTIONAL_FILES = ("named_periods.parquet",)
 # what a folder must hold to be loaded (the period tables of an older folder are recomputed from
-# equity.parquet; report.html is absent after `--no-html`)
+# equity.parquet, and so are the named periods; report.html is absent after `--no-html`;
+# named_periods.parquet is written only for a run with named periods)
 REQUIRED = ("metrics.json", "config.json", "equity.parquet", "events.parquet")
 
 # Temporary names: ``.<name>.<kind>-<pid>-<32 hex>@<host>``. The pid and host say who owns one, so
@@ -170,6 +173,8 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
         periods, drawdowns = run.period_tables()
         periods.to_parquet(tmp / "periods.parquet", index=False)
         drawdowns.to_parquet(tmp / "drawdowns.parquet", index=False)
+        if run.metrics.get("named_periods"):
+            run.named_table().to_parquet(tmp / "named_periods.parquet", index=False)
         if html:
             _write_html(tmp / "report.html", run, max_points)
         _fsync_tree(tmp)
@@ -182,7 +187,7 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
 
 def write_report(results: Mapping[str, Any], out_dir: str | Path, *, title: str = "Backtest report",
                  config: Mapping | None = None, notes: str = "", rank_by: str = "calmar",
-                 max_points: int = MAX_POINTS, html: bool = True) -> Path:
+                 max_points: int = MAX_POINTS, html: bool = True, periods: Sequence = ()) -> Path:
     """Compute, build, render and store a report of one or more simulation results.
 
     Parameters
@@ -196,13 +201,16 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, title: str 
     rank_by : USD metric that ranks the comparison (see ``docs/reports.md``).
     max_points : most points per plotted line (metrics always use every bar).
     html : False writes the machine outputs only (no ``report.html``).
+    periods : named periods ``(name, start_ms, end_ms)`` reported apart (``named_periods.parquet``
+        and a table per result in the page); see :func:`~backtest.report.collect.collect`.
 
     Returns
     -------
     Path of the report folder holding ``metrics.json``, ``equity.parquet``, ``events.parquet``,
-    ``periods.parquet``, ``drawdowns.parquet``, ``config.json`` and ``report.html``.
+    ``periods.parquet``, ``drawdowns.parquet``, ``config.json``, ``report.html`` and, with named
+    periods, ``named_periods.parquet``.
     """
-    run = collect(results, title=title, config=config, notes=notes, rank_by=rank_by)
+    run = collect(results, title=title, config=config, notes=notes, rank_by=rank_by, periods=periods)
     return store_run(run, out_dir, max_points=max_points, html=html)
 
 
@@ -289,8 +297,16 @@ def load_stored(run_dir: str | Path) -> RunData:
     series, events, periods, drawdowns = frames
     if (periods is None) != (drawdowns is None):
         periods = drawdowns = None  # one of the pair is missing: recompute both from the same series
+    named = None  # recomputed from the series when the file is missing
+    if metrics.get("named_periods") and (run_dir / "named_periods.parquet").is_file():
+        try:
+            named = pd.read_parquet(run_dir / "named_periods.parquet")
+        except (OSError, ValueError) as exc:
+            first = (str(exc).splitlines() or [""])[0]
+            raise ReportError(f"{run_dir / 'named_periods.parquet'}: not a readable Parquet file ({first}); write "
+                              "the report again with `backtest run`") from None
     return RunData(metrics=metrics, series=series, events=events, config=config, periods=periods,
-                   drawdowns=drawdowns)
+                   drawdowns=drawdowns, named=named)
 
 
 def rerender(run_dir: str | Path, *, max_points: int = MAX_POINTS) -> Path:

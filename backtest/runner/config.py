@@ -407,6 +407,35 @@ class SweepConfig(_Strict):
         return self
 
 
+class PeriodConfig(_Strict):
+    """A named period (``[[period]]``): a window of the run reported apart, per column (the
+    return, max drawdown, Sharpe, liquidations and funding of its bars)."""
+
+    name: str = Field(min_length=1)
+    start: Any = Field(description="first instant (ISO date/time or ms, inclusive)")
+    end: Any = Field(description="end (ISO date/time or ms, exclusive); after start")
+
+    @field_validator("start", "end", mode="plain")
+    @classmethod
+    def _time(cls, v: Any, info: Any) -> str:
+        if isinstance(v, bool) or not isinstance(v, (str, int, dt.date)):
+            raise ValueError(f"expected an ISO date/time or milliseconds, got {v!r}")
+        out = _canonical_time(v, info.field_name)
+        start = info.data.get("start") if info.field_name == "end" else None
+        if start is not None:
+            from backtest.data.timeutil import parse_time
+
+            if parse_time(out) <= parse_time(start):
+                raise ValueError(f"the period is empty: end={out!r} is not after start={start!r}")
+        return out  # type: ignore[return-value]  # not None: v is not None
+
+    def span_ms(self) -> tuple[int, int]:
+        """(start, end) in int ms UTC."""
+        from backtest.data.timeutil import parse_time
+
+        return parse_time(self.start), parse_time(self.end)
+
+
 class RunConfig(_Strict):
     """One run: a data set and the simulations compared in one report (see ``docs/runner.md``)."""
 
@@ -422,6 +451,29 @@ class RunConfig(_Strict):
     products: list[ProductConfig] = Field(default_factory=list)
     book: list[BookConfig] = Field(default_factory=list)
     sweep: SweepConfig | None = None
+    baselines: bool = Field(True, description="add the result 'baselines' (spot buy-and-hold, a 1x short held, "
+                                              "cash on the [data] market and window); false: none")
+    period: list[PeriodConfig] = Field(default_factory=list, description="named periods reported apart")
+
+    @field_validator("period")
+    @classmethod
+    def _periods(cls, v: list[PeriodConfig]) -> list[PeriodConfig]:
+        seen: set[str] = set()
+        for p in v:
+            if p.name in seen:
+                raise ValueError(f"the name {p.name!r} is given to two periods; give every [[period]] a distinct name")
+            seen.add(p.name)
+        return v
+
+    @model_validator(mode="after")
+    def _baselines_name(self) -> "RunConfig":
+        from backtest.runner.baselines import NAME
+
+        sims: list[Any] = [*self.perp, *self.puts, *self.products, *self.book]
+        if self.baselines and any(s.name == NAME for s in sims):
+            raise ValueError(f"a simulation is named {NAME!r}, the name of the baselines result; rename it, or set "
+                             "baselines = false at the top level")
+        return self
 
     @field_validator("rank_by")
     @classmethod
@@ -440,11 +492,16 @@ class RunConfig(_Strict):
     def content(self) -> dict[str, Any]:
         """The resolved config (defaults filled in) as JSON-able data, without ``reports_dir``
         and ``memory_limit``: where a report is written and the memory allowed are not part of
-        what it computes. ``book`` is left out when empty, so a run without books keeps the id
-        it had before books existed."""
+        what it computes. ``book`` and ``period`` are left out when empty, and ``baselines`` when
+        true (the default), so a run using none of them keeps the id it had before they existed;
+        a sweep's settings of how it runs (``SweepConfig.RUN_ONLY``) are left out too."""
         exclude: dict[str, Any] = {k: True for k in ("reports_dir", "memory_limit")}
         if not self.book:
             exclude["book"] = True
+        if not self.period:
+            exclude["period"] = True
+        if self.baselines:
+            exclude["baselines"] = True
         if self.sweep is not None:
             exclude["sweep"] = set(SweepConfig.RUN_ONLY)
         out = self.model_dump(mode="json", exclude=exclude)

@@ -370,6 +370,9 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
                 notes.append(f"{name}: {note}")
                 log(f"  note: {name}: {note}")
 
+    if cfg.baselines and md is not None:
+        results[BASELINES], levels[BASELINES] = simulate_baselines(md, spec, log)
+
     resolved = {
         "run_id": run_id,
         "config": cfg.model_dump(mode="json"),
@@ -389,7 +392,8 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
         resolved["books"] = {name: _book_provenance(book, specs) for name, (book, specs) in books.items()}
     log("computing metrics")
     run = collect({name: book_runs.get(name, res) for name, res in results.items()}, title=cfg.title,
-                  config=resolved, notes="\n".join(notes), rank_by=cfg.rank_by)
+                  config=resolved, notes="\n".join(notes), rank_by=cfg.rank_by,
+                  periods=[(p.name, *p.span_ms()) for p in cfg.period])
     files = dict(extras(run, levels)) if extras is not None else {}
     log(f"writing report {out_dir}")
     out_dir = _publish(run, out_dir, files, html)
@@ -397,6 +401,19 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     log(f"done in {seconds:.1f} s")
     return RunOutcome(run_id=run_id, out_dir=out_dir, results=results, levels=levels, metrics=run.metrics,
                       notes=notes, seconds=seconds, books=book_runs)
+
+
+BASELINES = "baselines"  # backtest.runner.baselines.NAME
+
+
+def simulate_baselines(md: Any, spec: Any, log: Log = _stderr) -> tuple[SimResult, pd.DataFrame]:
+    """The run's baselines on its [data] market and window (:mod:`backtest.runner.baselines`:
+    spot buy-and-hold, a 1x short held, cash) and their level frame."""
+    from backtest.runner.baselines import baselines_result
+
+    log(f"simulating {BASELINES} (spot buy-and-hold, 1x short held, cash)")
+    res = baselines_result(md, spec)
+    return res, pd.DataFrame({"baseline": list(res.columns)}, index=pd.Index(list(res.columns)))
 
 
 def _book_columns(cfg: BookConfig, book: Any) -> tuple[str, int, int]:

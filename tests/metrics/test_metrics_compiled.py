@@ -60,7 +60,7 @@ def test_perps_on_the_btc_sample_with_top_ups_and_liquidations(btc_2021):
                                                   after_liquidation="continue"), policy, columns=cols)
     assert len(res.records["liquidations"]) > 0 and len(res.records["margin_calls"]) > 0
     assert np.any(res.series["capital_added"][-1] > 0)
-    assert same_both_bases(res) == 2 * len(cols) * 35
+    assert same_both_bases(res) == 2 * len(cols) * 38
 
 
 def test_perps_isolated_reduced_and_stopped(btc_2021):
@@ -100,7 +100,7 @@ def test_random_engine_runs(seed):
     from tests.engine.scenario_kit import random_case
 
     bars, target, spec, account, policy = random_case(seed, n_bars=80, n_cols=5)
-    assert same_both_bases(simulate_perp(bars, target, spec, account, policy)) == 2 * 5 * 35
+    assert same_both_bases(simulate_perp(bars, target, spec, account, policy)) == 2 * 5 * 38
 
 
 def test_puts_with_greeks_and_premium():
@@ -194,7 +194,7 @@ def test_hand_made_columns_flat_ruined_recovered_and_topped_up():
     assert m["c2"]["max_drawdown_recovered"] is True
     assert m["c3"]["capital_added"] == 50.0 and m["c4"]["ruined"] is True
     assert m["c2"]["max_leverage"] == np.finfo(np.float64).max
-    assert same_both_bases(res) == 2 * 5 * 35
+    assert same_both_bases(res) == 2 * 5 * 38
 
 
 def test_one_bar_and_bar_sizes_that_cut_days():
@@ -252,7 +252,8 @@ def test_layout_and_blocks_do_not_change_a_number(monkeypatch):
             monkeypatch.setattr(compute_mod, "BLOCK_BYTES", block_bytes)
             other = SimResult(kind=res.kind, currency=res.currency, index=res.index, columns=res.columns,
                               series={k: np.asarray(v, order=order) for k, v in series.items()}, records=records,
-                              price_usd=res.price_usd, initial_capital=res.initial_capital, meta=res.meta)
+                              price_usd=res.price_usd, initial_capital=res.initial_capital, meta=res.meta,
+                              underlying=res.underlying)
             assert compute_metrics(other, currency="usd") == base
 
 
@@ -288,4 +289,4 @@ def test_random_equity_paths(data):
     bar_ms = data.draw(st.sampled_from([15 * 60_000, H, 5 * H, 24 * H]))
     start = data.draw(st.sampled_from(["2022-03-01", "2022-03-01 13:00", "2022-03-01 23:45"]))
     res = _hand(eq, added=added, bar_ms=bar_ms, start=start)
-    assert same_both_bases(res) == 2 * m * 35
+    assert same_both_bases(res) == 2 * m * 38

@@ -54,6 +54,7 @@ def test_run_no_html_writes_the_machine_outputs_only(tmp_path):
     labels = doc["results"]["trend"]["columns"]
     assert len(labels) == 4
     # Jan and Feb 2022 per column and basis, and the year 2022
+    periods = periods[periods["result"] == "trend"]  # the run's baselines have their own rows
     months = periods[(periods["freq"] == "month") & (periods["basis"] == "usd")]
     assert sorted(set(months["period"])) == ["2022-01", "2022-02"]
     assert sorted(set(months["column"])) == sorted(labels)
@@ -75,6 +76,6 @@ def test_sweep_no_html_writes_no_html_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (tmp_path / "reports").iterdir()
     assert proc.stdout == f"{run_dir}\n"
-    assert {p.name for p in run_dir.iterdir()} == MACHINE | {"sweep.csv"}
+    assert {p.name for p in run_dir.iterdir()} == MACHINE | {"sweep.csv", "sweep_metrics.parquet"}
     table = pd.read_csv(run_dir / "sweep.csv")
     assert len(table) == 4 and table["rank"].tolist() == [1, 2, 3, 4]
