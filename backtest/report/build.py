@@ -158,6 +158,35 @@ def baselines(res: dict) -> list[str]:
     return baseline_columns(res)
 
 
+TRADES_SHOWN = 10  # round trips listed per best-ranked column (the largest by |PnL|)
+
+
+def trades_block(name: str, res: dict, run: RunData, order: list[str], top: int) -> dict | None:
+    """The round trips of a perpetual result: the statistics of every column (ranking order)
+    and, for its ``top`` best-ranked columns, the :data:`TRADES_SHOWN` trips of largest |PnL|
+    (``trades.parquet`` holds every trip of every column); None for other kinds."""
+    stats = res.get("trades")
+    if not stats:
+        return None
+    t = run.trades
+    listed = []
+    if t is not None and len(t):
+        t = t[t["result"] == name]
+        for label in order[:top]:
+            mine = t[t["column"] == label]
+            big = mine.reindex(mine["pnl"].abs().sort_values(ascending=False).index)[:TRADES_SHOWN]
+            listed.append({"column": label, "rows": [
+                {"entry": int(r.entry_time.value // 1_000_000), "exit": int(r.exit_time.value // 1_000_000),
+                 "side": "long" if r.direction > 0 else "short", "size": float(r.size),
+                 "entry_price": _clean(float(r.entry_price)), "exit_price": _clean(float(r.exit_price)),
+                 "pnl_price": float(r.pnl_price), "pnl_funding": float(r.pnl_funding), "pnl_fees": float(r.pnl_fees),
+                 "pnl": float(r.pnl), "hours": float(r.holding_hours), "mae": float(r.mae), "mfe": float(r.mfe),
+                 "liquidated": bool(r.liquidated), "open": bool(r.open)}
+                for r in big.sort_values("entry_bar").itertuples()]})
+    return {"currency": res["currency"], "stats": [{"column": c, **stats[c]} for c in order if c in stats],
+            "listed": listed, "stored": t is not None}
+
+
 def named_block(name: str, run: RunData, order: list[str]) -> dict | None:
     """The named periods of one result in the basis :data:`PERIOD_BASIS`: per period its span
     (requested, and the bars measured), per column (in ranking ``order``) the
@@ -300,6 +329,7 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
             "headline": head, "usd_note": _usd_note(name, res, run.series),
             "periods": periods_block(name, run, [r["column"] for r in head["rows"]], top),
             "named": named_block(name, run, [r["column"] for r in head["rows"]]),
+            "trades": trades_block(name, res, run, [r["column"] for r in head["rows"]], top),
             "baselines": baselines(res),
             "plotted": _shown(res, per_cols[name], top),
         })

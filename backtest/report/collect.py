@@ -20,6 +20,7 @@ from backtest.metrics.compute import returns_and_drawdown
 from backtest.report.attribution import attribution, is_book
 from backtest.report.named_periods import check_periods, named_period_frame
 from backtest.report.periods import period_frames
+from backtest.report.trades import round_trips, trade_metrics
 from backtest.result import SimResult
 
 SCHEMA_VERSION = 1
@@ -62,6 +63,9 @@ class RunData:
     named : the named periods of ``metrics['named_periods']`` per result, column and basis
         (``named_periods.parquet``); computed by
         :func:`backtest.report.named_periods.named_period_frame` when not given.
+    trades : the round trips of every perpetual column (:func:`backtest.report.trades.round_trips`,
+        with a ``result`` column; ``trades.parquet``), None when not computed (a folder written
+        before round trips existed).
     """
 
     metrics: dict
@@ -71,6 +75,7 @@ class RunData:
     periods: pd.DataFrame | None = None
     drawdowns: pd.DataFrame | None = None
     named: pd.DataFrame | None = None
+    trades: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self.period_tables()
@@ -306,6 +311,7 @@ def collect(results: Mapping[str, Any], *, title: str, config: Mapping | None = 
         raise ReportError(str(exc)) from None
     docs: dict[str, Any] = {}
     series, events = [], []
+    trade_frames: list[pd.DataFrame] = []
     for name, given in results.items():
         if not isinstance(name, str) or not name:
             raise ReportError(f"result name {name!r} must be a non-empty string")
@@ -328,6 +334,11 @@ def collect(results: Mapping[str, Any], *, title: str, config: Mapping | None = 
         }
         if is_book(given):
             docs[name]["attribution"] = attribution(given.positions, given.symbols, labels, res.currency)
+        if res.kind == "perp" and res.underlying is not None:
+            trips = round_trips(res)
+            docs[name]["trades"] = trade_metrics(trips, labels)
+            trips.insert(0, "result", name)
+            trade_frames.append(trips)
         series.append(_series_frame(name, res, labels))
         events.append(_events_frame(name, res, labels))
     ev = pd.concat([e for e in events if len(e.columns)], ignore_index=True) \
@@ -349,5 +360,6 @@ def collect(results: Mapping[str, Any], *, title: str, config: Mapping | None = 
         "named_periods": [{"name": n, "start_ms": a, "end_ms": b} for n, a, b in named],
     }
     # a named period holding no bar of a result raises NamedPeriodError (a ValueError) here
+    trades = pd.concat(trade_frames, ignore_index=True) if trade_frames else None
     return RunData(metrics=metrics, series=pd.concat(series, ignore_index=True), events=ev,
-                   config=jsonable(dict(config or {})))
+                   config=jsonable(dict(config or {})), trades=trades)

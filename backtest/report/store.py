@@ -27,8 +27,8 @@ from backtest.report.render import render_html
 
 FILES = ("metrics.json", "config.json", "equity.parquet", "events.parquet", "periods.parquet",
          "drawdowns.parquet", "report.html")
-# written only when the report has named periods
-OPTIONAL_FILES = ("named_periods.parquet",)
+# written only when the report has named periods / perpetual results (their round trips)
+OPTIONAL_FILES = ("named_periods.parquet", "trades.parquet")
 # what a folder must hold to be loaded (the period tables of an older folder are recomputed from
 # equity.parquet, and so are the named periods; report.html is absent after `--no-html`;
 # named_periods.parquet is written only for a run with named periods)
@@ -175,6 +175,8 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
         drawdowns.to_parquet(tmp / "drawdowns.parquet", index=False)
         if run.metrics.get("named_periods"):
             run.named_table().to_parquet(tmp / "named_periods.parquet", index=False)
+        if run.trades is not None:
+            run.trades.to_parquet(tmp / "trades.parquet", index=False)
         if html:
             _write_html(tmp / "report.html", run, max_points)
         _fsync_tree(tmp)
@@ -305,8 +307,16 @@ def load_stored(run_dir: str | Path) -> RunData:
             first = (str(exc).splitlines() or [""])[0]
             raise ReportError(f"{run_dir / 'named_periods.parquet'}: not a readable Parquet file ({first}); write "
                               "the report again with `backtest run`") from None
+    trades = None  # a folder written before round trips existed has none (the page says so)
+    if (run_dir / "trades.parquet").is_file():
+        try:
+            trades = pd.read_parquet(run_dir / "trades.parquet")
+        except (OSError, ValueError) as exc:
+            first = (str(exc).splitlines() or [""])[0]
+            raise ReportError(f"{run_dir / 'trades.parquet'}: not a readable Parquet file ({first}); write "
+                              "the report again with `backtest run`") from None
     return RunData(metrics=metrics, series=series, events=events, config=config, periods=periods,
-                   drawdowns=drawdowns, named=named)
+                   drawdowns=drawdowns, named=named, trades=trades)
 
 
 def rerender(run_dir: str | Path, *, max_points: int = MAX_POINTS) -> Path:

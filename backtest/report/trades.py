@@ -234,3 +234,25 @@ def trade_summary(trips: pd.DataFrame, n_cols: int) -> pd.DataFrame:
                      "profit_factor": float(wins / losses) if losses > 0 else None,
                      "avg_pnl": float(t["pnl"].mean()) if len(t) else None})
     return pd.DataFrame(rows)
+
+
+TRADE_METRICS = ("trades", "win_rate", "profit_factor", "avg_pnl", "avg_holding_hours")
+
+
+def trade_metrics(trips: pd.DataFrame, labels: list[str]) -> dict[str, dict[str, Any]]:
+    """Per column label, the trade statistics of ``metrics.json`` (:data:`TRADE_METRICS`;
+    settlement currency): :func:`trade_summary` plus the average holding time in hours."""
+    summary = trade_summary(trips, len(labels))
+    hold = trips.groupby("col")["holding_hours"].mean() if len(trips) else pd.Series(dtype=float)
+    out: dict[str, dict[str, Any]] = {}
+    for j, label in enumerate(labels):
+        row = summary.iloc[j]
+        out[label] = {"trades": int(row["trades"]),
+                      "win_rate": _num(row["win_rate"]), "profit_factor": _num(row["profit_factor"]),
+                      "avg_pnl": _num(row["avg_pnl"]),
+                      "avg_holding_hours": _num(hold.get(j)) if j in hold.index else None}
+    return out
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and not np.isfinite(v)) else float(v)

@@ -29,7 +29,8 @@ strategy = { name = "trend_short", params = { slow_days = [10, 20] } }
 policies = ["const(1)", "const(2)"]
 """
 SWEEP = TOML + '\n[sweep]\nx = "slow_days"\ny = "policy"\nmetric = "sharpe"\n'
-MACHINE = {"metrics.json", "config.json", "equity.parquet", "events.parquet", "periods.parquet", "drawdowns.parquet"}
+MACHINE = {"metrics.json", "config.json", "equity.parquet", "events.parquet", "periods.parquet", "drawdowns.parquet",
+           "trades.parquet"}
 
 
 def backtest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -118,3 +118,31 @@ def test_round_trips_refuse_other_kinds():
                       records=r.records, price_usd=r.price_usd, initial_capital=r.initial_capital, meta=r.meta)
     with pytest.raises(ValueError, match="perpetual"):
         round_trips(other)
+
+
+def test_report_stores_every_trip_and_shows_the_statistics(tmp_path):
+    """write_report: trades.parquet holds round_trips() of the result, metrics.json each
+    column's statistics (trade_summary's), the page a Trades table with them; a folder read back
+    keeps them."""
+    from backtest.report import write_report
+    from backtest.report.store import load_stored
+
+    bars, tgt, spec, account, policy = random_case(3, n_bars=40, n_cols=4)
+    res = simulate_perp(bars, tgt, spec, account, policy)
+    out = write_report({"perp": res}, tmp_path / "r", title="trades")
+    stored = pd.read_parquet(out / "trades.parquet")
+    want = round_trips(res)
+    assert len(stored) == len(want) > 0
+    np.testing.assert_array_equal(stored["pnl"].to_numpy(), want["pnl"].to_numpy())
+    doc = __import__("json").loads((out / "metrics.json").read_text())
+    stats = doc["results"]["perp"]["trades"]
+    summary = trade_summary(want, 4)
+    labels = doc["results"]["perp"]["columns"]
+    for j, label in enumerate(labels):
+        assert stats[label]["trades"] == summary["trades"][j]
+        wr = summary["win_rate"][j]
+        assert (stats[label]["win_rate"] is None and wr is None) or stats[label]["win_rate"] == pytest.approx(wr)
+    page = (out / "report.html").read_text()
+    assert 'class="metrics trades sortable" data-result="perp"' in page and "largest trips by |PnL|" in page
+    again = load_stored(out)
+    assert again.trades is not None and len(again.trades) == len(want)

@@ -81,4 +81,4 @@ def test_a_successful_rerun_replaces_the_folder_completely(tmp_path):
     assert tree(reports) == {first.run_id} | {f"{first.run_id}/{f}" for f in
                                               ("config.json", "equity.parquet", "events.parquet",
                                                "metrics.json", "periods.parquet", "drawdowns.parquet",
-                                               "report.html")}
+                                               "trades.parquet", "report.html")}

@@ -164,7 +164,7 @@ def test_subprocess_run_batch_job(tmp_path):
     assert lines[-1].startswith("done in ") and "\x1b[" not in proc.stderr
     assert {p.name for p in run_dir.iterdir()} == {"config.json", "equity.parquet", "events.parquet",
                                                   "metrics.json", "periods.parquet", "drawdowns.parquet",
-                                                  "report.html"}
+                                                  "trades.parquet", "report.html"}
 
 
 def test_subprocess_config_typo_exits_2(tmp_path):

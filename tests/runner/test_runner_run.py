@@ -13,7 +13,7 @@ from backtest.runner import execute, parse_config
 from runner_kit import TINY, tree
 
 FILES = {"config.json", "equity.parquet", "events.parquet", "metrics.json", "periods.parquet",
-         "drawdowns.parquet", "report.html"}
+         "drawdowns.parquet", "trades.parquet", "report.html"}
 
 
 def run(doc: dict, reports, log=lambda m: None):
