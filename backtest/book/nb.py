@@ -63,6 +63,10 @@ __all__ = ["CHECK_RTOL", "LOT_EPS", "POL_CPPI", "POL_DRAWDOWN"]  # re-exported f
 # increfs and decrefs every array of the named tuples it receives (BookMarket alone holds 14),
 # atomic operations that the two threads contend for, plus every scratch-row view. Measured on
 # the benchmark (K = 2): the kernel 2.8x faster (benchmarks/README.md, "Books").
+# No helper is inlined at numba's level (``inline="always"``): LLVM inlines the small ones
+# anyway when it links the column loop, and numba-level inlining copied each helper's IR into
+# every caller before type inference: measured, the first compile of a book with option legs
+# 132.5 s -> 114.2 s on 2 cores, the benchmark (K = 2) unchanged (0.150 vs 0.157).
 
 position_state_dt = np.dtype([
     ("contracts", np.float64),    # signed contracts
@@ -168,7 +172,7 @@ P_POSITION, P_NOTIONAL, P_LIQ, P_PRICE, P_FUNDING, P_FEES, P_LIQUIDATION = range
 # sits at the exchange check's limit, and the next bar's check of the same size is a tie that a
 # last-bit difference in a plain sum would decide the other way (a lot more or less).
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def fsum_add_nb(p, n, x):
     """Add ``x`` to the exact sum held as ``n`` non-overlapping partials in ``p`` (Shewchuk's
     algorithm, as CPython's ``math.fsum``); returns the new number of partials."""
@@ -187,7 +191,7 @@ def fsum_add_nb(p, n, x):
     return i + 1
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def fsum_value_nb(p, n):
     """The correctly rounded value of the partials (CPython's ``math.fsum`` final step, half-way
     cases rounded as it does). Finite inputs only (the account's sums are)."""
@@ -214,7 +218,7 @@ def fsum_value_nb(p, n):
     return hi
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def path_price_nb(open_, adverse, s):
     """``mechanics.path_price``: the mark at fraction ``s`` of the intrabar path from the mark
     open toward the position's adverse extreme (``s = 1`` returns the extreme itself)."""
@@ -253,7 +257,7 @@ def cross_liquidation_outcome_nb(wallet, upnls, fees, charged, shares, fs):
     return max(0.0, left - total)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def isolated_liquidation_outcome_nb(balance, upnl, notional, fee_rate):
     """``mechanics.liquidation_outcome`` ([BN-LIQ]): ``(keep, deficit, fee_charged)``."""
     left = balance + upnl
@@ -265,29 +269,29 @@ def isolated_liquidation_outcome_nb(balance, upnl, notional, fee_rate):
 # Positions and margin groups
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def sign_nb(x):
     return (x > 0.0) - (x < 0.0)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def value_nb(mkt, k, price):
     return cval_nb(price, mkt.cs[k], mkt.inverse)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def pos_upnl_nb(mkt, P, k, price):
     return upnl_nb(P[k].contracts, P[k].entry, price, mkt.cs[k], mkt.inverse)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def pos_mm_nb(mkt, t, k, contracts, price):
     """Maintenance margin of ``contracts`` of instrument k at ``price`` (its tier table of bar t)."""
     ver = mkt.tier_ver[t, k]
     return mm_nb(mkt.tiers[k], ver, mkt.ntiers[k, ver], abs(contracts) * value_nb(mkt, k, price))
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def is_member_nb(P, iso, g, k):
     """Position k is open and in margin group g (CROSS_G, or the isolated position g)."""
     if P[k].contracts == 0.0:
@@ -317,7 +321,7 @@ def group_margin_nb(mkt, t, P, W, iso, g, marks, fs):
     return P[g].margin + up, mm, cnt
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def ratio_of_nb(mb, mm, cnt):
     """``mechanics.margin_ratio`` of a group; 0 for a group without positions."""
     if cnt == 0:
@@ -343,7 +347,7 @@ def equity_nb(mkt, P, W, prices, fs, extra=0.0):
     return fsum_value_nb(fs[0], n)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def close_equity_nb(mkt, P, W, prices, extra=0.0):
     """The equity of step 6 (valuation at the closes), ``W + sum_k (M_k + uPnL_k)`` as a plain
     sum, for a column without a drawdown or CPPI policy: there it is only stored, so its last
@@ -359,7 +363,7 @@ def close_equity_nb(mkt, P, W, prices, extra=0.0):
     return x + extra if extra != 0.0 else x
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def cash_nb(P, W):
     """``W + sum_k M_k``: the account's cash (constant through a quiet stretch)."""
     x = W
@@ -519,7 +523,7 @@ def execute_nb(mkt, P, W, k, new_c, price, isolated, lev, fee_rate, keep_isolate
     return W, fee
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def round_lots_nb(contracts, lot):
     """Round toward zero to the lot size (the reference's rule)."""
     if lot <= 0.0:
@@ -528,21 +532,21 @@ def round_lots_nb(contracts, lot):
     return sign_nb(contracts) * (n * lot) if n > 0 else 0.0
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def same_size_nb(a, b, lot):
     if lot > 0.0:
         return a == b
     return abs(a - b) <= DUST_RTOL * max(abs(a), abs(b))
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def adds_exposure_nb(c, new_c):
     if new_c == 0.0:
         return False
     return c == 0.0 or sign_nb(new_c) != sign_nb(c) or abs(new_c) > abs(c)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def order_usd_nb(mkt, k, d, price):
     """Order notional in USD (the unit of the minimum-notional rule)."""
     return abs(d) * mkt.cs[k] * (1.0 if mkt.inverse else price)
@@ -614,7 +618,7 @@ def largest_allowed_nb(mkt, t, P, W, iso, lev, fee, k, desired, price, fs):
 # Records
 # --------------------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def slot_nb(o, r, j, buf):
     """Slot of column j's next record in buffer r; the spare last slot once past capacity (the
     count keeps going: the wrapper reruns with the exact capacities)."""
@@ -656,13 +660,13 @@ def write_option_fill_nb(o, t, j, inst, price, size, fee, status, reason):
     r.reason = reason
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def option_fee_nb(mkt, q, p, price):
     """Trading fee per contract of leg q at path index p: ``min(fee_rate*unit, fee_cap*price)``."""
     return min(mkt.o_fee_rate[q] * mkt.o_unit[p, q], mkt.o_fee_cap[q] * price)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def option_dust_nb(want, held):
     """An option order within rounding dust of the held count is not placed (``DUST_RTOL``,
     as a perpetual without lots)."""
@@ -680,7 +684,7 @@ def options_value_nb(Q, vals, p):
     return x
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def lend_nb(A, x):
     """Add the options' collateral value ``x`` to W for a margin step (:func:`restore_nb`)."""
     A.lent = x
@@ -690,7 +694,7 @@ def lend_nb(A, x):
     A.w_lent = A.wallet
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def real_wallet_nb(A):
     """W without the collateral value lent to it (exactly the W before, when unchanged)."""
     if A.lent == 0.0:
@@ -698,7 +702,7 @@ def real_wallet_nb(A):
     return A.w_before if A.wallet == A.w_lent else A.wallet - A.lent
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def restore_nb(A):
     """Take the lent collateral back out of W (exactly the W before, when the step left W
     alone); nothing when a cross liquidation sold the options (``lent`` is then 0)."""
@@ -1076,7 +1080,7 @@ def call_sizes_nb(mkt, P, iso, g, q, sizes):
             sizes[k] = round_lots_nb(c * q, mkt.lot[k]) if q < 1.0 else c
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def within_target_nb(ratio, target):
     """A margin-call cut's ratio is at most the call target up to the exchange checks'
     tolerance (``fits_nb``, ``CHECK_RTOL``): a size whose ratio is the target in exact arithmetic
@@ -1148,7 +1152,7 @@ def top_up_for_call_nb(mkt, prm, A, P, iso, t, j, g, marks, fs):
     return x
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def n_paths_nb(P, iso, g, alone):
     """``together``: one path (every mark moves); ``alone``: one per cross position (> 1)."""
     if g != CROSS_G or not alone:
@@ -1160,7 +1164,7 @@ def n_paths_nb(P, iso, g, alone):
     return cnt if cnt > 1 else 0
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def nth_path_nb(P, iso, g, q, multi):
     """The q-th path of group g: PATH_ALL when there is one path, else its q-th position."""
     if multi == 0:
@@ -1257,7 +1261,7 @@ def end_ratio_nb(mkt, t, P, W, iso, g, alone, marks, fs):
     return worst
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def group_open_nb(P, iso, g):
     """Group g holds a position."""
     for k in range(P.shape[0]):
@@ -1356,13 +1360,13 @@ def close_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, adverse_ratio, scr):
     A.peak = max(A.peak, equity)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def put3_nb(out, slot, j, t, val):
     if slot >= 0:
         out[slot, j, t] = val
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def put4_nb(out, slot, k, j, t, val):
     if slot >= 0:
         out[slot, k, j, t] = val
@@ -1391,7 +1395,7 @@ def put4_nb(out, slot, k, j, t, val):
 # sum of its terms' worsts. A column whose threshold does not exceed ``mmr_max`` takes no
 # stretches.
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def next_order_nb(prm, j, t, n):
     """The first bar >= t at which column j has a target order (row ``t - lag`` holds a value
     for some instrument), from the bitmap ``prm.obits``; n: none."""
@@ -1406,7 +1410,7 @@ def next_order_nb(prm, j, t, n):
     return k * 64 + np.int64(trailing_zeros(w)) + prm.lag if w != 0 else n
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def stretch_limit_nb(mkt, t, tnext, n):
     """Where a quiet stretch from bar t ends at the latest: the next order (``tnext``) or the
     next event, bar t's own funding prints at its open instant excepted (step 1 pays them
