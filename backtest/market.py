@@ -402,6 +402,13 @@ class MarketSpec:
         out.validate()
         return out
 
+    def min_order_usd(self, mark: float) -> float:
+        """The smallest order the market allows, in USD at ``mark``: the minimum notional, or
+        one lot (inverse: a lot of USD contracts). Over a leverage setting it is the smallest
+        equity that can still trade (metrics: ``ruined``)."""
+        return max(float(self.min_notional),
+                   float(self.lot_size) * float(self.contract_size) * (1.0 if self.inverse else float(mark)))
+
     def tier_arrays(self, timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tier tables stacked for the kernel.
 

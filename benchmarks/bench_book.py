@@ -12,7 +12,11 @@ and the records).
 Reported: instrument-bar-columns per second for the book, bar-columns per second for the
 engine, and their ratio (the target: the book at least half the engine's rate per instrument).
 
-Usage: ``python benchmarks/bench_book.py [--repeat 3] [--k 2 10]``
+With ``--options``, each book also runs with one option leg (rolled 110 % calls on instrument 0,
+hedging its short notional, implied vol 60 %): the cost of an option leg (a book with options
+takes no quiet stretches).
+
+Usage: ``python benchmarks/bench_book.py [--repeat 3] [--k 2 10] [--options]``
 """
 
 from __future__ import annotations
@@ -68,9 +72,9 @@ def gross() -> np.ndarray:
     return np.linspace(1.0, 5.0, M)
 
 
-def run_book(bars: BookBars, specs, target, acc) -> float:
+def run_book(bars: BookBars, specs, target, acc, options=()) -> float:
     t0 = time.perf_counter()
-    simulate_book(bars, target, specs, BookSettings(account=acc), series=("equity",))
+    simulate_book(bars, target, specs, BookSettings(account=acc, options=list(options)), series=("equity",))
     return time.perf_counter() - t0
 
 
@@ -84,6 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--k", type=int, nargs="+", default=[2, 10])
+    ap.add_argument("--options", action="store_true", help="also run each book with one call leg")
     a = ap.parse_args()
     acc = Account(initial_capital=10_000.0, leverage=10.0, margin_mode="cross", lag=1)
     sp = spec()
@@ -105,6 +110,19 @@ def main() -> None:
         rb, re_ = kk * N * M / b / 1e6, N * M / e / 1e6
         print(f"K={kk:2d}: book {b:7.3f} s = {rb:6.1f} M instrument-bar-columns/s; engine {e:6.3f} s = "
               f"{re_:6.1f} M bar-columns/s; book / engine per instrument = {rb / re_:.3f}")
+        if a.options:
+            from backtest.book import OptionLeg
+            from backtest.options import PutSettings
+
+            leg = OptionLeg("S0", PutSettings(option_type="call", moneyness=1.10, roll_dte=7, vol_source="iv"),
+                            iv=np.full(N, 0.6))
+            otg = np.concatenate([tgt, np.full((N, 1, M), np.nan)], axis=1)
+            otg[8::8, kk, :] = (gross() / kk)[None, :]   # from the first contract (bought at bar 0's close)
+            run_book(bars, [sp] * kk, otg, acc, [leg])   # warm-up
+            to = statistics.median(run_book(bars, [sp] * kk, otg, acc, [leg]) for _ in range(a.repeat))
+            ro = (kk + 1) * N * M / to / 1e6
+            print(f"      + 1 call leg: {to:7.3f} s = {ro:6.1f} M instrument-bar-columns/s (K + 1 instruments); "
+                  f"{to / b:.2f}x the book without it")
 
 
 if __name__ == "__main__":

@@ -446,6 +446,10 @@ def simulate_book(bars: BookBars, target: Any, specs: Sequence[MarketSpec], sett
                      "leverage": [a["leverage"].tolist() for a in inp.legs],
                      "fee_rate": [a["fee_rate"].tolist() for a in inp.legs]},
         "price_usd": price_usd,
+        # the smallest equity that can still trade: the cheapest instrument's smallest order over
+        # its leverage setting, per column (metrics: ``ruined``)
+        "min_equity_usd": np.min([s.min_order_usd(float(bars.legs[k].mark_close[-1])) / inp.legs[k]["leverage"]
+                                  for k, s in enumerate(inp.specs)], axis=0).tolist(),
     }
     return BookResult(series=out, positions=pos, records=records, symbols=names, columns=cols,
                       index=bars.index, meta=meta)

@@ -6,7 +6,7 @@ ccxt and pandas are imported inside the command so that ``backtest --help`` stay
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -135,7 +135,7 @@ class _Reporter:
         self.console = console
         self.quiet = quiet
         self.live = (not quiet) and console.is_terminal
-        self.bar = None
+        self.bar: Any = None  # a rich Progress on a terminal
         self.tasks: dict[str, int] = {}
 
     def __enter__(self) -> "_Reporter":

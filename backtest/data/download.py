@@ -155,7 +155,7 @@ def _funding_frame(entries: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, int
         info = e.get("info") or {}
         mp = info.get("markPrice") if isinstance(info, dict) else None
         try:
-            mpf = float(mp)
+            mpf = float(mp) if mp is not None else np.nan
         except (TypeError, ValueError):
             mpf = np.nan
         mark.append(mpf if np.isfinite(mpf) and mpf > 0 else np.nan)
@@ -251,7 +251,9 @@ def sync_dataset(exchange: Any, symbol: str, kind: str, timeframe: str | None = 
 def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, until: int | None) -> DatasetResult:
     ex, store = ctx.exchange, ctx.store
     candle = kind in CANDLE_KINDS
-    tf_ms = parse_timeframe(tf) if candle else 0
+    if candle and tf is None:
+        raise DownloadInputError(f"{ex.id} {symbol} {kind}: candles need a timeframe, e.g. --timeframe 1h")
+    tf_ms = parse_timeframe(tf) if candle and tf is not None else 0
     step = tf_ms if candle else 1
     path = store.path(ex.id, symbol, kind, tf)
     label = f"{symbol} {kind}{' ' + tf if tf else ''}"
@@ -270,6 +272,8 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
     else:
         old, meta = None, {}
     rows_before = 0 if old is None else len(old)
+    cov_from: int | None
+    cov_to: int | None
     if "covered_from" in meta and "covered_to" in meta:
         cov_from, cov_to = int(meta["covered_from"]), int(meta["covered_to"])
     elif old is not None and len(old):
@@ -291,6 +295,7 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
         cov_from = cov_to = int(start)
         segments.append(("tail", int(start), stop))
     else:
+        assert cov_to is not None  # set with cov_from above
         if since is not None and since < cov_from:
             segments.append(("head", since, cov_from))
         segments.append(("tail", cov_to, stop))
@@ -582,8 +587,9 @@ def _download(ex: Any, store: Store, syms: list[str], kinds: list[str], tfs: lis
             for k in kinds:
                 if k == "markets":
                     continue
-                for tf in (tfs if k in CANDLE_KINDS else [None]):
-                    results.append(_sync(ctx, s, k, tf, since_ms, until_ms))
+                frames: list[str | None] = list(tfs) if k in CANDLE_KINDS else [None]
+                for frame in frames:
+                    results.append(_sync(ctx, s, k, frame, since_ms, until_ms))
         if "markets" in kinds:
             path, notes, n_req = snapshot_markets(ex, syms, store, retry=retry, clock=clock,
                                                   on_retry=retried(f"{ex.id} markets"))

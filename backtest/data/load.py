@@ -289,7 +289,7 @@ def _load_funding(store: Store, exchange: str, symbol: str, bars_start: int, bar
     return fund, notes
 
 
-def _load_iv(store_main: Store, root_given: bool, iv: tuple[str, str], ts: np.ndarray, bar_ms: int,
+def _load_iv(store_main: Store, root_given: bool, iv: tuple[str, ...], ts: np.ndarray, bar_ms: int,
              max_age_ms: int, max_age: str) -> tuple[np.ndarray, list[str]]:
     ex, name = iv
     stores = [store_main] if root_given else [store_main, Store(SAMPLE_ROOT)]

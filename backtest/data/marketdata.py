@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -66,7 +66,7 @@ class MarketData:
 
         return PerpBars.from_frame(self.frame, self.funding, bar_ms=self.bar_ms)
 
-    def replace(self, **changes: object) -> "MarketData":
+    def replace(self, **changes: Any) -> "MarketData":
         """A copy with fields changed and the fingerprint recomputed."""
         out = replace(self, **changes)
         return replace(out, fingerprint=fingerprint(out))

@@ -70,7 +70,8 @@ def normalise_tiers(rows: list[dict[str, Any]], *, where: str) -> list[dict[str,
     for i, r in enumerate(rows):
         hi = _num(r.get("maxNotional"))
         row = {**r, "maxNotional": UNKNOWN_CAP if hi is None or hi == float("inf") else hi}
-        info = r.get("info") if isinstance(r.get("info"), dict) else {}
+        raw_info = r.get("info")
+        info = raw_info if isinstance(raw_info, dict) else {}
         deduction = _num(info.get("mmDeduction"))
         if row.get("maintAmt") is None and info.get("cum") is None and deduction is not None:
             row["maintAmt"] = deduction  # Bybit: maintenance margin = notional * rate - mmDeduction

@@ -222,10 +222,7 @@ def simulate_perp(
         # the smallest order the market allows (minimum notional, or one lot), in USD at the last
         # bar's mark, over each column's leverage: below this equity the column cannot trade
         # again (metrics: ``ruined``)
-        "min_equity_usd": (max(float(spec.min_notional),
-                               float(spec.lot_size) * float(spec.contract_size)
-                               * (1.0 if spec.inverse else float(bars.mark_close[-1])))
-                           / acc["leverage"]).tolist(),
+        "min_equity_usd": (spec.min_order_usd(float(bars.mark_close[-1])) / acc["leverage"]).tolist(),
         "settings": {k: v.tolist() for k, v in {**acc, **pol}.items()},
     }
     return SimResult(kind="perp", currency=spec.settle, index=index, columns=cols, series=series,

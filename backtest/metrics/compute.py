@@ -10,22 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from backtest.engine.enums import FillStatus
+from backtest.metrics import nb
 from backtest.metrics.returns import (
     MS_PER_DAY,
     YEAR_DAYS,
     MetricsInputError,
     bars_per_year,
     drawdown,
-    drawdown_spells_1d,
     flow_returns,
     growth_index,
     index_ms,
     infer_bar_ms,
-    worst_day_return_1d,
 )
-from backtest.engine.enums import FillStatus
 from backtest.result import NO_MARGIN_KINDS, SimResult
 
 BASES = ("settle", "usd")
@@ -36,11 +34,6 @@ def _f(x: Any) -> float | None:
     """A finite float, or None for NaN/inf (JSON has neither)."""
     x = float(x)
     return x if np.isfinite(x) else None
-
-
-def _is_flat(x: np.ndarray) -> bool:
-    """Constant up to rounding: the Sharpe ratio of such a series is rounding noise, not a number."""
-    return bool(np.ptp(x) <= 1e-12 * max(float(np.max(np.abs(x))), 1e-300))
 
 
 def column_labels(result: SimResult) -> list[str]:
@@ -58,6 +51,30 @@ def _per_bar_flow(cum: np.ndarray) -> np.ndarray:
     return np.diff(np.nan_to_num(cum, nan=0.0), axis=0, prepend=0.0)
 
 
+def basis_equity(result: SimResult, basis: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """(equity (n_bars, n_cols), ``to_basis`` (n_bars,), currency) of one basis, not yet checked
+    for finiteness: ``to_basis`` turns a settlement-currency amount booked at bar t into the basis
+    currency."""
+    if basis not in BASES:
+        raise MetricsInputError(f"currency={basis!r} is not one of {BASES}")
+    n = result.n_bars
+    if basis == "settle":
+        return np.asarray(result.series["equity"], dtype=np.float64), np.ones(n), result.currency
+    to_basis = np.asarray(result.price_usd, dtype=np.float64)
+    if to_basis.shape != (n,) or not np.all(np.isfinite(to_basis)):
+        raise MetricsInputError(
+            f"SimResult({result.kind}).price_usd must be {n} finite USD prices (one per bar), "
+            f"got shape {to_basis.shape}")
+    return np.asarray(result.series["equity_usd"], dtype=np.float64), to_basis, "USD"
+
+
+def _not_finite(result: SimResult, basis: str, bar: int, col: int) -> MetricsInputError:
+    name = "equity" if basis == "settle" else "equity_usd"
+    return MetricsInputError(
+        f"SimResult({result.kind}) series {name!r} is not finite at bar {int(bar)} "
+        f"({result.index[bar]}) column {result.columns[col]!r}; the simulation must value equity at every bar")
+
+
 def basis_arrays(result: SimResult, basis: str) -> dict[str, Any]:
     """Equity, flows and the money conversion for one basis.
 
@@ -67,28 +84,11 @@ def basis_arrays(result: SimResult, basis: str) -> dict[str, Any]:
     ``initial`` (n_cols,), ``to_basis`` (n_bars,) factor that turns a settlement-currency amount
     booked at bar t into the basis currency, and ``currency``.
     """
-    if basis not in BASES:
-        raise MetricsInputError(f"currency={basis!r} is not one of {BASES}")
-    n = result.n_bars
-    if basis == "settle":
-        to_basis = np.ones(n)
-        equity = np.asarray(result.series["equity"], dtype=np.float64)
-        currency = result.currency
-    else:
-        to_basis = np.asarray(result.price_usd, dtype=np.float64)
-        if to_basis.shape != (n,) or not np.all(np.isfinite(to_basis)):
-            raise MetricsInputError(
-                f"SimResult({result.kind}).price_usd must be {n} finite USD prices (one per bar), "
-                f"got shape {to_basis.shape}")
-        equity = np.asarray(result.series["equity_usd"], dtype=np.float64)
-        currency = "USD"
+    equity, to_basis, currency = basis_equity(result, basis)
     bad = ~np.isfinite(equity)
     if bad.any():
         bar, col = np.argwhere(bad)[0]
-        name = "equity" if basis == "settle" else "equity_usd"
-        raise MetricsInputError(
-            f"SimResult({result.kind}) series {name!r} is not finite at bar {int(bar)} "
-            f"({result.index[bar]}) column {result.columns[col]!r}; the simulation must value equity at every bar")
+        raise _not_finite(result, basis, bar, col)
     initial = np.asarray(result.initial_capital, dtype=np.float64) * to_basis[0]
     added = _per_bar_flow(result.series["capital_added"]) * to_basis[:, None]
     return {"equity": equity, "added": added, "initial": initial, "to_basis": to_basis, "currency": currency}
@@ -102,35 +102,6 @@ def returns_and_drawdown(result: SimResult, basis: str = "settle") -> dict[str, 
     return {"returns": r, "growth": g, "drawdown": drawdown(g)}
 
 
-def _vbt_stats(r: np.ndarray, index: pd.DatetimeIndex, bar_ms: int) -> dict[str, np.ndarray]:
-    """Return statistics from vectorbt's returns accessor (365-day year, bar-size frequency)."""
-    import vectorbt as vbt  # noqa: F401  (registers the .vbt accessor; slow import, so lazy)
-
-    freq = pd.Timedelta(milliseconds=bar_ms)
-    df = pd.DataFrame(r, index=index, columns=range(r.shape[1]))
-    acc = df.vbt.returns(freq=freq, year_freq=f"{YEAR_DAYS} days")
-    # vectorbt's drawdown ignores a loss on the first bar (its peak starts at the first close);
-    # a zero return prepended one bar earlier makes the initial capital the first peak.
-    start = pd.DatetimeIndex([index[0] - freq]).append(pd.DatetimeIndex(index))
-    padded = pd.DataFrame(np.vstack([np.zeros((1, r.shape[1])), r]), index=start, columns=df.columns)
-    acc_dd = padded.vbt.returns(freq=freq, year_freq=f"{YEAR_DAYS} days")
-    return {
-        "ann_factor": float(acc.ann_factor),
-        "total_return": acc.total().to_numpy(),
-        "cagr": acc.annualized().to_numpy(),
-        "volatility": acc.annualized_volatility().to_numpy(),
-        "sharpe": acc.sharpe_ratio().to_numpy(),
-        "sortino": acc.sortino_ratio().to_numpy(),
-        "max_drawdown": -acc_dd.max_drawdown().to_numpy(),
-    }
-
-
-def _money_total(result: SimResult, name: str, to_basis: np.ndarray) -> np.ndarray | None:
-    if name not in result.series:
-        return None
-    return np.sum(_per_bar_flow(result.series[name]) * to_basis[:, None], axis=0)
-
-
 # An account that lost this share of its capital (growth index at or below 1 - RUIN_LOSS) is
 # ruined even if what is left could still place the smallest order: -99.95 % is not a survivor.
 RUIN_LOSS = 0.999
@@ -139,12 +110,19 @@ RUIN_LOSS = 0.999
 RUIN_RTOL = 1e-9
 
 
+def ruined(min_growth, final_usd, min_equity_usd):
+    """The ``ruined`` rule (one place), elementwise over columns: the lowest growth index
+    reached ``1 - RUIN_LOSS`` (99.9 % lost, equity 0 included), or the final USD equity cannot
+    hold the smallest order the market allows at the column's leverage (``min_equity_usd``).
+    Scalars or arrays (n_cols,); returns bool of the broadcast shape."""
+    min_equity_usd = np.asarray(min_equity_usd)
+    return (np.asarray(min_growth) <= 1.0 - RUIN_LOSS + RUIN_RTOL) \
+        | ((np.asarray(final_usd) <= min_equity_usd * (1.0 + RUIN_RTOL)) & (min_equity_usd > 0.0))
+
+
 def is_ruined(growth: np.ndarray, final_usd: float, min_equity_usd: float) -> bool:
-    """The ``ruined`` rule (one place): the growth index reached ``1 - RUIN_LOSS`` (99.9 % lost,
-    equity 0 included) at some bar, or the final USD equity cannot hold the smallest order the
-    market allows at the column's leverage (``min_equity_usd``)."""
-    return bool(np.any(growth <= 1.0 - RUIN_LOSS + RUIN_RTOL)) \
-        or bool(final_usd <= min_equity_usd * (1.0 + RUIN_RTOL) and min_equity_usd > 0.0)
+    """:func:`ruined` of one column from its growth index series (n_bars,)."""
+    return bool(ruined(np.min(growth), final_usd, min_equity_usd))
 
 
 def ruin_inputs(result: SimResult) -> tuple[np.ndarray, np.ndarray]:
@@ -162,8 +140,190 @@ def ruin_inputs(result: SimResult) -> tuple[np.ndarray, np.ndarray]:
     return final, np.nan_to_num(mins, nan=0.0)
 
 
+
+
+# Bytes of series copied per block of columns in the compiled pass: a block's series are made
+# column-contiguous (a copy when the result stores them bar by bar; none when it stores them
+# column by column, as the perp engine does), so the copy's memory stays bounded whatever the
+# number of columns.
+BLOCK_BYTES = 64 * 2**20
+SERIES_READ = ("capital_added", "cum_funding", "cum_fees", "position", "leverage")
+
+
+class _Blocks:
+    """Column blocks of the compiled pass: each block's series as C-contiguous rows (n_block,
+    n_bars), at most ``BLOCK_BYTES`` of them copied at a time."""
+
+    def __init__(self, n_bars: int, n_cols: int, n_series: int) -> None:
+        self.n_bars, self.n_cols = n_bars, n_cols
+        self.width = max(1, min(n_cols, BLOCK_BYTES // (8 * n_bars * n_series)))
+        self.bufs: list[np.ndarray | None] = [None] * n_series
+
+    def __iter__(self):
+        for j0 in range(0, self.n_cols, self.width):
+            yield j0, min(self.n_cols, j0 + self.width)
+
+    def rows(self, i: int, a: np.ndarray, j0: int, j1: int) -> np.ndarray:
+        """Columns ``j0:j1`` of the pass's ``i``-th series ``a`` (float64 (n_bars, n_cols)) as rows:
+        a view when the series is stored column by column, else a copy into a buffer reused from
+        block to block (fresh pages for every block cost more than the copy)."""
+        block = a[:, j0:j1].T
+        if block.flags.c_contiguous:
+            return block
+        buf = self.bufs[i]
+        if buf is None:
+            buf = self.bufs[i] = np.empty((self.width, self.n_bars))
+        out = buf[: j1 - j0]
+        nb.gather_rows_nb(a, j0, out)
+        return out
+
+
+def _day_end(open_ms: np.ndarray) -> np.ndarray:
+    """bool (n_bars,): the bar is the last of its UTC calendar day (by its open time)."""
+    day = open_ms // MS_PER_DAY
+    return np.r_[day[1:] != day[:-1], True]
+
+
+def series_metrics(result: SimResult, equity: np.ndarray, to_basis: np.ndarray, initial: np.ndarray,
+                   open_ms: np.ndarray, ann: float) -> np.ndarray:
+    """The compiled pass (:func:`backtest.metrics.nb.column_metrics_nb`) over every column.
+
+    Returns
+    -------
+    :data:`backtest.metrics.nb.column_metrics_dt` (n_cols,).
+    """
+    n, m = result.n_bars, result.n_cols
+    ser = result.series
+    has_premium = "premium_paid" in ser
+    arrays = [np.asarray(a, dtype=np.float64) for a in
+              [equity] + [ser[k] for k in SERIES_READ] + ([ser["premium_paid"]] if has_premium else [])]
+    clock = nb.Clock(np.ascontiguousarray(to_basis, dtype=np.float64), _day_end(open_ms), float(ann), has_premium)
+    out = np.empty(m, dtype=nb.column_metrics_dt)
+    blocks = _Blocks(n, m, len(arrays))
+    for j0, j1 in blocks:
+        eq, cap, fund, fees, pos, lev = (blocks.rows(i, a, j0, j1) for i, a in enumerate(arrays[:6]))
+        prem = blocks.rows(6, arrays[6], j0, j1) if has_premium else np.empty((j1 - j0, 0))
+        nb.column_metrics_nb(eq, cap, fund, fees, prem, pos, lev, clock,
+                             np.ascontiguousarray(initial[j0:j1]), out[j0:j1])
+    return out
+
+
+def held_means(result: SimResult, name: str) -> np.ndarray:
+    """float64 (n_cols,): mean of the finite values of series ``name`` over the bars holding a
+    position (NaN: none)."""
+    n, m = result.n_bars, result.n_cols
+    out = np.empty(m)
+    values, pos = (np.asarray(result.series[k], dtype=np.float64) for k in (name, "position"))
+    blocks = _Blocks(n, m, 2)
+    for j0, j1 in blocks:
+        nb.held_mean_nb(blocks.rows(0, values, j0, j1), blocks.rows(1, pos, j0, j1), out[j0:j1])
+    return out
+
+
+def _record_field(rec: np.ndarray, name: str, dtype) -> np.ndarray:
+    """One field of a record array in the kernels' dtype: a strided view, not a copy, when the
+    field has that dtype (a sweep's fills run to millions of records)."""
+    return np.asarray(rec[name], dtype=dtype)
+
+
+def _record_columns(rec: np.ndarray, kind: str, n_bars: int, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """(col, bar) of a record array as int64, checked to index the result."""
+    names = rec.dtype.names or ()
+    for field in ("col", "bar"):
+        if field not in names:
+            raise MetricsInputError(f"{kind!r} records have no {field!r} field; every record needs int 'bar' and 'col'")
+    col = _record_field(rec, "col", np.int64)
+    bar = _record_field(rec, "bar", np.int64)
+    for field, v, size in (("col", col, n_cols), ("bar", bar, n_bars)):
+        if len(v) and (v.min() < 0 or v.max() >= size):
+            bad = int(v[(v < 0) | (v >= size)][0])
+            raise MetricsInputError(
+                f"{kind!r} record with {field}={bad}, outside 0..{size - 1} of this result; "
+                f"records must index the result's {'columns' if field == 'col' else 'bars'}")
+    return col, bar
+
+
+def record_metrics(result: SimResult, to_basis: np.ndarray, open_ms: np.ndarray) -> tuple[dict, dict]:
+    """Per-column record metrics and event counts, every record array read once.
+
+    Returns
+    -------
+    (metrics, counts): ``metrics`` maps each record key (``turnover``, ``rejected_orders``,
+    ``liquidations``, ``first_liquidation_ms``, ``liquidation_equity_lost``, ``liquidation_deficit``,
+    ``margin_calls``, in this order) to a list of n_cols JSON values; ``counts`` maps each record
+    kind, in the result's order, to a list of n_cols ints (``fills``: the executed ones).
+    """
+    n, m = result.n_bars, result.n_cols
+    no_margin = result.kind in NO_MARGIN_KINDS
+    tb = np.ascontiguousarray(to_basis, dtype=np.float64)
+    counts: dict[str, list] = {}
+    out: dict[str, list] = {}
+    fill_cols = None
+    for kind, rec in result.records.items():
+        col, bar = _record_columns(rec, kind, n, m)
+        names = rec.dtype.names or ()
+        counts[kind] = np.bincount(col, minlength=m).tolist()
+        if kind == "fills":
+            ones, zeros = np.ones(len(rec)), np.zeros(len(rec), dtype=np.int64)
+            executed, rejected, turnover = nb.fills_by_column_nb(
+                col, bar,
+                _record_field(rec, "notional", np.float64) if "notional" in names else ones,
+                _record_field(rec, "status", np.int64) if "status" in names else zeros,
+                _record_field(rec, "size", np.float64) if "size" in names else ones,
+                FillStatus.REJECTED, tb, m)
+            counts[kind] = executed.tolist()
+            fill_cols = (_floats(turnover) if "notional" in names else [None] * m,
+                         rejected.tolist() if "status" in names else [0] * m)
+        elif kind == "liquidations":
+            has_lost = "equity_start" in names and "equity_after" in names
+            z = np.zeros(len(rec))
+            count, first, lost, deficit = nb.liquidations_by_column_nb(
+                col, bar,
+                _record_field(rec, "equity_start", np.float64) if has_lost else z,
+                _record_field(rec, "equity_after", np.float64) if has_lost else z,
+                _record_field(rec, "deficit", np.float64) if "deficit" in names else z, tb, m)
+            firsts = np.where(first >= 0, open_ms[np.maximum(first, 0)], 0).tolist()
+            out["liquidations"] = count.tolist()
+            out["first_liquidation_ms"] = [f if b >= 0 else None for f, b in zip(firsts, first.tolist())]
+            out["liquidation_equity_lost"] = _floats(lost) if has_lost else [None] * m
+            out["liquidation_deficit"] = _floats(deficit) if "deficit" in names else [None] * m
+    if fill_cols is None:
+        fill_cols = ([None] * m, [None] * m)
+    if "liquidations" not in out:
+        # a long option or a product holder posts no margin: never called, never liquidated
+        zero = 0 if no_margin else None
+        out["liquidations"] = [zero] * m
+        out["first_liquidation_ms"] = [None] * m
+        out["liquidation_equity_lost"] = [0.0 if no_margin else None] * m
+        out["liquidation_deficit"] = [0.0 if no_margin else None] * m
+    calls = counts.get("margin_calls") if "margin_calls" in result.records else None
+    metrics = {
+        "turnover": fill_cols[0],
+        "rejected_orders": fill_cols[1],
+        "liquidations": out["liquidations"],
+        "first_liquidation_ms": out["first_liquidation_ms"],
+        "liquidation_equity_lost": out["liquidation_equity_lost"],
+        "liquidation_deficit": out["liquidation_deficit"],
+        "margin_calls": calls if calls is not None else [0 if no_margin else None] * m,
+    }
+    return metrics, counts
+
+
+def _floats(x: np.ndarray) -> list:
+    """Python floats, None where not finite (JSON has neither NaN nor inf)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = x.tolist()
+    for i in np.flatnonzero(~np.isfinite(x)).tolist():
+        out[i] = None
+    return out
+
+
 def compute_metrics(result: SimResult, *, currency: str = "settle", bar_ms: int | None = None) -> dict:
     """Performance metrics of every column of a simulation result.
+
+    One compiled pass over each column's bars (:mod:`backtest.metrics.nb`) and one over each
+    record array; no per-column pandas objects. The numbers are those of the per-column
+    reference :func:`backtest.metrics.reference.compute_metrics_reference` (tests/metrics).
 
     Parameters
     ----------
@@ -189,72 +349,66 @@ def compute_metrics(result: SimResult, *, currency: str = "settle", bar_ms: int 
     ann = bars_per_year(bar_ms)
     open_ms = index_ms(result.index)
 
-    a = basis_arrays(result, currency)
-    to_basis = a["to_basis"]
-    r = flow_returns(a["equity"], a["added"], a["initial"])
-    g = growth_index(r)
-    dd = drawdown(g)
-    st = _vbt_stats(r, result.index, bar_ms)
-    if not np.isclose(st["ann_factor"], ann, rtol=1e-12):
-        raise RuntimeError(f"vectorbt annualisation factor {st['ann_factor']} != {ann}")
+    equity, to_basis, currency_name = basis_equity(result, currency)
+    initial = np.asarray(result.initial_capital, dtype=np.float64) * to_basis[0]
+    initial = np.ascontiguousarray(np.broadcast_to(initial, (m,)))
+    st = series_metrics(result, equity, to_basis, initial, open_ms, ann)
+    bad = st["first_bad_bar"]
+    if (bad >= 0).any():
+        bar = int(bad[bad >= 0].min())
+        raise _not_finite(result, currency, bar, int(np.flatnonzero(bad == bar)[0]))
 
-    pos = np.nan_to_num(np.asarray(result.series["position"], dtype=np.float64), nan=0.0)
-    holding = pos != 0
-    lev = np.asarray(result.series["leverage"], dtype=np.float64)
-    fund = _per_bar_flow(result.series["cum_funding"]) * to_basis[:, None]
-    fees = _money_total(result, "cum_fees", to_basis)
-    added_total = np.sum(a["added"], axis=0)
-    premium = _money_total(result, "premium_paid", to_basis)
-    recs = result.records
     final_usd, min_equity = ruin_inputs(result)
+    mdd = st["max_drawdown"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        calmar = np.where(mdd > 0, st["cagr"] / np.where(mdd > 0, mdd, 1.0), np.nan)
+    sharpe = np.where(st["flat"], np.nan, st["sharpe"])
+    dd_bars = st["max_dd_bars"].tolist()
+    long_bars = st["longest_dd_bars"].tolist()
+    values: dict[str, list] = {
+        "initial_capital": _floats(st["initial"]),
+        "capital_added": _floats(st["capital_added"]),
+        "final_equity": _floats(st["final_equity"]),
+        "pnl": _floats(st["final_equity"] - st["initial"] - st["capital_added"]),
+        "total_return": _floats(st["total_return"]),
+        "cagr": _floats(st["cagr"]),
+        "volatility": _floats(st["volatility"]),
+        "sharpe": _floats(sharpe),
+        "sortino": _floats(st["sortino"]),
+        "calmar": _floats(calmar),
+        "max_drawdown": _floats(mdd),
+        "max_drawdown_duration_bars": dd_bars,
+        "max_drawdown_duration_days": [b * bar_ms / MS_PER_DAY for b in dd_bars],
+        "max_drawdown_recovered": st["max_dd_recovered"].tolist(),
+        "longest_drawdown_bars": long_bars,
+        "longest_drawdown_days": [b * bar_ms / MS_PER_DAY for b in long_bars],
+        "ulcer_index": _floats(st["ulcer_index"]),
+        "worst_bar_return": _floats(st["worst_bar_return"]),
+        "worst_day_return": _floats(st["worst_day_return"]),
+        "ruined": ruined(st["min_growth"], final_usd, min_equity).tolist(),
+        "exposure_time": _floats(st["exposure_time"]),
+        "avg_leverage": _floats(st["avg_leverage"]),
+        "max_leverage": _floats(st["max_leverage"]),
+        "funding_paid": _floats(st["funding_paid"]),
+        "funding_received": _floats(st["funding_received"]),
+        "funding_net": _floats(st["funding_net"]),
+        "fees": _floats(st["fees"]),
+    }
+    recs, counts = record_metrics(result, to_basis, open_ms)
+    values.update(recs)
+    values["event_counts"] = ([dict(zip(counts, c)) for c in zip(*counts.values())] if counts
+                              else [{} for _ in range(m)])
+    if "premium_paid" in result.series:
+        values["premium_spent"] = _floats(st["premium_spent"])
+    for greek in GREEKS:
+        if greek in result.series:
+            values[f"avg_{greek}"] = _floats(held_means(result, greek))
 
-    cols: dict[str, dict] = {}
-    for j, label in enumerate(labels):
-        spells = drawdown_spells_1d(g[:, j])
-        mdd = float(st["max_drawdown"][j]) + 0.0  # + 0.0 turns -0.0 into 0.0
-        cagr = float(st["cagr"][j])
-        c: dict[str, Any] = {
-            "initial_capital": _f(a["initial"][j]),
-            "capital_added": _f(added_total[j]),
-            "final_equity": _f(a["equity"][-1, j]),
-            "pnl": _f(a["equity"][-1, j] - a["initial"][j] - added_total[j]),
-            "total_return": _f(st["total_return"][j]),
-            "cagr": _f(cagr),
-            "volatility": _f(st["volatility"][j]),
-            "sharpe": None if _is_flat(r[:, j]) else _f(st["sharpe"][j]),
-            "sortino": _f(st["sortino"][j]),
-            "calmar": _f(cagr / mdd) if mdd > 0 else None,
-            "max_drawdown": _f(mdd),
-            "max_drawdown_duration_bars": spells["max_dd_bars"],
-            "max_drawdown_duration_days": spells["max_dd_bars"] * bar_ms / MS_PER_DAY,
-            "max_drawdown_recovered": spells["max_dd_recovered"],
-            "longest_drawdown_bars": spells["longest_bars"],
-            "longest_drawdown_days": spells["longest_bars"] * bar_ms / MS_PER_DAY,
-            "ulcer_index": _f(np.sqrt(np.mean(dd[:, j] ** 2))),
-            "worst_bar_return": _f(np.min(r[:, j])),
-            "worst_day_return": _f(worst_day_return_1d(g[:, j], open_ms)),
-            "ruined": is_ruined(g[:, j], final_usd[j], min_equity[j]),
-            "exposure_time": _f(np.mean(holding[:, j])),
-            "avg_leverage": _f(np.nanmean(np.nan_to_num(lev[:, j], nan=0.0))),
-            "max_leverage": _f(np.nanmax(np.nan_to_num(lev[:, j], nan=0.0))),
-            "funding_paid": _f(np.sum(np.maximum(-fund[:, j], 0.0))),
-            "funding_received": _f(np.sum(np.maximum(fund[:, j], 0.0))),
-            "funding_net": _f(np.sum(fund[:, j])),
-            "fees": _f(fees[j]),
-        }
-        c.update(_record_metrics(recs, j, to_basis, open_ms, result.kind in NO_MARGIN_KINDS))
-        if premium is not None:
-            c["premium_spent"] = _f(premium[j])
-        for greek in GREEKS:
-            if greek in result.series:
-                vals = np.asarray(result.series[greek][:, j], dtype=np.float64)[holding[:, j]]
-                vals = vals[np.isfinite(vals)]
-                c[f"avg_{greek}"] = _f(np.mean(vals)) if len(vals) else None
-        cols[label] = c
-
+    keys = list(values)
+    cols = {label: dict(zip(keys, row)) for label, row in zip(labels, zip(*values.values()))}
     return {
         "kind": result.kind,
-        "currency": a["currency"],
+        "currency": currency_name,
         "basis": currency,
         "bar_ms": int(bar_ms),
         "bars_per_year": ann,
@@ -264,61 +418,3 @@ def compute_metrics(result: SimResult, *, currency: str = "settle", bar_ms: int 
         "end_ms": int(open_ms[-1] + bar_ms),
         "columns": cols,
     }
-
-
-def _executed(fills: np.ndarray) -> np.ndarray:
-    """Mask of the fill records that traded: not rejected, non-zero size (a clip to nothing,
-    status ``clipped`` with size 0, traded nothing). Records without a status all traded."""
-    names = fills.dtype.names or ()
-    done = fills["size"] != 0 if "size" in names else np.ones(len(fills), dtype=bool)
-    if "status" in names:
-        done &= fills["status"] != FillStatus.REJECTED
-    return done
-
-
-def _record_metrics(recs: dict[str, np.ndarray], j: int, to_basis: np.ndarray,
-                    open_ms: np.ndarray, no_margin: bool) -> dict[str, Any]:
-    """Counts and sums over one column's records; null for a record kind the result lacks, except
-    liquidations and margin calls of a kind that posts no margin (``no_margin``): 0."""
-    mine = {k: v[v["col"] == j] for k, v in recs.items()}
-    out: dict[str, Any] = {}
-    counts = {k: int(len(v)) for k, v in mine.items()}
-    fills = mine.get("fills")
-    if fills is not None:
-        done = _executed(fills)
-        counts["fills"] = int(np.sum(done))
-        names = fills.dtype.names or ()
-        # a rejected order's record carries the requested size: it traded nothing
-        out["turnover"] = (_f(np.sum(np.abs(fills["notional"][done]) * to_basis[fills["bar"][done]]))
-                           if "notional" in names else None)
-        out["rejected_orders"] = (int(np.sum(fills["status"] == FillStatus.REJECTED))
-                                  if "status" in names else 0)
-    else:
-        out.update(turnover=None, rejected_orders=None)
-    liq = mine.get("liquidations")
-    if liq is None and no_margin:
-        # a long option or a product holder posts no margin: never called, never liquidated
-        out.update(liquidations=0, first_liquidation_ms=None, liquidation_equity_lost=0.0,
-                   liquidation_deficit=0.0)
-    elif liq is None:
-        out.update(liquidations=None, first_liquidation_ms=None, liquidation_equity_lost=None,
-                   liquidation_deficit=None)
-    else:
-        out["liquidations"] = int(len(liq))
-        out["first_liquidation_ms"] = int(open_ms[np.min(liq["bar"])]) if len(liq) else None
-        names = liq.dtype.names or ()
-        if "equity_start" in names and "equity_after" in names:
-            # what each liquidation cost the account: its equity before the adverse move that
-            # triggered it (the margin that move and the liquidation took included) less what is
-            # left; never negative (a balance already below zero at the start was covered by the
-            # insurance fund: that is the deficit, reported apart)
-            lost = np.maximum(liq["equity_start"] - liq["equity_after"], 0.0) * to_basis[liq["bar"]]
-            out["liquidation_equity_lost"] = _f(np.sum(lost))
-        else:
-            out["liquidation_equity_lost"] = None
-        out["liquidation_deficit"] = (_f(np.sum(liq["deficit"] * to_basis[liq["bar"]]))
-                                      if "deficit" in names else None)
-    calls = mine.get("margin_calls")
-    out["margin_calls"] = (0 if no_margin else None) if calls is None else int(len(calls))
-    out["event_counts"] = counts
-    return out

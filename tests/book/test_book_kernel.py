@@ -432,3 +432,35 @@ def test_sim_result_feeds_the_metrics():
         total = att.loc[j, "total"].sum()
         expected = res.series["equity"][-1, j] - float(s.account.initial_capital) - res.series["capital_added"][-1, j]
         assert total == pytest.approx(expected, rel=1e-9, abs=1e-7)
+
+
+def test_book_states_the_smallest_tradable_equity():
+    """``ruined`` reads ``min_equity_usd``: a book of one states the engine's (the market's
+    smallest order at the last mark over each column's leverage); a book of several, the
+    cheapest instrument's; and a book whose equity fell below it is ruined although it lost
+    less than 99.9 %."""
+    bars, tgt, spec, account, policy = _single_case(5)
+    one = simulate_book(BookBars.from_legs(["X"], [bars]), tgt[:, None, :], [spec],
+                        BookSettings(account=account, policy=policy))
+    eng = simulate_perp(bars, tgt, spec, account, policy)
+    assert one.meta["min_equity_usd"] == eng.meta["min_equity_usd"]
+    seed = next(i for i in range(100) if all(sp.min_order_usd(1.0) > 0.0 for sp in random_book(i)[2]))
+    b2, t2, specs, s = random_book(seed)   # every instrument with a lot or a minimum notional
+    res = simulate_book(b2, t2, specs, s)
+    lev = [np.broadcast_to(np.asarray(leg.leverage, float), (t2.shape[2],)) for leg in s.legs]
+    want = np.min([[sp.min_order_usd(float(b2.legs[k].mark_close[-1])) / lev[k][j] for j in range(t2.shape[2])]
+                   for k, sp in enumerate(specs)], axis=0)
+    np.testing.assert_array_equal(res.meta["min_equity_usd"], want)
+    # the rule itself: an account that started at twice the minimum and halved is ruined (it
+    # cannot trade again), 1 % above the minimum it is not (a 49.5 % loss)
+    sim = res.to_sim_result()
+    floor = np.asarray(res.meta["min_equity_usd"])
+    for scale, ruined in ((1.0, True), (1.01, False)):
+        eq = np.linspace(2.0 * floor, floor * scale, sim.n_bars)
+        fake = type(sim)(kind=sim.kind, currency="USD", index=sim.index, columns=sim.columns,
+                         series={**sim.series, "equity": eq, "equity_usd": eq, "capital_added": np.zeros_like(eq)},
+                         records=sim.records, price_usd=np.ones(sim.n_bars), initial_capital=2.0 * floor,
+                         meta=sim.meta, underlying=None)
+        cols = compute_metrics(fake)["columns"]
+        got = [cols[label]["ruined"] for label in cols]
+        assert (floor > 0.0).all() and all(bool(g) == ruined for g in got), (scale, got)
