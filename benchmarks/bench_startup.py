@@ -170,6 +170,8 @@ def _child_book() -> dict:
     passes: dict[str, float] = {}
     timers: dict[str, float] = {}
     for cres in book_nb.simulate_book_nb.overloads.values():
+        if cres.metadata is None:  # loaded from the cache (a warm process): no compile to break down
+            continue
         timers = dict(cres.metadata.get("timers", {}))
         for name, v in cres.metadata["pipeline_times"]["nopython"].items():
             passes[name] = passes.get(name, 0.0) + v.init + v.run + v.finalize
