@@ -152,7 +152,7 @@ def simulate_perp(
     # quiet stretches (the sparse specialisation) pay off when most bars have no order; the
     # target orders per column are the fill bound less the one reduce per bar (record_caps_nb)
     orders = caps[0] - np.where(acc["call_response"] == CallResponse.REDUCE, n, 0)
-    sparse = bool(rows > 1 and orders.sum() <= SPARSE_MAX_ORDER_SHARE * n * m)
+    sparse = bool(rows > 1 and orders.sum() <= SPARSE_MAX_ORDER_SHARE * n * m and n * m >= SPARSE_MIN_BAR_COLUMNS)
     if not sparse:
         caps[3] = 0  # the dense specialisation stores the position series, not its changes
     # the kernel writes what needs its state; the rest is derived on first access (_derived):
@@ -234,6 +234,13 @@ def simulate_perp(
 # (no quiet stretches: a tighter loop when most bars trade). On W2 (benchmarks/) the two are
 # even at an order every 3 bars; the sparse one is 18 % faster every 4 bars, 25 % every 8.
 SPARSE_MAX_ORDER_SHARE = 0.3
+# ... and the work has at least this many bar-columns. Each specialisation is a separate numba
+# compilation of the kernel (about 30 s of CPU on an empty cache, benchmarks/README.md "Start-up"),
+# while below a million bar-columns the whole kernel takes milliseconds (W1, 525,600 x 1, runs
+# in 3-6 ms), so the sparse one can save no more than that: a small run uses the dense one, and
+# a run of small simulations (the main job: a rebalanced and a held short) compiles one kernel,
+# not two. Both give the same numbers.
+SPARSE_MIN_BAR_COLUMNS = 1_000_000
 
 # The record buffers the kernel writes, in its order (fills in their compact form; funding is
 # stored as the position that paid each print, ``fpos``).

@@ -402,8 +402,11 @@ def simulate_col_nb(
     # it raises the balance, hence lowers the ratio at every price)
     safe_ok = False
     safe = 0.0
-    ver = -1
-    nt = 0
+    # typed int64 from the start (not the literals -1 and 0): a helper called with literal
+    # arguments is compiled once more for them (solve_price_nb, a second compilation on an
+    # empty cache; benchmarks/README.md "Start-up")
+    ver = np.int64(-1)
+    nt = np.int64(0)
     ncap = 0.0      # tier cap (notional) at this column's leverage setting
     nwords = bits.shape[0]
     tnext = -1      # sparse: the next bar with a target order (n: none)
@@ -549,7 +552,7 @@ def simulate_col_nb(
                     lp = solve_price_nb(C, EP, B, cs, inverse, tiers, ver, nt, 1.0)
                 W, M, C, EP, stopped, in_call, nl = liquidate_nb(
                     i, j, liqs, rslot_nb(lo, nl, lc, liqs), nl, C, EP, W, M, cross, mo,
-                    lp if level_ok_nb(lp) else mo, 1, cs,
+                    lp if level_ok_nb(lp) else mo, np.int64(1), cs,  # int64: one liquidate_nb compilation
                     inverse, liq_fee, after_liq, mark_close[i - 1])
                 lp_ok = False
                 pc_ok = False

@@ -56,6 +56,12 @@ def _log_for(quiet: bool):
     return lambda msg: print(msg, file=sys.stderr, flush=True)
 
 
+def _status_for(quiet: bool, log):
+    """Progress for a person at a terminal (kernels compiling on a first run): ``log`` when
+    stderr is a terminal, else None, so batch jobs' stderr keeps its lines."""
+    return log if not quiet and sys.stderr.isatty() else None
+
+
 def _fail(exc: BaseException, debug: bool) -> None:
     """Report ``exc`` on stderr and exit 2 (invalid input) or 1 (anything else)."""
     if debug:
@@ -112,7 +118,9 @@ def register(app: typer.Typer) -> None:
 
         with _guard(debug):
             cfg, src = _config(config)
-            out = execute(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src, html=not no_html)
+            log = _log_for(quiet)
+            out = execute(cfg, reports_dir=reports_dir, log=log, source_config=src, html=not no_html,
+                          status=_status_for(quiet, log))
         print(out.out_dir if no_html else out.out_dir / "report.html")
 
     @app.command("sweep")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -12,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,46 @@ class RunOutcome:
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+COMPILING = "compiling kernels for {what} (first run only: later runs load them from the numba cache)"
+
+
+@contextlib.contextmanager
+def compile_notice(status: Log | None, what: str) -> Iterator[None]:
+    """Say on ``status`` when numba compiles kernels during the block, and how long it took.
+
+    Kernels are compiled on first use and cached on disk (``cache=True``), so the first run in
+    a new environment spends most of its time here, silently otherwise. The first outermost
+    compilation of the block logs :data:`COMPILING` (once per block, however many kernels, or
+    nested helpers, it compiles); at the end, ``"  compiled in <s> s"``. A block that compiles
+    nothing (a warm cache) logs nothing. ``status=None``: no listener, nothing said.
+    """
+    if status is None:
+        yield
+        return
+    from numba.core import event
+
+    state = {"depth": 0, "t0": 0.0, "seconds": 0.0, "said": False}
+
+    class Notice(event.Listener):
+        def on_start(self, ev: Any) -> None:  # noqa: ARG002 - numba's Listener interface
+            if state["depth"] == 0:
+                state["t0"] = time.perf_counter()
+                if not state["said"]:
+                    state["said"] = True
+                    status(COMPILING.format(what=what))
+            state["depth"] += 1
+
+        def on_end(self, ev: Any) -> None:  # noqa: ARG002
+            state["depth"] -= 1
+            if state["depth"] == 0:
+                state["seconds"] += time.perf_counter() - state["t0"]
+
+    with event.install_listener("numba:compile", Notice()):
+        yield
+    if state["said"]:
+        status(f"  compiled in {state['seconds']:.1f} s")
 
 
 def load_data(cfg: RunConfig) -> Any:
@@ -163,12 +204,13 @@ def _book(cfg: BookConfig, run: RunConfig, loaded: tuple[Any, list[Any]] | None)
 
 def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
                  books: Mapping[str, tuple[Any, list[Any]]] | None = None,
-                 book_runs: dict[str, BookRun] | None = None,
+                 book_runs: dict[str, BookRun] | None = None, status: Log | None = None,
                  ) -> tuple[dict[str, SimResult], dict[str, pd.DataFrame]]:
     """Run every simulation of ``cfg``; results carry readable column labels.
 
     ``books`` gives each ``[[book]]`` (by name) its loaded ``(BookData, specs)``; each simulated
-    book is also put in ``book_runs`` (with the report's labels), when given.
+    book is also put in ``book_runs`` (with the report's labels), when given. ``status``: where
+    to say that kernels are compiling (:func:`compile_notice`), None to say nothing.
 
     Raises
     ------
@@ -192,7 +234,8 @@ def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
         log(f"simulating {name}")
         try:
             res: Any
-            res, grid = job()
+            with compile_notice(status, name):
+                res, grid = job()
         except ConfigError as exc:  # already '<path>: <reason>' lines
             errors.extend(str(exc).splitlines())
             continue
@@ -273,7 +316,7 @@ def _publish(run: Any, out_dir: Path, files: Mapping[str, str], html: bool = Tru
 
 def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log = _stderr,
             source_config: dict[str, Any] | None = None, extras: Extras | None = None,
-            html: bool = True) -> RunOutcome:
+            html: bool = True, status: Log | None = None) -> RunOutcome:
     """Run every simulation of ``cfg`` on one data set and write one comparison report.
 
     Parameters
@@ -286,6 +329,9 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     extras : computes extra files of the report folder (``backtest sweep``: ``sweep.csv``,
         ``heatmap.html``) before anything is written.
     html : False (``--no-html``) writes the machine outputs only, no ``report.html``.
+    status : progress for a person at a terminal, besides ``log``: that kernels are compiling
+        (the first run in an environment) and for how long (:func:`compile_notice`); None (batch
+        jobs, ``--quiet``) adds nothing to ``log``'s lines.
 
     Returns
     -------
@@ -362,7 +408,7 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     budget.check(need, limit, limit_source, ConfigError)
 
     book_runs: dict[str, BookRun] = {}
-    results, levels = simulate_all(cfg, md, spec, log, books=books, book_runs=book_runs)
+    results, levels = simulate_all(cfg, md, spec, log, books=books, book_runs=book_runs, status=status)
     # a look-ahead the user allowed is stated where a reader of the report sees it
     for name, res in results.items():
         for note in res.meta.get("notes", []):
@@ -391,9 +437,10 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     if books:
         resolved["books"] = {name: _book_provenance(book, specs) for name, (book, specs) in books.items()}
     log("computing metrics")
-    run = collect({name: book_runs.get(name, res) for name, res in results.items()}, title=cfg.title,
-                  config=resolved, notes="\n".join(notes), rank_by=cfg.rank_by,
-                  periods=[(p.name, *p.span_ms()) for p in cfg.period])
+    with compile_notice(status, "the metrics"):
+        run = collect({name: book_runs.get(name, res) for name, res in results.items()}, title=cfg.title,
+                      config=resolved, notes="\n".join(notes), rank_by=cfg.rank_by,
+                      periods=[(p.name, *p.span_ms()) for p in cfg.period])
     files = dict(extras(run, levels)) if extras is not None else {}
     log(f"writing report {out_dir}")
     out_dir = _publish(run, out_dir, files, html)

@@ -37,6 +37,13 @@ IMPLEMENTATIONS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _no_sparse_size_floor(monkeypatch):
+    """Small cases choose the specialisation by the order share alone (``kernel_with``), as if
+    they were large: a real run under ``SPARSE_MIN_BAR_COLUMNS`` bar-columns is always dense."""
+    monkeypatch.setattr(engine_core, "SPARSE_MIN_BAR_COLUMNS", 0)
+
+
 @pytest.fixture(params=list(IMPLEMENTATIONS))
 def simulate(request):
     return IMPLEMENTATIONS[request.param]
