@@ -67,6 +67,11 @@ __all__ = ["CHECK_RTOL", "LOT_EPS", "POL_CPPI", "POL_DRAWDOWN"]  # re-exported f
 # anyway when it links the column loop, and numba-level inlining copied each helper's IR into
 # every caller before type inference: measured, the first compile of a book with option legs
 # 132.5 s -> 114.2 s on 2 cores, the benchmark (K = 2) unchanged (0.150 vs 0.157).
+# Constants reach the helpers as typed values (``np.int64(CROSS_G)``, ``np.int64(ST_FILLED)``,
+# ``np.bool_(True)``, counters started at ``np.int64(0)``): numba compiles a function once per
+# argument type, and a literal argument is its own type (``Literal[int](-1)``), so each helper
+# was compiled up to 12 times. One signature each: first compile 114 s -> 54.5 s; the benchmark
+# within 7 % (K = 2: 0.113, K = 10: 0.176; benchmarks/README.md, "Books").
 
 position_state_dt = np.dtype([
     ("contracts", np.float64),    # signed contracts
@@ -236,9 +241,9 @@ def cross_liquidation_outcome_nb(wallet, upnls, fees, charged, shares, fs):
     the insurance fund's deficit into ``charged``/``shares``; returns what the account keeps,
     ``max(0, W + sum uPnL - sum fees)``. ``fs``: float64 (3, >= n) scratch for the sums."""
     n = upnls.shape[0]
-    nu = 0
-    nf = 0
-    nl = 0
+    nu = np.int64(0)
+    nf = np.int64(0)
+    nl = np.int64(0)
     for i in range(n):
         nu = fsum_add_nb(fs[0], nu, upnls[i])
         nf = fsum_add_nb(fs[1], nf, fees[i])
@@ -306,9 +311,9 @@ def group_margin_nb(mkt, t, P, W, iso, g, marks, fs):
     """``(MB, MM, open positions)`` of group g with each member at ``marks[k]``: the cross
     account ``MB = W + sum uPnL``, ``MM = sum MM_i`` (``mechanics.cross_account_margin``), an
     isolated position ``M_k + uPnL_k``. ``fs``: scratch for the sums (rows 0, 1)."""
-    nu = 0
-    nm = 0
-    cnt = 0
+    nu = np.int64(0)
+    nm = np.int64(0)
+    cnt = np.int64(0)
     for k in range(P.shape[0]):
         if is_member_nb(P, iso, g, k):
             nu = fsum_add_nb(fs[0], nu, pos_upnl_nb(mkt, P, k, marks[k]))
@@ -335,9 +340,9 @@ def equity_nb(mkt, P, W, prices, fs, extra=0.0):
     ``extra`` the option legs' value (one instrument without options: the single-instrument
     engine's sum, term for term; else correctly rounded)."""
     if P.shape[0] == 1:
-        e = W + P[0].margin + (pos_upnl_nb(mkt, P, 0, prices[0]) if P[0].contracts != 0.0 else 0.0)
+        e = W + P[0].margin + (pos_upnl_nb(mkt, P, np.int64(0), prices[0]) if P[0].contracts != 0.0 else 0.0)
         return e + extra if extra != 0.0 else e
-    n = fsum_add_nb(fs[0], 0, W)
+    n = fsum_add_nb(fs[0], np.int64(0), W)
     if extra != 0.0:
         n = fsum_add_nb(fs[0], n, extra)
     for k in range(P.shape[0]):
@@ -412,8 +417,8 @@ def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks, fs):
             n_movers += 1
     if n_movers == 1:
         k = mover
-        nm = 0
-        nu = 0
+        nm = np.int64(0)
+        nu = np.int64(0)
         for i in range(K):
             if i != k and is_member_nb(P, iso, g, i):
                 nm = fsum_add_nb(fs[0], nm, pos_mm_nb(mkt, t, i, P[i].contracts, mkt.mark_open[t, i]))
@@ -454,10 +459,10 @@ def position_liq_price_nb(mkt, t, P, W, iso, k, upn, mmv, fs):
     if iso[k]:
         backing = P[k].margin
     else:
-        nm = 0
-        nu = 0
+        nm = np.int64(0)
+        nu = np.int64(0)
         for i in range(P.shape[0]):
-            if i != k and is_member_nb(P, iso, CROSS_G, i):
+            if i != k and is_member_nb(P, iso, np.int64(CROSS_G), i):
                 nm = fsum_add_nb(fs[0], nm, mmv[i])
                 nu = fsum_add_nb(fs[1], nu, upn[i])
         backing = W - fsum_value_nb(fs[0], nm) + fsum_value_nb(fs[1], nu)
@@ -565,10 +570,10 @@ def order_allowed_nb(mkt, t, P, W, iso, lev, fee, k, new_c, price, fs):
     if not fits_nb(n_new, tier_cap_nb(mkt.tiers[k], ver, mkt.ntiers[k, ver], lev[k])):
         return False
     f = fee[k] * abs(new_c - c) * v
-    nu = 0
-    ni = 0
+    nu = np.int64(0)
+    ni = np.int64(0)
     for i in range(P.shape[0]):
-        if i != k and is_member_nb(P, iso, CROSS_G, i):
+        if i != k and is_member_nb(P, iso, np.int64(CROSS_G), i):
             po = mkt.open[t, i]
             nu = fsum_add_nb(fs[0], nu, pos_upnl_nb(mkt, P, i, po))
             ni = fsum_add_nb(fs[1], ni, abs(P[i].contracts) * value_nb(mkt, i, po) / lev[i])
@@ -732,7 +737,7 @@ def settle_options_nb(mkt, o, A, Q, t, j, K):
             S.fees += fee
             A.cum_fees += fee
             S.contracts = 0.0
-            write_option_fill_nb(o, t, j, K + q, pay, -c, fee, ST_FILLED, RS_SETTLE)
+            write_option_fill_nb(o, t, j, K + q, pay, -c, fee, np.int64(ST_FILLED), np.int64(RS_SETTLE))
 
 
 @njit(cache=True, _nrt=False)
@@ -748,7 +753,7 @@ def sell_options_nb(mkt, prm, o, A, Q, t, j, K, at_open):
             v = mkt.o_old[t - 1, q] if at_open else mkt.o_adv[t, q]
             S.realised += c * v
             S.contracts = 0.0
-            write_option_fill_nb(o, t, j, K + q, v, -c, 0.0, ST_FILLED, RS_LIQ)
+            write_option_fill_nb(o, t, j, K + q, v, -c, 0.0, np.int64(ST_FILLED), np.int64(RS_LIQ))
         if prm.after_liq[j] == AFTER_STOP:
             S.stopped = True
     A.lent = 0.0
@@ -791,7 +796,7 @@ def option_sales_nb(mkt, prm, o, A, Q, t, j, K, e_open):
             S.fees += fee
             A.cum_fees += fee
             S.contracts = 0.0
-            write_option_fill_nb(o, t, j, K + q, px, -c, fee, ST_FILLED, RS_ROLL)
+            write_option_fill_nb(o, t, j, K + q, px, -c, fee, np.int64(ST_FILLED), np.int64(RS_ROLL))
         want = option_want_nb(mkt, prm, A, Q, t, j, K, q, e_open)
         if np.isnan(want) or want >= S.contracts or option_dust_nb(want, S.contracts):
             continue
@@ -803,7 +808,7 @@ def option_sales_nb(mkt, prm, o, A, Q, t, j, K, e_open):
         S.fees += fee
         A.cum_fees += fee
         S.contracts -= d
-        write_option_fill_nb(o, t, j, K + q, px, -d, fee, ST_FILLED, RS_TARGET)
+        write_option_fill_nb(o, t, j, K + q, px, -d, fee, np.int64(ST_FILLED), np.int64(RS_TARGET))
 
 
 @njit(cache=True, _nrt=False)
@@ -823,10 +828,10 @@ def option_purchases_nb(mkt, prm, o, A, P, Q, iso, lev, t, j, e_open, fs):
         px = mkt.o_val[p, q] * (1.0 + mkt.o_slip[q])
         f1 = option_fee_nb(mkt, q, p, px)
         per = px + f1
-        nu = 0
-        ni = 0
+        nu = np.int64(0)
+        ni = np.int64(0)
         for i in range(K):
-            if is_member_nb(P, iso, CROSS_G, i):
+            if is_member_nb(P, iso, np.int64(CROSS_G), i):
                 po = mkt.open[t, i]
                 nu = fsum_add_nb(fs[0], nu, pos_upnl_nb(mkt, P, i, po))
                 ni = fsum_add_nb(fs[1], ni, abs(P[i].contracts) * value_nb(mkt, i, po) / lev[i])
@@ -835,7 +840,7 @@ def option_purchases_nb(mkt, prm, o, A, P, Q, iso, lev, t, j, e_open, fs):
         status = ST_FILLED
         if not fits_nb(im + d * per, available):
             if prm.excess[j] == EXCESS_REJECT:
-                write_option_fill_nb(o, t, j, K + q, px, d, 0.0, ST_REJECTED, reason)
+                write_option_fill_nb(o, t, j, K + q, px, d, 0.0, np.int64(ST_REJECTED), reason)
                 continue
             fit = max(0.0, (available - im) / per) if per > 0.0 else d
             d = min(d, fit)
@@ -883,7 +888,7 @@ def liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, at_
     K = P.shape[0]
     upn, mmv, clear, charged, shares = scr[0], scr[1], scr[2], scr[3], scr[4]
     at_marks, start, trig, sizes = scr[5], scr[6], scr[7], scr[8]
-    n = 0
+    n = np.int64(0)
     for k in range(K):
         if is_member_nb(P, iso, g, k):
             ids[n] = k
@@ -910,8 +915,8 @@ def liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, at_
     balance = A.wallet if g == CROSS_G else P[g].margin
     for i in range(n):
         k = ids[i]
-        nm = 0
-        nu = 0
+        nm = np.int64(0)
+        nu = np.int64(0)
         if g == CROSS_G:  # TMM1, UPNL1 of the others (mechanics.cross_others)
             for q in range(n):
                 if q != i:
@@ -980,7 +985,8 @@ def gap_check_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, marks, scr, ids):
         for k in range(K):
             marks[k] = mkt.mark_open[t, k]
         if past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs):
-            liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, 0.0, True, True, scr, ids)
+            liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, 0.0, np.bool_(True), np.bool_(True), scr,
+                         ids)
 
 
 @njit(cache=True, _nrt=False)
@@ -1026,10 +1032,10 @@ def orders_nb(mkt, prm, o, A, P, Q, iso, lev, fee, t, j, scr):
     for k in range(K):
         if pending[k] == 1.0:
             d = desired[k] - P[k].contracts
-            W, f = execute_nb(mkt, P, A.wallet, k, desired[k], price[k], iso[k], lev[k], fee[k], False)
+            W, f = execute_nb(mkt, P, A.wallet, k, desired[k], price[k], iso[k], lev[k], fee[k], np.bool_(False))
             A.wallet = W
             A.cum_fees += f
-            write_fill_nb(mkt, o, t, j, k, price[k], d, f, ST_FILLED, RS_TARGET)
+            write_fill_nb(mkt, o, t, j, k, price[k], d, f, np.int64(ST_FILLED), np.int64(RS_TARGET))
     if opt:
         option_sales_nb(mkt, prm, o, A, Q, t, j, K, e_open)
     for k in range(K):
@@ -1041,7 +1047,7 @@ def orders_nb(mkt, prm, o, A, P, Q, iso, lev, fee, t, j, scr):
             status = ST_FILLED
             if not order_allowed_nb(mkt, t, P, A.wallet, iso, lev, fee, k, want, pf, fs):
                 if prm.excess[j] == EXCESS_REJECT:
-                    write_fill_nb(mkt, o, t, j, k, pf, d, 0.0, ST_REJECTED, RS_TARGET)
+                    write_fill_nb(mkt, o, t, j, k, pf, d, 0.0, np.int64(ST_REJECTED), np.int64(RS_TARGET))
                     continue
                 want = largest_allowed_nb(mkt, t, P, A.wallet, iso, lev, fee, k, want, pf, fs)
                 if same_size_nb(want, c, mkt.lot[k]):
@@ -1050,10 +1056,10 @@ def orders_nb(mkt, prm, o, A, P, Q, iso, lev, fee, t, j, scr):
                     want = c
                 d = want - c
                 status = ST_CLIPPED
-            W, f = execute_nb(mkt, P, A.wallet, k, want, pf, iso[k], lev[k], fee[k], False)
+            W, f = execute_nb(mkt, P, A.wallet, k, want, pf, iso[k], lev[k], fee[k], np.bool_(False))
             A.wallet = W
             A.cum_fees += f
-            write_fill_nb(mkt, o, t, j, k, pf, d, f, status, RS_TARGET)
+            write_fill_nb(mkt, o, t, j, k, pf, d, f, status, np.int64(RS_TARGET))
     if opt:
         option_purchases_nb(mkt, prm, o, A, P, Q, iso, lev, t, j, e_open, fs)
 
@@ -1119,7 +1125,7 @@ def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
         for k in range(K):
             if is_member_nb(P, iso, g, k):
                 pf = marks[k] * (1.0 + slip * sign_nb(sizes[k] - T[k].contracts))
-                W, _ = execute_nb(mkt, T, W, k, sizes[k], pf, iso[k], lev[k], fee[k], True)
+                W, _ = execute_nb(mkt, T, W, k, sizes[k], pf, iso[k], lev[k], fee[k], np.bool_(True))
         mb_t, mm_t, cnt_t = group_margin_nb(mkt, t, T, W, iso, g, marks, fs)
         if within_target_nb(ratio_of_nb(mb_t, mm_t, cnt_t), tau):
             lo = mid
@@ -1131,10 +1137,10 @@ def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
             new_c = sizes[k]
             pf = marks[k] * (1.0 + slip * sign_nb(new_c - P[k].contracts))
             d = new_c - P[k].contracts
-            W, f = execute_nb(mkt, P, A.wallet, k, new_c, pf, iso[k], lev[k], fee[k], True)
+            W, f = execute_nb(mkt, P, A.wallet, k, new_c, pf, iso[k], lev[k], fee[k], np.bool_(True))
             A.wallet = W
             A.cum_fees += f
-            write_fill_nb(mkt, o, t, j, k, pf, d, f, ST_FILLED, RS_CALL)
+            write_fill_nb(mkt, o, t, j, k, pf, d, f, np.int64(ST_FILLED), np.int64(RS_CALL))
 
 
 @njit(cache=True, _nrt=False)
@@ -1157,7 +1163,7 @@ def n_paths_nb(P, iso, g, alone):
     """``together``: one path (every mark moves); ``alone``: one per cross position (> 1)."""
     if g != CROSS_G or not alone:
         return 0
-    cnt = 0
+    cnt = np.int64(0)
     for k in range(P.shape[0]):
         if is_member_nb(P, iso, g, k):
             cnt += 1
@@ -1169,7 +1175,7 @@ def nth_path_nb(P, iso, g, q, multi):
     """The q-th path of group g: PATH_ALL when there is one path, else its q-th position."""
     if multi == 0:
         return PATH_ALL
-    seen = 0
+    seen = np.int64(0)
     for k in range(P.shape[0]):
         if is_member_nb(P, iso, g, k):
             if seen == q:
@@ -1239,7 +1245,7 @@ def margin_check_nb(mkt, prm, o, A, P, Q, T, in_call, iso, lev, fee, t, j, g, ma
             if past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs):
                 s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, 1.0, marks, fs)
                 gap = s == 0.0 and past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs)
-                liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, False, scr, ids)
+                liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, np.bool_(False), scr, ids)
                 break
     return end_ratio_nb(mkt, t, P, A.wallet, iso, g, alone, marks, fs)
 
@@ -1308,13 +1314,13 @@ def close_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, adverse_ratio, scr):
                 upn[k] = pos_upnl_nb(mkt, P, k, closes[k])
                 mmv[k] = pos_mm_nb(mkt, t, k, P[k].contracts, closes[k])
                 if iso[k]:
-                    r_k = ratio_of_nb(P[k].margin + upn[k], mmv[k], 1)
+                    r_k = ratio_of_nb(P[k].margin + upn[k], mmv[k], np.int64(1))
                     worst = max(worst, r_k)
                     if in_call[k + 1] and r_k < thr:
                         in_call[k + 1] = False
             elif iso[k] and in_call[k + 1]:
                 in_call[k + 1] = False  # no position: ratio 0, below the threshold
-        mb, mm, n_cross = group_margin_nb(mkt, t, P, w_mb, iso, CROSS_G, closes, fs)
+        mb, mm, n_cross = group_margin_nb(mkt, t, P, w_mb, iso, np.int64(CROSS_G), closes, fs)
         r_cross = ratio_of_nb(mb, mm, n_cross)
         worst = max(worst, r_cross)
         if in_call[0] and r_cross < thr:
@@ -1484,7 +1490,7 @@ def quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, limit, marks):
 def adverse_ratio_nb(mkt, prm, P, W, iso, t, j, marks, fs):
     """The account's worst group ratio at the end of bar t's adverse path (what step 5 returns
     on a bar where it acts on nothing)."""
-    adverse = end_ratio_nb(mkt, t, P, W, iso, CROSS_G, prm.alone[j], marks, fs)
+    adverse = end_ratio_nb(mkt, t, P, W, iso, np.int64(CROSS_G), prm.alone[j], marks, fs)
     for k in range(P.shape[0]):
         if iso[k]:
             adverse = max(adverse, end_ratio_nb(mkt, t, P, W, iso, k, prm.alone[j], marks, fs))
@@ -1539,15 +1545,15 @@ def book_col_nb(mkt, fe, prm, o, j, A, P, Q, T, in_call, iso, lev, fee, marks, s
     K = P.shape[0]
     J = Q.shape[0]
     coll = J > 0 and prm.coll[j]
-    ptr = 0
-    tnext = -1  # the next bar with an order of this column
-    t = 0
+    ptr = np.int64(0)
+    tnext = np.int64(-1)  # the next bar with an order of this column
+    t = np.int64(0)
     while t < n:
         if tnext < t:
             tnext = next_order_nb(prm, j, t, n)
         # 1. funding at the open instant, paid by the positions held going into the open; then
         #    the option legs' settlements
-        ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, True)
+        ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, np.bool_(True))
         opt = J > 0 and t >= 1
         if opt:
             settle_options_nb(mkt, o, A, Q, t, j, K)
@@ -1569,13 +1575,13 @@ def book_col_nb(mkt, fe, prm, o, j, A, P, Q, T, in_call, iso, lev, fee, marks, s
         if t >= prm.lag:
             orders_nb(mkt, prm, o, A, P, Q, iso, lev, fee, t, j, scr)
         # 4. funding strictly inside the bar, paid by the positions after the fills
-        ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, False)
+        ptr = pay_prints_nb(fe, o, A, P, iso, mkt, t, j, ptr, np.bool_(False))
         # 5. margin call / liquidation on the intrabar path: the cross account, then each
         #    isolated position in the book's order
         #    (options as collateral: their value at the adverse extremes lent to W, a constant)
         if coll:
             lend_nb(A, options_value_nb(Q, mkt.o_adv, t))
-        adverse = margin_check_nb(mkt, prm, o, A, P, Q, T, in_call, iso, lev, fee, t, j, CROSS_G, marks, scr, ids)
+        adverse = margin_check_nb(mkt, prm, o, A, P, Q, T, in_call, iso, lev, fee, t, j, np.int64(CROSS_G), marks, scr, ids)
         for k in range(K):
             if iso[k]:
                 adverse = max(adverse, margin_check_nb(mkt, prm, o, A, P, Q, T, in_call, iso, lev, fee, t, j, k,
