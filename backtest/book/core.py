@@ -331,7 +331,9 @@ def _order_bits(target: np.ndarray, lag: int) -> np.ndarray:
     memory order (the engine's ``target_scan_nb``), then an OR over the instruments."""
     n, kk, m = target.shape
     tgt = np.ascontiguousarray(target)
-    bits, _ = engine_nb.target_scan_nb(tgt.reshape(-1), kk * m, 1, n, kk * m, max(n - lag, 0))
+    flat = tgt.reshape(-1).view()
+    flat.flags.writeable = False  # the engine's read-only view (engine.core._flat): one compiled scan
+    bits, _ = engine_nb.target_scan_nb(flat, kk * m, 1, n, kk * m, max(n - lag, 0))
     return np.ascontiguousarray(np.bitwise_or.reduce(bits.reshape(bits.shape[0], kk, m), axis=1))
 
 

@@ -36,7 +36,12 @@ def _flat(arr: np.ndarray) -> tuple[np.ndarray, int, int]:
     if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
         arr = np.ascontiguousarray(arr)
     rs, cs = (s // arr.itemsize for s in arr.strides)
-    return (arr.ravel(order="K"), rs if arr.shape[0] > 1 else 0, cs if arr.shape[1] > 1 else 0)
+    # always a read-only view: numba types a read-only array apart from a writable one, so a target
+    # that pandas hands out read-only (copy-on-write) and a writable one would compile the kernel
+    # twice (measured: 40 s of the main job's first run); the kernel never writes to it
+    flat = arr.ravel(order="K").view()
+    flat.flags.writeable = False
+    return (flat, rs if arr.shape[0] > 1 else 0, cs if arr.shape[1] > 1 else 0)
 
 
 def _target_2d(target: Any, n: int) -> tuple[np.ndarray, pd.Index | None]:

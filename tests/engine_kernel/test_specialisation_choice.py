@@ -88,3 +88,21 @@ def test_the_choice_does_not_change_the_numbers(seed, monkeypatch):
     for k in RECORD_DTYPES:
         np.testing.assert_array_equal(dense[1][k], sparse[1][k], err_msg=k)
     assert len(dense[1]["fills"]) >= 1  # the order was placed (a run that never trades proves nothing)
+
+
+def test_a_read_only_target_uses_the_same_compiled_kernel():
+    """numba types a read-only array apart from a writable one; a target pandas hands out
+    read-only (copy-on-write) must not compile the kernel a second time (it did in the main job:
+    40 s of its first run). Both runs give the same numbers."""
+    bars, target, spec, account, policy = make_case(5)
+    writable = np.array(target, dtype=np.float64)
+    a = raw_outputs(simulate_perp(bars, writable, spec, account, policy))
+    before = {name: len(getattr(engine_nb, name).signatures) for name in ("simulate_dense_nb", "target_scan_nb")}
+    frozen = np.array(target, dtype=np.float64)
+    frozen.flags.writeable = False
+    b = raw_outputs(simulate_perp(bars, frozen, spec, account, policy))
+    after = {name: len(getattr(engine_nb, name).signatures) for name in ("simulate_dense_nb", "target_scan_nb")}
+    assert after == before
+    for name in SERIES:
+        if name in a[0]:
+            np.testing.assert_array_equal(a[0][name], b[0][name])
