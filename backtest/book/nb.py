@@ -1020,7 +1020,7 @@ def orders_nb(mkt, prm, o, A, P, Q, iso, lev, fee, t, j, scr):
             continue
         d = want - c
         pf = mkt.open[t, k] * (1.0 + prm.slip[j] * sign_nb(d))
-        if want != 0.0 and order_usd_nb(mkt, k, d, pf) < mkt.min_notional[k]:
+        if want != 0.0 and not fits_nb(mkt.min_notional[k], order_usd_nb(mkt, k, d, pf)):
             continue
         desired[k] = want
         price[k] = pf
@@ -1052,7 +1052,7 @@ def orders_nb(mkt, prm, o, A, P, Q, iso, lev, fee, t, j, scr):
                 want = largest_allowed_nb(mkt, t, P, A.wallet, iso, lev, fee, k, want, pf, fs)
                 if same_size_nb(want, c, mkt.lot[k]):
                     want = c
-                if want != 0.0 and order_usd_nb(mkt, k, want - c, pf) < mkt.min_notional[k]:
+                if want != 0.0 and not fits_nb(mkt.min_notional[k], order_usd_nb(mkt, k, want - c, pf)):
                     want = c
                 d = want - c
                 status = ST_CLIPPED

@@ -631,7 +631,7 @@ class _Column:
                 continue
             d = desired - c
             price = bv.open[k] * (1.0 + cfg.slippage * _sign(d))
-            if desired != 0.0 and ct.order_usd(d, price) < ct.min_notional:
+            if desired != 0.0 and not _fits(ct.min_notional, ct.order_usd(d, price)):
                 continue
             pending.append((k, desired, price))
         reductions = [o for o in pending if not _adds_exposure(acc.pos[o[0]].contracts, o[1])]
@@ -656,7 +656,7 @@ class _Column:
                 desired = self.largest_allowed(k, desired, price, bv)
                 if ct.same_size(desired, c):
                     desired = c
-                if desired != 0.0 and ct.order_usd(desired - c, price) < ct.min_notional:
+                if desired != 0.0 and not _fits(ct.min_notional, ct.order_usd(desired - c, price)):
                     desired = c
                 d = desired - c
                 status = FillStatus.CLIPPED

@@ -576,7 +576,8 @@ def simulate_col_nb(
                 if not same_size_nb(cs_t, C, lot):
                     d = cs_t - C
                     pf = po * (1.0 + slip) if d > 0.0 else po * (1.0 - slip)
-                    go = cs_t == 0.0 or order_usd_nb(d, pf, cs, inverse) >= min_notional
+                    # the minimum notional is an exchange check: at the limit up to the last bits passes
+                    go = cs_t == 0.0 or fits_nb(min_notional, order_usd_nb(d, pf, cs, inverse))
                     status = ST_FILLED
                     if go and adds_exposure_nb(C, cs_t) and not order_allowed_nb(
                             cs_t, C, EP, W, M, cross, pf, e_open, ncap, cs, inverse, lev, fr):
@@ -589,7 +590,7 @@ def simulate_col_nb(
                                                       lev, fr, lot)
                             if same_size_nb(cs_t, C, lot):
                                 cs_t = C
-                            if cs_t != 0.0 and order_usd_nb(cs_t - C, pf, cs, inverse) < min_notional:
+                            if cs_t != 0.0 and not fits_nb(min_notional, order_usd_nb(cs_t - C, pf, cs, inverse)):
                                 cs_t = C  # what is left of the order is below the minimum: no trade
                             status = ST_CLIPPED
                     if go:

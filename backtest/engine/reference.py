@@ -365,7 +365,7 @@ def _fill_target(st: _State, raw_target: float, t: int, j: int, bars: PerpBars, 
         return
     d = desired - c
     price = open_ * (1.0 + cfg.slippage * _sign(d))
-    if desired != 0.0 and ct.order_usd(d, price) < ct.min_notional:
+    if desired != 0.0 and not _fits(ct.min_notional, ct.order_usd(d, price)):  # the checks' tolerance
         return
     status = FillStatus.FILLED
     if _adds_exposure(c, desired):
@@ -378,7 +378,7 @@ def _fill_target(st: _State, raw_target: float, t: int, j: int, bars: PerpBars, 
             desired = _largest_allowed(st, desired, price, e_open, ncap, ct, cfg)
             if ct.same_size(desired, c):
                 desired = c
-            if desired != 0.0 and ct.order_usd(desired - c, price) < ct.min_notional:
+            if desired != 0.0 and not _fits(ct.min_notional, ct.order_usd(desired - c, price)):
                 desired = c  # what is left of the order is below the minimum: nothing is traded
             d = desired - c
             status = FillStatus.CLIPPED

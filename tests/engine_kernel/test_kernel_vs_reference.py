@@ -246,6 +246,7 @@ def assert_policy_case_same(seed: int, sparse: bool) -> None:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), sparse=st.booleans())
+@example(seed=25630, sparse=False)  # an order at the minimum notional up to the last bits (a tie of the rule)
 def test_kernel_equals_reference_under_every_in_loop_policy_setting(seed, sparse):
     assert_policy_case_same(seed, sparse)
 
