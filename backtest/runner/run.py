@@ -113,6 +113,41 @@ def load_data(cfg: RunConfig) -> Any:
                             allow_partial_range=d.allow_partial_range, allow_extreme_funding=d.allow_extreme_funding)
 
 
+def load_inputs(cfg: RunConfig, log: Log = _stderr, single: bool | None = None
+                ) -> tuple[Any, Any, list[str], str, str, dict[str, tuple[Any, list[Any]]]]:
+    """The data, the market and the books of a run, with the fingerprint its run id is made
+    from (one rule for ``backtest run`` and ``backtest sweep``): ``(md, spec, notes, market_fp,
+    fingerprint, books)``. The [data] symbol is loaded for the single-instrument simulations
+    (``single``; default: the config has some); a run of books only loads the books' symbols."""
+    from backtest.data import default_root
+    from backtest.market import load_market
+
+    d = cfg.data
+    if single is None:
+        single = bool(cfg.perp or cfg.puts or cfg.products)
+    md = spec = None
+    notes: list[str] = []
+    fingerprint = market_fp = ""
+    if single:
+        log(f"loading {d.exchange} {d.symbol} {d.timeframe} ({d.start or 'first bar'} .. {d.end or 'last bar'})")
+        md = load_data(cfg)
+        spec = load_market(d.exchange, d.symbol, data_dir=d.root or default_root())
+        notes = list(md.notes)
+        log(f"  {md.n} bars from {md.source}; {len(md.funding)} funding prints")
+        for note in notes:
+            log(f"  note: {note}")
+        market_fp = market_fingerprint(spec)
+        fingerprint = f"data:{md.fingerprint}|market:{market_fp}"
+    books = load_books(cfg, log)
+    for name, (book, specs) in books.items():
+        for note in book.notes:
+            notes.append(f"{name}: {note}")
+            log(f"  note: {name}: {note}")
+        # appended only when there are books: a run without books keeps its id
+        fingerprint += f"|book:{name}:{book.fingerprint}:" + ",".join(market_fingerprint(sp) for sp in specs)
+    return md, spec, notes, market_fp, fingerprint, books
+
+
 def market_fingerprint(spec: Any) -> str:
     """sha256 hex of a market spec's content (contract terms, fees, tier tables and history)."""
     def plain(obj: Any) -> Any:
@@ -353,8 +388,6 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     Nothing is written unless every step succeeds; the folder is moved into place complete, so
     a failing run never leaves a half-written report and never damages an earlier one.
     """
-    from backtest.data import default_root
-    from backtest.market import load_market
     from backtest.report import collect
 
     from backtest.report.store import remove_stale_temporaries
@@ -370,30 +403,7 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     for p in remove_stale_temporaries(reports):
         log(f"removed {p.name}, left by a run that was killed")
 
-    d = cfg.data
-    # the [data] symbol is loaded for the single-instrument simulations; a run of books only
-    # loads the books' symbols
-    single = bool(cfg.perp or cfg.puts or cfg.products)
-    md = spec = None
-    notes: list[str] = []
-    fingerprint = market_fp = ""
-    if single:
-        log(f"loading {d.exchange} {d.symbol} {d.timeframe} ({d.start or 'first bar'} .. {d.end or 'last bar'})")
-        md = load_data(cfg)
-        spec = load_market(d.exchange, d.symbol, data_dir=d.root or default_root())
-        notes = list(md.notes)
-        log(f"  {md.n} bars from {md.source}; {len(md.funding)} funding prints")
-        for note in notes:
-            log(f"  note: {note}")
-        market_fp = market_fingerprint(spec)
-        fingerprint = f"data:{md.fingerprint}|market:{market_fp}"
-    books = load_books(cfg, log)
-    for name, (book, specs) in books.items():
-        for note in book.notes:
-            notes.append(f"{name}: {note}")
-            log(f"  note: {name}: {note}")
-        # appended only when there are books: a run without books keeps its id
-        fingerprint += f"|book:{name}:{book.fingerprint}:" + ",".join(market_fingerprint(sp) for sp in specs)
+    md, spec, notes, market_fp, fingerprint, books = load_inputs(cfg, log)
 
     run_id = cfg.run_id(fingerprint)
     out_dir = reports / run_id

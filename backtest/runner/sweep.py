@@ -285,16 +285,13 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     """
     import time
 
-    from backtest.data import default_root
-    from backtest.market import load_market
     from backtest.report import collect
     from backtest.report.store import remove_stale_temporaries
     from backtest.runner import budget
     from backtest.runner.chunks import ChunkStore, SweepTask, chunk_bounds, chunk_columns, run_chunk, sweep_grid
     from backtest.runner.checks import check_settings, settings_error
     from backtest.runner.executors import ChunkProgress, executor_for
-    from backtest.runner.run import (_plain, _stderr, check_reports_dir, load_books, load_data, market_fingerprint,
-                                     simulate_all)
+    from backtest.runner.run import _plain, _stderr, check_reports_dir, load_inputs, simulate_all
 
     log = log or _stderr
     t0 = time.perf_counter()
@@ -317,21 +314,8 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     for p in remove_stale_temporaries(reports):
         log(f"removed {p.name}, left by a run that was killed")
 
-    # the data, the market and the run id exactly as `backtest run` makes them
-    d = cfg.data
-    log(f"loading {d.exchange} {d.symbol} {d.timeframe} ({d.start or 'first bar'} .. {d.end or 'last bar'})")
-    md = load_data(cfg)
-    spec = load_market(d.exchange, d.symbol, data_dir=d.root or default_root())
-    notes = list(md.notes)
-    log(f"  {md.n} bars from {md.source}; {len(md.funding)} funding prints")
-    for note in notes:
-        log(f"  note: {note}")
-    market_fp = market_fingerprint(spec)
-    fingerprint = f"data:{md.fingerprint}|market:{market_fp}"
-    books = load_books(cfg, log)
-    for bname, (book, specs) in books.items():
-        notes.extend(f"{bname}: {note}" for note in book.notes)
-        fingerprint += f"|book:{bname}:{book.fingerprint}:" + ",".join(market_fingerprint(sp) for sp in specs)
+    # the data, the market and the run id exactly as `backtest run` makes them (one function)
+    md, spec, notes, market_fp, fingerprint, books = load_inputs(cfg, log, single=True)
     run_id = cfg.run_id(fingerprint)
     out_dir = reports / run_id
     if (out_dir.exists() or out_dir.is_symlink()) and not out_dir.is_dir():
