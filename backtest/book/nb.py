@@ -633,17 +633,24 @@ def slot_nb(o, r, j, buf):
 
 
 @njit(cache=True, _nrt=False)
-def write_fill_nb(mkt, o, t, j, k, price, size, fee, status, reason):
+def put_fill_nb(o, t, j, inst, price, size, notional, fee, status, reason):
+    """Column j's next fill record (``book_fill_dt``)."""
     r = o.fills[slot_nb(o, 0, j, o.fills)]
     r.bar = t
     r.col = j
-    r.instrument = k
+    r.instrument = inst
     r.price = price
     r.size = size
-    r.notional = abs(size) * value_nb(mkt, k, price)
+    r.notional = notional
     r.fee = fee
     r.status = status
     r.reason = reason
+
+
+@njit(cache=True, _nrt=False)
+def write_fill_nb(mkt, o, t, j, k, price, size, fee, status, reason):
+    """A fill of perpetual k: notional ``|size| * v(price)``."""
+    put_fill_nb(o, t, j, k, price, size, abs(size) * value_nb(mkt, k, price), fee, status, reason)
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,16 +660,20 @@ def write_fill_nb(mkt, o, t, j, k, price, size, fee, status, reason):
 @njit(cache=True, _nrt=False)
 def write_option_fill_nb(o, t, j, inst, price, size, fee, status, reason):
     """A fill of an option leg (instrument ``K + leg``): price per contract, notional = premium."""
-    r = o.fills[slot_nb(o, 0, j, o.fills)]
-    r.bar = t
-    r.col = j
-    r.instrument = inst
-    r.price = price
-    r.size = size
-    r.notional = abs(size) * price
-    r.fee = fee
-    r.status = status
-    r.reason = reason
+    put_fill_nb(o, t, j, inst, price, size, abs(size) * price, fee, status, reason)
+
+
+@njit(cache=True, _nrt=False)
+def option_trade_nb(o, A, S, t, j, inst, size, price, fee, status, reason):
+    """Buy (size > 0) or sell (size < 0) contracts of an option leg at ``price``, ``fee`` in
+    all: the cash into/out of W, the price PnL and the fee into the leg, and its fill record
+    (the reference's ``opt_trade``)."""
+    A.wallet += -size * price - fee
+    S.realised += -size * price
+    S.fees += fee
+    A.cum_fees += fee
+    S.contracts += size
+    write_option_fill_nb(o, t, j, inst, price, size, fee, status, reason)
 
 
 @njit(cache=True, _nrt=False)
@@ -790,25 +801,15 @@ def option_sales_nb(mkt, prm, o, A, Q, t, j, K, e_open):
         if mkt.o_roll[p, q] == ROLL_EARLY and S.contracts != 0.0:
             c = S.contracts
             px = mkt.o_old[p, q] * (1.0 - slip[q])
-            fee = c * option_fee_nb(mkt, q, p, px)
-            A.wallet += c * px - fee
-            S.realised += c * px
-            S.fees += fee
-            A.cum_fees += fee
-            S.contracts = 0.0
-            write_option_fill_nb(o, t, j, K + q, px, -c, fee, np.int64(ST_FILLED), np.int64(RS_ROLL))
+            option_trade_nb(o, A, S, t, j, K + q, -c, px, c * option_fee_nb(mkt, q, p, px), np.int64(ST_FILLED),
+                            np.int64(RS_ROLL))
         want = option_want_nb(mkt, prm, A, Q, t, j, K, q, e_open)
         if np.isnan(want) or want >= S.contracts or option_dust_nb(want, S.contracts):
             continue
         d = S.contracts - want
         px = mkt.o_val[p, q] * (1.0 - slip[q])
-        fee = d * option_fee_nb(mkt, q, p, px)
-        A.wallet += d * px - fee
-        S.realised += d * px
-        S.fees += fee
-        A.cum_fees += fee
-        S.contracts -= d
-        write_option_fill_nb(o, t, j, K + q, px, -d, fee, np.int64(ST_FILLED), np.int64(RS_TARGET))
+        option_trade_nb(o, A, S, t, j, K + q, -d, px, d * option_fee_nb(mkt, q, p, px), np.int64(ST_FILLED),
+                        np.int64(RS_TARGET))
 
 
 @njit(cache=True, _nrt=False)
@@ -845,13 +846,7 @@ def option_purchases_nb(mkt, prm, o, A, P, Q, iso, lev, t, j, e_open, fs):
             fit = max(0.0, (available - im) / per) if per > 0.0 else d
             d = min(d, fit)
             status = ST_CLIPPED
-        fee = d * f1
-        A.wallet += -d * px - fee
-        S.realised -= d * px
-        S.fees += fee
-        A.cum_fees += fee
-        S.contracts += d
-        write_option_fill_nb(o, t, j, K + q, px, d, fee, status, reason)
+        option_trade_nb(o, A, S, t, j, K + q, d, px, d * f1, status, reason)
 
 
 

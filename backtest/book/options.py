@@ -240,7 +240,8 @@ def _fill_leg(res, u, p, coin, f, j, roll, old, val, adv, unit, dfee, strike, ex
     un = np.ones(nl) if coin else S
     dfee_leg = np.where(settled, np.minimum(p.delivery_fee_rate * un, p.delivery_fee_cap * np.nan_to_num(pay)), 0.0)
     if not np.array_equal(np.flatnonzero(settled), sets["bar"]):  # one rule: the simulator's settlements
-        raise AssertionError("option path: the put simulator's settlements differ from its scheduled rolls")
+        raise RuntimeError(f"option path of {p.option_type}s: the put simulator settled at bars "
+                           f"{sets['bar'].tolist()[:5]} but its scheduled rolls are at {np.flatnonzero(settled).tolist()[:5]}")
     sl = slice(f, f + nl)
     roll[sl, j] = code
     old[sl, j] = o_old

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -295,10 +295,9 @@ def _sync(ctx: _Ctx, symbol: str, kind: str, tf: str | None, since: int | None, 
         cov_from = cov_to = int(start)
         segments.append(("tail", int(start), stop))
     else:
-        assert cov_to is not None  # set with cov_from above
         if since is not None and since < cov_from:
             segments.append(("head", since, cov_from))
-        segments.append(("tail", cov_to, stop))
+        segments.append(("tail", cast(int, cov_to), stop))  # set with cov_from above
 
     state: dict[str, Any] = {"rows": old if old is not None else None, "requests": 0, "cov_from": cov_from,
                              "cov_to": cov_to, "pending": pending, "dropped": 0, "starts": set()}
