@@ -21,9 +21,10 @@ Exchange rules restated here (the ranking; the liquidation and bankruptcy prices
   https://support.bitmex.com/hc/en-gb/articles/18589621443357 : ranking ``PnL% x Effective
   Leverage`` for a profit (``PnL% / Effective Leverage`` for a loss), ``Effective Leverage =
   abs(Mark Value) / (Mark Value - Bankrupt Value)``, ``PnL% = (Mark Value - Avg Entry Value) /
-  abs(Avg Entry Value)``. Binance's ranking is the same idea: with one maintenance rate ``m``,
-  its margin ratio is ``m x notional / equity = m x`` the effective leverage, so it ranks by
-  profit per collateral times effective leverage.
+  abs(Avg Entry Value)``. Binance's ranking is the same idea in other units: its Pnl Percent is
+  the profit per collateral (for an isolated position, PnL% times the initial leverage) and, with
+  one maintenance rate ``m``, its margin ratio ``m x notional / equity`` is ``m`` times the
+  effective leverage (equity = notional distance to the bankruptcy price).
 
 The model (:func:`adl_from_cascade`): the cascade's closed buckets are filled at their round's
 price (:class:`~backtest.stress.cascade.CascadeSolution`); a bucket filled beyond its bankruptcy
@@ -52,8 +53,9 @@ import pandas as pd
 from backtest.data.marketdata import MarketData
 from backtest.data.timeutil import iso
 from backtest.mechanics import margin_ratio, unrealized_pnl
-from backtest.stress.cascade import Cascade, CascadeError, CascadeModel, CascadeResult, CascadeSolution, Crowd
-from backtest.stress.common import check_number
+from backtest.stress.cascade import (
+    Cascade, CascadeError, CascadeModel, CascadeResult, CascadeSolution, Crowd, check_value,
+)
 
 
 def binance_leverage_pnl(upnl: float, wallet: float, maintenance: float) -> float:
@@ -134,7 +136,7 @@ def adl_from_cascade(crowd: Crowd, solution: CascadeSolution, insurance_fund: fl
         :class:`~backtest.stress.cascade.CascadeResult`'s fields).
     insurance_fund : USD available to the symbol at the cascade (>= 0).
     """
-    fund = check_number(insurance_fund, "insurance_fund", lo=0.0,
+    fund = check_value(insurance_fund, "insurance_fund", lo=0.0,
                         fix="give the insurance fund's balance in USD, >= 0 (Binance publishes it per symbol)")
     start = fund
     shortfall = adl_qty = adl_value = 0.0
@@ -181,9 +183,9 @@ class AccountPosition:
         if self.side not in (-1, 1):
             raise CascadeError(f"AccountPosition.side={self.side!r}; give +1 (long) or -1 (short)")
         for name, lo in (("entry", 0.0), ("qty", 0.0)):
-            check_number(getattr(self, name), f"AccountPosition.{name}", lo=lo, lo_open=True, fix="give a value > 0")
-        check_number(self.leverage, "AccountPosition.leverage", lo=1.0, fix="give a leverage >= 1")
-        check_number(self.mmr, "AccountPosition.mmr", lo=0.0, hi=0.5, fix="give a fraction in [0, 0.5]")
+            check_value(getattr(self, name), f"AccountPosition.{name}", lo=lo, lo_open=True, fix="give a value > 0")
+        check_value(self.leverage, "AccountPosition.leverage", lo=1.0, fix="give a leverage >= 1")
+        check_value(self.mmr, "AccountPosition.mmr", lo=0.0, hi=0.5, fix="give a fraction in [0, 0.5]")
 
     def leverage_pnl(self, price: float) -> float:
         """[BN-ADL] ranking at ``price``."""

@@ -95,6 +95,16 @@ class CascadeError(ShockError):
     """A cascade's parameters or result are invalid; the message names the value and the fix."""
 
 
+def check_value(value: Any, name: str, **bounds: Any) -> float:
+    """:func:`~backtest.stress.common.check_number`, raising :class:`CascadeError`."""
+    try:
+        return check_number(value, name, **bounds)
+    except CascadeError:
+        raise
+    except ShockError as exc:
+        raise CascadeError(str(exc)) from None
+
+
 # ------------------------------------------------------------------------------------ the crowd
 
 @dataclass(frozen=True, eq=False)
@@ -138,7 +148,7 @@ class Crowd:
         bad = ~(np.isfinite(lev) & (lev >= 1.0))
         if bad.any():
             raise CascadeError(f"Crowd.leverage[{int(np.argmax(bad))}]={lev[bad][0]!r}; give a leverage >= 1")
-        mmr = check_number(self.mmr, "Crowd.mmr", lo=0.0, hi=0.5,
+        mmr = check_value(self.mmr, "Crowd.mmr", lo=0.0, hi=0.5,
                            fix="give the maintenance rate as a fraction in [0, 0.5] (0.004 = 0.4 %)")
         liq = np.empty(n)
         bk = np.empty(n)
@@ -180,7 +190,7 @@ def _check_mix(mix: Any) -> tuple[np.ndarray, np.ndarray]:
     if not (np.isfinite(w) & (w >= 0)).all() or w.sum() <= 0:
         raise CascadeError(f"leverage_mix shares {w.tolist()} must be >= 0 with a positive sum")
     if abs(w.sum() - 1.0) > 1e-9:
-        raise CascadeError(f"leverage_mix shares sum to {w.sum()!r}, not 1; give shares of the leveraged notional "
+        raise CascadeError(f"leverage_mix shares sum to {float(w.sum())!r}, not 1; give shares of the leveraged notional "
                            "that sum to 1")
     return lev, w
 
@@ -211,9 +221,9 @@ def crowd_from_history(md: MarketData, k: int, *, open_interest: float = DEFAULT
     -------
     Crowd with ``2 * lookback_bars * len(leverage_mix)`` buckets at most.
     """
-    oi = check_number(open_interest, "open_interest", lo=0.0, fix="give the open interest in USD, >= 0")
-    ls = check_number(long_share, "long_share", lo=0.0, hi=1.0, fix="give a fraction in [0, 1]")
-    ss = check_number(short_share, "short_share", lo=0.0, hi=1.0, fix="give a fraction in [0, 1]")
+    oi = check_value(open_interest, "open_interest", lo=0.0, fix="give the open interest in USD, >= 0")
+    ls = check_value(long_share, "long_share", lo=0.0, hi=1.0, fix="give a fraction in [0, 1]")
+    ss = check_value(short_share, "short_share", lo=0.0, hi=1.0, fix="give a fraction in [0, 1]")
     if isinstance(lookback_bars, bool) or not isinstance(lookback_bars, (int, np.integer)) or lookback_bars < 1:
         raise CascadeError(f"lookback_bars={lookback_bars!r}; give a whole number of bars >= 1")
     if k < lookback_bars:
@@ -329,7 +339,7 @@ def _check_depth(depth: Any, law: str) -> float:
         raise CascadeError(f"impact={law!r}; give one of {IMPACTS}")
     if isinstance(depth, (float, np.floating)) and depth == math.inf:
         return math.inf  # no impact at all: the cascade adds nothing to the shock
-    return check_number(depth, "depth", lo=0.0, lo_open=True,
+    return check_value(depth, "depth", lo=0.0, lo_open=True,
                         fix="give the forced notional in USD that moves the price by 1 % (> 0; inf: no impact)")
 
 
@@ -351,8 +361,8 @@ def solve_cascade(crowd: Crowd, price: float, shock: float, depth: float = DEFAU
     CascadeSolution. Raises :class:`CascadeError` when the forced flow would push the price to
     zero or below (the depth is too thin for the crowd under the linear law).
     """
-    p0 = check_number(price, "price", lo=0.0, lo_open=True, fix="give the mark before the shock, > 0")
-    s = check_number(shock, "shock", lo=-1.0, lo_open=True, fix="give a fraction above -1 (-0.05 = a 5 % drop)")
+    p0 = check_value(price, "price", lo=0.0, lo_open=True, fix="give the mark before the shock, > 0")
+    s = check_value(shock, "shock", lo=-1.0, lo_open=True, fix="give a fraction above -1 (-0.05 = a 5 % drop)")
     d = _check_depth(depth, law)
     ps = p0 * (1.0 + s)
     n = crowd.n
@@ -365,14 +375,17 @@ def solve_cascade(crowd: Crowd, price: float, shock: float, depth: float = DEFAU
     liq_side = -direction  # a drop liquidates longs (+1)
     mine = crowd.side == liq_side
     notional_at_liq = crowd.qty * np.where(mine, crowd.liq, 0.0)
-    p, f = ps, 0.0
+    p = ps
     for r in range(1, MAX_ROUNDS_GUARD):
         crossed = (crowd.liq >= p) if liq_side > 0 else (crowd.liq <= p)
         hit = mine & (closed_round == 0) & crossed
         if not hit.any():
             break
         closed_round[hit] = r
-        f += float(notional_at_liq[hit].sum())
+        # summed over the whole array with the open buckets as zeros: the same summation tree every
+        # round and for every shock, so a larger set of closed buckets never sums to less (rounding
+        # is monotone), and the fixed point stays monotone in the shock to the last bit
+        f = float(np.where(closed_round > 0, notional_at_liq, 0.0).sum())
         move = impact(f, d, law)
         if direction < 0 and move >= 1.0:
             raise CascadeError(
@@ -415,12 +428,12 @@ class CascadeModel:
     bars: int = 1
 
     def __post_init__(self) -> None:
-        check_number(self.open_interest, "CascadeModel.open_interest", lo=0.0, fix="give the open interest in USD, >= 0")
+        check_value(self.open_interest, "CascadeModel.open_interest", lo=0.0, fix="give the open interest in USD, >= 0")
         _check_mix(self.leverage_mix)
         for name in ("long_share", "short_share"):
-            check_number(getattr(self, name), f"CascadeModel.{name}", lo=0.0, hi=1.0, fix="give a fraction in [0, 1]")
+            check_value(getattr(self, name), f"CascadeModel.{name}", lo=0.0, hi=1.0, fix="give a fraction in [0, 1]")
         _check_depth(self.depth, self.impact)
-        check_number(self.mmr, "CascadeModel.mmr", lo=0.0, hi=0.5, fix="give a fraction in [0, 0.5]")
+        check_value(self.mmr, "CascadeModel.mmr", lo=0.0, hi=0.5, fix="give a fraction in [0, 0.5]")
         for name in ("lookback_bars", "bars"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -526,7 +539,7 @@ class Cascade(Shock):
 
     def __post_init__(self) -> None:
         parse_instant(self.at, "Cascade.at")
-        check_number(self.size, "Cascade.size", lo=-1.0, lo_open=True,
+        check_value(self.size, "Cascade.size", lo=-1.0, lo_open=True,
                      fix="give a fraction above -1 (-0.05 = a 5 % drop, 0.05 = a 5 % squeeze)")
         if not isinstance(self.model, CascadeModel):
             raise CascadeError(f"Cascade.model={self.model!r} is not a CascadeModel; give CascadeModel(...)")
