@@ -16,7 +16,7 @@ cumulative forced notional ``F_r`` moves the price to::
     P_{r+1} = P_s * (1 - I(F_r))          I(F) = 0.01 * F / depth          (linear)
                                           I(F) = 0.01 * sqrt(F / depth)    (sqrt)
 
-``depth`` is the forced notional (USD) that moves the price by 1 %: with ``linear`` the bids are a
+``depth`` is the forced notional (USD) that moves the price by 1 % (default law: ``sqrt``): with ``linear`` the bids are a
 uniform ladder that is not refilled during the cascade; ``sqrt`` is the square-root law of market
 impact (Toth et al., "Anomalous price impact and the critical nature of liquidity in financial
 markets", Phys. Rev. X 1, 021006, 2011), anchored at the same 1 %. The rounds stop when a round
@@ -268,7 +268,7 @@ def crowd_from_history(md: MarketData, k: int, *, open_interest: float = DEFAULT
 
 # ------------------------------------------------------------------------------------ the fixed point
 
-def impact(forced: float, depth: float, law: str = "linear") -> float:
+def impact(forced: float, depth: float, law: str = "sqrt") -> float:
     """Relative price move ``I(F)`` of a forced notional ``F`` (USD) through ``depth`` (USD per 1 %).
 
     ``linear``: ``0.01 * F / depth``; ``sqrt``: ``0.01 * sqrt(F / depth)``; 0 for an infinite depth.
