@@ -23,6 +23,7 @@ simulates and measures, after the run's own results are collected.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -119,12 +120,12 @@ def _shocked_results(cfg: Any, plan_shock: tuple, log: Log) -> dict[str, dict[st
     jobs: list[tuple[str, Callable[[], tuple[Any, pd.Index]]]] = []
     for p in cfg.perp:
         account = shock.apply_account(perp_account(p))
-        jobs.append((p.name, lambda p=p, account=account: simulate_perp_config(p, md_s, spec_s, account)))
+        jobs.append((p.name, partial(simulate_perp_config, p, md_s, spec_s, account)))
     if _changes_data(shock):
         for k, q in enumerate(cfg.puts):
-            jobs.append((q.name, lambda q=q, k=k: _puts(q, f"puts[{k}]", md_s, spec_s)))
+            jobs.append((q.name, partial(_puts, q, f"puts[{k}]", md_s, spec_s)))
         for k, r in enumerate(cfg.products):
-            jobs.append((r.name, lambda r=r, k=k: _products(r, f"products[{k}]", md_s, spec_s)))
+            jobs.append((r.name, partial(_products, r, f"products[{k}]", md_s, spec_s)))
     out = {}
     for res_name, job in jobs:
         log(f"stress: {res_name} under {name}")
