@@ -24,6 +24,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationEr
                       field_validator, model_validator)
 
 from backtest.engine.settings import Account, Setting, setting_of
+from backtest.stress.config import StressConfig
 
 
 class ConfigError(ValueError):
@@ -454,6 +455,7 @@ class RunConfig(_Strict):
     baselines: bool = Field(True, description="add the result 'baselines' (spot buy-and-hold, a 1x short held, "
                                               "cash on the [data] market and window); false: none")
     period: list[PeriodConfig] = Field(default_factory=list, description="named periods reported apart")
+    stress: StressConfig | None = Field(None, description="crisis windows, shocks, Monte Carlo paths (docs/stress.md)")
 
     @field_validator("period")
     @classmethod
@@ -475,6 +477,17 @@ class RunConfig(_Strict):
                              "baselines = false at the top level")
         return self
 
+    @model_validator(mode="after")
+    def _stress_needs(self) -> "RunConfig":
+        st = self.stress
+        if st is not None and st.shock and not (self.perp or self.puts or self.products):
+            raise ValueError("[[stress.shock]] needs a [[perp]], [[puts]] or [[products]] to shock (books are not "
+                             "shocked); add one or remove the shocks")
+        if st is not None and st.monte_carlo is not None and not self.perp:
+            raise ValueError("[stress.monte_carlo] runs the [[perp]] simulations on bootstrap paths and the config "
+                             "has none; add a [[perp]] or remove [stress.monte_carlo]")
+        return self
+
     @field_validator("rank_by")
     @classmethod
     def _rank_by(cls, v: str) -> str:
@@ -492,14 +505,16 @@ class RunConfig(_Strict):
     def content(self) -> dict[str, Any]:
         """The resolved config (defaults filled in) as JSON-able data, without ``reports_dir``
         and ``memory_limit``: where a report is written and the memory allowed are not part of
-        what it computes. ``book`` and ``period`` are left out when empty, and ``baselines`` when
-        true (the default), so a run using none of them keeps the id it had before they existed;
-        a sweep's settings of how it runs (``SweepConfig.RUN_ONLY``) are left out too."""
+        what it computes. ``book`` and ``period`` are left out when empty, ``baselines`` when
+        true (the default) and ``stress`` when absent, so a run using none of them keeps the id it
+        had before they existed; a sweep's settings of how it runs (``SweepConfig.RUN_ONLY``) are left out too."""
         exclude: dict[str, Any] = {k: True for k in ("reports_dir", "memory_limit")}
         if not self.book:
             exclude["book"] = True
         if not self.period:
             exclude["period"] = True
+        if self.stress is None:
+            exclude["stress"] = True  # a run without stress keeps the id it had before [stress] existed
         if self.baselines:
             exclude["baselines"] = True
         if self.sweep is not None:

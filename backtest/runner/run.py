@@ -170,14 +170,36 @@ def _settings(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
-def _perp(cfg: PerpConfig, md: Any, spec: Any) -> tuple[SimResult, pd.Index]:
-    from backtest.engine import Account, simulate_perp
+def perp_account(cfg: PerpConfig) -> Any:
+    """The engine :class:`~backtest.engine.settings.Account` of a ``[[perp]]`` table."""
+    from backtest.engine import Account
+
+    return Account(**cfg.account.model_dump())
+
+
+def simulate_perp_config(cfg: PerpConfig, md: Any, spec: Any, account: Any = None) -> tuple[SimResult, pd.Index]:
+    """Simulate a ``[[perp]]`` table on ``md`` as ``backtest run`` does: the strategy's targets
+    (computed on ``md``) x the policies, the table's account, ``simulate_perp``.
+
+    Parameters
+    ----------
+    cfg : the ``[[perp]]`` table.
+    md, spec : market data and market spec (the run's, or a stressed copy: shocks, bootstrap paths).
+    account : an :class:`~backtest.engine.settings.Account` replacing the table's (a shocked
+        account: :class:`backtest.stress.SlippageShock`); None: :func:`perp_account` of ``cfg``.
+
+    Returns
+    -------
+    (the result with the grid's columns, the column index of the grid: :func:`backtest.runner.labels.relabel`
+    makes the report's labels from it).
+    """
+    from backtest.engine import simulate_perp
     from strategies.policies import build_targets
 
     target, policy, columns = build_targets(md, cfg.strategy.name, cfg.strategy.params or None, cfg.policies,
                                             filter=cfg.strategy.filter,
                                             filter_params=cfg.strategy.filter_params or None, spec=spec)
-    account = Account(**cfg.account.model_dump())
+    account = perp_account(cfg) if account is None else account
     return simulate_perp(md, target, spec, account, policy, columns=columns), columns
 
 
@@ -255,7 +277,7 @@ def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
     """
     jobs: list[tuple[str, str, Callable[[], tuple[SimResult, pd.Index]]]] = []
     for k, p in enumerate(cfg.perp):
-        jobs.append((p.name, f"perp[{k}]", partial(_perp, p, md, spec)))
+        jobs.append((p.name, f"perp[{k}]", partial(simulate_perp_config, p, md, spec)))
     for k, q in enumerate(cfg.puts):
         jobs.append((q.name, f"puts[{k}]", partial(_puts, q, f"puts[{k}]", md, spec)))
     for k, r in enumerate(cfg.products):
@@ -328,7 +350,7 @@ def _check_run_dir(out_dir: Path) -> None:
                           "move the file or choose another -o/--reports-dir")
 
 
-def _publish(run: Any, out_dir: Path, files: Mapping[str, str], html: bool = True) -> Path:
+def _publish(run: Any, out_dir: Path, files: Mapping[str, str | bytes], html: bool = True) -> Path:
     """Write the report (and extra files) so the folder appears complete or not at all."""
     from backtest.report import store_run
     from backtest.report.store import _fsync_tree, _swap_into_place, temp_path
@@ -339,8 +361,11 @@ def _publish(run: Any, out_dir: Path, files: Mapping[str, str], html: bool = Tru
     staging = temp_path(out_dir, "staging")
     try:
         store_run(run, staging, html=html)
-        for name, text in files.items():
-            (staging / name).write_text(text, encoding="utf-8")
+        for name, content in files.items():
+            if isinstance(content, bytes):
+                (staging / name).write_bytes(content)
+            else:
+                (staging / name).write_text(content, encoding="utf-8")
         _fsync_tree(staging)
         _swap_into_place(staging, out_dir)
     except BaseException:
@@ -417,6 +442,8 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
         log(f"  note: memory not checked: {limit_source}")
     budget.check(need, limit, limit_source, ConfigError)
 
+    plan = _stress_plan(cfg, md, spec, books)  # before simulating: a bad window or shock fails here
+
     book_runs: dict[str, BookRun] = {}
     results, levels = simulate_all(cfg, md, spec, log, books=books, book_runs=book_runs, status=status)
     # a look-ahead the user allowed is stated where a reader of the report sees it
@@ -451,13 +478,47 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
         run = collect({name: book_runs.get(name, res) for name, res in results.items()}, title=cfg.title,
                       config=resolved, notes="\n".join(notes), rank_by=cfg.rank_by,
                       periods=[(p.name, *p.span_ms()) for p in cfg.period])
-    files = dict(extras(run, levels)) if extras is not None else {}
+    files: dict[str, str | bytes] = dict(extras(run, levels)) if extras is not None else {}
+    if plan is not None:
+        files["stress.parquet"] = _run_stress(plan, cfg, md, spec, run, log, status)
     log(f"writing report {out_dir}")
     out_dir = _publish(run, out_dir, files, html)
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.1f} s")
     return RunOutcome(run_id=run_id, out_dir=out_dir, results=results, levels=levels, metrics=run.metrics,
                       notes=notes, seconds=seconds, books=book_runs)
+
+
+def _stress_plan(cfg: RunConfig, md: Any, spec: Any, books: Mapping[str, tuple[Any, list[Any]]]) -> Any:
+    """The checked ``[stress]`` plan (:func:`backtest.stress.report.prepare`) on the span of the
+    run's data (the [data] market, else the first book's bars); None without ``[stress]``."""
+    if cfg.stress is None:
+        return None
+    from backtest.stress.report import prepare
+
+    if md is not None:
+        span = (int(md.timestamps[0]), int(md.timestamps[-1]) + int(md.bar_ms))
+    else:
+        bars = next(iter(books.values()))[0].bars
+        span = (int(bars.timestamp[0]), int(bars.timestamp[-1]) + int(bars.bar_ms))
+    return prepare(cfg.stress, md, spec, span)
+
+
+def _run_stress(plan: Any, cfg: RunConfig, md: Any, spec: Any, run: Any, log: Log, status: Log | None) -> bytes:
+    """Run the ``[stress]`` plan: its block goes into ``run.metrics['stress']`` (so the page and
+    ``metrics.json`` show it), its long table is returned as the bytes of ``stress.parquet``."""
+    import io
+
+    from backtest.report.collect import jsonable
+    from backtest.stress.report import run_stress
+
+    log("stress: crisis windows, shocks, monte carlo paths")
+    with compile_notice(status, "the stress scenarios"):
+        block, table = run_stress(plan, cfg, md, spec, run, log)
+    run.metrics["stress"] = jsonable(block)
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    return buf.getvalue()
 
 
 BASELINES = "baselines"  # backtest.runner.baselines.NAME
