@@ -211,9 +211,17 @@ else:
 
 class StrategyConfig(_Strict):
     name: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict, description="values or lists (a grid)")
+    params: dict[str, Any] = Field(default_factory=dict, description="values, lists or ranges (a grid)")
     filter: str | None = None
     filter_params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params", "filter_params")
+    @classmethod
+    def _ranges(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from backtest.runner.grid import expand_params
+
+        # "10:50:10", "log:1:100:5" -> the list they stand for (backtest.runner.grid)
+        return expand_params(v, "")
 
 
 class PerpConfig(_Strict):
@@ -223,6 +231,13 @@ class PerpConfig(_Strict):
     strategy: StrategyConfig = StrategyConfig(name="short_hold")
     policies: list[Any] = Field(default_factory=lambda: ["const(1)"], min_length=1)
     account: AccountConfig = AccountConfig()
+
+    @field_validator("policies")
+    @classmethod
+    def _ranges(cls, v: list[Any]) -> list[Any]:
+        from backtest.runner.grid import expand_policies
+
+        return expand_policies(v, "policies")
 
 
 def _leg_model() -> type[BaseModel]:
