@@ -404,3 +404,43 @@ def stitched_frame(index: pd.DatetimeIndex, bars: np.ndarray, growth: np.ndarray
     ``growth`` (the stitched index after the bar)."""
     return pd.DataFrame({"timestamp": index[bars], "fold": fold_of.astype(np.int64),
                          "column": pd.array(list(labels), dtype="string"), "growth": growth})
+
+
+def oos_html(title: str, chosen: pd.DataFrame, stitched: pd.DataFrame, metric: str, block: dict[str, Any]) -> str:
+    """``oos.html``: the in-sample vs out-of-sample table of every fold's chosen columns and the
+    stitched OOS growth of each fold's winner, one self-contained page (plotly inlined)."""
+    import html as _html
+
+    import plotly.graph_objects as go
+
+    from backtest.data.timeutil import iso
+
+    fig = go.Figure(go.Scatter(x=stitched["timestamp"], y=stitched["growth"], mode="lines",
+                               text=stitched["column"], name="stitched OOS growth",
+                               hovertemplate="%{x}<br>growth %{y:.4f}<br>%{text}<extra></extra>"))
+    fig.update_layout(title=f"{title}: stitched out-of-sample growth of each fold's in-sample winner",
+                      yaxis_title="growth (1 = start of the first OOS span)")
+
+    def num(v: Any) -> str:
+        v = _plain(v)
+        return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else _html.escape(str(v)))
+
+    head = ["fold", "IS span", "OOS span", "IS rank", "column", f"IS {metric}", f"OOS {metric}", "IS return",
+            "OOS return", "OOS max drawdown"]
+    rows = []
+    for _, r in chosen.iterrows():
+        cells = [num(r["fold"]), f"{iso(int(r['is_start']))[:10]} .. {iso(int(r['is_end']))[:10]}",
+                 f"{iso(int(r['oos_start']))[:10]} .. {iso(int(r['oos_end']))[:10]}", num(r["is_rank"]),
+                 _html.escape(str(r["column"])), num(r[f"is.{metric}"]), num(r[f"oos.{metric}"]),
+                 num(r["is.total_return"]), num(r["oos.total_return"]), num(r["oos.max_drawdown"])]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    table = ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
+             + "".join(rows) + "</tbody></table>")
+    note = (f"<p>Split {_html.escape(str(block['split']))}; columns chosen by in-sample {metric}. "
+            f"Stitched OOS return {num(block['stitched_oos_return'])} over {block['stitched_oos_bars']} bars. "
+            f"{_html.escape(INHERITS)}.</p>")
+    body = fig.to_html(full_html=False, include_plotlyjs=True)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_html.escape(title)}: out of sample</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>"
+            f"<h1>{_html.escape(title)}: in sample vs out of sample</h1>{note}{table}{body}</body></html>")

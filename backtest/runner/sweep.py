@@ -447,6 +447,8 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
         files["sweep_folds.parquet"] = _parquet_bytes(spans)
         files["sweep_oos.csv"] = chosen.to_csv(index=False)
         files["oos_equity.parquet"] = _parquet_bytes(stitched)
+        if html:
+            files["oos.html"] = oos.oos_html(cfg.title, chosen, stitched, sw.metric, block)
     metrics_bytes = _parquet_bytes(table)
     files["sweep_metrics.parquet"] = metrics_bytes
     if html:

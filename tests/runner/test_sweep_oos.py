@@ -256,6 +256,9 @@ def test_oos_outputs_side_by_side(wf_sweeps):
     eq = pd.read_parquet(out.out_dir / "oos_equity.parquet")
     assert len(eq) == block["stitched_oos_bars"] == 3 * 60  # 3 folds of 10 days of 4h bars
     assert eq["column"].tolist() == [c for c in winners["column"] for _ in range(60)]
+    page = (out.out_dir / "oos.html").read_text()
+    assert page.count("<tr><td>") == len(chosen) and "stitched out-of-sample growth" in page
+    assert "one column per cell" in (out.out_dir / "heatmap.html").read_text()  # x, y are the only levels
     rob = doc["robustness"]
     assert rob["columns_tried"] == 6 and rob["deflated_sharpe"]["trials"] == 6
     assert 0.0 <= rob["deflated_sharpe"]["dsr"] <= 1.0
