@@ -151,7 +151,7 @@ def plan_line(name: str, columns: int, bars: int, chunks: int, per_chunk: int, c
 
     secs = estimate_seconds(bars, columns, workers, folds)
     when = f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.0f} min"
-    return (f"plan: {columns} columns x {bars} bars = {columns * bars:,} bar-columns in {chunks} chunk(s) of up to "
+    return (f"plan of {name}: {columns} columns x {bars} bars = {columns * bars:,} bar-columns in {chunks} chunk(s) of up to "
             f"{per_chunk}; estimated peak memory {fmt_bytes(chunk_memory + report_memory)} (chunks "
             f"{fmt_bytes(chunk_memory)} + report {fmt_bytes(report_memory)}), time about {when}"
             + (f" ({folds} out-of-sample folds)" if folds else ""))

@@ -26,7 +26,6 @@ continued, not a fresh account switched at the split.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np

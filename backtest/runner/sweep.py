@@ -440,7 +440,10 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     run.metrics["sweep"]["robustness"] = _robustness(ranked, levels, sw.metric, top, best, bar_ms)
     if folds:
         log(f"out of sample: {len(folds)} fold(s), the best {sw.oos_columns} in-sample column(s) of each")
-        spans = pd.concat([store.spans(b) for b in bounds], ignore_index=True)
+        span_store = store if isinstance(store, oos.OosChunkStore) else None
+        if span_store is None:  # pragma: no cover - a split always makes an OosChunkStore
+            raise RuntimeError("a sweep with a split needs its span store")
+        spans = pd.concat([span_store.spans(b) for b in bounds], ignore_index=True)
         chosen = oos.choose(spans, target.name, sw.metric, sw.oos_columns)
         block, stitched = _out_of_sample(task, folds, chosen, sw, md)
         run.metrics["sweep"]["oos"] = block

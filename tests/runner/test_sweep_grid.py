@@ -106,6 +106,6 @@ def test_time_estimate_is_linear_and_shared_by_workers():
 def test_plan_line_states_columns_memory_and_time():
     line = plan_line("trend", columns=12, bars=354, chunks=3, per_chunk=5, chunk_memory=2_000_000,
                      report_memory=400_000_000, workers=1, folds=2)
-    assert line.startswith("plan: 12 columns x 354 bars = 4,248 bar-columns in 3 chunk(s) of up to 5;")
+    assert line.startswith("plan of trend: 12 columns x 354 bars = 4,248 bar-columns in 3 chunk(s) of up to 5;")
     assert "estimated peak memory 402.0 MB (chunks 2.0 MB + report 400.0 MB)" in line
     assert line.endswith("(2 out-of-sample folds)")
