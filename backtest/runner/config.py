@@ -212,9 +212,17 @@ else:
 
 class StrategyConfig(_Strict):
     name: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict, description="values or lists (a grid)")
+    params: dict[str, Any] = Field(default_factory=dict, description="values, lists or ranges (a grid)")
     filter: str | None = None
     filter_params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params", "filter_params")
+    @classmethod
+    def _ranges(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from backtest.runner.grid import expand_params
+
+        # "10:50:10", "log:1:100:5" -> the list they stand for (backtest.runner.grid)
+        return expand_params(v, "")
 
 
 class PerpConfig(_Strict):
@@ -224,6 +232,13 @@ class PerpConfig(_Strict):
     strategy: StrategyConfig = StrategyConfig(name="short_hold")
     policies: list[Any] = Field(default_factory=lambda: ["const(1)"], min_length=1)
     account: AccountConfig = AccountConfig()
+
+    @field_validator("policies")
+    @classmethod
+    def _ranges(cls, v: list[Any]) -> list[Any]:
+        from backtest.runner.grid import expand_policies
+
+        return expand_policies(v, "policies")
 
 
 def _leg_model() -> type[BaseModel]:
@@ -359,6 +374,12 @@ def _rankable() -> tuple[str, ...]:
     return RANKABLE
 
 
+def _heatmap_stats() -> tuple[str, ...]:
+    from backtest.runner.sweep import HEATMAP_STATS
+
+    return HEATMAP_STATS
+
+
 def _metric_name(v: str) -> str:
     keys = _rankable()
     if v not in keys:
@@ -376,6 +397,8 @@ class SweepConfig(_Strict):
     y: str = "policy"
     metric: str = "sharpe"
     result: str | None = Field(None, description="name of the [[perp]] swept; default the first")
+    heatmap_stat: Annotated[Any, PlainValidator(lambda v: _one_of(v, _heatmap_stats()))] = Field(
+        "median", description="what a heatmap cell holds over the levels not on its axes")
     # how the sweep runs, not what it computes: left out of the run id (RunConfig.content), so
     # a sweep started with one setting resumes with another
     report_columns: int = Field(20, ge=1, description="columns of the grid whose equity the report keeps "
@@ -385,7 +408,59 @@ class SweepConfig(_Strict):
     workers: int | None = Field(None, ge=1, description="local worker processes (default 1: in this process)")
     scheduler: str | None = Field(None, description="Dask scheduler address, e.g. 'tcp://host:8786'")
 
-    RUN_ONLY: ClassVar[tuple[str, ...]] = ("report_columns", "memory", "workers", "scheduler")
+    # out of sample (backtest.runner.oos, docs/runner.md "Out of sample"): rank on each fold's
+    # in-sample span, report the chosen columns on the span after it
+    split: Annotated[Any, PlainValidator(lambda v: _one_of(v, ("walk_forward", "train_test")))] | None = Field(
+        None, description="'walk_forward' (rolling folds) or 'train_test' (one split); default none")
+    train: str | None = Field(None, description="walk_forward: in-sample length, e.g. '180d'")
+    test: str | None = Field(None, description="walk_forward: out-of-sample length, e.g. '90d'")
+    step: str | None = Field(None, description="walk_forward: shift between folds; default test")
+    anchored: bool = Field(False, description="walk_forward: every in-sample span starts at the first bar")
+    split_at: Any = Field(None, description="train_test: the out-of-sample start (date/time) or the in-sample "
+                                            "share of the bars (a fraction in (0, 1))")
+    oos_columns: int = Field(5, ge=1, description="best in-sample columns reported out of sample per fold")
+
+    # how the sweep runs or is presented, not what it computes: left out of the run id
+    RUN_ONLY: ClassVar[tuple[str, ...]] = ("report_columns", "memory", "workers", "scheduler", "heatmap_stat")
+    OOS_KEYS: ClassVar[tuple[str, ...]] = ("split", "train", "test", "step", "anchored", "split_at", "oos_columns")
+
+    @field_validator("train", "test", "step")
+    @classmethod
+    def _duration(cls, v: str | None, info: Any) -> str | None:
+        from backtest.runner.oos import parse_duration
+
+        if v is not None:
+            parse_duration(v, f"sweep.{info.field_name}")
+        return v
+
+    @field_validator("split_at", mode="plain")
+    @classmethod
+    def _split_at(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, float) and not isinstance(v, bool):
+            if not 0.0 < v < 1.0:
+                raise ValueError(f"split_at={v!r}: a fraction of the bars must be in (0, 1), e.g. 0.7")
+            return v
+        if isinstance(v, bool) or not isinstance(v, (str, int, dt.date)):
+            raise ValueError(f"split_at={v!r}: give a date/time ('2023-01-01') or a fraction of the bars (0.7)")
+        return _canonical_time(v, "split_at")
+
+    @model_validator(mode="after")
+    def _split_keys(self) -> "SweepConfig":
+        given = {k for k in ("train", "test", "step", "split_at") if getattr(self, k) is not None}
+        need = {"walk_forward": {"train", "test"}, "train_test": {"split_at"}}.get(self.split or "", set())
+        allowed = {"walk_forward": {"train", "test", "step"}, "train_test": {"split_at"}}.get(self.split or "", set())
+        if need - given:
+            raise ValueError(f"split={self.split!r} needs {', '.join(sorted(need - given))} (e.g. train = \"180d\", "
+                             "test = \"90d\"; or split_at = \"2023-01-01\" / 0.7)")
+        if given - allowed:
+            what = f"split={self.split!r}" if self.split else "no split"
+            raise ValueError(f"{', '.join(sorted(given - allowed))} does not apply with {what}; walk_forward takes "
+                             "train, test, step; train_test takes split_at")
+        if self.anchored and self.split != "walk_forward":
+            raise ValueError("anchored = true applies to split = 'walk_forward' only")
+        return self
 
     @field_validator("metric")
     @classmethod
@@ -518,7 +593,9 @@ class RunConfig(_Strict):
         if self.baselines:
             exclude["baselines"] = True
         if self.sweep is not None:
-            exclude["sweep"] = set(SweepConfig.RUN_ONLY)
+            # a sweep without a split keeps the id it had before splits existed
+            exclude["sweep"] = set(SweepConfig.RUN_ONLY) | (set(SweepConfig.OOS_KEYS) if self.sweep.split is None
+                                                             else set())
         out = self.model_dump(mode="json", exclude=exclude)
         # a book without option legs keeps the id it had before option legs existed
         for b in out.get("book", []):
