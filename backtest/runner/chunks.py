@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.runner.config import ConfigError, PerpConfig
-from backtest.runner.labels import level_frame, readable_labels
+from backtest.runner.labels import account_levels, level_frame, make_labels
 
 # Bytes per bar and column a chunk holds at its peak (measured with benchmarks/bench_sweep.py on
 # the BTC 1h data, 26,280 bars: see benchmarks/README.md "Sweeps"): the target (the signal and
@@ -63,7 +63,9 @@ class Grid:
     base : the strategy's parameter sets (:meth:`strategies.base.Strategy.grid`).
     n_filter, n_policy : sizes of the filter grid (1 without a filter) and of the policy list.
     columns : MultiIndex of every column's levels, as :func:`strategies.build_targets` makes it.
-    labels : readable labels (:func:`backtest.runner.labels.readable_labels`), one per column.
+    labels : readable labels (:func:`backtest.runner.labels.make_labels`), one per column.
+    account : the ``account.<field>`` levels of the per-column account settings that vary
+        (:func:`backtest.runner.labels.account_levels`).
     """
 
     base: tuple[Any, ...]
@@ -71,14 +73,18 @@ class Grid:
     n_policy: int
     columns: pd.MultiIndex
     labels: tuple[str, ...]
+    account: dict[str, list[Any]] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def n_cols(self) -> int:
         return len(self.labels)
 
     def levels(self) -> pd.DataFrame:
-        """One row per column (index = label), one column per grid level."""
+        """One row per column (index = label), one column per grid level (then the varying
+        account settings)."""
         lv = level_frame(self.columns)
+        for name, values in self.account.items():
+            lv[name] = pd.Series(values, dtype=object)
         lv.index = pd.Index(self.labels, name="column")
         return lv
 
@@ -109,8 +115,10 @@ def sweep_grid(perp: PerpConfig) -> Grid:
     variants = expand(list(perp.policies))
     columns = pd.MultiIndex.from_tuples([t + (p.label(),) for t in tuples for p in variants],
                                         names=names + ["policy"])
-    labels = tuple(readable_labels(level_frame(columns)))
-    return Grid(base=tuple(base), n_filter=n_filter, n_policy=len(variants), columns=columns, labels=labels)
+    account = perp.account.model_dump()
+    labels = tuple(make_labels(columns, account)[0])  # as `backtest run` labels them
+    return Grid(base=tuple(base), n_filter=n_filter, n_policy=len(variants), columns=columns, labels=labels,
+                account=account_levels(account, len(columns)))
 
 
 @dataclass(frozen=True)
