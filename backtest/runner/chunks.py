@@ -121,6 +121,12 @@ def sweep_grid(perp: PerpConfig) -> Grid:
                 account=account_levels(account, len(columns)))
 
 
+def _loaded_modules() -> list[str]:
+    from strategies.modules import loaded
+
+    return list(loaded())
+
+
 @dataclass(frozen=True)
 class SweepTask:
     """What every chunk of one sweep needs; pickled once per worker.
@@ -131,6 +137,7 @@ class SweepTask:
     data : the run's ``MarketData``; ``spec`` its ``MarketSpec``.
     grid : the columns (:func:`sweep_grid`).
     full_equity : also return every column's equity (``--full-equity``).
+    modules : the user modules to load first (resolved files or dotted names).
     """
 
     perp: PerpConfig
@@ -139,6 +146,9 @@ class SweepTask:
     spec: Any
     grid: Grid
     full_equity: bool = False
+    # the user modules (config ``module``) loaded in the process that made the task: a worker
+    # process loads them too before building targets, so their strategies and policies exist
+    modules: tuple[str, ...] = dataclasses.field(default_factory=lambda: tuple(_loaded_modules()))
 
 
 @dataclass
@@ -185,6 +195,10 @@ def simulate_columns(task: SweepTask, cols: Sequence[int] | np.ndarray, series: 
     from backtest.engine import Account, simulate_perp
     from strategies.policies import build_targets
 
+    from strategies.modules import load_module
+
+    for ref in task.modules:  # loaded once per process (a no-op where the task was made)
+        load_module(ref)
     g = task.grid
     cols = np.asarray(cols, dtype=np.int64)
     if len(cols) == 0 or cols.min() < 0 or cols.max() >= g.n_cols or np.any(np.diff(cols) <= 0):

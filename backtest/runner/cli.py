@@ -90,7 +90,7 @@ def _config(path: Optional[Path]):
 
     src = path or MAIN_JOB
     doc = read_toml(src)
-    return parse_config(doc, source=str(src)), {"path": str(src), "toml": doc}
+    return parse_config(doc, source=str(src), base=Path(src).parent), {"path": str(src), "toml": doc}
 
 
 Reports = typer.Option(None, "--reports-dir", "-o",
