@@ -172,19 +172,20 @@ def make_labels(columns: pd.Index, account: Mapping[str, Any] | None = None) -> 
 def result_labels(result: SimResult) -> list[str]:
     """The labels a result's columns are reported under (metrics, reports, events).
 
-    Columns that are already labels are kept: strings in a flat Index unnamed or named
-    ``column`` (the runner's readable labels, the baselines', a user's own). The engine's
-    unnamed default numbering (a RangeIndex) stays ``0, 1, ...`` unless account settings vary
-    per column. Anything else (a grid MultiIndex, a named Index, tuples) goes through
-    :func:`make_labels` with the result's per-column account settings, as ``backtest run``
-    labels them.
+    Columns that are already labels are kept as text: a flat unnamed Index (a user's own
+    labels, the baselines'; ``str`` of each) and strings named ``column`` (the runner's readable
+    labels). The engine's unnamed default numbering (a RangeIndex) stays ``0, 1, ...`` unless
+    account settings vary per column. Anything else (a grid MultiIndex, a named Index, tuples)
+    goes through :func:`make_labels` with the result's per-column account settings, as
+    ``backtest run`` labels them.
     """
     cols = result.columns
-    if not isinstance(cols, pd.MultiIndex) and cols.name in (None, "column"):
-        if not isinstance(cols, pd.RangeIndex) and all(isinstance(c, str) for c in cols):
-            return list(cols)
-        if isinstance(cols, pd.RangeIndex) and cols.name is None and not account_levels(
-                account_settings(result), len(cols)):
+    tuples = len(cols) > 0 and all(isinstance(c, tuple) for c in cols)
+    if not isinstance(cols, pd.MultiIndex) and not tuples:
+        if isinstance(cols, pd.RangeIndex) and cols.name is None:
+            if not account_levels(account_settings(result), len(cols)):
+                return [str(c) for c in cols]
+        elif cols.name is None or (cols.name == "column" and all(isinstance(c, str) for c in cols)):
             return [str(c) for c in cols]
     return make_labels(cols, account_settings(result))[0]
 

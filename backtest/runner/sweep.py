@@ -300,6 +300,9 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     problems = check_settings(cfg)
     if problems:
         raise settings_error(problems)
+    if cfg.data.lookback_days:  # the chunks build targets on the run's bars only: never ignore it silently
+        raise ConfigError("data.lookback_days: backtest sweep does not load warm-up data; remove the key, or "
+                          "run the grid with backtest run (which does)")
     where = f"perp[{[p.name for p in cfg.perp].index(target.name)}]"
     grid = sweep_grid(target)
     levels = grid.levels()
