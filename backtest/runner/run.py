@@ -381,17 +381,17 @@ def _check_run_dir(out_dir: Path) -> None:
                           "move the file or choose another -o/--reports-dir")
 
 
-def _publish(run: Any, out_dir: Path, files: Mapping[str, str], html: bool = True) -> Path:
+def _publish(run: Any, out_dir: Path, files: Mapping[str, str], html: bool = True, top: int | None = None) -> Path:
     """Write the report (and extra files) so the folder appears complete or not at all."""
     from backtest.report import store_run
     from backtest.report.store import _fsync_tree, _swap_into_place, temp_path
 
     if not files:
-        return store_run(run, out_dir, html=html)
+        return store_run(run, out_dir, html=html, top=top)
     out_dir = out_dir.resolve()
     staging = temp_path(out_dir, "staging")
     try:
-        store_run(run, staging, html=html)
+        store_run(run, staging, html=html, top=top)
         for name, text in files.items():
             (staging / name).write_text(text, encoding="utf-8")
         _fsync_tree(staging)
@@ -515,7 +515,7 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
                       periods=[(p.name, *p.span_ms()) for p in cfg.period])
     files = dict(extras(run, levels)) if extras is not None else {}
     log(f"writing report {out_dir}")
-    out_dir = _publish(run, out_dir, files, html)
+    out_dir = _publish(run, out_dir, files, html, cfg.top_n)
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.1f} s")
     return RunOutcome(run_id=run_id, out_dir=out_dir, results=results, levels=levels, metrics=run.metrics,

@@ -82,6 +82,14 @@ def heatmap_grid(table: pd.DataFrame, x: str, y: str, metric: str) -> pd.DataFra
     return agg.unstack("x").reindex(index=ys, columns=xs)
 
 
+def _signed(metric: str) -> bool:
+    """Whether ``metric`` takes either sign (returns, ratios, money), so its colour scale is
+    centred on 0; a lower-is-better metric (drawdowns, counts) is >= 0 and uses its range."""
+    from backtest.metrics import METRIC_UNITS
+
+    return METRIC_UNITS.get(metric) in ("fraction", "ratio", "money") and not _lower_is_better(metric)
+
+
 def heatmap_html(grid: pd.DataFrame, x: str, y: str, metric: str, title: str) -> str:
     """A self-contained HTML page with one plotly heatmap of ``grid`` (from :func:`heatmap_grid`)."""
     import plotly.graph_objects as go
@@ -91,6 +99,7 @@ def heatmap_html(grid: pd.DataFrame, x: str, y: str, metric: str, title: str) ->
     fig = go.Figure(go.Heatmap(z=z, x=[format_value(c) for c in grid.columns],
                                y=[format_value(i) for i in grid.index],
                                colorscale="RdYlGn", reversescale=_lower_is_better(metric),  # green = good
+                               zmid=0.0 if _signed(metric) else None,  # a loss red, a gain green, 0 yellow
                                colorbar={"title": {"text": metric}}, texttemplate="%{z:.3g}",
                                hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{metric}=%{{z:.4g}}<extra></extra>"))
     # first grid value at the top, as in the ranked table and the config
