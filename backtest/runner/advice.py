@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from backtest.metrics import column_labels
 from backtest.result import SimResult
 
 LATE_SHARE = 0.2  # a first order after this share of the window's bars is worth a warning
@@ -61,7 +62,7 @@ def run_warnings(results: Mapping[str, SimResult], lookback_days: float = 0.0,
     for name, res in results.items():
         if name in skip or res.n_bars == 0:
             continue
-        labels = [str(c) for c in res.columns]
+        labels = column_labels(res)
         first = first_orders(res)
         if first is not None:
             never = [labels[j] for j in np.flatnonzero(first < 0)]
