@@ -90,6 +90,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+def _lookback(v: Any) -> float:
+    days = _number(v, "a number of days >= 0")
+    if not (days >= 0 and days < float("inf")):
+        raise ValueError(f"lookback_days={v!r} must be a finite number of days >= 0 (0: no warm-up data)")
+    return days
+
+
 class DataConfig(_Strict):
     """Market data: a dataset of the store (``data/``) or, when absent, the committed sample."""
 
@@ -104,6 +111,8 @@ class DataConfig(_Strict):
     allow_gaps: bool = False
     allow_partial_range: bool = Field(False, description="run on the stored part of start/end (noted)")
     allow_extreme_funding: bool = Field(False, description="accept funding rates beyond the documented bound (noted)")
+    lookback_days: Annotated[Any, PlainValidator(lambda v: _lookback(v))] = Field(
+        0.0, description="days of data loaded before start for the indicators' warm-up; trading starts at start")
 
     @field_validator("timeframe")
     @classmethod
@@ -531,6 +540,26 @@ class RunConfig(_Strict):
                                               "cash on the [data] market and window); false: none")
     period: list[PeriodConfig] = Field(default_factory=list, description="named periods reported apart")
     stress: StressConfig | None = Field(None, description="crisis windows, shocks, Monte Carlo paths (docs/stress.md)")
+    module: str | list[str] | None = Field(
+        None, description="the user's own strategy/policy modules: a .py file (relative to the config's folder) "
+                          "or a dotted module name, or a list of them; loaded before the settings are checked")
+    top_n: int = Field(5, ge=1, description="best-ranked columns of each result plotted (and printed after "
+                                            "`backtest run`); every column stays in the tables")
+
+    @field_validator("module")
+    @classmethod
+    def _modules(cls, v: str | list[str] | None, info: Any) -> str | list[str] | None:
+        """Load each module now, so the strategies and policies it registers are known to the
+        checks that follow (relative files: from the config's folder, ``context['base']``)."""
+        from strategies.modules import load_module
+
+        base = (info.context or {}).get("base")
+        refs = [v] if isinstance(v, str) else list(v or [])
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list; give a module file or name, or leave the key out")
+        for ref in refs:
+            load_module(ref, base)
+        return v
 
     @field_validator("period")
     @classmethod
@@ -581,9 +610,12 @@ class RunConfig(_Strict):
         """The resolved config (defaults filled in) as JSON-able data, without ``reports_dir``
         and ``memory_limit``: where a report is written and the memory allowed are not part of
         what it computes. ``book`` and ``period`` are left out when empty, ``baselines`` when
-        true (the default) and ``stress`` when absent, so a run using none of them keeps the id it
-        had before they existed; a sweep's settings of how it runs (``SweepConfig.RUN_ONLY``) are left out too."""
-        exclude: dict[str, Any] = {k: True for k in ("reports_dir", "memory_limit")}
+        true (the default), ``stress`` and ``module`` when absent, so a run using none of them keeps the
+        id it had before they existed; a sweep's settings of how it runs (``SweepConfig.RUN_ONLY``) are left
+        out too, and ``top_n`` (what the report plots)."""
+        exclude: dict[str, Any] = {k: True for k in ("reports_dir", "memory_limit", "top_n")}
+        if self.module is None:
+            exclude["module"] = True
         if not self.book:
             exclude["book"] = True
         if not self.period:
@@ -597,6 +629,8 @@ class RunConfig(_Strict):
             exclude["sweep"] = set(SweepConfig.RUN_ONLY) | (set(SweepConfig.OOS_KEYS) if self.sweep.split is None
                                                              else set())
         out = self.model_dump(mode="json", exclude=exclude)
+        if not out["data"]["lookback_days"]:  # no warm-up data: the id it had before the key existed
+            del out["data"]["lookback_days"]
         # a book without option legs keeps the id it had before option legs existed
         for b in out.get("book", []):
             if not b["option"] and not b["options_collateral"] and b["options_grid"] == "product":
@@ -672,11 +706,12 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return head + "\n" + "\n".join(f"  {p}: {m}" for p, m in lines.items())
 
 
-def parse_config(doc: dict[str, Any], *, source: str = "config") -> RunConfig:
+def parse_config(doc: dict[str, Any], *, source: str = "config", base: str | Path | None = None) -> RunConfig:
     """Validate a config document (the parsed TOML); raises :class:`ConfigError` listing every
-    invalid field with its path."""
+    invalid field with its path. ``base``: the folder a relative ``module`` file is relative to
+    (the config file's; default the working directory). The ``module`` entries are loaded here."""
     try:
-        return RunConfig.model_validate(doc)
+        return RunConfig.model_validate(doc, context={"base": base})
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
 
@@ -735,7 +770,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a TOML run configuration."""
-    return parse_config(read_toml(path), source=str(path))
+    return parse_config(read_toml(path), source=str(path), base=Path(path).parent)
 
 
 MAIN_JOB = Path(__file__).with_name("main_job.toml")

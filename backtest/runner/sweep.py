@@ -94,6 +94,14 @@ def heatmap_grid(table: pd.DataFrame, x: str, y: str, metric: str, stat: str = "
     return agg.unstack("x").reindex(index=ys, columns=xs)
 
 
+def _signed(metric: str) -> bool:
+    """Whether ``metric`` takes either sign (returns, ratios, money), so its colour scale is
+    centred on 0; a lower-is-better metric (drawdowns, counts) is >= 0 and uses its range."""
+    from backtest.metrics import METRIC_UNITS
+
+    return METRIC_UNITS.get(metric) in ("fraction", "ratio", "money") and not _lower_is_better(metric)
+
+
 def cell_count(table: pd.DataFrame, x: str, y: str) -> int:
     """Columns behind each heatmap cell (the grid is a product: the same for every cell)."""
     return int(len(table) // max(1, table[[x, y]].drop_duplicates().shape[0]))
@@ -116,6 +124,7 @@ def heatmap_html(grid: pd.DataFrame, x: str, y: str, metric: str, title: str, su
     fig = go.Figure(go.Heatmap(z=z, x=[format_value(c) for c in grid.columns],
                                y=[format_value(i) for i in grid.index],
                                colorscale="RdYlGn", reversescale=_lower_is_better(metric),  # green = good
+                               zmid=0.0 if _signed(metric) else None,  # a loss red, a gain green, 0 yellow
                                colorbar={"title": {"text": metric}}, texttemplate="%{z:.3g}",
                                hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{metric}=%{{z:.4g}}<extra></extra>"))
     # first grid value at the top, as in the ranked table and the config
@@ -326,6 +335,9 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     problems = check_settings(cfg)
     if problems:
         raise settings_error(problems)
+    if cfg.data.lookback_days:  # the chunks build targets on the run's bars only: never ignore it silently
+        raise ConfigError("data.lookback_days: backtest sweep does not load warm-up data; remove the key, or "
+                          "run the grid with backtest run (which does)")
     where = f"perp[{[p.name for p in cfg.perp].index(target.name)}]"
     grid = sweep_grid(target)
     levels = grid.levels()
