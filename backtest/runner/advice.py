@@ -33,7 +33,8 @@ def first_orders(result: SimResult) -> np.ndarray | None:
 
         rec = result.records["fills"]
         # a rejected fill records the size asked for, not traded
-        done = rec[(rec["size"] != 0) & (rec["status"] != FillStatus.REJECTED)] if "status" in rec.dtype.names \
+        names = rec.dtype.names or ()
+        done = rec[(rec["size"] != 0) & (rec["status"] != FillStatus.REJECTED)] if "status" in names \
             else rec[rec["size"] != 0]
     elif "rolls" in result.records:
         rec = result.records["rolls"]
