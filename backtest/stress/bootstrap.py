@@ -118,7 +118,8 @@ class PathBatch:
         """Row ``r`` as the engine's inputs: :meth:`PerpBars.from_arrays` (its price checks and its
         funding-to-bar mapping), as ``MarketData.to_perp_bars`` builds them from the path's data."""
         p, f = self.prices, self.funding(r)
-        return PerpBars.from_arrays(self.timestamps, *(p[c][r] for c in TRADE + MARK),
+        return PerpBars.from_arrays(self.timestamps, p["open"][r], p["high"][r], p["low"][r], p["close"][r],
+                                    p["mark_open"][r], p["mark_high"][r], p["mark_low"][r], p["mark_close"][r],
                                     funding_time=f["timestamp"], funding_rate=f["funding_rate"],
                                     funding_mark=f["mark_price"], bar_ms=self.bar_ms)
 

@@ -4,6 +4,7 @@ the distribution of each metric and the probability of liquidation within the ho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -111,6 +112,10 @@ class MonteCarloResult:
 CHUNK_BAR_PATHS = 250_000
 
 
+def _offset(log: Callable[[int], None], k0: int, done: int) -> None:
+    log(k0 + done)
+
+
 def run_monte_carlo(perp: Any, md: MarketData, spec: MarketSpec, *, n_paths: int, mean_block: float,
                     horizon: int | None = None, seed: int = 0, quantiles: Sequence[float] = QUANTILES,
                     log: Callable[[str], None] | None = None, history: bool = True,
@@ -183,7 +188,7 @@ def run_monte_carlo_perps(perps: Sequence[Any], md: MarketData, spec: MarketSpec
         parts: list[list[pd.DataFrame]] = []
         for k0 in range(0, n_paths, chunk):
             keys_k = np.arange(k0, min(n_paths, k0 + chunk))
-            parts.append(run_paths(cfgs, boot.batch(keys_k), spec, log=lambda r, k0=k0: progress(k0 + r)))
+            parts.append(run_paths(cfgs, boot.batch(keys_k), spec, log=partial(_offset, progress, k0)))
         samples = [pd.concat(p) if len(p) > 1 else p[0] for p in zip(*parts)]
     out = []
     for cfg, smp in zip(cfgs, samples):

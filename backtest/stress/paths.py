@@ -28,6 +28,7 @@ call, measured).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -65,7 +66,7 @@ def _markets(batch: PathBatch) -> tuple[Any, Callable[[int], Any]]:
 
     class _TimesOnly(MarketFrame):
         def col(self, name: str, *, needed_by: str = "") -> np.ndarray:
-            raise _NeedsData(name)
+            raise _NeedsData(f"{name} ({needed_by})" if needed_by else name)
 
     class _Path(MarketFrame):
         row = 0
@@ -77,12 +78,13 @@ def _markets(batch: PathBatch) -> tuple[Any, Callable[[int], Any]]:
                 raise MarketDataError(f"market data has no column {name!r}{who}; the bootstrap paths have the "
                                       f"history's columns {list(batch.columns)}")
             if name in batch.prices or name in batch.extra:
-                return (batch.prices.get(name) if name in batch.prices else batch.extra[name])[self.row].copy()
-            if self.funding is None:
+                return (batch.prices[name] if name in batch.prices else batch.extra[name])[self.row].copy()
+            got: tuple[np.ndarray, np.ndarray] | None = self.funding
+            if got is None:
                 rate, interval, _ = funding_to_bars(batch.timestamps, batch.bar_ms,
                                                     pd.DataFrame(batch.funding(self.row)))
-                self.funding = (rate, interval)
-            return self.funding[0 if name == "funding_rate" else 1].copy()
+                got = self.funding = (rate, interval)
+            return got[0 if name == "funding_rate" else 1].copy()
 
     times = _TimesOnly(empty, bar_seconds=bar_s)
 
@@ -193,6 +195,10 @@ class _Perp:
     scanned: tuple | None  # the shared targets' (flat, bits, caps), when every path has them
 
 
+def _get(d: dict[str, np.ndarray], key: str) -> np.ndarray:
+    return d[key]
+
+
 def _read_only(a: np.ndarray) -> np.ndarray:
     """A read-only view: numba types a read-only array apart from a writable one, and the run's
     own calls (``simulate_perp`` on pandas' read-only columns, ``compute_metrics`` on a broadcast
@@ -292,7 +298,7 @@ def run_paths(cfgs: Sequence[Any], batch: PathBatch, spec: Any, accounts: Sequen
                 np.cumsum(caps[:, :-1], axis=1, out=starts[:, 1:])
                 bufs = [np.empty(int(caps[k].sum()) + 1, dt) for k, (_, dt) in enumerate(dtypes)]
                 fpos = np.zeros((m, bars.fe_bar.shape[0]))
-                counts = nb.simulate_dense_nb(
+                counts = nb.simulate_dense_nb(  # type: ignore[call-arg]  # numba's dispatcher
                     bars.open, bars.mark_open, bars.mark_high, bars.mark_low, bars.mark_close,
                     bars.fe_bar, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
                     tflat, trs, tcs, q.lag, bool(spec.inverse), float(spec.contract_size), float(spec.lot_size),
@@ -309,15 +315,16 @@ def run_paths(cfgs: Sequence[Any], batch: PathBatch, spec: Any, accounts: Sequen
                                        "please report this")
                 kept = {name: core._compact(bufs[k], counts[k], caps[k], starts[k])
                         for k, (name, _) in enumerate(dtypes) if name != "position_changes"}
-                fill_cols = core._once(lambda c=counts[0], m=m: np.repeat(np.arange(m, dtype=np.int64), c))
+                fill_cols = core._once(partial(np.repeat, np.arange(m, dtype=np.int64), counts[0]))
                 stored = {"equity": out[0].T, "position": out[1].T}
                 derived = core._derived(stored, kept, fill_cols, fpos, bars, spec, n, m,
-                                        lambda s=stored: s["position"])
+                                        partial(_get, stored, "position"))
                 # the metrics' compiled pass on the series compute_metrics gives it (each as rows)
                 st = np.empty(m, dtype=mnb.column_metrics_dt)
                 flows = [np.ascontiguousarray(derived[k]().T) for k in ("capital_added", "cum_funding", "cum_fees")]
                 lev = np.ascontiguousarray(derived["leverage"]().T)
-                mnb.column_metrics_nb(out[0], *flows, np.empty((m, 0)), out[1], lev, clock, q.initial, st)
+                mnb.column_metrics_nb(out[0], *flows, np.empty((m, 0)), out[1], lev, clock,  # type: ignore[call-arg]
+                                      q.initial, st)
                 if (st["first_bad_bar"] >= 0).any():
                     j = int(np.argmax(st["first_bad_bar"] >= 0))
                     raise ShockError(f"[[perp]] {q.cfg.name!r}: equity of column {q.labels[j]!r} is not finite at "

@@ -280,7 +280,7 @@ def run_stress(plan: StressPlan, cfg: Any, md: MarketData | None, spec: Any, run
             for lab, m in cols.items():
                 per[res_name][lab]["shocks"][sh[0]] = m
                 rows += [(res_name, lab, "shock", sh[0], "usd", k, v) for k, v in m.items()]
-        if sh[0] in cascades:
+        if sh[0] in cascades and md is not None:  # (prepare() runs no cascade without the data)
             cres, entry = cascades[sh[0]]
             doc_c = _cascade_doc(sh[0], cres, entry, md)
             cascade_docs.append(doc_c)
