@@ -7,7 +7,10 @@ ranking's order, each next to the historical result:
 * **shocks**: the history and each shock: total return, max drawdown, liquidations, margin calls,
   funding net (USD);
 * **Monte Carlo**: the liquidation probability within the horizon and its standard error, and
-  quantiles of the total return and max drawdown over the paths (settlement currency).
+  quantiles of the total return and max drawdown over the paths (settlement currency);
+* **ADL**: per cascade scenario (``[[stress.cascade]]``, run as a shock: its values are in the
+  shocks table), each perpetual column short and winning at the cascade with its place in the
+  auto-deleveraging queue (score, quantile) and the probability of being cut.
 
 Numbers stay raw here; the template formats them.
 """
@@ -93,6 +96,24 @@ def _mc_table(block: dict, cols: dict, order: list[str]) -> dict | None:
     return {"headers": headers, "rows": rows, "history": hist}
 
 
+ADL_CELLS = (("entry", "Entry", "money"), ("qty", "Qty", "greek"), ("leverage", "Leverage", "leverage"),
+             ("quantile", "ADL quantile", "fraction"), ("probability", "P(cut)", "fraction"))
+
+
+def _adl_table(block: dict, cols: dict, order: list[str]) -> dict | None:
+    cascades = [c["name"] for c in block.get("cascades", [])]
+    rows = []
+    for c in order:
+        for name in cascades:
+            v = cols[c].get("adl", {}).get(name)
+            if v is not None:
+                rows.append({"column": c, "cascade": name, "cells": [v[k] for k, _, _ in ADL_CELLS]})
+    if not rows:
+        return None
+    return {"headers": [{"key": k, "label": label, "metric_unit": unit, "order": "asc"} for k, label, unit in ADL_CELLS],
+            "rows": rows}
+
+
 def stress_block(metrics: dict, name: str, order: list[str]) -> dict | None:
     """The stress tables of result ``name`` (columns in ranking ``order``), None when the run
     has no stress block."""
@@ -101,7 +122,7 @@ def stress_block(metrics: dict, name: str, order: list[str]) -> dict | None:
         return None
     cols = block["results"][name]
     return {"windows": _windows_table(block, cols, order), "shocks": _shocks_table(block, cols, order),
-            "monte_carlo": _mc_table(block, cols, order)}
+            "monte_carlo": _mc_table(block, cols, order), "adl": _adl_table(block, cols, order)}
 
 
 def stress_summary(metrics: dict) -> dict | None:
@@ -111,4 +132,4 @@ def stress_summary(metrics: dict) -> dict | None:
     if not block:
         return None
     return {"windows": block["windows"], "skipped": block["skipped_windows"], "shocks": block["shocks"],
-            "monte_carlo": block.get("monte_carlo")}
+            "monte_carlo": block.get("monte_carlo"), "cascades": block.get("cascades", [])}

@@ -584,9 +584,9 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _stress_needs(self) -> "RunConfig":
         st = self.stress
-        if st is not None and st.shock and not (self.perp or self.puts or self.products):
-            raise ValueError("[[stress.shock]] needs a [[perp]], [[puts]] or [[products]] to shock (books are not "
-                             "shocked); add one or remove the shocks")
+        if st is not None and (st.shock or st.cascade) and not (self.perp or self.puts or self.products):
+            raise ValueError("[[stress.shock]] and [[stress.cascade]] need a [[perp]], [[puts]] or [[products]] to "
+                             "shock (books are not shocked); add one or remove them")
         if st is not None and st.monte_carlo is not None and not self.perp:
             raise ValueError("[stress.monte_carlo] runs the [[perp]] simulations on bootstrap paths and the config "
                              "has none; add a [[perp]] or remove [stress.monte_carlo]")

@@ -22,7 +22,7 @@ from backtest.stress.cascade import (
     Cascade, CascadeError, CascadeModel, CascadeResult, CascadeSolution, Crowd, crowd_from_history, solve_cascade,
 )
 from backtest.stress.common import ShockError, check_market_data
-from backtest.stress.montecarlo import QUANTILES, MonteCarloResult, run_monte_carlo
+from backtest.stress.montecarlo import QUANTILES, MonteCarloResult, run_monte_carlo, run_monte_carlo_perps
 from backtest.stress.shocks import (
     FundingSpike, Gap, MarkWick, Shock, SlippageShock, TierChange, VolatilityShock, apply_shocks,
 )
@@ -34,5 +34,5 @@ __all__ = [
     "effective_leverage_ranking", "short_cut_frequency", "solve_cascade",
     "BootstrapPath", "FundingSpike", "Gap", "MarkWick", "MonteCarloResult", "PathTransplant", "QUANTILES", "Shock",
     "ShockError", "SlippageShock", "StationaryBootstrap", "TierChange", "VolatilityShock", "apply_shocks",
-    "check_market_data", "run_monte_carlo", "stationary_bootstrap_indices",
+    "check_market_data", "run_monte_carlo", "run_monte_carlo_perps", "stationary_bootstrap_indices",
 ]

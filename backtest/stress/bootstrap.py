@@ -21,13 +21,14 @@ bars on the history's next bar times, rebuilt from the first close
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-from backtest.data.marketdata import MarketData
+from backtest.data.marketdata import MarketData, funding_to_bars
 from backtest.data.timeutil import iso
+from backtest.engine.bars import PerpBars
 from backtest.stress.common import (
     MARK, TRADE, BarUnits, ShockError, chain_prices, check_market_data, check_number, print_bars, refund_frame,
     with_data,
@@ -72,6 +73,64 @@ class BootstrapPath:
     data: MarketData
     units: np.ndarray
     new_block: np.ndarray
+
+
+@dataclass(frozen=True)
+class PathBatch:
+    """Bootstrap paths as arrays (:meth:`StationaryBootstrap.batch`), row ``r`` is path ``keys[r]``.
+
+    Attributes
+    ----------
+    keys : int64 (p,), the path numbers.
+    timestamps : int64 (n,), the bars' open times (ms UTC; the history's first ``n`` bars, shared).
+    bar_ms : bar size, ms.
+    index : the bars' DatetimeIndex (UTC).
+    columns : the history frame's columns, in order.
+    prices : trade and mark OHLC, name -> float64 (p, n).
+    extra : the other columns carried by the units (volume, iv, ...), name -> float64 (p, n).
+    print_ptr : int64 (p + 1,), path ``r``'s funding prints are ``print_ptr[r] .. print_ptr[r + 1]``
+        of ``prints``.
+    prints : raw funding prints of every path, concatenated: ``timestamp`` (int64 ms, with the
+        exchange's jitter), ``funding_rate``, ``interval_hours``, ``mark_price`` (float64).
+    """
+
+    keys: np.ndarray
+    timestamps: np.ndarray
+    bar_ms: int
+    index: pd.DatetimeIndex
+    columns: tuple[str, ...]
+    prices: dict[str, np.ndarray]
+    extra: dict[str, np.ndarray]
+    print_ptr: np.ndarray
+    prints: dict[str, np.ndarray]
+
+    @property
+    def n(self) -> int:
+        """Bars per path."""
+        return self.timestamps.shape[0]
+
+    def funding(self, r: int) -> dict[str, np.ndarray]:
+        """Row ``r``'s raw prints (views), by column."""
+        a, b = int(self.print_ptr[r]), int(self.print_ptr[r + 1])
+        return {k: v[a:b] for k, v in self.prints.items()}
+
+    def perp_bars(self, r: int) -> PerpBars:
+        """Row ``r`` as the engine's inputs: :meth:`PerpBars.from_arrays` (its price checks and its
+        funding-to-bar mapping), as ``MarketData.to_perp_bars`` builds them from the path's data."""
+        p, f = self.prices, self.funding(r)
+        return PerpBars.from_arrays(self.timestamps, p["open"][r], p["high"][r], p["low"][r], p["close"][r],
+                                    p["mark_open"][r], p["mark_high"][r], p["mark_low"][r], p["mark_close"][r],
+                                    funding_time=f["timestamp"], funding_rate=f["funding_rate"],
+                                    funding_mark=f["mark_price"], bar_ms=self.bar_ms)
+
+    def frame(self, r: int) -> pd.DataFrame:
+        """Row ``r``'s bars as the path's MarketData frame holds them (prices, carried columns,
+        the per-bar funding columns from its prints by the loader's rule), for a strategy."""
+        rate, interval, _ = funding_to_bars(self.timestamps, self.bar_ms, pd.DataFrame(self.funding(r)))
+        cols = {"funding_rate": rate, "funding_interval_hours": interval}
+        cols |= {c: v[r] for c, v in self.prices.items()} | {c: v[r] for c, v in self.extra.items()}
+        return pd.DataFrame({c: cols[c] if c in cols else np.full(self.n, np.nan) for c in self.columns},
+                            index=self.index)
 
 
 class StationaryBootstrap:
@@ -126,6 +185,69 @@ class StationaryBootstrap:
         """Paths ``0 .. n_paths - 1``, built one at a time (memory: one path)."""
         for k in range(n_paths):
             yield self.path(k)
+
+    def batch(self, keys: Sequence[int] | np.ndarray) -> "PathBatch":
+        """Paths ``keys`` at once, as arrays (no MarketData per path): the engine's inputs of
+        :func:`backtest.stress.paths.run_paths`. Path ``k`` holds the numbers of :meth:`path`
+        ``(k)``'s data bit for bit (the same draws, :func:`~backtest.stress.common.chain_prices`
+        on the stacked paths, the same print arithmetic); ``tests/stress/test_paths.py`` checks it.
+
+        Parameters
+        ----------
+        keys : int (p,), the path numbers (each >= 0).
+        """
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.ndim != 1 or keys.shape[0] == 0 or (keys < 0).any():
+            raise ShockError(f"keys={keys!r} must be one or more path numbers >= 0")
+        md, u, h = self.md, self.units, self.horizon
+        p = keys.shape[0]
+        idx = np.empty((p, h), dtype=np.int64)
+        for r, k in enumerate(keys.tolist()):
+            idx[r] = self.draw(k)[0]
+        first = md.frame.iloc[:1]
+        prices: dict[str, np.ndarray] = {}
+        for names, ratios in ((TRADE, u.trade), (MARK, u.mark)):
+            chained = chain_prices(self._start[names[3]], ratios[idx])  # (p, h, 4)
+            for j, c in enumerate(names):
+                col = np.empty((p, h + 1))
+                col[:, 0] = float(first[c].iloc[0])
+                col[:, 1:] = chained[:, :, j]
+                # read-only, as the loader's columns reach the engine (pandas hands them out
+                # read-only): numba compiles the kernel once per read-only-ness
+                col.flags.writeable = False
+                prices[c] = col
+        extra = {}
+        for c, vals in u.extra.items():
+            col = np.empty((p, h + 1))
+            col[:, 0] = float(first[c].iloc[0])
+            col[:, 1:] = vals[idx]
+            extra[c] = col
+        # the prints: the history's first bar's, then each unit's, path by path (the order of
+        # assemble's frame); a unit's print mark over the path's previous mark close
+        ts = md.timestamps[:h + 1]
+        pos, pr = u.prints_of(idx.ravel())
+        row, bar = pos // h, pos % h + 1
+        f0 = self._first_prints
+        n0 = len(f0)
+        moved = np.bincount(row, minlength=p)
+        ptr = np.zeros(p + 1, dtype=np.int64)
+        np.cumsum(moved + n0, out=ptr[1:])
+        dst = ptr[row] + n0 + (np.arange(pos.shape[0]) - np.repeat(np.cumsum(moved) - moved, moved))
+        head = (ptr[:-1, None] + np.arange(n0)).ravel()
+        out = {}
+        for name, first_vals, vals in (
+                ("timestamp", f0["timestamp"].to_numpy(dtype=np.int64), ts[bar] + u.offset[pr]),
+                ("funding_rate", f0["funding_rate"].to_numpy(dtype=np.float64), u.rate[pr]),
+                ("interval_hours", f0["interval_hours"].to_numpy(dtype=np.float64), u.interval[pr]),
+                ("mark_price", f0["mark_price"].to_numpy(dtype=np.float64),
+                 prices["mark_close"][row, bar - 1] * u.mark_ratio[pr])):
+            a = np.empty(int(ptr[-1]), dtype=vals.dtype)
+            a[head] = np.tile(first_vals, p)
+            a[dst] = vals
+            out[name] = a
+        return PathBatch(keys=keys, timestamps=ts, bar_ms=md.bar_ms, index=md.frame.index[:h + 1],
+                         columns=tuple(md.frame.columns), prices=prices, extra=extra, print_ptr=ptr,
+                         prints=out)
 
     def assemble(self, idx: np.ndarray, label: str = "bootstrap path") -> MarketData:
         """The MarketData of the path whose bars after the first are the units ``idx``.

@@ -193,20 +193,24 @@ def chain_prices(prev_close: float, ratios: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     prev_close : close before the first bar (> 0).
-    ratios : float64 (k, 4), each bar's open, high, low, close divided by the previous bar's close.
+    ratios : float64 (k, 4), each bar's open, high, low, close divided by the previous bar's
+        close; or (p, k, 4): ``p`` paths at once, each from ``prev_close``.
 
     Returns
     -------
-    float64 (k, 4) open, high, low, close: ``close_j = close_{j-1} * ratio_close_j`` (a running
-    product from ``prev_close``) and ``open/high/low_j = close_{j-1} * ratio_j``. Multiplying a
-    bar's ratios by one positive number keeps their order, so OHLC relations hold.
+    float64 of the shape of ``ratios``, open, high, low, close: ``close_j = close_{j-1} *
+    ratio_close_j`` (a running product from ``prev_close``) and ``open/high/low_j = close_{j-1} *
+    ratio_j``. Multiplying a bar's ratios by one positive number keeps their order, so OHLC
+    relations hold. A batch gives each path the numbers of its own (k, 4) call, bit for bit (the
+    running product runs along the bars, in order, for every path).
     """
     # one running product from prev_close, so close_j is exactly close_{j-1} * ratio_j, the
     # operation that gives the bar's open/high/low: a low equal to the close stays equal
-    closes = np.cumprod(np.concatenate([[prev_close], ratios[:, 3]]))[1:]
-    prev = np.concatenate([[prev_close], closes[:-1]])
-    out = ratios * prev[:, None]
-    out[:, 3] = closes
+    lead = np.full(ratios.shape[:-2] + (1,), prev_close, dtype=np.float64)
+    closes = np.cumprod(np.concatenate([lead, ratios[..., 3]], axis=-1), axis=-1)[..., 1:]
+    prev = np.concatenate([lead, closes[..., :-1]], axis=-1)
+    out = ratios * prev[..., None]
+    out[..., 3] = closes
     return out
 
 

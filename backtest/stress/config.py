@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
+from backtest.stress.cascade import Cascade, CascadeModel
 from backtest.stress.common import ShockError
 from backtest.stress.shocks import FundingSpike, Gap, MarkWick, Shock, SlippageShock, TierChange, VolatilityShock
 from backtest.stress.transplant import PathTransplant
@@ -86,6 +87,64 @@ def check_shock(v: Any) -> dict:
     out = {k: (_time_text(x, k) if k in TIME_FIELDS else x) for k, x in v.items()}
     try:
         shock_of(out)
+    except (ShockError, TypeError) as exc:
+        raise ValueError(str(exc)) from None
+    return out
+
+
+# keys of a [[stress.cascade]] beside CascadeModel's fields: the shock, the ADL view's insurance
+# fund, and the optional cut-frequency table (short_cut_frequency)
+CASCADE_KEYS = ("name", "at", "size", "insurance_fund", "frequency_at", "frequency_leverage")
+
+
+def cascade_of(entry: dict) -> Cascade:
+    """The :class:`~backtest.stress.cascade.Cascade` of a validated ``[[stress.cascade]]`` entry."""
+    model = {k: v for k, v in entry.items() if k not in CASCADE_KEYS}
+    if "leverage_mix" in model:  # TOML arrays of [leverage, share] pairs
+        model["leverage_mix"] = tuple(tuple(pair) for pair in model["leverage_mix"])
+    return Cascade(entry["at"], entry["size"], CascadeModel(**model))
+
+
+def cascade_name(entry: dict) -> str:
+    """The entry's ``name``, else ``cascade(at=<at>, size=<size>)``."""
+    return str(entry["name"]) if entry.get("name") else f"cascade(at={entry['at']}, size={entry['size']})"
+
+
+def check_cascade(v: Any) -> dict:
+    """A ``[[stress.cascade]]`` entry checked: ``at`` and ``size`` given, only the known keys
+    (:data:`CASCADE_KEYS` and the fields of :class:`~backtest.stress.cascade.CascadeModel`), the
+    values the classes accept; ``insurance_fund`` (USD, >= 0, default 0: no fund, every shortfall
+    goes to ADL), ``frequency_at`` (times) and ``frequency_leverage`` (>= 1, default 10). Returns the
+    entry with times as ISO text."""
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a table with 'at' and 'size', got {v!r}")
+    allowed = [*CASCADE_KEYS, *(f.name for f in dataclasses.fields(CascadeModel))]
+    for key in v:
+        if key not in allowed:
+            raise ValueError(f"unknown key {key!r} for a [[stress.cascade]]{_closest(key, allowed)}; its keys are "
+                             f"{', '.join(allowed)}")
+    missing = [k for k in ("at", "size") if k not in v]
+    if missing:
+        raise ValueError(f"a [[stress.cascade]] needs {', '.join(missing)} (its keys are {', '.join(allowed)})")
+    if "name" in v and (not isinstance(v["name"], str) or not v["name"].strip()):
+        raise ValueError(f"name={v['name']!r} must be a non-empty string")
+    out = dict(v)
+    out["at"] = _time_text(v["at"], "at")
+    fund = out.setdefault("insurance_fund", 0.0)
+    if isinstance(fund, bool) or not isinstance(fund, (int, float)) or not 0 <= fund < float("inf"):
+        raise ValueError(f"insurance_fund={fund!r} must be the insurance fund in USD, a number >= 0")
+    lev = out.setdefault("frequency_leverage", 10.0)
+    if isinstance(lev, bool) or not isinstance(lev, (int, float)) or not 1 <= lev < float("inf"):
+        raise ValueError(f"frequency_leverage={lev!r} must be the short's leverage, a number >= 1")
+    times = out.setdefault("frequency_at", [])
+    if not isinstance(times, list):
+        raise ValueError(f"frequency_at={times!r} must be a list of times (ISO dates or ms)")
+    out["frequency_at"] = [_time_text(t, "frequency_at") for t in times]
+    if "leverage_mix" in v and not (isinstance(v["leverage_mix"], list)
+                                    and all(isinstance(x, list) and len(x) == 2 for x in v["leverage_mix"])):
+        raise ValueError(f"leverage_mix={v['leverage_mix']!r} must be a list of [leverage, share] pairs")
+    try:
+        cascade_of(out)
     except (ShockError, TypeError) as exc:
         raise ValueError(str(exc)) from None
     return out
@@ -164,6 +223,9 @@ class StressConfig(_Strict):
     window: list[WindowConfig] = Field(default_factory=list, description="user windows, [[stress.window]]")
     shock: list[Annotated[Any, PlainValidator(check_shock)]] = Field(
         default_factory=list, description="shocks, [[stress.shock]]: type and the shock's fields")
+    cascade: list[Annotated[Any, PlainValidator(check_cascade)]] = Field(
+        default_factory=list, description="cascade scenarios, [[stress.cascade]]: at, size, insurance_fund, "
+                                          "the CascadeModel's fields")
     monte_carlo: MonteCarloConfig | None = None
 
     @model_validator(mode="after")
@@ -182,10 +244,12 @@ class StressConfig(_Strict):
                 if n not in known:
                     raise ValueError(f"windows: {n!r} is no crisis window{_closest(n, sorted(known))}; known: "
                                      f"{', '.join(sorted(known))}")
-        names = [shock_name(s) for s in self.shock]
+        # shocks and cascades share the report's table of scenarios: one name each
+        names = [shock_name(s) for s in self.shock] + [cascade_name(c) for c in self.cascade]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            raise ValueError(f"two [[stress.shock]] have the name {sorted(dup)[0]!r}; give each a distinct name")
+            raise ValueError(f"two [[stress.shock]] or [[stress.cascade]] have the name {sorted(dup)[0]!r}; give each "
+                             "a distinct name")
         return self
 
     def windows_list(self) -> tuple[list[CrisisWindow], bool]:
@@ -200,3 +264,7 @@ class StressConfig(_Strict):
     def shocks(self) -> list[tuple[str, Shock]]:
         """(name, shock object) of every ``[[stress.shock]]``, in order."""
         return [(shock_name(s), shock_of(s)) for s in self.shock]
+
+    def cascades(self) -> list[tuple[str, Cascade, dict]]:
+        """(name, Cascade, the checked entry) of every ``[[stress.cascade]]``, in order."""
+        return [(cascade_name(c), cascade_of(c), c) for c in self.cascade]

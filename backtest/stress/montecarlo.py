@@ -4,6 +4,7 @@ the distribution of each metric and the probability of liquidation within the ho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -106,9 +107,19 @@ class MonteCarloResult:
                              "std_error": np.sqrt(p * (1.0 - p) / paths)})
 
 
+# paths built and simulated together: their arrays (8 prices and the carried columns per bar) stay
+# within a few tens of MB whatever the number of paths
+CHUNK_BAR_PATHS = 250_000
+
+
+def _offset(log: Callable[[int], None], k0: int, done: int) -> None:
+    log(k0 + done)
+
+
 def run_monte_carlo(perp: Any, md: MarketData, spec: MarketSpec, *, n_paths: int, mean_block: float,
                     horizon: int | None = None, seed: int = 0, quantiles: Sequence[float] = QUANTILES,
-                    log: Callable[[str], None] | None = None, history: bool = True) -> MonteCarloResult:
+                    log: Callable[[str], None] | None = None, history: bool = True,
+                    every_metric: bool = False) -> MonteCarloResult:
     """Run a perp config's strategy x policies on ``n_paths`` stationary-bootstrap paths of ``md``.
 
     Parameters
@@ -122,29 +133,68 @@ def run_monte_carlo(perp: Any, md: MarketData, spec: MarketSpec, *, n_paths: int
     log : called with a progress line every 10 % of the paths.
     history : also run the config on ``md`` itself (:attr:`MonteCarloResult.history`); False
         leaves ``history`` empty (a caller that has the historical result already: ``backtest run``).
+    every_metric : False (default): the paths run as engine columns
+        (:func:`backtest.stress.paths.run_paths`: about a millisecond a path for two tables of a
+        few columns over a month of hours) and ``samples`` holds
+        :data:`~backtest.stress.paths.PATH_METRICS`; True: each path's MarketData through
+        ``simulate_perp`` and ``compute_metrics`` (every numeric metric of
+        :data:`backtest.metrics.METRIC_DOCS`, some 50 times slower). Both give the same numbers
+        for the metrics they share, bit for bit.
 
     Returns
     -------
     MonteCarloResult
     """
+    return run_monte_carlo_perps([perp], md, spec, n_paths=n_paths, mean_block=mean_block, horizon=horizon,
+                                 seed=seed, quantiles=quantiles, log=log, history=history,
+                                 every_metric=every_metric)[0]
+
+
+def run_monte_carlo_perps(perps: Sequence[Any], md: MarketData, spec: MarketSpec, *, n_paths: int,
+                          mean_block: float, horizon: int | None = None, seed: int = 0,
+                          quantiles: Sequence[float] = QUANTILES, log: Callable[[str], None] | None = None,
+                          history: bool = True, every_metric: bool = False) -> list[MonteCarloResult]:
+    """:func:`run_monte_carlo` of several ``[[perp]]`` tables on the same paths (each path built
+    once for all of them), one result per table, in order."""
     if isinstance(n_paths, bool) or not isinstance(n_paths, (int, np.integer)) or n_paths < 1:
         raise ShockError(f"n_paths={n_paths!r} must be a whole number >= 1")
     qs = tuple(float(q) for q in quantiles)
     if not qs or not all(0.0 <= q <= 1.0 for q in qs):
         raise ShockError(f"quantiles={quantiles!r} must be levels in [0, 1]")
-    cfg = _perp_config(perp)
+    cfgs = [_perp_config(p) for p in perps]
+    n_paths = int(n_paths)
     boot = StationaryBootstrap(md, mean_block, horizon=horizon, seed=seed)
-    hist = pd.DataFrame.from_dict(_run(cfg, md, spec), orient="index") if history else pd.DataFrame()
-    hist.index.name = "column"
-    rows: list[dict[str, float]] = []
-    keys: list[tuple[int, str]] = []
     step = max(1, n_paths // 10)
-    for path in boot.paths(int(n_paths)):
-        for label, m in _run(cfg, path.data, spec).items():
-            rows.append(m)
-            keys.append((path.index, label))
-        if log is not None and ((path.index + 1) % step == 0 or path.index + 1 == n_paths):
-            log(f"monte carlo: {path.index + 1}/{n_paths} paths")
-    samples = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(keys, names=["path", "column"]))
-    return MonteCarloResult(samples=samples, history=hist, n_paths=int(n_paths), mean_block=boot.mean_block,
-                            horizon_bars=boot.horizon, bar_ms=md.bar_ms, seed=boot.seed, quantile_levels=qs)
+
+    def progress(done: int) -> None:
+        if log is not None and (done % step == 0 or done == n_paths):
+            log(f"monte carlo: {done}/{n_paths} paths")
+
+    if every_metric:
+        samples = []
+        for cfg in cfgs:
+            rows: list[dict[str, float]] = []
+            keys: list[tuple[int, str]] = []
+            for path in boot.paths(n_paths):
+                for label, m in _run(cfg, path.data, spec).items():
+                    rows.append(m)
+                    keys.append((path.index, label))
+                progress(path.index + 1)
+            samples.append(pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(keys, names=["path", "column"])))
+    else:
+        from backtest.stress.paths import run_paths
+
+        chunk = max(1, CHUNK_BAR_PATHS // (boot.horizon + 1))
+        parts: list[list[pd.DataFrame]] = []
+        for k0 in range(0, n_paths, chunk):
+            keys_k = np.arange(k0, min(n_paths, k0 + chunk))
+            parts.append(run_paths(cfgs, boot.batch(keys_k), spec, log=partial(_offset, progress, k0)))
+        samples = [pd.concat(p) if len(p) > 1 else p[0] for p in zip(*parts)]
+    out = []
+    for cfg, smp in zip(cfgs, samples):
+        hist = pd.DataFrame.from_dict(_run(cfg, md, spec), orient="index") if history else pd.DataFrame()
+        hist.index.name = "column"
+        out.append(MonteCarloResult(samples=smp, history=hist, n_paths=n_paths, mean_block=boot.mean_block,
+                                    horizon_bars=boot.horizon, bar_ms=md.bar_ms, seed=boot.seed,
+                                    quantile_levels=qs))
+    return out

@@ -32,7 +32,7 @@ import pandas as pd
 from backtest.data.marketdata import MarketData
 from backtest.stress.common import ShockError
 from backtest.stress.config import SHOCK_TYPES, StressConfig
-from backtest.stress.montecarlo import run_monte_carlo
+from backtest.stress.montecarlo import run_monte_carlo_perps
 from backtest.stress.shocks import Shock
 from backtest.stress.windows import WINDOW_METRICS, CrisisWindow, select_windows, window_frame
 
@@ -54,14 +54,17 @@ class StressPlan:
     ----------
     windows : the windows the data covers (measured).
     skipped : the library windows it does not cover, ``{"name", "start_ms", "end_ms", "reason"}``.
-    shocks : ``(name, type, shock, shocked data, shocked spec)`` per ``[[stress.shock]]``.
+    shocks : ``(name, type, shock, shocked data, shocked spec)`` per ``[[stress.shock]]``, then per
+        ``[[stress.cascade]]`` (type ``"cascade"``: the cascade path is run as a shock).
     config : the ``[stress]`` table.
+    cascades : ``(name, CascadeResult, the checked entry)`` per ``[[stress.cascade]]``.
     """
 
     windows: list[CrisisWindow]
     skipped: list[dict]
     shocks: list[tuple[str, str, Shock, Any, Any]] = field(default_factory=list)
     config: StressConfig | None = None
+    cascades: list[tuple[str, Any, dict]] = field(default_factory=list)
 
 
 def _changes_data(shock: Shock) -> bool:
@@ -102,16 +105,26 @@ def prepare(st: StressConfig, md: MarketData | None, spec: Any, span: tuple[int,
         except ShockError as exc:
             raise ShockError(f"[[stress.shock]] {name!r}: {exc}") from None
         shocks.append((name, entry["type"], shock, md_s, spec_s))
-    return StressPlan(windows=covered, skipped=skipped, shocks=shocks, config=st)
+    cascades = []
+    for name, cascade, entry in st.cascades():
+        if md is None:
+            raise ShockError("[[stress.cascade]] needs the [data] market (a [[perp]], [[puts]] or [[products]])")
+        try:
+            res = cascade.run(md)
+        except ShockError as exc:
+            raise ShockError(f"[[stress.cascade]] {name!r}: {exc}") from None
+        shocks.append((name, "cascade", cascade, res.data, spec))
+        cascades.append((name, res, entry))
+    return StressPlan(windows=covered, skipped=skipped, shocks=shocks, config=st, cascades=cascades)
 
 
 def _pick(metrics: dict, keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: metrics.get(k) for k in keys}
 
 
-def _shocked_results(cfg: Any, plan_shock: tuple, log: Log) -> dict[str, dict[str, dict]]:
+def _shocked_results(cfg: Any, plan_shock: tuple, log: Log) -> tuple[dict[str, dict[str, dict]], dict[str, Any]]:
     """USD metrics per result and column of every [[perp]] (and [[puts]]/[[products]] for a data
-    shock) under one shock."""
+    shock) under one shock, and the [[perp]] results (relabelled) by name."""
     from backtest.metrics import compute_metrics
     from backtest.runner.labels import relabel
     from backtest.runner.run import _products, _puts, perp_account, simulate_perp_config
@@ -126,14 +139,93 @@ def _shocked_results(cfg: Any, plan_shock: tuple, log: Log) -> dict[str, dict[st
             jobs.append((q.name, partial(_puts, q, f"puts[{k}]", md_s, spec_s)))
         for k, r in enumerate(cfg.products):
             jobs.append((r.name, partial(_products, r, f"products[{k}]", md_s, spec_s)))
-    out = {}
+    out, perps = {}, {}
+    names = {p.name for p in cfg.perp}
     for res_name, job in jobs:
         log(f"stress: {res_name} under {name}")
         res, grid = job()
         res, _ = relabel(res, grid)
         out[res_name] = {str(lab): _pick(m, SCENARIO_METRICS)
                          for lab, m in compute_metrics(res, currency="usd")["columns"].items()}
+        if res_name in names:
+            perps[res_name] = res
+    return out, perps
+
+
+ADL_KEYS = ("entry", "qty", "leverage", "score", "quantile", "probability", "close_price")
+
+
+def adl_view(res: Any, perp: Any, cascade: Any, insurance_fund: float) -> dict[str, dict[str, float]]:
+    """The ADL risk (:func:`backtest.stress.adl.adl_risk`) of every column of a ``[[perp]]`` result
+    run on a cascade path that is short going into the shock bar and winning at the cascade's final
+    price, keyed by column label.
+
+    Each such column is placed in the queue as an :class:`~backtest.stress.adl.AccountPosition`: its
+    short at the close before the shock bar (``qty``: contracts x contract size, base units), its
+    ``entry``: the volume-weighted price of the fills that opened its round trip
+    (:func:`backtest.report.trades.round_trips`), its ``leverage``: the account's leverage setting
+    when isolated (the isolated margin is the notional over it), else the entry notional over the
+    account's equity at that close, at least 1 (AccountPosition's floor: a cross account holding less
+    than its equity ranks as 1x); its maintenance rate the cascade model's ``mmr``. Only linear perps
+    (the ranking's positions are linear): an inverse result gives ``{}``.
+    """
+    from backtest.report.trades import round_trips
+    from backtest.stress.adl import AccountPosition, adl_risk
+
+    k = cascade.bar
+    if res.meta.get("instrument") != "linear_perp" or k < 1:
+        return {}
+    cs = float(res.meta.get("contract_size", 1.0))
+    pos = np.asarray(res.series["position"])[k - 1]
+    eq = np.asarray(res.series["equity"])[k - 1]
+    trips = round_trips(res)
+    final = cascade.solution.final
+    out = {}
+    for j, lab in enumerate(res.columns):
+        if not pos[j] < 0.0:
+            continue
+        t = trips[(trips["col"] == j) & (trips["entry_bar"] <= k - 1) & (trips["open"] | (trips["exit_bar"] >= k))]
+        entry = float(t["entry_price"].iloc[-1])
+        if not final < entry:  # not winning at the cascade: not on the deleveraged side
+            continue
+        qty = float(-pos[j] * cs)
+        if perp.account.margin_mode == "isolated":
+            lev = float(perp.account.leverage)
+        else:
+            lev = max(1.0, qty * entry / float(eq[j]))
+        risk = adl_risk(cascade.crowd, cascade.solution,
+                        AccountPosition(-1, entry, qty, lev, mmr=cascade.crowd.mmr), insurance_fund)
+        out[str(lab)] = {"entry": entry, "qty": qty, "leverage": lev, "score": risk.score,
+                         "quantile": risk.quantile, "probability": risk.probability, "close_price": risk.close_price}
     return out
+
+
+def _cascade_doc(name: str, res: Any, entry: dict, md: MarketData) -> dict:
+    """A cascade's block entry: the scenario, its summary, the insurance fund's outcome and the
+    cut-frequency table when ``frequency_at`` is given."""
+    from backtest.stress.adl import adl_from_cascade, short_cut_frequency
+    from backtest.stress.config import cascade_of
+
+    cascade = cascade_of(entry)
+    fund = float(entry["insurance_fund"])
+    o = adl_from_cascade(res.crowd, res.solution, fund)
+    model = {f: getattr(cascade.model, f) for f in cascade.model.__dataclass_fields__}
+    model["leverage_mix"] = [list(x) for x in model["leverage_mix"]]
+    freq = None
+    if entry["frequency_at"]:
+        tab = short_cut_frequency(md, entry["frequency_at"], float(entry["size"]), insurance_fund=fund,
+                                  leverage=float(entry["frequency_leverage"]), model=cascade.model)
+        win = tab["winning"]
+        freq = {"leverage": float(entry["frequency_leverage"]),
+                "rows": [{"time": t, **{k: (bool(v) if k == "winning" else float(v)) for k, v in r.items()}}
+                         for t, r in tab.to_dict("index").items()],
+                "winning": int(win.sum()),
+                "cut_frequency": float(tab.loc[win, "probability"].mean()) if win.any() else None}
+    return {"name": name, "at": entry["at"], "size": float(entry["size"]), "model": model,
+            "insurance_fund": fund, "summary": res.summary(),
+            "adl": {"fund_after": o.fund_after, "shortfall": o.shortfall, "adl_qty": o.adl_qty,
+                    "adl_price": o.adl_price, "deleveraged_side": o.winners},
+            "frequency": freq}
 
 
 def run_stress(plan: StressPlan, cfg: Any, md: MarketData | None, spec: Any, run: Any,
@@ -164,7 +256,7 @@ def run_stress(plan: StressPlan, cfg: Any, md: MarketData | None, spec: Any, run
         per[res_name] = {}
         for lab in res["columns"]:
             hist = _pick(res["usd"]["columns"][lab], SCENARIO_METRICS)
-            per[res_name][lab] = {"history": hist, "windows": {}, "shocks": {}, "monte_carlo": None}
+            per[res_name][lab] = {"history": hist, "windows": {}, "shocks": {}, "monte_carlo": None, "adl": {}}
             rows += [(res_name, lab, "history", "history", "usd", k, v) for k, v in hist.items()]
 
     # windows: sliced from the stored series and events
@@ -178,21 +270,36 @@ def run_stress(plan: StressPlan, cfg: Any, md: MarketData | None, spec: Any, run
                 for k, v in values.items()}
         rows += [(r["result"], r["column"], "window", r["window"], r["basis"], k, v) for k, v in values.items()]
 
-    # shocks: the simulations again on each shocked dataset
+    # shocks and cascades: the simulations again on each shocked dataset
+    cascades = {name: (res, entry) for name, res, entry in plan.cascades}
+    perps = {p.name: p for p in cfg.perp}
+    cascade_docs = []
     for sh in plan.shocks:
-        for res_name, cols in _shocked_results(cfg, sh, log).items():
+        metrics, results = _shocked_results(cfg, sh, log)
+        for res_name, cols in metrics.items():
             for lab, m in cols.items():
                 per[res_name][lab]["shocks"][sh[0]] = m
                 rows += [(res_name, lab, "shock", sh[0], "usd", k, v) for k, v in m.items()]
+        if sh[0] in cascades and md is not None:  # (prepare() runs no cascade without the data)
+            cres, entry = cascades[sh[0]]
+            doc_c = _cascade_doc(sh[0], cres, entry, md)
+            cascade_docs.append(doc_c)
+            rows += [("market", "", "cascade", sh[0], "usd", k, float(v)) for k, v in doc_c["summary"].items()
+                     if k not in ("time",)]
+            rows += [("market", "", "cascade", sh[0], "usd", k, float(v)) for k, v in doc_c["adl"].items()]
+            for res_name, res in results.items():
+                for lab, v in adl_view(res, perps[res_name], cres, doc_c["insurance_fund"]).items():
+                    per[res_name][lab]["adl"][sh[0]] = v
+                    rows += [(res_name, lab, "adl", sh[0], "settle", k, float(x)) for k, x in v.items()]
 
     # Monte Carlo: every [[perp]] on the same bootstrap paths
     mc_doc = None
     mcc = st.monte_carlo
     if mcc is not None and md is not None:
-        for p in cfg.perp:
-            log(f"stress: monte carlo, {p.name} on {mcc.paths} paths")
-            mc = run_monte_carlo(p, md, spec, n_paths=mcc.paths, mean_block=mcc.block, horizon=mcc.horizon,
-                                 seed=mcc.seed, history=False)
+        log(f"stress: monte carlo, {', '.join(p.name for p in cfg.perp)} on {mcc.paths} paths")
+        mcs = run_monte_carlo_perps(cfg.perp, md, spec, n_paths=mcc.paths, mean_block=mcc.block, horizon=mcc.horizon,
+                                    seed=mcc.seed, history=False, log=log)
+        for p, mc in zip(cfg.perp, mcs):
             liq = mc.liquidation()
             q = mc.quantiles()
             for lab in liq.index:
@@ -218,6 +325,7 @@ def run_stress(plan: StressPlan, cfg: Any, md: MarketData | None, spec: Any, run
         "skipped_windows": plan.skipped,
         "shocks": [{"name": name, "type": kind, "shock": repr(shock), "changes_data": _changes_data(shock)}
                    for name, kind, shock, _, _ in plan.shocks],
+        "cascades": cascade_docs,
         "shocked_kinds": ["perp", "put", "inverse_product"],
         "monte_carlo": mc_doc,
         "metrics": list(SCENARIO_METRICS),

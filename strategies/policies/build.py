@@ -17,6 +17,22 @@ from strategies.policies.base import InLoop, Precomputed, expand
 ENGINE_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclass_fields(Policy)}
 
 
+def policy_multiplier(p: Any, market: Any, spec: Any = None) -> np.ndarray:
+    """The multiplier (n_bars,) of one policy variant: a precomputed policy's leverage series, an
+    in-loop policy's ``target_scale`` (the engine applies the rest)."""
+    if isinstance(p, Precomputed):
+        return p.compute(market, spec=spec)
+    if isinstance(p, InLoop):
+        return np.full(market.n, p.target_scale())
+    raise TypeError(f"unsupported policy {p!r}")  # pragma: no cover - expand() only returns registered types
+
+
+def scale_signal(signal: np.ndarray, mult: np.ndarray) -> np.ndarray:
+    """Target exposure of a signal under a multiplier (broadcast): ``signal * mult``, 0 where the
+    signal is 0 (whatever the multiplier, NaN included), NaN where the signal is NaN."""
+    return np.where(signal == 0.0, 0.0, signal * mult)
+
+
 def build_targets(data: Any, strategy_name: str, strategy_params: Any = None, policies: Any = None, *,
                   filter: str | None = None, filter_params: Any = None,
                   spec: Any = None) -> tuple[pd.DataFrame, Policy, pd.MultiIndex]:
@@ -53,20 +69,14 @@ def build_targets(data: Any, strategy_name: str, strategy_params: Any = None, po
     mult = np.empty((n, kp))
     fields: dict[str, list[Any]] = {k: [] for k in ENGINE_DEFAULTS}
     for j, p in enumerate(variants):
-        if isinstance(p, Precomputed):
-            mult[:, j] = p.compute(market, spec=spec)
-            vals = dict(ENGINE_DEFAULTS)
-        elif isinstance(p, InLoop):
-            mult[:, j] = p.target_scale()
-            vals = ENGINE_DEFAULTS | p.engine_fields()
-        else:  # pragma: no cover - expand() only returns registered policy types
-            raise TypeError(f"unsupported policy {p!r}")
+        mult[:, j] = policy_multiplier(p, market, spec)
+        vals = ENGINE_DEFAULTS | p.engine_fields() if isinstance(p, InLoop) else dict(ENGINE_DEFAULTS)
         for k in fields:
             fields[k].append(vals[k])
     # Column c = i * kp + j: strategy column i, policy variant j.
     sig_rep = np.repeat(s, kp, axis=1)
     mult_rep = np.tile(mult, (1, ks))
-    target = np.where(sig_rep == 0.0, 0.0, sig_rep * mult_rep)
+    target = scale_signal(sig_rep, mult_rep)
     tuples = [(t if isinstance(t, tuple) else (t,)) + (p.label(),) for t in sig.columns for p in variants]
     columns = pd.MultiIndex.from_tuples(tuples, names=list(sig.columns.names) + ["policy"])
     policy = Policy(

@@ -33,6 +33,10 @@ HOLD = {"name": "hold", "strategy": {"name": "short_hold", "params": {"rebalance
 REBAL = {"name": "rebal", "strategy": {"name": "short_hold", "params": {"rebalance": True}},
          "policies": ["const(1)"], "account": {"margin_mode": "cross", "leverage": 5, "slippage": 0.0005}}
 MC = {"paths": 12, "block": 24, "horizon": 480, "seed": 3}
+# the FTX week: a -8 % gap on 2022-11-09 and the cascade it sets off (entries over the 10 days
+# before), no insurance fund (the whole shortfall goes to ADL), the cut frequency at two times
+CASCADE = {"name": "ftx cascade", "at": "2022-11-09", "size": -0.08, "lookback_bars": 240, "insurance_fund": 0,
+           "frequency_at": ["2022-11-09", "2022-12-01"], "frequency_leverage": 10}
 DOC = {
     "title": "stress", "data": {"exchange": "binanceusdm", "symbol": "BTC/USDT:USDT", "timeframe": "1h",
                                 "start": START, "end": END},
@@ -43,6 +47,7 @@ DOC = {
         "shock": [{"type": "gap", "at": "2022-10-03", "size": 0.2, "name": "squeeze"},
                   {"type": "funding_spike", "start": "2023-02-01", "days": 3, "rate": -0.003},
                   {"type": "slippage", "multiplier": 4}],
+        "cascade": [CASCADE],
         "monte_carlo": MC},
 }
 
@@ -81,13 +86,35 @@ def _md():
     ({"windows": ["ftx-2022"]}, "windows: 'ftx-2022' is no crisis window (did you mean 'ftx-2022-11'?)"),
     ({"window": [{"name": "ftx-2022-11", "start": "2022-11-01", "end": "2022-11-02"}]},
      "has the name of a library window"),
-    ({"tiers": 1}, "stress.tiers: unknown key; known keys here: windows, window, shock, monte_carlo"),
+    ({"tiers": 1}, "stress.tiers: unknown key; known keys here: windows, window, shock, cascade, monte_carlo"),
+    ({"cascade": [{"at": "2022-11-09", "size": -0.08, "dept": 1e8}]},
+     "stress.cascade[0]: unknown key 'dept' for a [[stress.cascade]] (did you mean 'depth'?)"),
+    ({"cascade": [{"at": "2022-11-09"}]}, "stress.cascade[0]: a [[stress.cascade]] needs size"),
+    ({"cascade": [{"at": "2022-11-09", "size": -1.5}]}, "stress.cascade[0]: Cascade.size=-1.5"),
+    ({"cascade": [{"at": "2022-11-09", "size": -0.1, "impact": "cubic"}]}, "stress.cascade[0]: impact='cubic'; give one of"),
+    ({"cascade": [{"at": "2022-11-09", "size": -0.1, "insurance_fund": -5}]},
+     "stress.cascade[0]: insurance_fund=-5 must be the insurance fund in USD, a number >= 0"),
+    ({"cascade": [{"at": "2022-11-09", "size": -0.1, "leverage_mix": [[10, 0.5]]}]},
+     "stress.cascade[0]: leverage_mix shares sum to 0.5, not 1"),
+    ({"shock": [{"type": "gap", "at": "2022-10-03", "size": 0.2, "name": "x"}],
+      "cascade": [{"at": "2022-11-09", "size": -0.1, "name": "x"}]},
+     "two [[stress.shock]] or [[stress.cascade]] have the name 'x'"),
 ])
 def test_a_bad_stress_table_is_refused_naming_the_key(stress, message):
     doc = copy.deepcopy(DOC) | {"stress": stress}
     with pytest.raises(ConfigError) as err:
         parse_config(doc)
     assert message in str(err.value)
+
+
+def test_the_cli_exits_2_naming_an_unknown_cascade_key(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[data]\nstart = "2022-10-01"\nend = "2022-11-01"\n[[perp]]\nname = "p"\n'
+                   '[[stress.cascade]]\nat = 2022-10-20\nsize = -0.05\nfund = 1e8\n')
+    res = CliRunner().invoke(app, ["run", str(cfg), "-o", str(tmp_path / "r")])
+    assert res.exit_code == 2
+    assert "stress.cascade[0]: unknown key 'fund' for a [[stress.cascade]]" in res.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_the_cli_exits_2_naming_an_unknown_shock_key(tmp_path):
@@ -235,6 +262,52 @@ def test_monte_carlo_values_are_run_monte_carlo_s(done):
                                                                             rel=1e-12)
     # products, books and baselines get no Monte Carlo
     assert st["results"]["prod"]["single"]["monte_carlo"] is None
+
+
+def test_the_cascade_s_values_are_the_stress_api_s(done):
+    """The cascade scenario: its summary and fund outcome are Cascade.run's and adl_from_cascade's,
+    each [[perp]] on it is simulate_perp on Cascade.apply's data, the cut frequency is
+    short_cut_frequency's, and the ADL view of the held short is adl_risk of an AccountPosition
+    built by hand: entry = the fill at bar 1's open (no slippage), 6x isolated."""
+    from backtest.stress import AccountPosition, Cascade, CascadeModel, adl_from_cascade, adl_risk, short_cut_frequency
+
+    st = done.metrics["stress"]
+    md, spec = _md(), btc_spec()
+    cascade = Cascade("2022-11-09", -0.08, CascadeModel(lookback_bars=240))
+    res = cascade.run(md)
+    (doc,) = st["cascades"]
+    assert doc["name"] == "ftx cascade" and doc["insurance_fund"] == 0.0
+    assert doc["summary"] == pytest.approx(res.summary()) and doc["summary"]["total_drop"] < -0.08
+    o = adl_from_cascade(res.crowd, res.solution, 0.0)
+    assert doc["adl"] == {"fund_after": o.fund_after, "shortfall": o.shortfall, "adl_qty": o.adl_qty,
+                          "adl_price": o.adl_price, "deleveraged_side": -1}
+    assert o.shortfall > 0  # no fund: the cascade's losses beyond the margins go to ADL
+    freq = short_cut_frequency(md, CASCADE["frequency_at"], -0.08, insurance_fund=0.0, leverage=10,
+                               model=CascadeModel(lookback_bars=240))
+    assert [r["probability"] for r in doc["frequency"]["rows"]] == freq["probability"].tolist()
+    for perp in (HOLD, REBAL):
+        want = _perp_metrics(perp, cascade.apply(md), spec, Account(**perp["account"]))
+        got = [st["results"][perp["name"]][c]["shocks"]["ftx cascade"] for c in st["results"][perp["name"]]]
+        for g, w in zip(got, want, strict=True):
+            for k, v in g.items():
+                assert v == pytest.approx(w[k], rel=1e-12, abs=1e-12), (perp["name"], k)
+    entry = float(md.frame["open"].iloc[1])
+    for label, mult in (("policy=const(1)", 1.0), ("policy=const(3)", 3.0)):
+        got = st["results"]["hold"][label]["adl"]["ftx cascade"]
+        qty = got["qty"]  # the engine's lot-rounded size of mult x 10,000 USDT at the entry
+        assert qty == pytest.approx(mult * 10_000 / entry, abs=0.001)
+        want = adl_risk(res.crowd, res.solution, AccountPosition(-1, entry, qty, 6.0), 0.0)
+        assert got["entry"] == entry and got["leverage"] == 6.0
+        assert (got["score"], got["quantile"], got["probability"]) == (want.score, want.quantile, want.probability)
+    # stress.parquet holds the cascade's summary and the ADL rows
+    t = pd.read_parquet(done.out_dir / "stress.parquet")
+    row = t[(t["kind"] == "cascade") & (t["metric"] == "forced_notional")]
+    assert row["value"].tolist() == [res.summary()["forced_notional"]]
+    adl = t[(t["kind"] == "adl") & (t["metric"] == "quantile")]
+    assert len(adl) == sum(len(c["adl"]) for r in st["results"].values() for c in r.values()) >= 2
+    # the page: the cascade's summary and the ADL table
+    html = (done.out_dir / "report.html").read_text()
+    assert 'data-cascade="ftx cascade"' in html and 'data-stress="adl"' in html
 
 
 # ---------------------------------------------------------------------------------------------
