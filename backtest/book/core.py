@@ -366,7 +366,7 @@ def _run(mkt, fe, prm, n: int, kk: int, m: int, sslot: np.ndarray, pslot: np.nda
     nb.simulate_book_nb(mkt, fe, prm, o, np.zeros(m, dtype=nb.account_state_dt),
                         np.zeros((m, kk), dtype=nb.position_state_dt), np.zeros((m, jj), dtype=nb.option_state_dt),
                         np.zeros((m, kk), dtype=nb.position_state_dt),
-                        np.zeros((m, kk + 1), dtype=np.bool_), np.zeros((m, kk)), np.zeros((m, 12, 2 * kk + 4)),
+                        np.zeros((m, kk + 1), dtype=np.bool_), np.zeros((m, kk)), np.zeros((m, 14, 2 * kk + 4)),
                         np.zeros((m, kk), dtype=np.int64))
     return o, starts
 

@@ -415,6 +415,49 @@ class _Column:
                 lo = mid
         return hi, self.marks_at(g, path, hi, bv)
 
+    def liq_distance(self, closes: list[float], bv: _BarView) -> float:
+        """The account's distance to liquidation at the closes (docs/mechanics.md, "Books",
+        step 6): per margin group, the smallest common adverse move x at which ``MB <= MM``
+        with each member's mark at a short's ``close (1 + x)``, a long's ``close (1 - x)``; the
+        smallest over the groups. x is bisected on ``[0, x_hi]``: ``x_hi = 1`` for a group
+        holding a long (an inverse long to ``1 - 2**-20``, its coin loss being unbounded at
+        price 0), doubled up to ten times for shorts only; a group no such move liquidates is
+        at inf. NaN when flat. The options' collateral, when counted, stays at its close value."""
+        groups = [g for g in self.groups() if self.members(g)]
+        if not groups:
+            return math.nan
+        best = math.inf
+        for g in groups:
+            ks = self.members(g)
+
+            def past(x: float, g: int = g, ks: list[int] = ks) -> bool:
+                marks = {k: closes[k] * (1.0 + x) if self.acc.pos[k].contracts < 0.0 else closes[k] * (1.0 - x)
+                         for k in ks}
+                mb, mm = self.mb_mm(g, marks, bv)
+                return mb <= mm
+
+            longs = any(self.acc.pos[k].contracts > 0.0 for k in ks)
+            hi = (1.0 - 2.0 ** -20 if self.ins[0].inverse else 1.0) if longs else 1.0
+            doublings = 0
+            while not past(hi) and not longs and doublings < 10:
+                hi *= 2.0
+                doublings += 1
+            if not past(hi):
+                continue
+            lo = 0.0
+            if past(lo):
+                hi = 0.0
+            for _ in range(BISECT_STEPS):
+                mid = 0.5 * (lo + hi)
+                if mid <= lo or mid >= hi:
+                    break
+                if past(mid):
+                    hi = mid
+                else:
+                    lo = mid
+            best = min(best, hi)
+        return best
+
     # ---- events -----------------------------------------------------------------------------
 
     def pay_funding(self, k: int, e: int, bars: BookBars, bv: _BarView) -> None:
@@ -840,6 +883,7 @@ class _Column:
         out["cum_funding"][t, j] = acc.cum_funding
         out["cum_fees"][t, j] = acc.cum_fees
         out["capital_added"][t, j] = acc.capital_added
+        out["liq_distance"][t, j] = self.liq_distance(closes, bv)
         for g, r in ratios.items():
             if acc.in_call.get(g, False) and r < self.cfg.call_threshold:
                 acc.in_call[g] = False

@@ -113,7 +113,7 @@ def assert_same_book(bars, res, series, records, capital: float) -> None:
     about zero (a closed position's PnL, an equity wiped out)."""
     price = max(_scale(leg.mark_high) for leg in bars.legs)
     floor = {"position": _scale(series["position"]), "liq_price": price, "notional": capital,
-             "margin_ratio": 1.0, "margin_ratio_adverse": 1.0, "gross_leverage": 1.0}
+             "margin_ratio": 1.0, "margin_ratio_adverse": 1.0, "gross_leverage": 1.0, "liq_distance": 1.0}
     for name in BOOK_SERIES:
         np.testing.assert_allclose(res.series[name], series[name], rtol=REL, atol=REL * floor.get(name, capital),
                                    err_msg=name)
