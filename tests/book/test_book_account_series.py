@@ -1,0 +1,128 @@
+"""The account series a book adds to its positions' (docs/mechanics.md, "Books", step 6): the
+distance to liquidation (``liq_distance``: the smallest common adverse move from the closes that
+liquidates a margin group) against closed forms, checked in turn by the reference simulator's own
+margin ratio at that move; and the beta-weighted (BTC-equivalent) exposure against a pandas hand
+computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backtest.book import BookBars, BookSettings, Leg, simulate_book, simulate_book_reference
+from backtest.engine.settings import Account
+from tests.engine.scenario_kit import make_bars, make_spec
+
+
+def one_tier(mmr: float) -> list[dict]:
+    return [{"minNotional": 0.0, "maxNotional": None, "maintenanceMarginRate": mmr, "maxLeverage": 25.0,
+             "maintAmt": 0.0}]
+
+
+SPEC_A = make_spec(tiers=one_tier(0.01), liquidation_fee=0.0125)   # A: maintenance 1 %
+SPEC_B = make_spec(tiers=one_tier(0.02), liquidation_fee=0.0125)   # B: maintenance 2 %
+
+
+def account(**kw) -> Account:
+    base = dict(initial_capital=1_000.0, leverage=20.0, fee_rate=0.0, margin_call_threshold=1.0,
+                lag=0, allow_lookahead=True)
+    return Account(**{**base, **kw})
+
+
+def opened_at_bar0(n: int, *exposures: float) -> np.ndarray:
+    tgt = np.full((n, len(exposures), 1), np.nan)
+    tgt[0, :, 0] = exposures
+    return tgt
+
+
+def flat_then(p0: float, close: float) -> list[tuple]:
+    """Bar 0 at ``p0`` throughout (the fill at its open), bar 1 from ``p0`` to ``close``."""
+    return [(p0, p0, p0, p0), (p0, max(p0, close), min(p0, close), close)]
+
+
+# ------------------------------------------------------------------------------------------
+# Distance to liquidation: closed forms
+# ------------------------------------------------------------------------------------------
+
+# A short and a long in cross. Capital 1,000, no fees, filled at bar 0's open: A -3x (30 at
+# 100), B +2x (40 at 50). Bar 1 closes A at 102, B at 49: uPnL -60 - 40, MB(0) = 900.
+# After a common adverse move x (A to 102 (1 + x), B to 49 (1 - x)), one tier each:
+#   MB(x) = 900 - 30*102*x - 40*49*x,   MM(x) = 0.01*30*102*(1 + x) + 0.02*40*49*(1 - x)
+#   MB = MM at x* = (900 - 30.6 - 39.2) / (3,060*1.01 + 1,960*0.98) = 830.2 / 5,011.4.
+X_PAIR = 830.2 / 5_011.4
+
+
+def pair_book(a_close: float = 102.0, b_close: float = 49.0, mode_b: str = "cross"):
+    bars = BookBars.from_legs(["A", "B"], [make_bars(flat_then(100.0, a_close)), make_bars(flat_then(50.0, b_close))])
+    settings = BookSettings(account=account(), legs=[Leg(), Leg(margin_mode=mode_b)])
+    return bars, opened_at_bar0(2, -3.0, 2.0), [SPEC_A, SPEC_B], settings
+
+
+def test_distance_of_a_short_and_a_long_in_cross_is_the_closed_form():
+    bars, tgt, specs, s = pair_book()
+    series, _ = simulate_book_reference(bars, tgt, specs, s)
+    res = simulate_book(bars, tgt, specs, s)
+    assert series["position"][1, :, 0].tolist() == pytest.approx([-30.0, 40.0], rel=1e-12)
+    assert series["liq_distance"][1, 0] == pytest.approx(X_PAIR, rel=1e-12)
+    assert res.series["liq_distance"][1, 0] == pytest.approx(X_PAIR, rel=1e-12)
+
+
+def test_reference_margin_ratio_at_that_move_is_one():
+    """Bar 2 moves every mark by the distance found at bar 1's close (a hair less, 1e-12 of it,
+    so that the account is not liquidated on the way): the reference's margin ratio at bar 2's
+    close is 1 within 1e-9."""
+    res = simulate_book(*pair_book())
+    x = float(res.series["liq_distance"][1, 0]) * (1.0 - 1e-12)
+    a, b = 102.0 * (1.0 + x), 49.0 * (1.0 - x)
+    legs = [make_bars(flat_then(100.0, 102.0) + [(102.0, a, 102.0, a)]),
+            make_bars(flat_then(50.0, 49.0) + [(49.0, 49.0, b, b)])]
+    bars = BookBars.from_legs(["A", "B"], legs)
+    series, rec = simulate_book_reference(bars, opened_at_bar0(3, -3.0, 2.0), [SPEC_A, SPEC_B],
+                                          BookSettings(account=account()))
+    assert len(rec["liquidations"]) == 0
+    assert series["margin_ratio"][2, 0] == pytest.approx(1.0, abs=1e-9)
+    assert series["liq_distance"][2, 0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_distance_is_the_nearest_margin_group():
+    """B isolated (margin 2,000/20 = 100): its own group liquidates at
+    x_B = (100 - 40 - 0.02*1,960) / (1,960*0.98) = 20.8/1,920.8; the cross account (A alone,
+    wallet 900 after B's margin, uPnL -60) at x_A = (840 - 30.6) / (3,060*1.01) = 809.4/3,090.6.
+    The account's distance is the smaller."""
+    bars, tgt, specs, s = pair_book(mode_b="isolated")
+    series, _ = simulate_book_reference(bars, tgt, specs, s)
+    res = simulate_book(bars, tgt, specs, s)
+    x_b, x_a = 20.8 / 1_920.8, 809.4 / 3_090.6
+    assert x_b < x_a
+    for got in (series["liq_distance"][1, 0], res.series["liq_distance"][1, 0]):
+        assert got == pytest.approx(x_b, rel=1e-12)
+
+
+def test_a_short_below_one_times_needs_more_than_a_doubling():
+    """A -0.5x short of 5 at 100, closing at 100: x* = (1,000 - 0.01*500) / (500*1.01) = 1.9703
+    (the price nearly triples); a flat column has no distance (NaN)."""
+    bars = BookBars.from_legs(["A"], [make_bars(flat_then(100.0, 100.0))])
+    tgt = np.full((2, 1, 2), np.nan)
+    tgt[0, 0, 0] = -0.5
+    s = BookSettings(account=account())
+    series, _ = simulate_book_reference(bars, tgt, [SPEC_A], s)
+    res = simulate_book(bars, tgt, [SPEC_A], s)
+    for got in (series["liq_distance"][:, :], res.series["liq_distance"][:, :]):
+        assert got[1, 0] == pytest.approx(995.0 / 505.0, rel=1e-12)
+        assert np.isnan(got[:, 1]).all()
+
+
+def test_an_unlevered_inverse_short_is_never_liquidated():
+    """Coin-margined, capital 1 BTC, a -1x short of 100 contracts (100 USD each) at 10,000:
+    MB - MM = W - C_usd/e + C_usd (1 - mmr)/q > 0 for every price q (W = C_usd/e), so no common
+    move liquidates it: the distance is inf."""
+    spec = make_spec(inverse=True, tiers=one_tier(0.01), lot=1.0)
+    bars = BookBars.from_legs(["A"], [make_bars(flat_then(10_000.0, 10_000.0))])
+    s = BookSettings(account=account(initial_capital=1.0))
+    series, _ = simulate_book_reference(bars, opened_at_bar0(2, -1.0), [spec], s)
+    res = simulate_book(bars, opened_at_bar0(2, -1.0), [spec], s)
+    assert series["position"][1, 0, 0] == -100.0
+    assert series["liq_distance"][1, 0] == math.inf and res.series["liq_distance"][1, 0] == math.inf
