@@ -30,7 +30,8 @@ import numpy as np
 
 from backtest import mechanics as mk
 from backtest.book.bars import BookBars
-from backtest.book.core import check_book_inputs
+from backtest.book.core import benchmark_index, check_book_inputs
+from backtest.book.exposure import beta_exposure, book_betas
 from backtest.book.options import ROLL_EARLY, ROLL_SETTLE, OptionPaths, option_outputs
 from backtest.book.settings import BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar
 from backtest.engine.enums import FillReason, FillStatus
@@ -905,8 +906,9 @@ def _fits(need: float, available: float) -> bool:
 # Entry point
 # --------------------------------------------------------------------------------------------
 
-def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec],
-                            settings: BookSettings | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec], settings: BookSettings | None = None,
+                            betas=None, benchmark: str | None = None
+                            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Simulate every column of a book with plain Python loops (reference for a book kernel).
 
     Parameters
@@ -921,6 +923,8 @@ def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec],
         currency, or all inverse in one coin.
     settings : account, policy, per-instrument legs, the intrabar convention, the option legs
         and ``options_collateral``.
+    betas, benchmark : as :func:`backtest.book.simulate_book`: given, the series gain
+        ``beta_exposure`` and ``beta_exposure_coin`` (:func:`backtest.book.exposure.beta_exposure`).
 
     Returns
     -------
@@ -996,15 +1000,19 @@ def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec],
 
     records = {name: np.array(getattr(rec, name), dtype=dt) if getattr(rec, name) else np.empty(0, dtype=dt)
                for name, dt in BOOK_RECORD_DTYPES.items()}
-    if not jj:
-        return {**out, **pos_out}, records
-    # the option rows' delta-equivalent notional and the account's option series (one definition)
     mark_close = bars.prices("mark_close")
     price_usd = np.ones(n)
     if specs[0].inverse:
         listed = bars.listed
         first = np.argmax(listed, axis=1)
         price_usd = np.where(listed.any(axis=1), mark_close[np.arange(n), first], np.nan)
-    extra = option_outputs(pos_out["position"], pos_out["notional"], inp.paths, mark_close, price_usd,
-                           bool(specs[0].inverse))
+    extra: dict[str, np.ndarray] = {}
+    if jj:
+        # the option rows' delta-equivalent notional and the account's option series (one definition)
+        extra = option_outputs(pos_out["position"], pos_out["notional"], inp.paths, mark_close, price_usd,
+                               bool(specs[0].inverse))
+    if betas is not None:
+        bench = benchmark_index(benchmark, bars.symbols)
+        extra.update(beta_exposure(pos_out["notional"], out["equity"], book_betas(betas, n, bars.symbols),
+                                   inp.paths.k, mark_close[:, bench], price_usd))
     return {**out, **pos_out, **extra}, records

@@ -126,3 +126,81 @@ def test_an_unlevered_inverse_short_is_never_liquidated():
     res = simulate_book(bars, opened_at_bar0(2, -1.0), [spec], s)
     assert series["position"][1, 0, 0] == -100.0
     assert series["liq_distance"][1, 0] == math.inf and res.series["liq_distance"][1, 0] == math.inf
+
+
+# ------------------------------------------------------------------------------------------
+# Beta-weighted (BTC-equivalent) exposure
+# ------------------------------------------------------------------------------------------
+
+def test_beta_exposure_of_the_pair_by_hand():
+    """Bar 1: A -30 at 102 (N = -3,060), B +40 at 49 (N = 1,960), equity 900; betas A 1 (the
+    benchmark), B 1.5: B = -3,060 + 1.5*1,960 = -120, i.e. -120/900 = -0.1333 x equity and
+    -120/102 = -1.1765 A-coins. Bar 0 (A -30 at 100, B +40 at 50, equity 1,000) has B's beta
+    unknown (NaN): the exposure is NaN there, not a partial sum."""
+    bars, tgt, specs, s = pair_book()
+    betas = {"A": 1.0, "B": np.array([np.nan, 1.5])}
+    series, _ = simulate_book_reference(bars, tgt, specs, s, betas=betas, benchmark="A")
+    res = simulate_book(bars, tgt, specs, s, betas=betas, benchmark="A")
+    for got in (series, res.series):
+        assert np.isnan(got["beta_exposure"][0, 0]) and np.isnan(got["beta_exposure_coin"][0, 0])
+        assert got["beta_exposure"][1, 0] == pytest.approx(-120.0 / 900.0, rel=1e-12)
+        assert got["beta_exposure_coin"][1, 0] == pytest.approx(-120.0 / 102.0, rel=1e-12)
+    sim = res.to_sim_result()
+    assert sim.series["beta_exposure"][1, 0] == pytest.approx(-120.0 / 900.0, rel=1e-12)
+    assert sim.series["liq_distance"][1, 0] == pytest.approx(X_PAIR, rel=1e-12)
+    assert res.meta["beta_benchmark"] == "A"
+
+
+def _pandas_beta_exposure(res, betas: pd.DataFrame, option_under: list[str]) -> tuple[pd.DataFrame, ...]:
+    """sum_i beta_i N_i over the rows (an option leg: its underlying's beta), per column, with
+    pandas: NaN when a held row's beta is NaN, 0 for flat rows."""
+    per_eq, coin = {}, {}
+    rows = list(res.symbols)
+    for j, label in enumerate(res.columns):
+        n_df = pd.DataFrame(res.positions["notional"][:, :, j], index=res.index, columns=rows)
+        b_df = pd.concat([betas, betas[option_under].set_axis(rows[betas.shape[1]:], axis=1)], axis=1)
+        contrib = (n_df * b_df).where(n_df != 0.0, 0.0)
+        total = contrib.sum(axis=1, skipna=False)
+        eq = pd.Series(res.series["equity"][:, j], index=res.index)
+        per_eq[label] = (total / eq).where(eq > 0.0)
+        coin[label] = total
+    return pd.DataFrame(per_eq), pd.DataFrame(coin)
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_beta_exposure_with_option_legs_is_the_pandas_computation(seed):
+    """Random books with option legs (an option row's notional is its delta-equivalent one, so
+    it adds delta x its underlying's beta), random betas with a NaN warm-up: the kernel's and the
+    reference's series equal a pandas computation from the positions' notionals."""
+    from tests.book.test_book_options_kernel import random_option_book
+
+    bars, tgt, specs, s = random_option_book(seed)
+    rng = np.random.default_rng(seed)
+    betas = pd.DataFrame(rng.uniform(0.5, 2.0, (bars.n, bars.k)), index=bars.index, columns=list(bars.symbols))
+    betas.iloc[:10, 0] = np.nan   # a warm-up of the first instrument's beta (listed from bar 0)
+    bench = bars.symbols[-1]
+    res = simulate_book(bars, tgt, specs, s, betas=betas.to_numpy(), benchmark=bench)
+    ref, _ = simulate_book_reference(bars, tgt, specs, s, betas=betas.to_numpy(), benchmark=bench)
+    under = [leg.underlying for leg in s.options]
+    per_eq, total = _pandas_beta_exposure(res, betas, under)
+    # the warm-up is exercised: the first instrument is held there with no beta (NaN exposure)
+    assert (res.positions["notional"][:10, 0, :] != 0.0).any() and np.isnan(res.series["beta_exposure"][:10]).any()
+    np.testing.assert_allclose(res.series["beta_exposure"], per_eq.to_numpy(), rtol=1e-12, atol=1e-15)
+    k_b = bars.symbols.index(bench)
+    usd = bars.prices("mark_close")[:, 0] if specs[0].inverse else np.ones(bars.n)
+    want_coin = total.to_numpy() * (usd / bars.prices("mark_close")[:, k_b])[:, None]
+    np.testing.assert_allclose(res.series["beta_exposure_coin"], want_coin, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ref["beta_exposure"], res.series["beta_exposure"], rtol=1e-9,
+                               atol=1e-9 * np.nanmax(np.abs(res.series["beta_exposure"])))
+
+
+def test_bad_betas_name_the_fix():
+    bars, tgt, specs, s = pair_book()
+    with pytest.raises(Exception, match="give .*2.* constant betas"):
+        simulate_book(bars, tgt, specs, s, betas=[1.0, 1.0, 1.0])
+    with pytest.raises(Exception, match=r"missing \['B'\]"):
+        simulate_book(bars, tgt, specs, s, betas={"A": 1.0})
+    with pytest.raises(Exception, match="not an instrument of the book"):
+        simulate_book(bars, tgt, specs, s, betas=[1.0, 1.0], benchmark="BTC")
+    with pytest.raises(Exception, match="infinite"):
+        simulate_book(bars, tgt, specs, s, betas=[1.0, np.inf])
