@@ -204,3 +204,30 @@ def test_bad_betas_name_the_fix():
         simulate_book(bars, tgt, specs, s, betas=[1.0, 1.0], benchmark="BTC")
     with pytest.raises(Exception, match="infinite"):
         simulate_book(bars, tgt, specs, s, betas=[1.0, np.inf])
+
+
+# ------------------------------------------------------------------------------------------
+# In the report and its Parquet files
+# ------------------------------------------------------------------------------------------
+
+def test_report_draws_the_accounts_distance_and_beta_exposure(tmp_path):
+    """A book's distance-to-liquidation figure is the account's ``liq_distance`` (the hand case
+    above: X_PAIR at bar 1), its beta-weighted exposure has a figure, and both are columns of
+    equity.parquet."""
+    from backtest.report import build_report, collect, write_report
+    from backtest.report.figures import decode_array
+
+    bars, tgt, specs, s = pair_book()
+    res = simulate_book(bars, tgt, specs, s, columns=["pair"], betas={"A": 1.0, "B": 1.5}, benchmark="A")
+    figs = {f["id"]: f["spec"] for f in build_report(collect({"book": res}, title="t"))["figures"]}
+    y = decode_array(next(t for t in figs["fig-0-liq_distance"]["data"] if t.get("name") == "pair")["y"])
+    np.testing.assert_array_equal(y, res.series["liq_distance"][:, 0].astype(np.float32))
+    assert y[1] == np.float32(X_PAIR)
+    assert "Distance to liquidation of the account" in figs["fig-0-liq_distance"]["layout"]["title"]["text"]
+    yb = decode_array(next(t for t in figs["fig-0-beta_exposure"]["data"] if t.get("name") == "pair")["y"])
+    assert yb[1] == np.float32(-120.0 / 900.0)
+    out = write_report({"book": res}, tmp_path / "r", title="t", html=False)
+    eq = pd.read_parquet(out / "equity.parquet")
+    eq = eq[eq["result"] == "book"].sort_values("bar")
+    assert eq["liq_distance"].iloc[1] == pytest.approx(X_PAIR, rel=1e-12)
+    assert eq["beta_exposure"].iloc[1] == pytest.approx(-120.0 / 900.0, rel=1e-12)
