@@ -278,8 +278,8 @@ def _market(bars: BookBars, specs: list[MarketSpec], paths: OptionPaths) -> nb.B
         ntiers[k, : n_t.shape[0]] = n_t
         ver[f:, k] = version
     listed = np.ascontiguousarray(bars.listed)
-    # events that end a quiet stretch: bar 0, every funding print, a tier-table change, a listing
-    # (``other``: any event but a print at the bar's open instant, which a stretch may start with)
+    # events that end a quiet stretch: bar 0, every funding print, a tier-table change, a listing,
+    # an option leg's roll (``other``: any event but a print at the bar's open instant, which a stretch may start with)
     ev = np.zeros(n, dtype=bool)
     other = np.zeros(n, dtype=bool)
     other[0] = True
@@ -290,6 +290,10 @@ def _market(bars: BookBars, specs: list[MarketSpec], paths: OptionPaths) -> nb.B
         other[fb[ok & ~bars.legs[k].fe_at_open.astype(bool)]] = True
     other[bars.first_bar[bars.first_bar < n]] = True
     other[1:] |= (ver[1:] != ver[:-1]).any(axis=1)
+    if paths.roll.shape[1]:
+        # an option leg's first contract, settlement or early roll at close t - 1 acts at bar t's
+        # open (settlement in step 1, the roll's sale and re-purchase in step 3)
+        other[1:] |= (paths.roll[:-1] != 0).any(axis=1)
     ev |= other
     nxt = np.minimum.accumulate(np.where(ev, np.arange(n), n)[::-1])[::-1].astype(np.int64)
     return nb.BookMarket(

@@ -1545,12 +1545,15 @@ def groups_below_nb(mkt, t, P, W, iso, thr, marks):
 
 
 @njit(cache=True, _nrt=False)
-def quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, limit, marks):
+def quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, limit, marks, options_in_margin):
     """End of the quiet stretch from bar t (t: bar t is not quiet), at most ``limit`` (the next
-    event or order). The whole range is checked first (its extremes: one pass per position);
-    when it is not safe, the stretch grows bar by bar with running extremes and stops before
-    the first bar that breaks the check."""
-    if limit <= t or mkt.o_k.shape[0] > 0:  # option legs: their value moves every bar
+    event or order; a roll or settlement of an option leg is an event). The whole range is
+    checked first (its extremes: one pass per position); when it is not safe, the stretch grows
+    bar by bar with running extremes and stops before the first bar that breaks the check.
+    ``options_in_margin``: the column holds options that count as collateral (their value
+    moves the cross account's margin balance every bar): no stretch. Options held without
+    collateral only change the valuation, which step 6 does on every bar of a stretch."""
+    if limit <= t or options_in_margin:
         return t
     thr = min(prm.thr[j], 1.0)  # below the call threshold and below liquidation (ratio 1)
     if thr <= mkt.mmr_max:
@@ -1598,7 +1601,7 @@ def value_stretch_nb(mkt, prm, o, A, P, Q, in_call, iso, t, end, j, marks, scr):
     ss, ls = o.sslot, o.pslot
     lean = ss[S_RATIO] < 0 and ss[S_GROSS] < 0 and ss[S_RATIO_ADV] < 0 and ss[S_DIST] < 0 \
         and prm.pol_kind[j] != POL_DRAWDOWN \
-        and prm.pol_kind[j] != POL_CPPI
+        and prm.pol_kind[j] != POL_CPPI and Q.shape[0] == 0  # option legs: close_nb values them
     for q in range(ls.shape[0]):
         lean = lean and ls[q] < 0
     if lean:
@@ -1653,7 +1656,11 @@ def book_col_nb(mkt, fe, prm, o, j, A, P, Q, T, in_call, iso, lev, fee, marks, s
         if opt:
             settle_options_nb(mkt, o, A, Q, t, j, K)
         # a quiet stretch from here (bars with nothing left to do but step 6)?
-        end = quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, stretch_limit_nb(mkt, t, tnext, n), marks)
+        held = False
+        if coll:
+            for q in range(J):
+                held = held or Q[q].contracts != 0.0
+        end = quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, stretch_limit_nb(mkt, t, tnext, n), marks, held)
         if end > t:
             value_stretch_nb(mkt, prm, o, A, P, Q, in_call, iso, t, end, j, marks, scr)
             o.quiet[j] += end - t
