@@ -120,8 +120,9 @@ BookMarket = namedtuple("BookMarket", [
     "usd_k",            # int64 (n,): the first listed instrument (inverse books: its mark close is
                         # the settlement coin's USD price)
     "nxt",              # int64 (n,): from each bar, the next bar (itself included) where any
-                        # instrument has a funding print, a tier-table change or its first bar
-                        # (events that end a quiet stretch); n: none ahead
+                        # instrument has a funding print, a tier-table change or its first bar,
+                        # or an option leg's roll at the previous close (events that end a
+                        # quiet stretch); n: none ahead
     "open_prints_only", # bool (n,): the bar's only events are funding prints at its open instant
                         # (a quiet stretch may start at it, once they are paid)
     "mmr_max",          # float: the highest maintenance-margin rate of the book's tier tables
