@@ -231,3 +231,14 @@ def test_report_draws_the_accounts_distance_and_beta_exposure(tmp_path):
     eq = eq[eq["result"] == "book"].sort_values("bar")
     assert eq["liq_distance"].iloc[1] == pytest.approx(X_PAIR, rel=1e-12)
     assert eq["beta_exposure"].iloc[1] == pytest.approx(-120.0 / 900.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("contracts, price, x", [(-3.0, 102.0, 0.25), (4.0, 49.0, 0.25), (-1.0, 10.0, 3.5),
+                                                 (2.0, 7.0, 0.0)])
+def test_the_kernels_common_move_is_the_liqcap_policys(contracts, price, x):
+    """The kernel's moved price (``moved_price_nb``) is the ``liqcap`` book policy's definition of
+    the common adverse move (``strategies.policies.book.moved_price``)."""
+    from backtest.book.nb import moved_price_nb
+    from strategies.policies.book import moved_price
+
+    assert moved_price_nb(contracts, price, x) == moved_price(contracts, price, x)
