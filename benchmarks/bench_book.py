@@ -14,7 +14,7 @@ engine, and their ratio (the target: the book at least half the engine's rate pe
 
 With ``--options``, each book also runs with one option leg (rolled 110 % calls on instrument 0,
 hedging its short notional, implied vol 60 %): the cost of an option leg (a book with options
-takes no quiet stretches).
+takes quiet stretches only between the legs' rolls and trades).
 
 Usage: ``python benchmarks/bench_book.py [--repeat 3] [--k 2 10] [--options]``
 """

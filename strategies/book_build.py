@@ -192,15 +192,61 @@ def check_lookahead(book_data: Any, strategy: str, params: Any = None, policies:
                     n_cuts: int = 10, min_bars: int = 2, **kwargs: Any) -> int:
     """:func:`strategies.lookahead.check` on the book's target: recomputed on the book truncated at
     ``n_cuts`` points, every row before a cut must equal the full run's. Returns the cuts checked;
-    raises :class:`strategies.LookAheadError` naming the first changed value."""
+    raises :class:`strategies.LookAheadError` naming the first changed value.
+
+    With ``options=`` (option rules, which need a BookData), each cut truncates the BookData's bars
+    (:func:`truncate_book_data`) and every leg's implied-volatility series, so that the legs'
+    contract paths, deltas and tradeable rows are recomputed from the truncated data too."""
     book = as_book(book_data)
     specs = kwargs.pop("specs", None)
     if specs is None and hasattr(book_data, "exchange"):
         specs = _specs_of(book_data)
+    rules = kwargs.pop("options", None)
 
     def targets(frame: pd.DataFrame) -> np.ndarray:
-        tgt, _, _ = build_book_targets(BookFrame(frame, bar_seconds=book.market.bar_seconds), strategy, params,
-                                       policies, specs=specs, **kwargs)
+        if rules:
+            c = len(frame)
+            tgt, _, _ = build_book_targets(truncate_book_data(book_data, c), strategy, params, policies, specs=specs,
+                                           options=[truncate_rule(r, c) for r in rules], **kwargs)
+        else:
+            tgt, _, _ = build_book_targets(BookFrame(frame, bar_seconds=book.market.bar_seconds), strategy, params,
+                                           policies, specs=specs, **kwargs)
         return tgt.reshape(tgt.shape[0], -1)
 
     return check(targets, book.frame, n_cuts=n_cuts, min_bars=min_bars)
+
+
+def truncate_book_data(book_data: Any, n: int) -> Any:
+    """The BookData's first ``n`` bars (for look-ahead checks): its bars cut at bar ``n`` (each
+    instrument's bars and the funding prints of the bars kept; an instrument listed at or after
+    bar ``n`` is refused). The symbols' MarketData are kept whole: book strategies read them on
+    the bars' index (:class:`strategies.book.BookFrame`)."""
+    from dataclasses import replace
+
+    bars = book_options.require_bars(book_data)
+    if not 0 < n <= bars.n:
+        raise StrategyError(f"cannot cut a book of {bars.n} bars at {n}; give 1 <= n <= {bars.n}")
+    late = [s for s, f in zip(bars.symbols, bars.first_bar) if int(f) >= n]
+    if late:
+        raise StrategyError(f"cutting the book at bar {n} leaves {late} with no bar (listed later); cut after their "
+                            "listing (min_bars)")
+    legs = []
+    for leg, f in zip(bars.legs, bars.first_bar):
+        m = n - int(f)
+        keep = leg.fe_bar < m
+        cut = {name: getattr(leg, name)[:m] for name in ("timestamp", "open", "high", "low", "close", "mark_open",
+                                                           "mark_high", "mark_low", "mark_close")}
+        cut.update({name: getattr(leg, name)[keep] for name in ("fe_bar", "fe_time", "fe_at_open", "fe_rate",
+                                                                "fe_mark")})
+        legs.append(replace(leg, **cut))
+    return replace(book_data, bars=type(bars).from_legs(bars.symbols, legs))
+
+
+def truncate_rule(rule: Any, n: int) -> Any:
+    """An option rule with its leg's implied-volatility series (on the book's bars) cut at bar ``n``."""
+    from dataclasses import replace
+
+    leg = rule.leg
+    if leg.iv is None:
+        return rule
+    return replace(rule, leg=replace(leg, iv=np.asarray(leg.iv, dtype=np.float64)[:n]))

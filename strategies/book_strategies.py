@@ -22,13 +22,13 @@ the beta warms up or is below ``min_beta``.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 from pydantic import Field
 
 from strategies.base import StrategyError, StrategyParams
-from strategies.book import BookFrame, annualised_vol, register_book, rolling_beta
+from strategies.book import BookFrame, annualised_vol, as_book, register_book, rolling_beta
 
 
 class BasketShortParams(StrategyParams):
@@ -145,3 +145,21 @@ BASKET_SHORT = register_book("basket_short", BasketShortParams, basket_short,
                              "short every listed instrument: equal, inverse-volatility or beta (BTC-equivalent) weights")
 PAIR_BETA = register_book("pair_beta", PairBetaParams, pair_beta,
                           "short an alt, long the benchmark sized by the alt's rolling beta (beta-neutral)")
+
+
+def book_betas(book_data: Any, benchmark: str = "BTC", beta_days: float = 30.0) -> tuple[np.ndarray, str]:
+    """The betas a book's beta-weighted exposure is reported with (``backtest.book.simulate_book``'s
+    ``betas``): the rolling OLS beta of every instrument to ``benchmark`` over ``beta_days``, the
+    estimate the beta-weighted ``basket_short`` and ``pair_beta`` size with (:func:`betas`).
+
+    Returns ``(betas, symbol)``: float64 (n_bars, K), NaN while the beta warms up; and the
+    benchmark's symbol. A book that does not hold ``benchmark`` (e.g. an ETH-only book) is
+    measured against its first instrument, and the symbol returned says so.
+    """
+    book = as_book(book_data)
+    try:
+        b = book.resolve(benchmark, what="benchmark")
+    except StrategyError:
+        b = 0
+    symbol = book.symbols[b]
+    return betas(book, symbol, beta_days), symbol

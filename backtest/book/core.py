@@ -12,6 +12,7 @@ import pandas as pd
 
 from backtest.book import nb
 from backtest.book.bars import BookBars
+from backtest.book.exposure import EXPOSURE_SERIES, beta_exposure, book_betas
 from backtest.book.options import OptionLeg, OptionPaths, check_option_legs, option_outputs, option_paths
 from backtest.book.settings import (BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar,
                                     book_arrays, book_target)
@@ -133,7 +134,8 @@ class BookResult:
     Attributes
     ----------
     series : name -> float64 (n_bars, n_cols), the account series of ``BOOK_SERIES`` asked for
-        (settlement currency; docs/mechanics.md, "Books", step 6).
+        (settlement currency; docs/mechanics.md, "Books", step 6), with option legs
+        ``OPTION_SERIES``, with betas ``EXPOSURE_SERIES`` (:mod:`backtest.book.exposure`).
     positions : name -> float64 (n_bars, K, n_cols), the per-position series of
         ``POSITION_SERIES`` asked for.
     records : ``fills``, ``funding``, ``margin_calls``, ``liquidations`` (``BOOK_RECORD_DTYPES``,
@@ -188,7 +190,9 @@ class BookResult:
           it is non-zero exactly when the account holds something, which is what the metrics
           read: ``exposure_time``).
 
-        Also ``gross_notional``, ``margin_ratio`` and ``margin_ratio_adverse``. Fills, funding
+        Also ``gross_notional``, ``margin_ratio``, ``margin_ratio_adverse``, the account's
+        distance to liquidation ``liq_distance`` and, when run with betas, ``beta_exposure`` and
+        ``beta_exposure_coin``. Fills, funding
         and margin calls are the book's records; liquidations are one record per account
         liquidation event (a cross liquidation closes several positions at once: its fees and
         deficit summed, the first position's instrument), so that the metrics count events and
@@ -212,7 +216,7 @@ class BookResult:
             "cum_fees": self.series["cum_fees"],
             "capital_added": self.series["capital_added"],
         }
-        for name in ("margin_ratio", "margin_ratio_adverse"):
+        for name in ("margin_ratio", "margin_ratio_adverse", "liq_distance") + EXPOSURE_SERIES:
             if name in self.series:
                 series[name] = self.series[name]
         records = dict(self.records)
@@ -223,6 +227,17 @@ class BookResult:
                          series=series, records=records, price_usd=np.asarray(self.meta["price_usd"]),
                          initial_capital=np.asarray(self.meta["settings"]["initial_capital"], dtype=np.float64),
                          meta=meta, underlying=None)
+
+
+def benchmark_index(benchmark: str | None, symbols: Sequence[str]) -> int:
+    """The instrument the betas are measured against: ``benchmark`` (a symbol of the book), or
+    the first instrument."""
+    if benchmark is None:
+        return 0
+    if benchmark not in symbols:
+        raise EngineInputError(f"benchmark {benchmark!r} is not an instrument of the book {list(symbols)}; "
+                               "give one of its symbols (the betas' benchmark)")
+    return list(symbols).index(benchmark)
 
 
 def liquidation_events(liq: np.ndarray) -> np.ndarray:
@@ -263,8 +278,8 @@ def _market(bars: BookBars, specs: list[MarketSpec], paths: OptionPaths) -> nb.B
         ntiers[k, : n_t.shape[0]] = n_t
         ver[f:, k] = version
     listed = np.ascontiguousarray(bars.listed)
-    # events that end a quiet stretch: bar 0, every funding print, a tier-table change, a listing
-    # (``other``: any event but a print at the bar's open instant, which a stretch may start with)
+    # events that end a quiet stretch: bar 0, every funding print, a tier-table change, a listing,
+    # an option leg's roll (``other``: any event but a print at the bar's open instant, which a stretch may start with)
     ev = np.zeros(n, dtype=bool)
     other = np.zeros(n, dtype=bool)
     other[0] = True
@@ -275,6 +290,10 @@ def _market(bars: BookBars, specs: list[MarketSpec], paths: OptionPaths) -> nb.B
         other[fb[ok & ~bars.legs[k].fe_at_open.astype(bool)]] = True
     other[bars.first_bar[bars.first_bar < n]] = True
     other[1:] |= (ver[1:] != ver[:-1]).any(axis=1)
+    if paths.roll.shape[1]:
+        # an option leg's first contract, settlement or early roll at close t - 1 acts at bar t's
+        # open (settlement in step 1, the roll's sale and re-purchase in step 3)
+        other[1:] |= (paths.roll[:-1] != 0).any(axis=1)
     ev |= other
     nxt = np.minimum.accumulate(np.where(ev, np.arange(n), n)[::-1])[::-1].astype(np.int64)
     return nb.BookMarket(
@@ -366,13 +385,14 @@ def _run(mkt, fe, prm, n: int, kk: int, m: int, sslot: np.ndarray, pslot: np.nda
     nb.simulate_book_nb(mkt, fe, prm, o, np.zeros(m, dtype=nb.account_state_dt),
                         np.zeros((m, kk), dtype=nb.position_state_dt), np.zeros((m, jj), dtype=nb.option_state_dt),
                         np.zeros((m, kk), dtype=nb.position_state_dt),
-                        np.zeros((m, kk + 1), dtype=np.bool_), np.zeros((m, kk)), np.zeros((m, 12, 2 * kk + 4)),
+                        np.zeros((m, kk + 1), dtype=np.bool_), np.zeros((m, kk)), np.zeros((m, 14, 2 * kk + 4)),
                         np.zeros((m, kk), dtype=np.int64))
     return o, starts
 
 
 def simulate_book(bars: BookBars, target: Any, specs: Sequence[MarketSpec], settings: BookSettings | None = None,
-                  columns: Sequence | pd.Index | None = None, series: Sequence[str] | None = None) -> BookResult:
+                  columns: Sequence | pd.Index | None = None, series: Sequence[str] | None = None,
+                  betas: Any = None, benchmark: str | None = None) -> BookResult:
     """Simulate a book (several perpetuals in one account) for many columns at once.
 
     Parameters
@@ -389,7 +409,15 @@ def simulate_book(bars: BookBars, target: Any, specs: Sequence[MarketSpec], sett
     columns : labels of the columns (default 0..n_cols-1).
     series : names of ``BOOK_SERIES`` and ``POSITION_SERIES`` to store (default all). A large
         sweep that needs the account's equity only saves the (n_bars, K, n_cols) arrays
-        (``series=("equity",)``); ``liq_price`` costs a price solve per position and bar.
+        (``series=("equity",)``); ``liq_price`` costs a price solve per position and bar,
+        ``liq_distance`` one solve per margin group and bar.
+    betas : each instrument's beta to ``benchmark``: (K,), (n_bars, K) or ``{symbol: beta or
+        (n_bars,) array}``; NaN where unknown. Given, the account series gain ``beta_exposure``
+        and ``beta_exposure_coin`` (:mod:`backtest.book.exposure`; an option leg counts with its
+        delta times its underlying's beta). The runner passes the rolling beta the beta-weighted
+        basket strategy sizes with (``strategies.book_strategies.book_betas``); None: no beta series.
+    benchmark : the symbol the betas are measured against (its coin is the unit of
+        ``beta_exposure_coin``); default the first instrument.
 
     Returns
     -------
@@ -434,8 +462,17 @@ def simulate_book(bars: BookBars, target: Any, specs: Sequence[MarketSpec], sett
     if inp.options and "position" in pos and "notional" in pos:
         out.update(option_outputs(pos["position"], pos["notional"], inp.paths, mkt.mark_close, price_usd,
                                   bool(mkt.inverse)))
+    bench = None
+    if betas is not None:
+        bench = benchmark_index(benchmark, bars.symbols)
+        if "notional" not in pos or "equity" not in out:
+            raise EngineInputError("betas give the beta-weighted exposure, which needs the series 'notional' and "
+                                   "'equity'; add them to series=, or leave betas out")
+        out.update(beta_exposure(pos["notional"], out["equity"], book_betas(betas, n, bars.symbols), mkt.o_k,
+                                 mkt.mark_close[:, bench], price_usd))
     meta = {
         "settle": settle, "inverse": bool(mkt.inverse), "bar_ms": int(bars.bar_ms), "lag": inp.lag,
+        "beta_benchmark": None if bench is None else bars.symbols[bench],
         "allow_lookahead": bool(inp.settings.account.allow_lookahead),
         "symbols": list(bars.symbols),
         "option_legs": [leg.label() for leg in inp.options],

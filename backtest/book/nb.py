@@ -120,8 +120,9 @@ BookMarket = namedtuple("BookMarket", [
     "usd_k",            # int64 (n,): the first listed instrument (inverse books: its mark close is
                         # the settlement coin's USD price)
     "nxt",              # int64 (n,): from each bar, the next bar (itself included) where any
-                        # instrument has a funding print, a tier-table change or its first bar
-                        # (events that end a quiet stretch); n: none ahead
+                        # instrument has a funding print, a tier-table change or its first bar,
+                        # or an option leg's roll at the previous close (events that end a
+                        # quiet stretch); n: none ahead
     "open_prints_only", # bool (n,): the bar's only events are funding prints at its open instant
                         # (a quiet stretch may start at it, once they are paid)
     "mmr_max",          # float: the highest maintenance-margin rate of the book's tier tables
@@ -164,7 +165,7 @@ BookOutputs = namedtuple("BookOutputs", [
 """Where a book run writes. Series slots follow ``BOOK_SERIES`` / ``POSITION_SERIES``."""
 
 # slots of BOOK_SERIES and POSITION_SERIES (backtest.book.settings), in their order
-S_EQUITY, S_EQUITY_USD, S_RATIO, S_RATIO_ADV, S_GROSS, S_FUNDING, S_FEES, S_ADDED = range(8)
+S_EQUITY, S_EQUITY_USD, S_RATIO, S_RATIO_ADV, S_GROSS, S_FUNDING, S_FEES, S_ADDED, S_DIST = range(9)
 P_POSITION, P_NOTIONAL, P_LIQ, P_PRICE, P_FUNDING, P_FEES, P_LIQUIDATION = range(7)
 
 
@@ -379,13 +380,35 @@ def cash_nb(P, W):
 
 @njit(cache=True, _nrt=False)
 def marks_at_nb(mkt, t, P, iso, g, path, s, marks):
-    """Marks of group g's positions at fraction s of path ``path`` (PATH_ALL: every mark
-    moves; k: only instrument k's) into ``marks``."""
+    """Marks of group g's positions at fraction s of bar t's intrabar path ``path`` (PATH_ALL:
+    every mark moves; k: only instrument k's) into ``marks``."""
     for k in range(P.shape[0]):
         if is_member_nb(P, iso, g, k):
             adverse = mkt.mark_high[t, k] if P[k].contracts < 0.0 else mkt.mark_low[t, k]
             moves = path == PATH_ALL or path == k
             marks[k] = path_price_nb(mkt.mark_open[t, k], adverse, s if moves else 0.0)
+
+
+@njit(cache=True, _nrt=False)
+def bar_path_nb(mkt, t, P, iso, g, ends):
+    """Bar t's intrabar path of group g as the rows :func:`solve_path_nb` reads: ``ends[0, k]``
+    the mark open, ``ends[1, k]`` the position's adverse extreme (a short's mark high, a long's
+    mark low)."""
+    for k in range(P.shape[0]):
+        if is_member_nb(P, iso, g, k):
+            ends[0, k] = mkt.mark_open[t, k]
+            ends[1, k] = mkt.mark_high[t, k] if P[k].contracts < 0.0 else mkt.mark_low[t, k]
+
+
+@njit(cache=True, _nrt=False)
+def path_marks_nb(P, iso, g, path, s, ends, marks):
+    """Marks of group g's positions at fraction s of the path from ``ends[0]`` to ``ends[1]``
+    (PATH_ALL: every mark moves; k: only instrument k's) into ``marks``: on a bar's path
+    (:func:`bar_path_nb`) the same numbers as :func:`marks_at_nb`."""
+    for k in range(P.shape[0]):
+        if is_member_nb(P, iso, g, k):
+            moves = path == PATH_ALL or path == k
+            marks[k] = path_price_nb(ends[0, k], ends[1, k], s if moves else 0.0)
 
 
 @njit(cache=True, _nrt=False)
@@ -400,12 +423,14 @@ def past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
 
 
 @njit(cache=True, _nrt=False)
-def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks, fs):
-    """First point of the path where group g reaches ``threshold``: returns s, the marks in
-    ``marks``. One moving mark: the re-tiered price formula (``solve_price_nb``) with the
-    others' ``TMM1/threshold`` and ``UPNL1`` at their opens; several: bisection (the
-    reference's, step for step)."""
-    marks_at_nb(mkt, t, P, iso, g, path, 0.0, marks)
+def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, ends, marks, fs):
+    """First point of the path from ``ends[0]`` to ``ends[1]`` (float64 (2, >= K): each
+    position's mark at s = 0 and s = 1; bar t's intrabar path, :func:`bar_path_nb`, or the
+    common adverse move of :func:`liq_distance_nb`) where group g reaches ``threshold`` (tiers
+    of bar t): returns s, the marks in ``marks``. One moving mark: the re-tiered price formula
+    (``solve_price_nb``) with the others' ``TMM1/threshold`` and ``UPNL1`` at their starts;
+    several: bisection (the reference's, step for step)."""
+    path_marks_nb(P, iso, g, path, 0.0, ends, marks)
     if past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
         return 0.0
     K = P.shape[0]
@@ -421,8 +446,8 @@ def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks, fs):
         nu = np.int64(0)
         for i in range(K):
             if i != k and is_member_nb(P, iso, g, i):
-                nm = fsum_add_nb(fs[0], nm, pos_mm_nb(mkt, t, i, P[i].contracts, mkt.mark_open[t, i]))
-                nu = fsum_add_nb(fs[1], nu, pos_upnl_nb(mkt, P, i, mkt.mark_open[t, i]))
+                nm = fsum_add_nb(fs[0], nm, pos_mm_nb(mkt, t, i, P[i].contracts, ends[0, i]))
+                nu = fsum_add_nb(fs[1], nu, pos_upnl_nb(mkt, P, i, ends[0, i]))
         tmm = fsum_value_nb(fs[0], nm)
         upnl1 = fsum_value_nb(fs[1], nu)
         balance = W if g == CROSS_G else P[g].margin
@@ -430,8 +455,8 @@ def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks, fs):
         lp = solve_price_nb(P[k].contracts, P[k].entry, balance - tmm / threshold + upnl1, mkt.cs[k],
                             mkt.inverse, mkt.tiers[k], ver, mkt.ntiers[k, ver], threshold)
         if level_ok_nb(lp):
-            o = mkt.mark_open[t, k]
-            a = mkt.mark_high[t, k] if P[k].contracts < 0.0 else mkt.mark_low[t, k]
+            o = ends[0, k]
+            a = ends[1, k]
             marks[k] = lp
             return min(1.0, max(0.0, (lp - o) / (a - o))) if a != o else 1.0
     lo = 0.0
@@ -440,12 +465,12 @@ def solve_path_nb(mkt, t, P, W, iso, g, path, threshold, marks, fs):
         mid = 0.5 * (lo + hi)
         if mid <= lo or mid >= hi:
             break
-        marks_at_nb(mkt, t, P, iso, g, path, mid, marks)
+        path_marks_nb(P, iso, g, path, mid, ends, marks)
         if past_threshold_nb(mkt, t, P, W, iso, g, threshold, marks, fs):
             hi = mid
         else:
             lo = mid
-    marks_at_nb(mkt, t, P, iso, g, path, hi, marks)
+    path_marks_nb(P, iso, g, path, hi, ends, marks)
     return hi
 
 
@@ -468,6 +493,74 @@ def position_liq_price_nb(mkt, t, P, W, iso, k, upn, mmv, fs):
         backing = W - fsum_value_nb(fs[0], nm) + fsum_value_nb(fs[1], nu)
     lp = solve_price_nb(C, P[k].entry, backing, mkt.cs[k], mkt.inverse, mkt.tiers[k], ver, mkt.ntiers[k, ver], 1.0)
     return lp if level_ok_nb(lp) else 0.0
+
+
+# The account's distance to liquidation (BOOK_SERIES ``liq_distance``; docs/mechanics.md,
+# "Books", step 6): the smallest common adverse move x from the closes (the book's intrabar
+# convention applied to a move of any size: every position's mark moves at once toward its own
+# adverse side, a short's to ``P (1 + x)``, a long's to ``P (1 - x)``, as the ``liqcap`` book
+# policy's ``strategies.policies.book.moved_price``) at which a margin group reaches ratio 1,
+# the smallest over the groups. Solved by :func:`solve_path_nb`, the solver of the bar's own
+# intrabar path, on the path from the closes to the move ``x_hi``.
+DIST_DOUBLINGS = 10         # a group of shorts only is searched up to x = 2**10 (a 1,025x price)
+INVERSE_LONG_FLOOR = 2.0 ** -20   # an inverse long's price is searched down to this fraction of
+                                  # its close (its coin uPnL is unbounded at price 0)
+
+
+@njit(cache=True, _nrt=False)
+def moved_price_nb(contracts, price, x):
+    """``strategies.policies.book.moved_price``: the price after a common adverse move ``x``
+    (fraction): a short's ``P (1 + x)``, a long's ``P (1 - x)``."""
+    return price * (1.0 + x) if contracts < 0.0 else price * (1.0 - x)
+
+
+@njit(cache=True, _nrt=False)
+def common_move_nb(P, iso, g, starts, x, ends):
+    """The path of the common adverse move from ``starts`` to ``x`` for group g's positions, as
+    the rows :func:`solve_path_nb` reads (``ends[0]`` the starts, ``ends[1]`` the moved prices)."""
+    for k in range(P.shape[0]):
+        if is_member_nb(P, iso, g, k):
+            ends[0, k] = starts[k]
+            ends[1, k] = moved_price_nb(P[k].contracts, starts[k], x)
+
+
+@njit(cache=True, _nrt=False)
+def liq_distance_nb(mkt, t, P, W, iso, starts, ends, marks, fs):
+    """The account's distance to liquidation at the marks ``starts`` (float64 (K,)): the
+    smallest common adverse move x (fraction, >= 0) at which a margin group (the cross account
+    with balance W, each isolated position) reaches ``MB <= MM``, tiers of bar t. The search
+    runs to ``x_hi = 1`` for a group holding a long (its price to 0; an inverse long's to
+    ``INVERSE_LONG_FLOOR`` of it), doubling up to ``2**DIST_DOUBLINGS`` for shorts only; a
+    group that no move up to ``x_hi`` liquidates is at ``inf``. NaN when no position is open.
+    ``ends``: float64 (2, >= K) scratch; ``marks``: the marks at the solution of the last group."""
+    best = np.inf
+    any_open = False
+    for gg in range(-1, P.shape[0]):
+        g = np.int64(gg)
+        if g >= 0 and not iso[g]:
+            continue
+        if not group_open_nb(P, iso, g):
+            continue
+        any_open = True
+        has_long = False
+        for k in range(P.shape[0]):
+            if is_member_nb(P, iso, g, k) and P[k].contracts > 0.0:
+                has_long = True
+        x_hi = (1.0 - INVERSE_LONG_FLOOR if mkt.inverse else 1.0) if has_long else 1.0
+        common_move_nb(P, iso, g, starts, x_hi, ends)
+        path_marks_nb(P, iso, g, np.int64(PATH_ALL), 1.0, ends, marks)
+        past = past_threshold_nb(mkt, t, P, W, iso, g, 1.0, marks, fs)
+        d = 0
+        while not past and not has_long and d < DIST_DOUBLINGS:
+            x_hi *= 2.0
+            common_move_nb(P, iso, g, starts, x_hi, ends)
+            path_marks_nb(P, iso, g, np.int64(PATH_ALL), 1.0, ends, marks)
+            past = past_threshold_nb(mkt, t, P, W, iso, g, 1.0, marks, fs)
+            d += 1
+        if past:
+            s = solve_path_nb(mkt, t, P, W, iso, g, np.int64(PATH_ALL), 1.0, ends, marks, fs)
+            best = min(best, s * x_hi)
+    return best if any_open else np.nan
 
 
 # --------------------------------------------------------------------------------------------
@@ -879,7 +972,7 @@ def liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, at_
     liquidated as a whole; the clearance fee on each position) and write one liquidation record
     per position: its trigger (its own liquidation price with the others at their execution
     marks), execution mark, size, fee charged and share of the deficit."""
-    fs = scr[9:]  # scratch of the correctly rounded sums
+    fs = scr[9:12]  # scratch of the correctly rounded sums
     K = P.shape[0]
     upn, mmv, clear, charged, shares = scr[0], scr[1], scr[2], scr[3], scr[4]
     at_marks, start, trig, sizes = scr[5], scr[6], scr[7], scr[8]
@@ -971,7 +1064,7 @@ def liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, at_
 def gap_check_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, marks, scr, ids):
     """Step 2: each margin group (the cross account, then each isolated position) already
     liquidatable at its mark opens is liquidated there (``gap = 1``)."""
-    fs = scr[9:]  # scratch of the correctly rounded sums
+    fs = scr[9:12]  # scratch of the correctly rounded sums
     K = P.shape[0]
     for q in range(K + 1):
         g = q - 1
@@ -989,7 +1082,7 @@ def orders_nb(mkt, prm, o, A, P, Q, iso, lev, fee, t, j, scr):
     """Step 3: size every order from the account's equity at the trade opens, execute the
     reductions (book order), then the increases, opens and flips, each checked against the
     account as the earlier fills left it (clip or reject)."""
-    fs = scr[9:]  # scratch of the correctly rounded sums
+    fs = scr[9:12]  # scratch of the correctly rounded sums
     K = P.shape[0]
     opens, desired, price, pending = scr[0], scr[1], scr[2], scr[3]
     for k in range(K):
@@ -1097,7 +1190,7 @@ def reduce_for_call_nb(mkt, prm, o, A, P, T, iso, lev, fee, t, j, g, marks, scr)
     (:func:`within_target_nb`);
     found by the reference's bisection on the fraction, each trial on a copy ``T`` of the
     positions."""
-    fs = scr[9:]  # scratch of the correctly rounded sums
+    fs = scr[9:12]  # scratch of the correctly rounded sums
     K = P.shape[0]
     sizes = scr[0]
     mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
@@ -1184,7 +1277,8 @@ def margin_check_nb(mkt, prm, o, A, P, Q, T, in_call, iso, lev, fee, t, j, g, ma
     """Step 5 for group g: a margin call at the first point of the path where the ratio
     reaches the threshold (with its response), then a liquidation at the first point where
     ``MB <= MM``; returns the group's ratio at the path's end afterwards."""
-    fs = scr[9:]  # scratch of the correctly rounded sums
+    fs = scr[9:12]  # scratch of the correctly rounded sums
+    ends = scr[12:14]  # the path's ends (solve_path_nb)
     theta = prm.thr[j]
     alone = prm.alone[j]
     multi = n_paths_nb(P, iso, g, alone)
@@ -1213,7 +1307,8 @@ def margin_check_nb(mkt, prm, o, A, P, Q, T, in_call, iso, lev, fee, t, j, g, ma
             mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
             if ratio_of_nb(mb, mm, cnt) >= theta:
                 in_call[g + 1] = True
-                s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, theta, marks, fs)
+                bar_path_nb(mkt, t, P, iso, g, ends)
+                s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, theta, ends, marks, fs)
                 mb, mm, cnt = group_margin_nb(mkt, t, P, A.wallet, iso, g, marks, fs)
                 ratio_at_call = ratio_of_nb(mb, mm, cnt)
                 amount = 0.0
@@ -1238,7 +1333,8 @@ def margin_check_nb(mkt, prm, o, A, P, Q, T, in_call, iso, lev, fee, t, j, g, ma
             path = nth_path_nb(P, iso, g, q, multi)
             marks_at_nb(mkt, t, P, iso, g, path, 1.0, marks)
             if past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs):
-                s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, 1.0, marks, fs)
+                bar_path_nb(mkt, t, P, iso, g, ends)
+                s = solve_path_nb(mkt, t, P, A.wallet, iso, g, path, 1.0, ends, marks, fs)
                 gap = s == 0.0 and past_threshold_nb(mkt, t, P, A.wallet, iso, g, 1.0, marks, fs)
                 liquidate_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, g, marks, s, gap, np.bool_(False), scr, ids)
                 break
@@ -1278,7 +1374,7 @@ def close_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, adverse_ratio, scr):
     Only what is stored or decides something is computed: the groups' ratios when the ratio
     series is stored or a group is in a call, the per-position series and the gross notional
     when stored (a sweep storing the equity alone values each bar with one sum)."""
-    fs = scr[9:]  # scratch of the correctly rounded sums
+    fs = scr[9:12]  # scratch of the correctly rounded sums
     K = P.shape[0]
     closes, upn, mmv = scr[0], scr[1], scr[2]
     for k in range(K):
@@ -1350,6 +1446,10 @@ def close_nb(mkt, prm, o, A, P, Q, in_call, iso, t, j, adverse_ratio, scr):
                 put4_nb(ps, ls[P_FEES], K + q, j, t, Q[q].fees)
                 put4_nb(ps, ls[P_LIQUIDATION], K + q, j, t, 0.0)
         put3_nb(se, ss[S_GROSS], j, t, gross / equity if equity > 0.0 else 0.0)
+    if ss[S_DIST] >= 0:
+        # options as collateral count at their close value (their response to the move is not
+        # modelled: docs/mechanics.md, "Books", step 6)
+        put3_nb(se, ss[S_DIST], j, t, liq_distance_nb(mkt, t, P, w_mb, iso, closes, scr[12:14], scr[3], fs))
     usd = mkt.mark_close[t, mkt.usd_k[t]] if mkt.inverse else 1.0
     put3_nb(se, ss[S_EQUITY], j, t, equity)
     put3_nb(se, ss[S_EQUITY_USD], j, t, equity * usd if mkt.inverse else equity)
@@ -1446,12 +1546,15 @@ def groups_below_nb(mkt, t, P, W, iso, thr, marks):
 
 
 @njit(cache=True, _nrt=False)
-def quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, limit, marks):
+def quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, limit, marks, options_in_margin):
     """End of the quiet stretch from bar t (t: bar t is not quiet), at most ``limit`` (the next
-    event or order). The whole range is checked first (its extremes: one pass per position);
-    when it is not safe, the stretch grows bar by bar with running extremes and stops before
-    the first bar that breaks the check."""
-    if limit <= t or mkt.o_k.shape[0] > 0:  # option legs: their value moves every bar
+    event or order; a roll or settlement of an option leg is an event). The whole range is
+    checked first (its extremes: one pass per position); when it is not safe, the stretch grows
+    bar by bar with running extremes and stops before the first bar that breaks the check.
+    ``options_in_margin``: the column holds options that count as collateral (their value
+    moves the cross account's margin balance every bar): no stretch. Options held without
+    collateral only change the valuation, which step 6 does on every bar of a stretch."""
+    if limit <= t or options_in_margin:
         return t
     thr = min(prm.thr[j], 1.0)  # below the call threshold and below liquidation (ratio 1)
     if thr <= mkt.mmr_max:
@@ -1497,8 +1600,9 @@ def value_stretch_nb(mkt, prm, o, A, P, Q, in_call, iso, t, end, j, marks, scr):
     """Bars [t, end) of a quiet stretch: step 6 of each (the adverse ratio only when stored; a
     sweep storing the equity alone in a column without a policy: a tight loop of the same sums)."""
     ss, ls = o.sslot, o.pslot
-    lean = ss[S_RATIO] < 0 and ss[S_GROSS] < 0 and ss[S_RATIO_ADV] < 0 and prm.pol_kind[j] != POL_DRAWDOWN \
-        and prm.pol_kind[j] != POL_CPPI
+    lean = ss[S_RATIO] < 0 and ss[S_GROSS] < 0 and ss[S_RATIO_ADV] < 0 and ss[S_DIST] < 0 \
+        and prm.pol_kind[j] != POL_DRAWDOWN \
+        and prm.pol_kind[j] != POL_CPPI and Q.shape[0] == 0  # option legs: close_nb values them
     for q in range(ls.shape[0]):
         lean = lean and ls[q] < 0
     if lean:
@@ -1524,7 +1628,7 @@ def value_stretch_nb(mkt, prm, o, A, P, Q, in_call, iso, t, end, j, marks, scr):
         return
     want_adv = ss[S_RATIO_ADV] >= 0
     for b in range(t, end):
-        adverse = adverse_ratio_nb(mkt, prm, P, A.wallet, iso, b, j, marks, scr[9:]) if want_adv else 0.0
+        adverse = adverse_ratio_nb(mkt, prm, P, A.wallet, iso, b, j, marks, scr[9:12]) if want_adv else 0.0
         close_nb(mkt, prm, o, A, P, Q, in_call, iso, b, j, adverse, scr)
 
 
@@ -1553,7 +1657,11 @@ def book_col_nb(mkt, fe, prm, o, j, A, P, Q, T, in_call, iso, lev, fee, marks, s
         if opt:
             settle_options_nb(mkt, o, A, Q, t, j, K)
         # a quiet stretch from here (bars with nothing left to do but step 6)?
-        end = quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, stretch_limit_nb(mkt, t, tnext, n), marks)
+        held = False
+        if coll:
+            for q in range(J):
+                held = held or Q[q].contracts != 0.0
+        end = quiet_end_nb(mkt, prm, A, P, in_call, iso, t, j, stretch_limit_nb(mkt, t, tnext, n), marks, held)
         if end > t:
             value_stretch_nb(mkt, prm, o, A, P, Q, in_call, iso, t, end, j, marks, scr)
             o.quiet[j] += end - t
@@ -1622,7 +1730,7 @@ def simulate_book_nb(mkt, fe, prm, o, acct, pos, opts, trial, in_call, marks, sc
     o : :class:`BookOutputs` (written; ``o.counts`` must be zeros).
     acct : :data:`account_state_dt` (m,), pos, trial : :data:`position_state_dt` (m, K), opts :
         :data:`option_state_dt` (m, J),
-        in_call : bool (m, K + 1), marks : float64 (m, K), scr : float64 (m, 12, 2K + 4), ids : int64
+        in_call : bool (m, K + 1), marks : float64 (m, K), scr : float64 (m, 14, 2K + 4), ids : int64
         (m, K): each column's state and scratch space, owned by the caller (zeros).
     """
     m = acct.shape[0]

@@ -30,7 +30,8 @@ import numpy as np
 
 from backtest import mechanics as mk
 from backtest.book.bars import BookBars
-from backtest.book.core import check_book_inputs
+from backtest.book.core import benchmark_index, check_book_inputs
+from backtest.book.exposure import beta_exposure, book_betas
 from backtest.book.options import ROLL_EARLY, ROLL_SETTLE, OptionPaths, option_outputs
 from backtest.book.settings import BOOK_RECORD_DTYPES, BOOK_SERIES, POSITION_SERIES, BookSettings, Intrabar
 from backtest.engine.enums import FillReason, FillStatus
@@ -414,6 +415,49 @@ class _Column:
             else:
                 lo = mid
         return hi, self.marks_at(g, path, hi, bv)
+
+    def liq_distance(self, closes: list[float], bv: _BarView) -> float:
+        """The account's distance to liquidation at the closes (docs/mechanics.md, "Books",
+        step 6): per margin group, the smallest common adverse move x at which ``MB <= MM``
+        with each member's mark at a short's ``close (1 + x)``, a long's ``close (1 - x)``; the
+        smallest over the groups. x is bisected on ``[0, x_hi]``: ``x_hi = 1`` for a group
+        holding a long (an inverse long to ``1 - 2**-20``, its coin loss being unbounded at
+        price 0), doubled up to ten times for shorts only; a group no such move liquidates is
+        at inf. NaN when flat. The options' collateral, when counted, stays at its close value."""
+        groups = [g for g in self.groups() if self.members(g)]
+        if not groups:
+            return math.nan
+        best = math.inf
+        for g in groups:
+            ks = self.members(g)
+
+            def past(x: float, g: int = g, ks: list[int] = ks) -> bool:
+                marks = {k: closes[k] * (1.0 + x) if self.acc.pos[k].contracts < 0.0 else closes[k] * (1.0 - x)
+                         for k in ks}
+                mb, mm = self.mb_mm(g, marks, bv)
+                return mb <= mm
+
+            longs = any(self.acc.pos[k].contracts > 0.0 for k in ks)
+            hi = (1.0 - 2.0 ** -20 if self.ins[0].inverse else 1.0) if longs else 1.0
+            doublings = 0
+            while not past(hi) and not longs and doublings < 10:
+                hi *= 2.0
+                doublings += 1
+            if not past(hi):
+                continue
+            lo = 0.0
+            if past(lo):
+                hi = 0.0
+            for _ in range(BISECT_STEPS):
+                mid = 0.5 * (lo + hi)
+                if mid <= lo or mid >= hi:
+                    break
+                if past(mid):
+                    hi = mid
+                else:
+                    lo = mid
+            best = min(best, hi)
+        return best
 
     # ---- events -----------------------------------------------------------------------------
 
@@ -840,6 +884,7 @@ class _Column:
         out["cum_funding"][t, j] = acc.cum_funding
         out["cum_fees"][t, j] = acc.cum_fees
         out["capital_added"][t, j] = acc.capital_added
+        out["liq_distance"][t, j] = self.liq_distance(closes, bv)
         for g, r in ratios.items():
             if acc.in_call.get(g, False) and r < self.cfg.call_threshold:
                 acc.in_call[g] = False
@@ -861,8 +906,9 @@ def _fits(need: float, available: float) -> bool:
 # Entry point
 # --------------------------------------------------------------------------------------------
 
-def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec],
-                            settings: BookSettings | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec], settings: BookSettings | None = None,
+                            betas=None, benchmark: str | None = None
+                            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Simulate every column of a book with plain Python loops (reference for a book kernel).
 
     Parameters
@@ -877,6 +923,8 @@ def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec],
         currency, or all inverse in one coin.
     settings : account, policy, per-instrument legs, the intrabar convention, the option legs
         and ``options_collateral``.
+    betas, benchmark : as :func:`backtest.book.simulate_book`: given, the series gain
+        ``beta_exposure`` and ``beta_exposure_coin`` (:func:`backtest.book.exposure.beta_exposure`).
 
     Returns
     -------
@@ -952,15 +1000,19 @@ def simulate_book_reference(bars: BookBars, target, specs: list[MarketSpec],
 
     records = {name: np.array(getattr(rec, name), dtype=dt) if getattr(rec, name) else np.empty(0, dtype=dt)
                for name, dt in BOOK_RECORD_DTYPES.items()}
-    if not jj:
-        return {**out, **pos_out}, records
-    # the option rows' delta-equivalent notional and the account's option series (one definition)
     mark_close = bars.prices("mark_close")
     price_usd = np.ones(n)
     if specs[0].inverse:
         listed = bars.listed
         first = np.argmax(listed, axis=1)
         price_usd = np.where(listed.any(axis=1), mark_close[np.arange(n), first], np.nan)
-    extra = option_outputs(pos_out["position"], pos_out["notional"], inp.paths, mark_close, price_usd,
-                           bool(specs[0].inverse))
+    extra: dict[str, np.ndarray] = {}
+    if jj:
+        # the option rows' delta-equivalent notional and the account's option series (one definition)
+        extra = option_outputs(pos_out["position"], pos_out["notional"], inp.paths, mark_close, price_usd,
+                               bool(specs[0].inverse))
+    if betas is not None:
+        bench = benchmark_index(benchmark, bars.symbols)
+        extra.update(beta_exposure(pos_out["notional"], out["equity"], book_betas(betas, n, bars.symbols),
+                                   inp.paths.k, mark_close[:, bench], price_usd))
     return {**out, **pos_out, **extra}, records

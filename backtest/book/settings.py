@@ -161,6 +161,11 @@ BOOK_SERIES = (
                              # step 5): together, s = 1; alone, the highest over the paths
     "gross_leverage",        # sum_k |N_k(mark close)| / equity (0 when equity <= 0)
     "cum_funding", "cum_fees", "capital_added",   # cum_fees: trading + clearance fees
+    "liq_distance",          # the account's distance to liquidation at the close: the smallest
+                             # common adverse move x (fraction; a short's mark to P (1 + x), a
+                             # long's to P (1 - x), all at once) at which a margin group reaches
+                             # ratio 1 (backtest.book.nb.liq_distance_nb); NaN when flat, inf
+                             # when no move liquidates (docs/mechanics.md, "Books", step 6)
 )
 
 # Per-position series, float64 (n_bars, n_instruments, n_cols).

@@ -309,6 +309,11 @@ def result_figures(rf: ResultFrames, *, same_usd: bool = False) -> list[tuple[st
         _layout(p, "Leverage (|notional| / equity)", "x equity")
         out.append(("leverage", p.spec()))
 
+    p = _figure()
+    if _per_column(p, rf, "beta_exposure"):  # a book run with betas
+        _layout(p, "Beta-weighted (BTC-equivalent) exposure: sum of beta x signed notional / equity", "x equity")
+        out.append(("beta_exposure", p.spec()))
+
     mr = _margin_ratio_figure(rf)
     if mr is not None:
         out.append(("margin_ratio", mr))
@@ -394,19 +399,27 @@ def _margin_ratio_figure(rf: ResultFrames) -> dict | None:
 
 
 def _distance_figure(rf: ResultFrames) -> dict | None:
-    """Distance to liquidation per column where the result has liquidation prices and a price."""
-    liq = rf.get("liq_price")
-    if liq is None or not np.any(np.isfinite(rf.price)):
-        return None
-    dist = liquidation_distance(liq, rf.price[:, None])
+    """Distance to liquidation per column: a book's own account series ``liq_distance`` (the
+    smallest common adverse move that liquidates the account), else from the result's
+    liquidation prices and a price."""
+    acct = rf.get("liq_distance")  # a book: one account, several positions
+    if acct is not None:
+        dist = np.where(np.isfinite(acct), acct, np.nan)  # inf: no move liquidates it, nothing to draw
+        title = ("Distance to liquidation of the account: the smallest common adverse move (every position's "
+                 "mark against it at once) that liquidates it (none while flat)")
+    else:
+        liq = rf.get("liq_price")
+        if liq is None or not np.any(np.isfinite(rf.price)):
+            return None
+        dist = liquidation_distance(liq, rf.price[:, None])
+        src = rf.doc.get("price_source") or "price"
+        title = f"Distance to liquidation: |liquidation price / price - 1| (price: {src}; none while flat)"
     if not np.any(np.isfinite(dist)):
         return None
     p = _figure()
     _per_column(p, rf, "liq_distance", values=dist)
     _event_markers_at(p, rf, "liquidations", "liquidation", LIQ_MARKER, 0.0)
-    src = rf.doc.get("price_source") or "price"
-    _layout(p, f"Distance to liquidation: |liquidation price / price - 1| (price: {src}; none while flat)",
-            "adverse move", yfmt=".0%")
+    _layout(p, title, "adverse move", yfmt=".0%")
     p.fig.update_yaxes(rangemode="tozero")
     return p.spec()
 

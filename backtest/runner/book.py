@@ -27,6 +27,8 @@ class BookRun:
     result : the book as a SimResult of kind ``'book'`` (account series; ``notional`` is the net
         notional, ``leverage`` the gross leverage ``sum_k |N_k| / equity``, ``position`` the number
         of open positions; also ``gross_notional``, ``margin_ratio``, ``margin_ratio_adverse``).
+        Also the account's distance to liquidation ``liq_distance`` and, run from a config,
+        ``beta_exposure`` and ``beta_exposure_coin``.
         With option legs, also ``option_value``, ``delta_btc`` and ``vega`` (docs/mechanics.md,
         "Options in a book").
     positions : name -> float64 (n_bars, K + J, n_cols) per-position series
@@ -53,7 +55,7 @@ class BookRun:
 
 
 def simulate(bars: Any, target: np.ndarray, specs: Sequence[Any], settings: Any,
-             columns: pd.Index | None = None) -> BookRun:
+             columns: pd.Index | None = None, betas: Any = None, benchmark: str | None = None) -> BookRun:
     """Simulate a book: the runner's one call into the book engine.
 
     Parameters
@@ -64,6 +66,8 @@ def simulate(bars: Any, target: np.ndarray, specs: Sequence[Any], settings: Any,
     specs : one MarketSpec per instrument, in the book's order.
     settings : :class:`backtest.book.BookSettings`.
     columns : one label per column (default 0..n_cols-1).
+    betas, benchmark : the instruments' betas and their benchmark (``simulate_book``): the
+        result gains ``beta_exposure`` and ``beta_exposure_coin``.
 
     Returns
     -------
@@ -72,7 +76,7 @@ def simulate(bars: Any, target: np.ndarray, specs: Sequence[Any], settings: Any,
     from backtest.book import simulate_book
     from backtest.book.options import OPTION_SERIES
 
-    res = simulate_book(bars, target, list(specs), settings, columns=columns)
+    res = simulate_book(bars, target, list(specs), settings, columns=columns, betas=betas, benchmark=benchmark)
     result = res.to_sim_result()
     extra = {s: res.series[s] for s in OPTION_SERIES if s in res.series}
     if extra:  # a book with option legs: its option value, delta (first coin) and vega are stored too
@@ -175,6 +179,7 @@ def run_book(cfg: Any, book: Any, specs: Sequence[Any]) -> tuple[BookRun, pd.Mul
     import strategies
 
     from strategies.book_options import resolve_rules
+    from strategies.book_strategies import book_betas
 
     s = cfg.strategy
     rules = resolve_rules(book, option_rules(cfg, book, bool(specs[0].inverse))) if cfg.option else []
@@ -183,4 +188,11 @@ def run_book(cfg: Any, book: Any, specs: Sequence[Any]) -> tuple[BookRun, pd.Mul
         gate_symbol=s.gate_symbol, specs=list(specs), rebalance_hours=cfg.rebalance_hours, options=rules or None,
         options_grid=cfg.options_grid, lag=int(cfg.account.lag))
     settings = book_settings(cfg, book.symbols, policy, [r.leg for r in rules])
-    return simulate(book.bars, target, specs, settings, columns), columns
+    # the beta-weighted exposure is reported with the strategy's own beta estimate (its benchmark
+    # and window when given as one value, else BTC over 30 days)
+    params = s.params or {}
+    bench = params.get("benchmark", "BTC")
+    days = params.get("beta_days", 30.0)
+    betas, benchmark = book_betas(book, bench if isinstance(bench, str) else "BTC",
+                                  float(days) if isinstance(days, (int, float)) else 30.0)
+    return simulate(book.bars, target, specs, settings, columns, betas=betas, benchmark=benchmark), columns

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -14,16 +15,18 @@ from backtest.book import BookSettings, simulate_book, simulate_book_reference
 from backtest.book.options import ROLL_EARLY, ROLL_SETTLE, OptionLeg, option_paths
 from backtest.book import nb as bnb
 from backtest.options import PutSettings
-from tests.book.test_book_kernel import assert_same_book, random_book
+from tests.book.test_book_kernel import _quiet_bars, assert_same_book, random_book
 from tests.engine.scenario_kit import HOUR, T0
 
 
-def random_option_book(seed: int, n: int = 30, m: int = 4):
+def random_option_book(seed: int, n: int = 30, m: int = 4, sparse: bool = False):
     """A random book (``random_book``: 2-4 instruments, cross/isolated mixes (all cross on half
     the seeds), every call response and policy) with 1-2 option legs: puts or calls on random instruments, an implied
     vol series, expiries every 9 hours (settlements and early rolls inside the window), random
-    fees and slippage; option targets in [0, 0.3] or [0, 3] on half the rows; options as collateral per column."""
-    bars, tgt, specs, s = random_book(seed, n, m)
+    fees and slippage; option targets in [0, 0.3] or [0, 3] on half the rows (``sparse``: one row
+    in ten, with ``random_book``'s sparse orders and funding, so that quiet stretches occur);
+    options as collateral per column."""
+    bars, tgt, specs, s = random_book(seed, n, m, sparse)
     rng = np.random.default_rng(seed + 7919)
     kk = bars.k
     jj = int(rng.integers(1, 3))
@@ -42,7 +45,7 @@ def random_option_book(seed: int, n: int = 30, m: int = 4):
         iv = np.full(bars.n, float(rng.choice([0.5, 0.9, 1.5])))
         legs.append(OptionLeg(bars.symbols[k], put, iv=iv, expiries=expiries))
     otg = rng.uniform(0.0, float(rng.choice([0.3, 3.0])), (n, jj, m))
-    otg[rng.random((n, jj, m)) < 0.5] = np.nan
+    otg[rng.random((n, jj, m)) < (0.9 if sparse else 0.5)] = np.nan
     otg[rng.random((n, jj, m)) < 0.05] = 0.0
     for q, leg in enumerate(legs):
         f = int(bars.first_bar[bars.symbols.index(leg.underlying)])
@@ -108,3 +111,36 @@ def test_kernel_equals_reference_on_random_option_books(seed):
     for name in ("option_value", "delta_btc", "vega"):
         np.testing.assert_allclose(res.series[name], series[name], rtol=1e-9,
                                    atol=1e-9 * float(s.account.initial_capital), err_msg=name)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kernel_equals_reference_on_sparse_option_books(seed):
+    """Sparse orders, funding and option trades: the kernel values the bars between an option
+    leg's rolls and trades in quiet stretches (columns without options as collateral), and gives
+    the reference's numbers."""
+    bars, tgt, specs, s = random_option_book(seed, n=60, sparse=True)
+    series, records = simulate_book_reference(bars, tgt, specs, s)
+    res = simulate_book(bars, tgt, specs, s)
+    assert_same_book(bars, res, series, records, float(s.account.initial_capital))
+    for name in ("option_value", "delta_btc", "vega"):
+        np.testing.assert_allclose(res.series[name], series[name], rtol=1e-9,
+                                   atol=1e-9 * float(s.account.initial_capital), err_msg=name)
+
+
+def test_option_books_take_quiet_stretches_and_they_change_nothing():
+    """With option legs held (without collateral), the kernel takes quiet stretches between the
+    legs' rolls and trades, and its every output is bit for bit the one of the same kernel
+    taking none."""
+    quiet = total = 0
+    for seed in range(6):
+        bars, tgt, specs, s = random_option_book(seed, 60, 4, sparse=True)
+        a, ra = _quiet_bars(bars, tgt, specs, s)
+        b, rb = _quiet_bars(bars, tgt, specs, s, no_stretches=True)
+        assert b.quiet.sum() == 0
+        quiet += int(a.quiet.sum())
+        total += bars.n * tgt.shape[2]
+        assert np.array_equal(a.series, b.series, equal_nan=True) and np.array_equal(a.pseries, b.pseries)
+        assert np.array_equal(a.counts, b.counts) and np.array_equal(a.fpos, b.fpos)
+        for x, y in zip(ra, rb):
+            assert np.array_equal(x, y)
+    assert quiet > 0.1 * total, (quiet, total)

@@ -254,3 +254,45 @@ def test_the_delta_hedge_keeps_the_net_delta_per_contract_inside_its_band_in_the
     np.testing.assert_allclose(btc_delta[held], (perp + q * delta_held)[held], rtol=1e-9, atol=1e-9)
     put_delta = np.abs(q * delta)[checked]
     assert put_delta.mean() > 5 * np.abs(btc_delta[checked]).mean()
+
+
+# ------------------------------------------------------------------------------------------
+# look-ahead
+# ------------------------------------------------------------------------------------------
+
+def _lookahead_rules(n: int) -> list:
+    """A call hedge on ETH, a put overlay on BTC priced from an implied-volatility series (NaN for
+    its first 100 bars: the leg's first contract comes after them), and a delta-hedged BTC put."""
+    iv = np.full(n, 0.8)
+    iv[:100] = np.nan
+    return [OptionRule(leg("ETH", "call", moneyness=1.1), "hedge", ratio=1.0),
+            OptionRule(OptionLeg("BTC", put=PutSettings(moneyness=0.9, vol_source="iv"), iv=iv), "overlay",
+                       exposure=0.5),
+            OptionRule(leg("BTC", moneyness=0.95), "delta_hedged", exposure=1.0, band=0.05)]
+
+
+def test_option_rules_pass_the_look_ahead_check(sample):
+    """The book's target with option legs recomputed on the data cut at 5 points after 20 days (the EWMA
+    volatility's warm-up: a cut before it gives a leg no contract at all), the bars, each
+    leg's implied volatility, hence its contract path, deltas and tradeable rows, all cut): no row
+    before a cut changes."""
+    from strategies.book_build import check_lookahead
+
+    bd, specs = sample
+    assert check_lookahead(bd, "basket_short", {"weighting": "equal", "warmup_days": 5}, ["voltarget(0.5)"],
+                           specs=specs, rebalance_hours=8, options=_lookahead_rules(bd.bars.n), n_cuts=5,
+                           min_bars=24 * 20) == 5
+
+
+def test_the_look_ahead_check_catches_an_option_rule_that_peeks(sample, monkeypatch):
+    """A delta hedge scaled by a full-sample statistic (the largest |delta| of the whole history) is caught."""
+    from strategies import LookAheadError
+    from strategies.book_build import check_lookahead
+
+    bd, specs = sample
+    honest = bo.delta_hedge_targets
+    monkeypatch.setattr(bo, "delta_hedge_targets", lambda delta, rows, exposure: honest(
+        delta / np.nanmax(np.abs(delta)), rows, exposure))
+    with pytest.raises(LookAheadError, match="looks ahead"):
+        check_lookahead(bd, "basket_short", {"weighting": "equal", "warmup_days": 5}, ["const(1)"], specs=specs,
+                        options=_lookahead_rules(bd.bars.n)[2:], n_cuts=3, min_bars=24 * 20)
