@@ -92,7 +92,7 @@ def _book_scenarios(name: str, entry: dict, scenario: Any, books: Mapping[str, t
 
     named = entry.get("symbols")
     kind = "[[stress.cascade]]" if cascade else "[[stress.shock]]"
-    out = {}
+    out: dict[str, tuple[Any, list[Any], dict[str, float] | None]] = {}
     for bname, (book, specs) in books.items():
         syms = None if named is None else [s for s in named if s in book.symbols]
         if syms == []:
