@@ -584,12 +584,13 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _stress_needs(self) -> "RunConfig":
         st = self.stress
-        if st is not None and (st.shock or st.cascade) and not (self.perp or self.puts or self.products):
-            raise ValueError("[[stress.shock]] and [[stress.cascade]] need a [[perp]], [[puts]] or [[products]] to "
-                             "shock (books are not shocked); add one or remove them")
-        if st is not None and st.monte_carlo is not None and not self.perp:
-            raise ValueError("[stress.monte_carlo] runs the [[perp]] simulations on bootstrap paths and the config "
-                             "has none; add a [[perp]] or remove [stress.monte_carlo]")
+        if st is not None and (st.shock or st.cascade) and not (self.perp or self.puts or self.products or self.book):
+            raise ValueError("[[stress.shock]] and [[stress.cascade]] need a [[perp]], [[puts]], [[products]] or "
+                             "[[book]] to shock; add one or remove them")
+        if st is not None and st.monte_carlo is not None and not (self.perp or self.puts or self.products or self.book):
+            raise ValueError("[stress.monte_carlo] runs the [[perp]], [[puts]], [[products]] and [[book]] "
+                             "simulations on bootstrap paths and the config has none; add one or remove "
+                             "[stress.monte_carlo]")
         return self
 
     @field_validator("rank_by")

@@ -546,7 +546,7 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
                       periods=[(p.name, *p.span_ms()) for p in cfg.period])
     files: dict[str, str | bytes] = dict(extras(run, levels)) if extras is not None else {}
     if plan is not None:
-        files["stress.parquet"] = _run_stress(plan, cfg, md, spec, run, log, status)
+        files["stress.parquet"] = _run_stress(plan, cfg, md, spec, run, log, status, books)
     log(f"writing report {out_dir}")
     out_dir = _publish(run, out_dir, files, html, cfg.top_n)
     seconds = time.perf_counter() - t0
@@ -567,10 +567,11 @@ def _stress_plan(cfg: RunConfig, md: Any, spec: Any, books: Mapping[str, tuple[A
     else:
         bars = next(iter(books.values()))[0].bars
         span = (int(bars.timestamp[0]), int(bars.timestamp[-1]) + int(bars.bar_ms))
-    return prepare(cfg.stress, md, spec, span)
+    return prepare(cfg.stress, md, spec, span, books)
 
 
-def _run_stress(plan: Any, cfg: RunConfig, md: Any, spec: Any, run: Any, log: Log, status: Log | None) -> bytes:
+def _run_stress(plan: Any, cfg: RunConfig, md: Any, spec: Any, run: Any, log: Log, status: Log | None,
+                books: Mapping[str, tuple[Any, list[Any]]] | None = None) -> bytes:
     """Run the ``[stress]`` plan: its block goes into ``run.metrics['stress']`` (so the page and
     ``metrics.json`` show it), its long table is returned as the bytes of ``stress.parquet``."""
     import io
@@ -580,7 +581,7 @@ def _run_stress(plan: Any, cfg: RunConfig, md: Any, spec: Any, run: Any, log: Lo
 
     log("stress: crisis windows, shocks, monte carlo paths")
     with compile_notice(status, "the stress scenarios"):
-        block, table = run_stress(plan, cfg, md, spec, run, log)
+        block, table = run_stress(plan, cfg, md, spec, run, log, books=books)
     run.metrics["stress"] = jsonable(block)
     buf = io.BytesIO()
     table.to_parquet(buf, index=False)

@@ -28,6 +28,9 @@ SHOCK_TYPES: dict[str, type[Shock]] = {
     "tier_change": TierChange, "slippage": SlippageShock, "transplant": PathTransplant,
 }
 TIME_FIELDS = ("at", "start", "end", "source_start", "source_end")
+# paths of the routes that run one simulation a path (books, puts, products) when not given: a
+# book of two symbols costs about 0.09 s of CPU a path (docs/stress.md), 100 paths about 9 s
+DEFAULT_SLOW_PATHS = 100
 
 
 def _closest(word: str, choices: list[str]) -> str:
@@ -46,10 +49,25 @@ def _time_text(v: Any, what: str) -> Any:
     return v
 
 
+# keys of every [[stress.shock]] and [[stress.cascade]] beside the shock's own fields
+SCENARIO_KEYS = ("type", "name", "symbols")
+
+
+def check_symbols(v: Any) -> list[str]:
+    """A ``symbols`` key: a non-empty list of distinct non-empty strings (checked against the
+    run's books and ``[data]`` symbol when the run is prepared)."""
+    if (not isinstance(v, list) or not v or not all(isinstance(s, str) and s for s in v)
+            or len(set(v)) != len(v)):
+        raise ValueError(f"symbols={v!r} must be a list of distinct symbols, e.g. ['ETH/USDT:USDT']; leave it out "
+                         "to shock every symbol")
+    return list(v)
+
+
 def shock_of(entry: dict) -> Shock:
-    """The shock object of a validated ``[[stress.shock]]`` entry (``type``, ``name`` and the class's fields)."""
+    """The shock object of a validated ``[[stress.shock]]`` entry (``type``, ``name``, ``symbols``
+    and the class's fields)."""
     cls = SHOCK_TYPES[entry["type"]]
-    return cls(**{k: v for k, v in entry.items() if k not in ("type", "name")})
+    return cls(**{k: v for k, v in entry.items() if k not in SCENARIO_KEYS})
 
 
 def shock_name(entry: dict) -> str:
@@ -72,7 +90,7 @@ def check_shock(v: Any) -> dict:
                          f"{', '.join(SHOCK_TYPES)}")
     cls = SHOCK_TYPES[kind]
     fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    allowed = ["type", "name", *fields]
+    allowed = [*SCENARIO_KEYS, *fields]
     for key in v:
         if key not in allowed:
             raise ValueError(f"unknown key {key!r} for a {kind!r} shock{_closest(key, allowed)}; its keys are "
@@ -85,6 +103,8 @@ def check_shock(v: Any) -> dict:
     if "name" in v and (not isinstance(v["name"], str) or not v["name"].strip()):
         raise ValueError(f"name={v['name']!r} must be a non-empty string")
     out = {k: (_time_text(x, k) if k in TIME_FIELDS else x) for k, x in v.items()}
+    if "symbols" in v:
+        out["symbols"] = check_symbols(v["symbols"])
     try:
         shock_of(out)
     except (ShockError, TypeError) as exc:
@@ -94,7 +114,7 @@ def check_shock(v: Any) -> dict:
 
 # keys of a [[stress.cascade]] beside CascadeModel's fields: the shock, the ADL view's insurance
 # fund, and the optional cut-frequency table (short_cut_frequency)
-CASCADE_KEYS = ("name", "at", "size", "insurance_fund", "frequency_at", "frequency_leverage")
+CASCADE_KEYS = ("name", "at", "size", "insurance_fund", "frequency_at", "frequency_leverage", "symbols")
 
 
 def cascade_of(entry: dict) -> Cascade:
@@ -130,6 +150,8 @@ def check_cascade(v: Any) -> dict:
         raise ValueError(f"name={v['name']!r} must be a non-empty string")
     out = dict(v)
     out["at"] = _time_text(v["at"], "at")
+    if "symbols" in v:
+        out["symbols"] = check_symbols(v["symbols"])
     fund = out.setdefault("insurance_fund", 0.0)
     if isinstance(fund, bool) or not isinstance(fund, (int, float)) or not 0 <= fund < float("inf"):
         raise ValueError(f"insurance_fund={fund!r} must be the insurance fund in USD, a number >= 0")
@@ -193,6 +215,15 @@ class MonteCarloConfig(_Strict):
     block: float = Field(24.0, ge=1, description="mean block length in bars")
     horizon: int | None = Field(None, ge=1, description="bars per path after the first; default: all the data's")
     seed: int = Field(0, ge=0, description="seed of the paths (path k depends on seed and k only)")
+    book_paths: int | None = Field(None, ge=0, description="paths of each [[book]] (joint bootstrap, one book "
+                                   "engine run a path); default min(paths, 100); 0: books not run on paths")
+    instrument_paths: int | None = Field(None, ge=0, description="paths of each [[puts]] and [[products]] (one "
+                                         "simulation a path); default min(paths, 100); 0: not run on paths")
+
+    def slow_paths(self, which: str) -> int:
+        """The path count of ``'book'`` or ``'instrument'`` (its key, else ``min(paths, 100)``)."""
+        v = self.book_paths if which == "book" else self.instrument_paths
+        return min(self.paths, DEFAULT_SLOW_PATHS) if v is None else int(v)
 
     @field_validator("block", mode="plain")
     @classmethod

@@ -10,10 +10,19 @@ What runs under what:
 * **shocks**: each ``[[stress.shock]]`` on its own, applied to the run's data, market spec and
   each ``[[perp]]``'s account, and every ``[[perp]]`` simulated again on it (targets recomputed
   from the shocked prices); ``[[puts]]`` and ``[[products]]`` too for the shocks that change
-  data (a tier change or a slippage shock leaves them as they were: not run). Books and the
-  baselines are not shocked (a book's data is several instruments: no shock API for it yet);
+  data (a tier change or a slippage shock leaves them as they were: not run). Each ``[[book]]``
+  under the shock applied to its symbols (:func:`backtest.stress.book.shock_book`: every symbol,
+  or the shock's ``symbols``; a slippage shock to the book's account), its targets recomputed;
+  a shock whose ``symbols`` leave out the ``[data]`` symbol (or every symbol of a book) does not
+  run the results of that data. The baselines are not shocked;
+* **cascades**: as a shock on the cascade path; a book's path is
+  :func:`backtest.stress.book.cascade_book` (the model on its first symbol, the others moved by
+  their beta to it);
 * **Monte Carlo**: every ``[[perp]]`` on the same stationary-bootstrap paths of the run's data
-  (:func:`backtest.stress.montecarlo.run_monte_carlo`), metrics in the settlement currency.
+  (:func:`backtest.stress.montecarlo.run_monte_carlo`, paths as engine columns); each ``[[book]]``
+  on ``book_paths`` joint-bootstrap paths of its symbols and each ``[[puts]]``/``[[products]]``
+  on the first ``instrument_paths`` paths (:mod:`backtest.stress.pathruns`, one simulation a
+  path); metrics in the settlement currency.
 
 The steps: :func:`prepare` checks the windows against the data's span and applies the shocks
 before anything is simulated (a bad shock fails in the first seconds); :func:`run_stress`
@@ -24,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -55,7 +64,8 @@ class StressPlan:
     windows : the windows the data covers (measured).
     skipped : the library windows it does not cover, ``{"name", "start_ms", "end_ms", "reason"}``.
     shocks : ``(name, type, shock, shocked data, shocked spec)`` per ``[[stress.shock]]``, then per
-        ``[[stress.cascade]]`` (type ``"cascade"``: the cascade path is run as a shock).
+        ``[[stress.cascade]]`` (type ``"cascade"``: the cascade path is run as a shock); the shocked
+        data and spec are None when the scenario's ``symbols`` leave out the ``[data]`` symbol.
     config : the ``[stress]`` table.
     cascades : ``(name, CascadeResult, the checked entry)`` per ``[[stress.cascade]]``.
     """
@@ -65,6 +75,9 @@ class StressPlan:
     shocks: list[tuple[str, str, Shock, Any, Any]] = field(default_factory=list)
     config: StressConfig | None = None
     cascades: list[tuple[str, Any, dict]] = field(default_factory=list)
+    books: dict[str, dict[str, tuple[Any, list[Any], dict[str, float] | None]]] = field(default_factory=dict)
+    """shock or cascade name -> book name -> (shocked BookData, shocked specs, the cascade's betas
+    per moved symbol or None); a book the scenario leaves out is absent."""
 
 
 def _changes_data(shock: Shock) -> bool:
@@ -72,23 +85,65 @@ def _changes_data(shock: Shock) -> bool:
     return type(shock).apply is not Shock.apply
 
 
-def prepare(st: StressConfig, md: MarketData | None, spec: Any, span: tuple[int, int]) -> StressPlan:
+def _book_scenarios(name: str, entry: dict, scenario: Any, books: Mapping[str, tuple[Any, list[Any]]],
+                    cascade: bool) -> dict[str, tuple[Any, list[Any], dict[str, float] | None]]:
+    """Every book under one shock or cascade: (shocked data, specs, betas) by book name."""
+    from backtest.stress.book import cascade_book, shock_book
+
+    named = entry.get("symbols")
+    kind = "[[stress.cascade]]" if cascade else "[[stress.shock]]"
+    out: dict[str, tuple[Any, list[Any], dict[str, float] | None]] = {}
+    for bname, (book, specs) in books.items():
+        syms = None if named is None else [s for s in named if s in book.symbols]
+        if syms == []:
+            continue
+        try:
+            if cascade:
+                bc = cascade_book(scenario, book, syms, what=f"{kind} {name!r} on book {bname!r}")
+                out[bname] = (bc.book, list(specs), bc.betas)
+            else:
+                b_s, specs_s = shock_book(scenario, book, specs, syms, what=f"{kind} {name!r} on book {bname!r}")
+                out[bname] = (b_s, specs_s, None)
+        except ShockError as exc:
+            raise ShockError(f"{kind} {name!r} on book {bname!r}: {exc}") from None
+    return out
+
+
+def _check_symbols(name: str, entry: dict, known: set[str], cascade: bool) -> bool:
+    """Whether the scenario concerns the ``[data]`` symbol; an unknown symbol raises naming it."""
+    named = entry.get("symbols")
+    if named is None:
+        return True
+    kind = "[[stress.cascade]]" if cascade else "[[stress.shock]]"
+    for sym in named:
+        if sym not in known:
+            raise ShockError(f"{kind} {name!r}: symbol {sym!r} is neither the [data] symbol nor a symbol of a "
+                             f"[[book]] (known: {', '.join(sorted(known))}); name one of them, or leave 'symbols' "
+                             "out to shock every symbol")
+    return False
+
+
+def prepare(st: StressConfig, md: MarketData | None, spec: Any, span: tuple[int, int],
+            books: Mapping[str, tuple[Any, list[Any]]] | None = None) -> StressPlan:
     """Check the ``[stress]`` table against the data: split the windows into covered and skipped,
-    apply every shock to the data and the spec.
+    apply every shock to the data and the spec, and to every book's symbols.
 
     Parameters
     ----------
     st : the ``[stress]`` table.
-    md, spec : the run's ``[data]`` market data and spec (None for a run of books only: then no shock).
+    md, spec : the run's ``[data]`` market data and spec (None for a run of books only).
     span : ``(first bar open, last bar close)`` of the run's data, int ms UTC.
+    books : the run's books, name -> ``(BookData, specs)`` (none: no book is shocked).
 
     Raises
     ------
     ShockError
         A window asked for by name or given as ``[[stress.window]]`` that the data does not cover
         whole (both spans named; a library window of ``windows = "default"`` is skipped instead),
-        or a shock the data cannot take (outside the data, invalid shocked data: the shock's own error).
+        a shock the data cannot take (outside the data, invalid shocked data: the shock's own
+        error), a ``symbols`` entry that is neither the ``[data]`` symbol nor a book's.
     """
+    books = dict(books or {})
     windows, default = st.windows_list()
     covered, skipped = select_windows(windows, *span)
     user = {w.name for w in st.window}
@@ -96,54 +151,84 @@ def prepare(st: StressConfig, md: MarketData | None, spec: Any, span: tuple[int,
         if not default or s["name"] in user:
             raise ShockError(f"crisis window {s['name']!r}: {s['reason']}; choose a window inside the data, or load "
                              "data covering it ([data] start/end)")
-    shocks = []
+    known = {sym for book, _ in books.values() for sym in book.symbols} | ({md.symbol} if md is not None else set())
+    shocks, per_book = [], {}
     for (name, shock), entry in zip(st.shocks(), st.shock):
-        if md is None:
-            raise ShockError("[[stress.shock]] needs the [data] market (a [[perp]], [[puts]] or [[products]])")
-        try:
-            md_s, spec_s = shock.apply(md), shock.apply_spec(spec)
-        except ShockError as exc:
-            raise ShockError(f"[[stress.shock]] {name!r}: {exc}") from None
+        if md is None and not books:
+            raise ShockError("[[stress.shock]] needs the [data] market or a [[book]]")
+        md_s = spec_s = None
+        if _check_symbols(name, entry, known, False) or (md is not None and md.symbol in entry["symbols"]):
+            if md is not None:
+                try:
+                    md_s, spec_s = shock.apply(md), shock.apply_spec(spec)
+                except ShockError as exc:
+                    raise ShockError(f"[[stress.shock]] {name!r}: {exc}") from None
+        per_book[name] = _book_scenarios(name, entry, shock, books, cascade=False)
         shocks.append((name, entry["type"], shock, md_s, spec_s))
     cascades = []
     for name, cascade, entry in st.cascades():
-        if md is None:
-            raise ShockError("[[stress.cascade]] needs the [data] market (a [[perp]], [[puts]] or [[products]])")
-        try:
-            res = cascade.run(md)
-        except ShockError as exc:
-            raise ShockError(f"[[stress.cascade]] {name!r}: {exc}") from None
-        shocks.append((name, "cascade", cascade, res.data, spec))
-        cascades.append((name, res, entry))
-    return StressPlan(windows=covered, skipped=skipped, shocks=shocks, config=st, cascades=cascades)
+        if md is None and not books:
+            raise ShockError("[[stress.cascade]] needs the [data] market or a [[book]]")
+        data_s = None
+        if _check_symbols(name, entry, known, True) or (md is not None and md.symbol in entry["symbols"]):
+            if md is not None:
+                try:
+                    res = cascade.run(md)
+                except ShockError as exc:
+                    raise ShockError(f"[[stress.cascade]] {name!r}: {exc}") from None
+                data_s = res.data
+                cascades.append((name, res, entry))
+        per_book[name] = _book_scenarios(name, entry, cascade, books, cascade=True)
+        shocks.append((name, "cascade", cascade, data_s, spec if data_s is not None else None))
+    return StressPlan(windows=covered, skipped=skipped, shocks=shocks, config=st, cascades=cascades, books=per_book)
 
 
 def _pick(metrics: dict, keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: metrics.get(k) for k in keys}
 
 
-def _shocked_results(cfg: Any, plan_shock: tuple, log: Log) -> tuple[dict[str, dict[str, dict]], dict[str, Any]]:
+def _book_config(b: Any, shock: Shock) -> Any:
+    """A ``[[book]]`` table with its account under ``shock`` (a slippage shock; the others leave it)."""
+    from backtest.engine.settings import Account
+
+    before = Account(**b.account.model_dump())
+    after = shock.apply_account(before)
+    changed = {f: getattr(after, f) for f in b.account.model_dump() if getattr(after, f) != getattr(before, f)}
+    return b.model_copy(update={"account": b.account.model_copy(update=changed)}) if changed else b
+
+
+def _shocked_results(cfg: Any, plan_shock: tuple, log: Log,
+                     books: Mapping[str, tuple[Any, list[Any], Any]] | None = None
+                     ) -> tuple[dict[str, dict[str, dict]], dict[str, Any]]:
     """USD metrics per result and column of every [[perp]] (and [[puts]]/[[products]] for a data
-    shock) under one shock, and the [[perp]] results (relabelled) by name."""
+    shock) and every [[book]] the shock concerns under one shock, and the [[perp]] results
+    (relabelled) by name."""
     from backtest.metrics import compute_metrics
+    from backtest.runner.book import run_book
     from backtest.runner.labels import relabel
     from backtest.runner.run import _products, _puts, perp_account, simulate_perp_config
 
     name, _, shock, md_s, spec_s = plan_shock
     jobs: list[tuple[str, Callable[[], tuple[Any, pd.Index]]]] = []
-    for p in cfg.perp:
-        account = shock.apply_account(perp_account(p))
-        jobs.append((p.name, partial(simulate_perp_config, p, md_s, spec_s, account)))
-    if _changes_data(shock):
-        for k, q in enumerate(cfg.puts):
-            jobs.append((q.name, partial(_puts, q, f"puts[{k}]", md_s, spec_s)))
-        for k, r in enumerate(cfg.products):
-            jobs.append((r.name, partial(_products, r, f"products[{k}]", md_s, spec_s)))
+    if md_s is not None:
+        for p in cfg.perp:
+            account = shock.apply_account(perp_account(p))
+            jobs.append((p.name, partial(simulate_perp_config, p, md_s, spec_s, account)))
+        if _changes_data(shock):
+            for k, q in enumerate(cfg.puts):
+                jobs.append((q.name, partial(_puts, q, f"puts[{k}]", md_s, spec_s)))
+            for k, r in enumerate(cfg.products):
+                jobs.append((r.name, partial(_products, r, f"products[{k}]", md_s, spec_s)))
+    for b in cfg.book:
+        if b.name in (books or {}):
+            book_s, specs_s, _ = books[b.name]  # type: ignore[index]
+            jobs.append((b.name, partial(run_book, _book_config(b, shock), book_s, specs_s)))
     out, perps = {}, {}
     names = {p.name for p in cfg.perp}
     for res_name, job in jobs:
         log(f"stress: {res_name} under {name}")
         res, grid = job()
+        res = getattr(res, "result", res)  # a book's BookRun: its SimResult
         res, _ = relabel(res, grid)
         out[res_name] = {str(lab): _pick(m, SCENARIO_METRICS)
                          for lab, m in compute_metrics(res, currency="usd")["columns"].items()}
@@ -228,8 +313,42 @@ def _cascade_doc(name: str, res: Any, entry: dict, md: MarketData) -> dict:
             "frequency": freq}
 
 
+def _slow_monte_carlo(cfg: Any, mcc: Any, md: MarketData | None, spec: Any,
+                      books: Mapping[str, tuple[Any, list[Any]]], log: Log) -> list[tuple[str, Any]]:
+    """Monte Carlo of the results without a column route: each ``[[book]]`` on ``book_paths``
+    joint-bootstrap paths, each ``[[puts]]`` and ``[[products]]`` on ``instrument_paths`` paths
+    (the perps' first paths: same seed), one simulation a path."""
+    from backtest.runner.run import _products, _puts
+    from backtest.stress.pathruns import run_monte_carlo_book, run_monte_carlo_instrument
+
+    out: list[tuple[str, Any]] = []
+    common = {"mean_block": mcc.block, "horizon": mcc.horizon, "seed": mcc.seed, "log": log}
+    n_inst = mcc.slow_paths("instrument")
+    if md is not None and n_inst > 0:
+        for k, q in enumerate(cfg.puts):
+            log(f"stress: monte carlo, {q.name} on {n_inst} paths")
+            out.append((q.name, run_monte_carlo_instrument(partial(_path_sim, _puts, q, f"puts[{k}]", spec), md,
+                                                           n_paths=n_inst, what=q.name, **common)))
+        for k, r in enumerate(cfg.products):
+            log(f"stress: monte carlo, {r.name} on {n_inst} paths")
+            out.append((r.name, run_monte_carlo_instrument(partial(_path_sim, _products, r, f"products[{k}]", spec),
+                                                           md, n_paths=n_inst, what=r.name, **common)))
+    n_book = mcc.slow_paths("book")
+    if n_book > 0:
+        for b in cfg.book:
+            book, specs = books[b.name]
+            log(f"stress: monte carlo, book {b.name} on {n_book} joint paths")
+            out.append((b.name, run_monte_carlo_book(b, book, specs, n_paths=n_book, **common)))
+    return out
+
+
+def _path_sim(sim: Callable, table: Any, where: str, spec: Any, md: MarketData) -> tuple[Any, pd.Index]:
+    return sim(table, where, md, spec)
+
+
 def run_stress(plan: StressPlan, cfg: Any, md: MarketData | None, spec: Any, run: Any,
-               log: Log = lambda _m: None) -> tuple[dict, pd.DataFrame]:
+               log: Log = lambda _m: None,
+               books: Mapping[str, tuple[Any, list[Any]]] | None = None) -> tuple[dict, pd.DataFrame]:
     """Simulate and measure a run's ``[stress]`` (after its results are collected).
 
     Parameters
@@ -239,6 +358,7 @@ def run_stress(plan: StressPlan, cfg: Any, md: MarketData | None, spec: Any, run
     md, spec : the run's ``[data]`` market data and spec.
     run : the run's :class:`~backtest.report.collect.RunData` (its ``metrics``, ``series`` and ``events``).
     log : progress lines.
+    books : the run's books, name -> ``(BookData, specs)`` (their Monte Carlo paths).
 
     Returns
     -------
@@ -275,7 +395,7 @@ def run_stress(plan: StressPlan, cfg: Any, md: MarketData | None, spec: Any, run
     perps = {p.name: p for p in cfg.perp}
     cascade_docs = []
     for sh in plan.shocks:
-        metrics, results = _shocked_results(cfg, sh, log)
+        metrics, results = _shocked_results(cfg, sh, log, plan.books.get(sh[0]))
         for res_name, cols in metrics.items():
             for lab, m in cols.items():
                 per[res_name][lab]["shocks"][sh[0]] = m
@@ -292,41 +412,53 @@ def run_stress(plan: StressPlan, cfg: Any, md: MarketData | None, spec: Any, run
                     per[res_name][lab]["adl"][sh[0]] = v
                     rows += [(res_name, lab, "adl", sh[0], "settle", k, float(x)) for k, x in v.items()]
 
-    # Monte Carlo: every [[perp]] on the same bootstrap paths
+    # Monte Carlo: every [[perp]] on the same bootstrap paths (as engine columns); books on their
+    # joint bootstrap, puts and products path by path, each on its own (smaller) path count
     mc_doc = None
     mcc = st.monte_carlo
-    if mcc is not None and md is not None:
+    mc_runs: list[tuple[str, Any]] = []
+    if mcc is not None and md is not None and cfg.perp:
         log(f"stress: monte carlo, {', '.join(p.name for p in cfg.perp)} on {mcc.paths} paths")
         mcs = run_monte_carlo_perps(cfg.perp, md, spec, n_paths=mcc.paths, mean_block=mcc.block, horizon=mcc.horizon,
                                     seed=mcc.seed, history=False, log=log)
-        for p, mc in zip(cfg.perp, mcs):
-            liq = mc.liquidation()
-            q = mc.quantiles()
-            for lab in liq.index:
-                row = liq.loc[lab]
-                quant = {m: {c: float(q.loc[(lab, m), c]) for c in q.columns if c != "n"} for m in MC_METRICS}
-                per[p.name][lab]["monte_carlo"] = {
-                    "paths": int(row["paths"]), "liquidated": int(row["liquidated"]),
-                    "liquidation_probability": float(row["probability"]), "std_error": float(row["std_error"]),
-                    "quantiles": quant}
-                sc = f"{mcc.paths} paths"
-                rows += [(p.name, lab, "monte_carlo", sc, "settle", k, float(row[c])) for k, c in
-                         (("paths", "paths"), ("liquidated", "liquidated"),
-                          ("liquidation_probability", "probability"), ("std_error", "std_error"))]
-                rows += [(p.name, lab, "monte_carlo", sc, "settle", f"{m}_{c}", v)
-                         for m, qs in quant.items() for c, v in qs.items()]
-            mc_doc = {"paths": mc.n_paths, "block": mc.mean_block, "horizon_bars": mc.horizon_bars,
-                      "horizon_days": mc.horizon_days, "seed": mc.seed,
-                      "quantiles": [f"q{round(x * 100):02d}" for x in mc.quantile_levels],
-                      "metrics": list(MC_METRICS), "basis": "settle"}
+        mc_runs += [(p.name, mc) for p, mc in zip(cfg.perp, mcs)]
+    if mcc is not None:
+        mc_runs += _slow_monte_carlo(cfg, mcc, md, spec, books or {}, log)
+    for res_name, mc in mc_runs:
+        liq = mc.liquidation()
+        q = mc.quantiles()
+        sc = f"{mc.n_paths} paths"
+        for lab in liq.index:
+            row = liq.loc[lab]
+            quant = {m: {c: float(q.loc[(lab, m), c]) for c in q.columns if c != "n"} for m in MC_METRICS}
+            per[res_name][lab]["monte_carlo"] = {
+                "paths": int(row["paths"]), "liquidated": int(row["liquidated"]),
+                "liquidation_probability": float(row["probability"]), "std_error": float(row["std_error"]),
+                "quantiles": quant}
+            rows += [(res_name, lab, "monte_carlo", sc, "settle", k, float(row[c])) for k, c in
+                     (("paths", "paths"), ("liquidated", "liquidated"),
+                      ("liquidation_probability", "probability"), ("std_error", "std_error"))]
+            rows += [(res_name, lab, "monte_carlo", sc, "settle", f"{m}_{c}", v)
+                     for m, qs in quant.items() for c, v in qs.items()]
+    if mc_runs and mcc is not None:
+        mc = mc_runs[0][1]
+        mc_doc = {"paths": mcc.paths, "block": mc.mean_block, "horizon_bars": mc.horizon_bars,
+                  "horizon_days": mc.horizon_days, "seed": mc.seed,
+                  "book_paths": mcc.slow_paths("book") if cfg.book else 0,
+                  "instrument_paths": mcc.slow_paths("instrument") if (cfg.puts or cfg.products) else 0,
+                  "paths_by_result": {name: m.n_paths for name, m in mc_runs},
+                  "quantiles": [f"q{round(x * 100):02d}" for x in mc.quantile_levels],
+                  "metrics": list(MC_METRICS), "basis": "settle"}
 
     block = {
         "windows": [w.as_dict() for w in plan.windows],
         "skipped_windows": plan.skipped,
-        "shocks": [{"name": name, "type": kind, "shock": repr(shock), "changes_data": _changes_data(shock)}
-                   for name, kind, shock, _, _ in plan.shocks],
+        "shocks": [{"name": name, "type": kind, "shock": repr(shock), "changes_data": _changes_data(shock),
+                    "symbols": entry.get("symbols"), "data": md_s is not None,
+                    "books": {b: {"betas": betas} for b, (_, _, betas) in plan.books.get(name, {}).items()}}
+                   for (name, kind, shock, md_s, _), entry in zip(plan.shocks, [*st.shock, *st.cascade])],
         "cascades": cascade_docs,
-        "shocked_kinds": ["perp", "put", "inverse_product"],
+        "shocked_kinds": ["perp", "put", "inverse_product", "book"],
         "monte_carlo": mc_doc,
         "metrics": list(SCENARIO_METRICS),
         "window_metrics": [k for k, _ in WINDOW_METRICS],

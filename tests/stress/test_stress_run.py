@@ -77,7 +77,7 @@ def _md():
     ({"shock": [{"type": "gapp", "at": "2022-10-03", "size": 0.2}]},
      "stress.shock[0]: shock type 'gapp' is unknown (did you mean 'gap'?)"),
     ({"shock": [{"type": "gap", "at": "2022-10-03", "sise": 0.2}]},
-     "stress.shock[0]: unknown key 'sise' for a 'gap' shock (did you mean 'size'?); its keys are type, name, at, size"),
+     "stress.shock[0]: unknown key 'sise' for a 'gap' shock (did you mean 'size'?); its keys are type, name, symbols, at, size"),
     ({"shock": [{"type": "funding_spike", "start": "2022-10-03", "rate": 0.01}]},
      "stress.shock[0]: a 'funding_spike' shock needs days"),
     ({"shock": [{"type": "gap", "at": "2022-10-03", "size": -1.5}]}, "stress.shock[0]: Gap.size=-1.5 is out of range"),
@@ -260,8 +260,20 @@ def test_monte_carlo_values_are_run_monte_carlo_s(done):
             assert got["std_error"] == pytest.approx(np.sqrt(p * (1 - p) / MC["paths"]), rel=1e-12)
             assert got["quantiles"]["total_return"]["q50"] == pytest.approx(q.loc[(label, "total_return"), "q50"],
                                                                             rel=1e-12)
-    # products, books and baselines get no Monte Carlo
-    assert st["results"]["prod"]["single"]["monte_carlo"] is None
+    # the product runs path by path on the same paths (instrument_paths: min(paths, 100)): each
+    # path's return is simulate_product's on that path's data; a product is never liquidated
+    from backtest.products import ProductSettings, simulate_product
+    from backtest.stress import StationaryBootstrap
+
+    boot = StationaryBootstrap(_md(), MC["block"], horizon=MC["horizon"], seed=MC["seed"])
+    rets = []
+    for path in boot.paths(MC["paths"]):
+        res = simulate_product(path.data, ProductSettings(leverage=[-1.0]), currency="USDT")
+        rets.append(next(iter(compute_metrics(res)["columns"].values()))["total_return"])
+    got = st["results"]["prod"]["single"]["monte_carlo"]
+    assert got["paths"] == MC["paths"] and got["liquidated"] == 0 and got["std_error"] == 0.0
+    assert got["quantiles"]["total_return"]["q50"] == pytest.approx(np.quantile(rets, 0.5), rel=1e-9)
+    assert st["monte_carlo"]["paths_by_result"] == {"hold": 12, "rebal": 12, "prod": 12}
 
 
 def test_the_cascade_s_values_are_the_stress_api_s(done):
@@ -325,7 +337,7 @@ def test_stress_parquet_holds_the_values_of_metrics_json(done):
         want = st[r.result][r.column]["shocks"][r.scenario][r.metric]
         assert (np.isnan(r.value) and want is None) or want == pytest.approx(r.value, rel=1e-15)
     mc = t[(t["kind"] == "monte_carlo") & (t["metric"] == "liquidation_probability")]
-    assert len(mc) == 3  # hold x 2 policies, rebal x 1
+    assert len(mc) == 4  # hold x 2 policies, rebal x 1, the product
 
 
 def test_the_page_shows_the_stress_tables_with_the_stored_values(done):
@@ -340,7 +352,7 @@ def test_the_page_shows_the_stress_tables_with_the_stored_values(done):
            and c.get("group") == "liq-window" and c.get("result") == "hold"]
     assert {c["col"]: c["text"] for c in liq} == {"policy=const(1)": "1", "policy=const(3)": "1"}
     prob = [c for c in cells if c.get("stress") == "monte_carlo" and c.get("key") == "liquidation_probability"]
-    assert len(prob) == 3
+    assert len(prob) == 4
     for c in prob:
         assert float(c["value"]) == st[c["result"]][c["col"]]["monte_carlo"]["liquidation_probability"]
     shock = [c for c in cells if c.get("stress") == "shocks" and c.get("group") == "squeeze"
