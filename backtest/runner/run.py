@@ -240,12 +240,15 @@ def _book(cfg: BookConfig, run: RunConfig, loaded: tuple[Any, list[Any]] | None)
 def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
                  books: Mapping[str, tuple[Any, list[Any]]] | None = None,
                  book_runs: dict[str, BookRun] | None = None, status: Log | None = None,
+                 before_book: Callable[[], Any] | None = None,
                  ) -> tuple[dict[str, SimResult], dict[str, pd.DataFrame]]:
     """Run every simulation of ``cfg``; results carry readable column labels.
 
     ``books`` gives each ``[[book]]`` (by name) its loaded ``(BookData, specs)``; each simulated
     book is also put in ``book_runs`` (with the report's labels), when given. ``status``: where
     to say that kernels are compiling (:func:`compile_notice`), None to say nothing.
+    ``before_book`` is called once before the first book (the wait for the book kernels'
+    warm-up, :mod:`backtest.warmup`).
 
     Raises
     ------
@@ -266,6 +269,9 @@ def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
     levels: dict[str, pd.DataFrame] = {}
     errors: list[str] = []
     for name, where, job in jobs:
+        if before_book is not None and where.startswith("book["):
+            before_book()
+            before_book = None
         log(f"simulating {name}")
         try:
             res: Any
@@ -392,6 +398,7 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
 
     from backtest.report.store import remove_stale_temporaries
     from backtest.runner import budget
+    from backtest.warmup import start_book_warmup
 
     t0 = time.perf_counter()
     problems = check_settings(cfg)
@@ -418,7 +425,11 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     budget.check(need, limit, limit_source, ConfigError)
 
     book_runs: dict[str, BookRun] = {}
-    results, levels = simulate_all(cfg, md, spec, log, books=books, book_runs=book_runs, status=status)
+    # a first run compiles the book kernels in a second process meanwhile (None: not worth it)
+    warm = start_book_warmup(cfg, status)
+    with warm or contextlib.nullcontext():
+        results, levels = simulate_all(cfg, md, spec, log, books=books, book_runs=book_runs, status=status,
+                                       before_book=None if warm is None else partial(warm.wait, status))
     # a look-ahead the user allowed is stated where a reader of the report sees it
     for name, res in results.items():
         for note in res.meta.get("notes", []):
