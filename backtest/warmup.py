@@ -7,8 +7,9 @@ machine with two or more cores the two halves can be compiled at the same time.
 :func:`start_book_warmup` starts a child process (``python -m backtest.warmup``) that runs the
 config's books exactly as the run will (same data, targets and settings, so the kernels get the
 same signatures) and throws the results away: what it leaves is the numba cache, from which the
-run then loads the book kernels instead of compiling them (:meth:`BookWarmup.wait`, called
-before the first book). Measured in benchmarks/README.md ("Start-up").
+run then loads the book kernels instead of compiling them (:meth:`BookWarmup.ready`, called
+before the first book, compiles the metrics kernels while it waits). Measured in
+benchmarks/README.md ("Start-up").
 
 Only on a cold cache (:func:`book_cache_cold`), never on a warm run; and it can only make a run
 faster, not different: if the child fails, is killed or is slow, the run compiles the kernels
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 ENV = "BACKTEST_PARALLEL_COMPILE"
 LOCK_NAME = "backtest-cache.lock"  # in each numba cache folder the run writes to
@@ -158,6 +159,21 @@ class BookWarmup:
                    f"{self.error_tail()}")
         return self.ok
 
+    def ready(self, results: Mapping[str, Any], cfg: Any, status: Log | None = None) -> bool:
+        """What the run calls before its first book, with its ``results`` so far: while the
+        child is still compiling, this process (otherwise idle until then) compiles the metrics
+        kernels by computing the report's numbers of those results (``backtest.report.collect``,
+        thrown away; the run's own ``collect`` then finds the kernels compiled), then waits
+        (:meth:`wait`). Whatever goes wrong in the metrics here is left for the run's own
+        ``collect`` to report."""
+        if self.proc.poll() is None and results:
+            from backtest.report.collect import collect
+
+            with contextlib.suppress(Exception):
+                collect(dict(results), title=cfg.title, rank_by=cfg.rank_by,
+                        periods=[(p.name, *p.span_ms()) for p in cfg.period])
+        return self.wait(status)
+
     def error_tail(self, chars: int = 400) -> str:
         """The end of the child's stderr (why it failed), '' if none."""
         try:
@@ -200,7 +216,8 @@ def start_book_warmup(cfg: Any, status: Log | None = None) -> BookWarmup | None:
     Returns
     -------
     BookWarmup or None
-        Call :meth:`BookWarmup.wait` before the first book; use it as a context manager.
+        Call :meth:`BookWarmup.ready` (or :meth:`BookWarmup.wait`) before the first book; use it
+        as a context manager.
     """
     if not cfg.book or not (cfg.perp or cfg.puts or cfg.products):
         return None

@@ -240,15 +240,15 @@ def _book(cfg: BookConfig, run: RunConfig, loaded: tuple[Any, list[Any]] | None)
 def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
                  books: Mapping[str, tuple[Any, list[Any]]] | None = None,
                  book_runs: dict[str, BookRun] | None = None, status: Log | None = None,
-                 before_book: Callable[[], Any] | None = None,
+                 before_book: Callable[[dict[str, SimResult]], Any] | None = None,
                  ) -> tuple[dict[str, SimResult], dict[str, pd.DataFrame]]:
     """Run every simulation of ``cfg``; results carry readable column labels.
 
     ``books`` gives each ``[[book]]`` (by name) its loaded ``(BookData, specs)``; each simulated
     book is also put in ``book_runs`` (with the report's labels), when given. ``status``: where
     to say that kernels are compiling (:func:`compile_notice`), None to say nothing.
-    ``before_book`` is called once before the first book (the wait for the book kernels'
-    warm-up, :mod:`backtest.warmup`).
+    ``before_book`` is called once before the first book, with the results so far (the wait for
+    the book kernels' warm-up, :mod:`backtest.warmup`).
 
     Raises
     ------
@@ -270,7 +270,7 @@ def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
     errors: list[str] = []
     for name, where, job in jobs:
         if before_book is not None and where.startswith("book["):
-            before_book()
+            before_book(results)
             before_book = None
         log(f"simulating {name}")
         try:
@@ -429,7 +429,8 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     warm = start_book_warmup(cfg, status)
     with warm or contextlib.nullcontext():
         results, levels = simulate_all(cfg, md, spec, log, books=books, book_runs=book_runs, status=status,
-                                       before_book=None if warm is None else partial(warm.wait, status))
+                                       before_book=None if warm is None else partial(warm.ready, cfg=cfg,
+                                                                                     status=status))
     # a look-ahead the user allowed is stated where a reader of the report sees it
     for name, res in results.items():
         for note in res.meta.get("notes", []):
