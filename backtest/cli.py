@@ -19,21 +19,15 @@ app = typer.Typer(
 
 
 def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import PackageNotFoundError, version
+    from backtest.runner.cli import print_version  # one definition, on every command too
 
-        try:
-            v = version("bearish-backtest")
-        except PackageNotFoundError:  # running from a checkout that was never installed
-            v = "unknown (not installed)"
-        typer.echo(f"backtest {v}")
-        raise typer.Exit()
+    print_version(value)
 
 
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="print the version and exit."),
+                                 help="Print the version and exit."),
 ) -> None:
     """Backtest leveraged bearish crypto strategies (short perps, puts, inverse products, books)."""
 

@@ -159,7 +159,10 @@ class SimResult:
         df = pd.DataFrame.from_records(rec) if len(rec) else pd.DataFrame(
             {k: np.empty(0, dtype=rec.dtype[k]) for k in rec.dtype.names})
         df.insert(0, "bar_time", self.index[df["bar"].to_numpy()] if len(df) else pd.DatetimeIndex([], tz="UTC"))
-        df.insert(1, "column", [str(self.columns[c]) for c in df["col"].to_numpy()])
+        from backtest.metrics import column_labels  # the report's labels (slow_days=50|policy=const(2))
+
+        labels = column_labels(self)
+        df.insert(1, "column", [labels[c] for c in df["col"].to_numpy()])
         return df
 
     def select(self, cols: list[int] | np.ndarray) -> "SimResult":

@@ -12,8 +12,8 @@ with timers wrapped around the run's stages:
 ``compile``  numba compilation of the simulation kernels (numba's ``numba:compile`` events,
              outermost only; zero on a warm run: a cache load is no compile)
 ``kernel``   the simulations less their targets and compilation (cache loads included)
-``warm-up wait``  a cold run of a config with books: the wait for the book kernels compiling in a
-             second process (``backtest/warmup.py``), including the metrics kernels compiled
+``book wait`` a cold run of a config with books: the wait for the book kernels compiling in a
+             second process (``backtest/precompile.py``), including the metrics kernels compiled
              meanwhile (the second process's CPU time is in the CPU seconds: it is a child)
 ``metrics``  ``backtest.report.collect`` less its compilation (``compile (metrics)``)
 ``report``   writing the report folder (figures, HTML, Parquet, JSON)
@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("startup", "import", "setup", "load", "targets", "compile", "kernel", "warm-up wait", "compile (metrics)",
+STAGES = ("startup", "import", "setup", "load", "targets", "compile", "kernel", "book wait", "compile (metrics)",
           "metrics", "report", "other")
 
 
@@ -80,7 +80,7 @@ class _Compiles:
         outer = self
 
         class L(event.Listener):
-            def on_start(self, ev):
+            def on_start(self, ev):  # noqa: ARG002 - numba's Listener interface
                 if outer.depth == 0:
                     outer.t0 = time.perf_counter()
                 outer.depth += 1
@@ -115,9 +115,9 @@ def _child_run(config: str | None, out_dir: str) -> dict:
     import backtest.runner.run as run
     import strategies.policies as policies
     try:
-        import backtest.warmup as warmup
-    except ImportError:  # a version without the warm-up (the "before" of benchmarks/README.md)
-        warmup = None
+        import backtest.precompile as precompile
+    except ImportError:  # a version without it (the "before" of benchmarks/README.md)
+        precompile = None
 
     t_import = time.perf_counter()
     spans: dict[str, float] = {}
@@ -143,10 +143,10 @@ def _child_run(config: str | None, out_dir: str) -> dict:
     timed(policies, "build_targets", "targets")
     timed(report, "collect", "metrics")
     timed(run, "_publish", "report")
-    if warmup is not None:  # the wait for the book kernels compiled in a second process
-        timed(warmup.BookWarmup, "ready", "warm-up wait")
+    if precompile is not None:  # the wait for the book kernels compiled in a second process
+        timed(precompile.BookPrecompile, "ready", "book wait")
     # each simulation of the run by its kind (its compilations are counted in its own stage)
-    for fn, stage in (("_perp", "sim perp"), ("_puts", "sim puts"), ("_products", "sim products"),
+    for fn, stage in (("_perp", "sim perp"), ("simulate_perp_config", "sim perp"), ("_puts", "sim puts"), ("_products", "sim products"),
                       ("_book", "sim book"), ("simulate_baselines", "sim baselines")):
         if hasattr(run, fn):
             timed(run, fn, stage)
@@ -164,8 +164,8 @@ def _child_run(config: str | None, out_dir: str) -> dict:
         "targets": spans.get("targets", 0.0),
         "compile": c_sim,
         "kernel": (spans.get("simulate", 0.0) + spans.get("sim baselines", 0.0) - spans.get("targets", 0.0) - c_sim
-                   - spans.get("warm-up wait", 0.0)),
-        "warm-up wait": spans.get("warm-up wait", 0.0),
+                   - spans.get("book wait", 0.0)),
+        "book wait": spans.get("book wait", 0.0),
         "compile (metrics)": comp.seconds.get("metrics", 0.0),
         "metrics": spans.get("metrics", 0.0) - comp.seconds.get("metrics", 0.0),
         "report": spans.get("report", 0.0) - comp.seconds.get("report", 0.0),

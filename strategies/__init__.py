@@ -31,10 +31,11 @@ from strategies.book import BookFrame, book_names, get_book, register_book  # no
 from strategies.book_build import build_book_targets  # noqa: E402
 from strategies import book_options  # noqa: E402
 from strategies.book_options import OptionRule  # noqa: E402
+from strategies.modules import load_module  # noqa: E402
 
 __all__ = [
     "BookFrame", "LookAheadError", "OptionRule", "MarketDataError", "MarketFrame", "Strategy", "StrategyError", "StrategyParams",
     "apply_filter", "as_market", "book", "book_names", "book_options", "build_book_targets", "build_targets", "get",
-    "get_book", "lookahead", "min_of", "names", "per_column",
+    "get_book", "load_module", "lookahead", "min_of", "names", "per_column",
     "policies", "register", "register_book", "signals",
 ]

@@ -74,6 +74,8 @@ def register(app: typer.Typer) -> None:
             help="attempts per request on network errors, rate limits and timeouts (exponential backoff from 1 s; "
                  "each retry is printed)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors."),
+        version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,  # noqa: ARG001
+                                     help="Print the version and exit."),
     ) -> None:
         """``backtest download`` (help text: HELP)."""
         from backtest.data.download import DownloadError, DownloadInputError, Retry
@@ -89,7 +91,7 @@ def register(app: typer.Typer) -> None:
         try:
             with sigterm_raises(), reporter:
                 results = run(exchange, _split(symbol), kinds, _split(timeframe), since=since, until=until,
-                              root=data_dir, limit=limit, retry=Retry(attempts=retries), progress=reporter)
+                              root=data_dir.resolve() if data_dir is not None else None, limit=limit, retry=Retry(attempts=retries), progress=reporter)
         except DownloadInputError as exc:
             _fail(err, exc, EXIT_INPUT)
         except DownloadError as exc:
@@ -110,6 +112,12 @@ def register(app: typer.Typer) -> None:
                 out.print(r.describe(), markup=False, highlight=False, soft_wrap=True)
                 for n in r.notes:
                     out.print(f"  note: {n}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_version(value: bool) -> None:
+    from backtest.runner.cli import print_version  # one definition for every command
+
+    print_version(value)
 
 
 def _fail(err, exc: BaseException, code: int) -> None:  # noqa: ANN001

@@ -37,8 +37,13 @@ def _f(x: Any) -> float | None:
 
 
 def column_labels(result: SimResult) -> list[str]:
-    """Column labels as strings (JSON keys); raises if two labels collide."""
-    labels = [str(c) for c in result.columns]
+    """Column labels as strings (JSON keys); raises if two labels collide.
+
+    The readable labels of ``backtest run`` (``slow_days=50|policy=const(2)``), whether the
+    result comes from the runner or from Python: :func:`backtest.runner.labels.result_labels`."""
+    from backtest.runner.labels import result_labels  # the one labelling rule (runner and Python API)
+
+    labels = result_labels(result)
     if len(set(labels)) != len(labels):
         dup = sorted({x for x in labels if labels.count(x) > 1})
         raise MetricsInputError(

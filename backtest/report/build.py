@@ -17,6 +17,7 @@ from backtest.report.collect import RunData, baseline_columns, rank
 from backtest.report.decimate import MIN_POINTS
 from backtest.report.figures import MAX_POINTS, ResultFrames, comparison_figures, result_figures
 from backtest.report.named_periods import METRICS as NAMED_METRICS
+from backtest.report.stress_section import stress_block, stress_summary
 
 # USD columns of the ranked comparison table (the rank key is shown first).
 COMPARISON_KEYS = ("total_return", "cagr", "volatility", "sharpe", "max_drawdown", "calmar",
@@ -330,6 +331,7 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
             "periods": periods_block(name, run, [r["column"] for r in head["rows"]], top),
             "named": named_block(name, run, [r["column"] for r in head["rows"]]),
             "trades": trades_block(name, res, run, [r["column"] for r in head["rows"]], top),
+            "stress": stress_block(doc, name, [r["column"] for r in head["rows"]]),
             "baselines": baselines(res),
             "plotted": _shown(res, per_cols[name], top),
         })
@@ -368,6 +370,7 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
                        "baselines": sum(len(baselines(res)) for res in doc["results"].values())},
         "results": results_out,
         "named_periods": bool(doc.get("named_periods")),
+        "stress": stress_summary(doc),
         "figures": figures,
         "max_points": max_points,
         "top": top,

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from backtest.report.build import build_report
+from backtest.report.build import TOP_COLUMNS, build_report
 from backtest.report.collect import SCHEMA_VERSION, STORED_KEYS, ReportError, RunData, collect
 from backtest.report.figures import MAX_POINTS
 from backtest.report.render import render_html
@@ -104,8 +104,13 @@ def _write_events(path: Path, df: pd.DataFrame) -> None:
     df.to_parquet(path, index=False)
 
 
-def _write_html(path: Path, run: RunData, max_points: int) -> None:
-    path.write_text(render_html(build_report(run, max_points=max_points)), encoding="utf-8")
+def _write_html(path: Path, run: RunData, max_points: int, top: int | None = None) -> None:
+    # top: the best-ranked columns plotted per result; default the run config's top_n, else 5
+    if top is None:
+        cfg = run.config.get("config") if isinstance(run.config, dict) else None
+        top = cfg.get("top_n") if isinstance(cfg, dict) else None
+        top = top if isinstance(top, int) and not isinstance(top, bool) and top >= 1 else TOP_COLUMNS
+    path.write_text(render_html(build_report(run, max_points=max_points, top=top)), encoding="utf-8")
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -152,12 +157,14 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(old)
 
 
-def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS, html: bool = True) -> Path:
+def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS, html: bool = True,
+              top: int | None = None) -> Path:
     """Write every output file into a temporary sibling of ``out_dir``, then move it into place
     (step 4 of 4). An existing ``out_dir`` is replaced only once the new report is complete.
 
     ``html=False`` writes the machine outputs only (no ``report.html``; ``rerender`` can make it
-    later from the stored files)."""
+    later from the stored files). ``top``: the best-ranked columns plotted per result (default
+    the run config's ``top_n``, else :data:`~backtest.report.build.TOP_COLUMNS`)."""
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir.parent)
@@ -178,7 +185,7 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
         if run.trades is not None:
             run.trades.to_parquet(tmp / "trades.parquet", index=False)
         if html:
-            _write_html(tmp / "report.html", run, max_points)
+            _write_html(tmp / "report.html", run, max_points, top)
         _fsync_tree(tmp)
         _swap_into_place(tmp, out_dir)
     except BaseException:
@@ -189,7 +196,8 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
 
 def write_report(results: Mapping[str, Any], out_dir: str | Path, *, title: str = "Backtest report",
                  config: Mapping | None = None, notes: str = "", rank_by: str = "calmar",
-                 max_points: int = MAX_POINTS, html: bool = True, periods: Sequence = ()) -> Path:
+                 max_points: int = MAX_POINTS, html: bool = True, periods: Sequence = (),
+                 top: int | None = None) -> Path:
     """Compute, build, render and store a report of one or more simulation results.
 
     Parameters
@@ -205,6 +213,7 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, title: str 
     html : False writes the machine outputs only (no ``report.html``).
     periods : named periods ``(name, start_ms, end_ms)`` reported apart (``named_periods.parquet``
         and a table per result in the page); see :func:`~backtest.report.collect.collect`.
+    top : the best-ranked columns of each result plotted (default 5); the tables hold every column.
 
     Returns
     -------
@@ -213,7 +222,7 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, title: str 
     periods, ``named_periods.parquet``.
     """
     run = collect(results, title=title, config=config, notes=notes, rank_by=rank_by, periods=periods)
-    return store_run(run, out_dir, max_points=max_points, html=html)
+    return store_run(run, out_dir, max_points=max_points, html=html, top=top)
 
 
 def _check_metrics(doc: object, path: Path) -> None:
@@ -319,7 +328,7 @@ def load_stored(run_dir: str | Path) -> RunData:
                    drawdowns=drawdowns, named=named, trades=trades)
 
 
-def rerender(run_dir: str | Path, *, max_points: int = MAX_POINTS) -> Path:
+def rerender(run_dir: str | Path, *, max_points: int = MAX_POINTS, top: int | None = None) -> Path:
     """Rebuild ``report.html`` of a stored report from its stored files; returns its path.
 
     The page is written to a temporary file in the folder and renamed over the old one, so a
@@ -331,7 +340,7 @@ def rerender(run_dir: str | Path, *, max_points: int = MAX_POINTS) -> Path:
     remove_stale_temporaries(run_dir)
     tmp = temp_path(target, "tmp")
     try:
-        _write_html(tmp, run, max_points)
+        _write_html(tmp, run, max_points, top)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

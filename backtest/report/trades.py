@@ -208,7 +208,9 @@ def round_trips(result: Any) -> pd.DataFrame:
     df["pnl"] = df["pnl_price"] + df["pnl_funding"] - df["pnl_fees"] + df["pnl_liquidation"]
     df["mae"], df["mfe"] = np.minimum(of[:, 7], 0.0), np.maximum(of[:, 8], 0.0)
     df["liquidated"], df["open"] = oi[:, 4].astype(bool), oi[:, 5].astype(bool)
-    labels = np.asarray([str(c) for c in result.columns], dtype=object)
+    from backtest.metrics import column_labels  # the report's labels (backtest.runner.labels)
+
+    labels = np.asarray(column_labels(result), dtype=object)
     df.insert(1, "column", labels[df["col"].to_numpy()] if nt else np.array([], dtype=object))
     bar_ms = int(meta.get("bar_ms") or (open_ms[1] - open_ms[0] if n > 1 else 3_600_000))
     entry_ms = open_ms[df["entry_bar"].to_numpy()]

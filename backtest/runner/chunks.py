@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.runner.config import ConfigError, PerpConfig
-from backtest.runner.labels import level_frame, readable_labels
+from backtest.runner.labels import account_levels, level_frame, make_labels
 
 # Bytes per bar and column a chunk holds at its peak (measured with benchmarks/bench_sweep.py on
 # the BTC 1h data, 26,280 bars: see benchmarks/README.md "Sweeps"): the target (the signal and
@@ -63,7 +63,9 @@ class Grid:
     base : the strategy's parameter sets (:meth:`strategies.base.Strategy.grid`).
     n_filter, n_policy : sizes of the filter grid (1 without a filter) and of the policy list.
     columns : MultiIndex of every column's levels, as :func:`strategies.build_targets` makes it.
-    labels : readable labels (:func:`backtest.runner.labels.readable_labels`), one per column.
+    labels : readable labels (:func:`backtest.runner.labels.make_labels`), one per column.
+    account : the ``account.<field>`` levels of the per-column account settings that vary
+        (:func:`backtest.runner.labels.account_levels`).
     """
 
     base: tuple[Any, ...]
@@ -71,14 +73,18 @@ class Grid:
     n_policy: int
     columns: pd.MultiIndex
     labels: tuple[str, ...]
+    account: dict[str, list[Any]] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def n_cols(self) -> int:
         return len(self.labels)
 
     def levels(self) -> pd.DataFrame:
-        """One row per column (index = label), one column per grid level."""
+        """One row per column (index = label), one column per grid level (then the varying
+        account settings)."""
         lv = level_frame(self.columns)
+        for name, values in self.account.items():
+            lv[name] = pd.Series(values, dtype=object)
         lv.index = pd.Index(self.labels, name="column")
         return lv
 
@@ -109,8 +115,16 @@ def sweep_grid(perp: PerpConfig) -> Grid:
     variants = expand(list(perp.policies))
     columns = pd.MultiIndex.from_tuples([t + (p.label(),) for t in tuples for p in variants],
                                         names=names + ["policy"])
-    labels = tuple(readable_labels(level_frame(columns)))
-    return Grid(base=tuple(base), n_filter=n_filter, n_policy=len(variants), columns=columns, labels=labels)
+    account = perp.account.model_dump()
+    labels = tuple(make_labels(columns, account)[0])  # as `backtest run` labels them
+    return Grid(base=tuple(base), n_filter=n_filter, n_policy=len(variants), columns=columns, labels=labels,
+                account=account_levels(account, len(columns)))
+
+
+def _loaded_modules() -> list[str]:
+    from strategies.modules import loaded
+
+    return list(loaded())
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,7 @@ class SweepTask:
     data : the run's ``MarketData``; ``spec`` its ``MarketSpec``.
     grid : the columns (:func:`sweep_grid`).
     full_equity : also return every column's equity (``--full-equity``).
+    modules : the user modules to load first (resolved files or dotted names).
     """
 
     perp: PerpConfig
@@ -131,6 +146,9 @@ class SweepTask:
     spec: Any
     grid: Grid
     full_equity: bool = False
+    # the user modules (config ``module``) loaded in the process that made the task: a worker
+    # process loads them too before building targets, so their strategies and policies exist
+    modules: tuple[str, ...] = dataclasses.field(default_factory=lambda: tuple(_loaded_modules()))
 
 
 @dataclass
@@ -177,6 +195,10 @@ def simulate_columns(task: SweepTask, cols: Sequence[int] | np.ndarray, series: 
     from backtest.engine import Account, simulate_perp
     from strategies.policies import build_targets
 
+    from strategies.modules import load_module
+
+    for ref in task.modules:  # loaded once per process (a no-op where the task was made)
+        load_module(ref)
     g = task.grid
     cols = np.asarray(cols, dtype=np.int64)
     if len(cols) == 0 or cols.min() < 0 or cols.max() >= g.n_cols or np.any(np.diff(cols) <= 0):

@@ -90,13 +90,82 @@ def _config(path: Optional[Path]):
 
     src = path or MAIN_JOB
     doc = read_toml(src)
-    return parse_config(doc, source=str(src)), {"path": str(src), "toml": doc}
+    return parse_config(doc, source=str(src), base=Path(src).parent), {"path": str(src), "toml": doc}
+
+
+def print_version(value: bool) -> None:
+    """``--version`` (eager, on the app and on every command): print the version and exit."""
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("bearish-backtest")
+        except PackageNotFoundError:  # running from a checkout that was never installed
+            v = "unknown (not installed)"
+        typer.echo(f"backtest {v}")
+        raise typer.Exit()
+
+
+def shown_path(path: Path) -> str:
+    """A path as every command prints it: absolute, symlinks and ``..`` resolved."""
+    return str(Path(path).resolve())
+
+
+def run_summary(metrics: dict, top: int) -> str:
+    """The ``top`` best-ranked columns of a run's comparison (``metrics.json``), one line each:
+    rank, result, column, the ranked metric, return, max drawdown (percent) and liquidations;
+    baselines shown in their place, unranked."""
+    from backtest.metrics import METRIC_UNITS
+
+    comp = metrics["comparison"]
+    key = comp["rank_by"]
+    rows, ranked = [], 0
+    for r in comp["rows"]:
+        if not r["baseline"]:
+            if ranked >= top:
+                continue
+            ranked += 1
+        m = metrics["results"][r["result"]]["usd"]["columns"][r["column"]]
+        rows.append(("-" if r["rank"] is None else str(r["rank"]), r["result"], r["column"],
+                     _fmt(m.get(key), METRIC_UNITS.get(key)), _fmt(m.get("total_return"), "fraction"),
+                     _fmt(m.get("max_drawdown"), "fraction"), _fmt(m.get("liquidations"), "count")))
+    head = ("rank", "result", "column", key, "return", "max drawdown", "liquidations")
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    lines = [f"best {ranked} column(s) by {key} (USD), with the baselines:"]
+    for row in (head, *rows):
+        lines.append("  " + "  ".join(x.ljust(w) if k < 3 else x.rjust(w) for k, (x, w) in enumerate(zip(row, widths))))
+    return "\n".join(lines)
+
+
+def _fmt(v, unit) -> str:  # noqa: ANN001
+    """A metric as printed: fractions in percent, counts whole, ratios to 3 digits; '-' for none."""
+    if v is None or isinstance(v, (dict, list)):
+        return "-"
+    if unit == "fraction":
+        return f"{100 * v:.2f} %"
+    if unit == "count" or isinstance(v, bool):
+        return f"{int(v)}"
+    return f"{v:.3g}"
+
+
+def percent_table(table, keys):  # noqa: ANN001, ANN201
+    """``table`` with the metrics among ``keys`` whose unit is a fraction written in percent
+    (``-12.30 %``), for printing."""
+    from backtest.metrics import METRIC_UNITS
+
+    out = table.copy()
+    for k in dict.fromkeys(keys):  # each once
+        if k in out.columns and METRIC_UNITS.get(k) == "fraction":
+            out[k] = [_fmt(None if v is None or v != v else float(v), "fraction") for v in out[k]]
+    return out
 
 
 Reports = typer.Option(None, "--reports-dir", "-o",
                        help="Parent folder of the report (default: the config's reports_dir, 'reports').")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress on stderr; stdout gets only the output path.")
 Debug = typer.Option(False, "--debug", help="On failure, raise with the full traceback.")
+Version = typer.Option(False, "--version", callback=print_version, is_eager=True,
+                       help="Print the version and exit.")
 NoHtml = typer.Option(False, "--no-html",
                       help="Write the machine outputs only (JSON, Parquet, CSV; no HTML page); print the folder.")
 
@@ -107,21 +176,30 @@ def register(app: typer.Typer) -> None:
         config: Optional[Path] = typer.Argument(
             None, help="TOML run config; omitted: the main job (BTC short 2021-11..2023 on the embedded data)."),
         reports_dir: Optional[Path] = Reports,
+        top: Optional[int] = typer.Option(
+            None, "--top", min=1, help="Best-ranked columns of each result plotted and printed after the run "
+                                       "(default: the config's top_n, 5)."),
         no_html: bool = NoHtml,
         quiet: bool = Quiet,
         debug: bool = Debug,
+        version: bool = Version,  # noqa: ARG001 (read by its eager callback)
     ) -> None:
         """Run the backtest described by CONFIG and write <reports-dir>/<run-id>/ (metrics.json,
         equity.parquet, events.parquet, periods.parquet, drawdowns.parquet, config.json,
-        report.html); print report.html's path (with --no-html: the folder's)."""
+        report.html); print the best columns on stderr and report.html's path on stdout (with
+        --no-html: the folder's)."""
         from backtest.runner.run import execute
 
         with _guard(debug):
             cfg, src = _config(config)
+            if top is not None:
+                cfg = cfg.model_copy(update={"top_n": top})
             log = _log_for(quiet)
             out = execute(cfg, reports_dir=reports_dir, log=log, source_config=src, html=not no_html,
                           status=_status_for(quiet, log))
-        print(out.out_dir if no_html else out.out_dir / "report.html")
+            if not quiet:  # on stderr: stdout stays the path alone, for `path=$(backtest run ...)`
+                print(run_summary(out.metrics, cfg.top_n), file=sys.stderr, flush=True)
+        print(shown_path(out.out_dir if no_html else out.out_dir / "report.html"))
 
     @app.command("sweep")
     def sweep(
@@ -140,27 +218,32 @@ def register(app: typer.Typer) -> None:
         no_html: bool = NoHtml,
         quiet: bool = Quiet,
         debug: bool = Debug,
+        version: bool = Version,  # noqa: ARG001 (read by its eager callback)
     ) -> None:
         """Run a parameter x policy grid in chunks sized to the memory (resumable: a killed sweep
         run again computes only the missing chunks); print the ranked table; write sweep.csv and
         sweep_metrics.parquet (every column), heatmap.html (metric by sweep.x and sweep.y) and the
         report of the best [sweep] report_columns columns; print heatmap.html's path (with
         --no-html: no HTML file, the folder's path)."""
-        from backtest.runner.sweep import format_table, run_sweep
+        from backtest.runner.sweep import SHOWN, format_table, run_sweep
 
         with _guard(debug):
             cfg, src = _config(config)
             out = run_sweep(cfg, reports_dir=reports_dir, log=_log_for(quiet), source_config=src,
                             html=not no_html, memory=memory, workers=workers, scheduler=scheduler,
                             full_equity=full_equity, quiet=quiet)
-        if not quiet:
-            print(format_table(out.table, cfg.sweep.metric, top))
-        print(out.out_dir if no_html else out.out_dir / "heatmap.html")
+        if not quiet:  # fractions (returns, drawdowns) in percent
+            print(format_table(percent_table(out.table, (cfg.sweep.metric, *SHOWN)), cfg.sweep.metric, top))
+        print(shown_path(out.out_dir if no_html else out.out_dir / "heatmap.html"))
 
     @app.command("report")
     def report(
         run_dir: Path = typer.Argument(..., help="A report folder written by `backtest run` or `backtest sweep`."),
+        top: Optional[int] = typer.Option(
+            None, "--top", min=1, help="Best-ranked columns of each result plotted (default: the run's top_n)."),
+        quiet: bool = Quiet,  # noqa: ARG001 (accepted on every command; the path is all it prints)
         debug: bool = Debug,
+        version: bool = Version,  # noqa: ARG001 (read by its eager callback)
     ) -> None:
         """Re-render report.html from the folder's stored files (no data, no simulation); print its path."""
         from backtest.report import rerender
@@ -168,5 +251,5 @@ def register(app: typer.Typer) -> None:
         with _guard(debug):
             if not run_dir.is_dir():
                 raise FileNotFoundError(f"{run_dir} is not a folder; pass a report folder such as reports/<run-id>")
-            path = rerender(run_dir)
-        print(path)
+            path = rerender(run_dir, top=top)
+        print(shown_path(path))

@@ -24,6 +24,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationEr
                       field_validator, model_validator)
 
 from backtest.engine.settings import Account, Setting, setting_of
+from backtest.stress.config import StressConfig
 
 
 class ConfigError(ValueError):
@@ -89,6 +90,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+def _lookback(v: Any) -> float:
+    days = _number(v, "a number of days >= 0")
+    if not (days >= 0 and days < float("inf")):
+        raise ValueError(f"lookback_days={v!r} must be a finite number of days >= 0 (0: no warm-up data)")
+    return days
+
+
 class DataConfig(_Strict):
     """Market data: a dataset of the store (``data/``) or, when absent, the committed sample."""
 
@@ -103,6 +111,8 @@ class DataConfig(_Strict):
     allow_gaps: bool = False
     allow_partial_range: bool = Field(False, description="run on the stored part of start/end (noted)")
     allow_extreme_funding: bool = Field(False, description="accept funding rates beyond the documented bound (noted)")
+    lookback_days: Annotated[Any, PlainValidator(lambda v: _lookback(v))] = Field(
+        0.0, description="days of data loaded before start for the indicators' warm-up; trading starts at start")
 
     @field_validator("timeframe")
     @classmethod
@@ -211,9 +221,17 @@ else:
 
 class StrategyConfig(_Strict):
     name: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict, description="values or lists (a grid)")
+    params: dict[str, Any] = Field(default_factory=dict, description="values, lists or ranges (a grid)")
     filter: str | None = None
     filter_params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params", "filter_params")
+    @classmethod
+    def _ranges(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from backtest.runner.grid import expand_params
+
+        # "10:50:10", "log:1:100:5" -> the list they stand for (backtest.runner.grid)
+        return expand_params(v, "")
 
 
 class PerpConfig(_Strict):
@@ -223,6 +241,13 @@ class PerpConfig(_Strict):
     strategy: StrategyConfig = StrategyConfig(name="short_hold")
     policies: list[Any] = Field(default_factory=lambda: ["const(1)"], min_length=1)
     account: AccountConfig = AccountConfig()
+
+    @field_validator("policies")
+    @classmethod
+    def _ranges(cls, v: list[Any]) -> list[Any]:
+        from backtest.runner.grid import expand_policies
+
+        return expand_policies(v, "policies")
 
 
 def _leg_model() -> type[BaseModel]:
@@ -358,6 +383,12 @@ def _rankable() -> tuple[str, ...]:
     return RANKABLE
 
 
+def _heatmap_stats() -> tuple[str, ...]:
+    from backtest.runner.sweep import HEATMAP_STATS
+
+    return HEATMAP_STATS
+
+
 def _metric_name(v: str) -> str:
     keys = _rankable()
     if v not in keys:
@@ -375,6 +406,8 @@ class SweepConfig(_Strict):
     y: str = "policy"
     metric: str = "sharpe"
     result: str | None = Field(None, description="name of the [[perp]] swept; default the first")
+    heatmap_stat: Annotated[Any, PlainValidator(lambda v: _one_of(v, _heatmap_stats()))] = Field(
+        "median", description="what a heatmap cell holds over the levels not on its axes")
     # how the sweep runs, not what it computes: left out of the run id (RunConfig.content), so
     # a sweep started with one setting resumes with another
     report_columns: int = Field(20, ge=1, description="columns of the grid whose equity the report keeps "
@@ -384,7 +417,59 @@ class SweepConfig(_Strict):
     workers: int | None = Field(None, ge=1, description="local worker processes (default 1: in this process)")
     scheduler: str | None = Field(None, description="Dask scheduler address, e.g. 'tcp://host:8786'")
 
-    RUN_ONLY: ClassVar[tuple[str, ...]] = ("report_columns", "memory", "workers", "scheduler")
+    # out of sample (backtest.runner.oos, docs/runner.md "Out of sample"): rank on each fold's
+    # in-sample span, report the chosen columns on the span after it
+    split: Annotated[Any, PlainValidator(lambda v: _one_of(v, ("walk_forward", "train_test")))] | None = Field(
+        None, description="'walk_forward' (rolling folds) or 'train_test' (one split); default none")
+    train: str | None = Field(None, description="walk_forward: in-sample length, e.g. '180d'")
+    test: str | None = Field(None, description="walk_forward: out-of-sample length, e.g. '90d'")
+    step: str | None = Field(None, description="walk_forward: shift between folds; default test")
+    anchored: bool = Field(False, description="walk_forward: every in-sample span starts at the first bar")
+    split_at: Any = Field(None, description="train_test: the out-of-sample start (date/time) or the in-sample "
+                                            "share of the bars (a fraction in (0, 1))")
+    oos_columns: int = Field(5, ge=1, description="best in-sample columns reported out of sample per fold")
+
+    # how the sweep runs or is presented, not what it computes: left out of the run id
+    RUN_ONLY: ClassVar[tuple[str, ...]] = ("report_columns", "memory", "workers", "scheduler", "heatmap_stat")
+    OOS_KEYS: ClassVar[tuple[str, ...]] = ("split", "train", "test", "step", "anchored", "split_at", "oos_columns")
+
+    @field_validator("train", "test", "step")
+    @classmethod
+    def _duration(cls, v: str | None, info: Any) -> str | None:
+        from backtest.runner.oos import parse_duration
+
+        if v is not None:
+            parse_duration(v, f"sweep.{info.field_name}")
+        return v
+
+    @field_validator("split_at", mode="plain")
+    @classmethod
+    def _split_at(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, float) and not isinstance(v, bool):
+            if not 0.0 < v < 1.0:
+                raise ValueError(f"split_at={v!r}: a fraction of the bars must be in (0, 1), e.g. 0.7")
+            return v
+        if isinstance(v, bool) or not isinstance(v, (str, int, dt.date)):
+            raise ValueError(f"split_at={v!r}: give a date/time ('2023-01-01') or a fraction of the bars (0.7)")
+        return _canonical_time(v, "split_at")
+
+    @model_validator(mode="after")
+    def _split_keys(self) -> "SweepConfig":
+        given = {k for k in ("train", "test", "step", "split_at") if getattr(self, k) is not None}
+        need = {"walk_forward": {"train", "test"}, "train_test": {"split_at"}}.get(self.split or "", set())
+        allowed = {"walk_forward": {"train", "test", "step"}, "train_test": {"split_at"}}.get(self.split or "", set())
+        if need - given:
+            raise ValueError(f"split={self.split!r} needs {', '.join(sorted(need - given))} (e.g. train = \"180d\", "
+                             "test = \"90d\"; or split_at = \"2023-01-01\" / 0.7)")
+        if given - allowed:
+            what = f"split={self.split!r}" if self.split else "no split"
+            raise ValueError(f"{', '.join(sorted(given - allowed))} does not apply with {what}; walk_forward takes "
+                             "train, test, step; train_test takes split_at")
+        if self.anchored and self.split != "walk_forward":
+            raise ValueError("anchored = true applies to split = 'walk_forward' only")
+        return self
 
     @field_validator("metric")
     @classmethod
@@ -454,6 +539,27 @@ class RunConfig(_Strict):
     baselines: bool = Field(True, description="add the result 'baselines' (spot buy-and-hold, a 1x short held, "
                                               "cash on the [data] market and window); false: none")
     period: list[PeriodConfig] = Field(default_factory=list, description="named periods reported apart")
+    stress: StressConfig | None = Field(None, description="crisis windows, shocks, Monte Carlo paths (docs/stress.md)")
+    module: str | list[str] | None = Field(
+        None, description="the user's own strategy/policy modules: a .py file (relative to the config's folder) "
+                          "or a dotted module name, or a list of them; loaded before the settings are checked")
+    top_n: int = Field(5, ge=1, description="best-ranked columns of each result plotted (and printed after "
+                                            "`backtest run`); every column stays in the tables")
+
+    @field_validator("module")
+    @classmethod
+    def _modules(cls, v: str | list[str] | None, info: Any) -> str | list[str] | None:
+        """Load each module now, so the strategies and policies it registers are known to the
+        checks that follow (relative files: from the config's folder, ``context['base']``)."""
+        from strategies.modules import load_module
+
+        base = (info.context or {}).get("base")
+        refs = [v] if isinstance(v, str) else list(v or [])
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list; give a module file or name, or leave the key out")
+        for ref in refs:
+            load_module(ref, base)
+        return v
 
     @field_validator("period")
     @classmethod
@@ -475,6 +581,17 @@ class RunConfig(_Strict):
                              "baselines = false at the top level")
         return self
 
+    @model_validator(mode="after")
+    def _stress_needs(self) -> "RunConfig":
+        st = self.stress
+        if st is not None and st.shock and not (self.perp or self.puts or self.products):
+            raise ValueError("[[stress.shock]] needs a [[perp]], [[puts]] or [[products]] to shock (books are not "
+                             "shocked); add one or remove the shocks")
+        if st is not None and st.monte_carlo is not None and not self.perp:
+            raise ValueError("[stress.monte_carlo] runs the [[perp]] simulations on bootstrap paths and the config "
+                             "has none; add a [[perp]] or remove [stress.monte_carlo]")
+        return self
+
     @field_validator("rank_by")
     @classmethod
     def _rank_by(cls, v: str) -> str:
@@ -492,19 +609,28 @@ class RunConfig(_Strict):
     def content(self) -> dict[str, Any]:
         """The resolved config (defaults filled in) as JSON-able data, without ``reports_dir``
         and ``memory_limit``: where a report is written and the memory allowed are not part of
-        what it computes. ``book`` and ``period`` are left out when empty, and ``baselines`` when
-        true (the default), so a run using none of them keeps the id it had before they existed;
-        a sweep's settings of how it runs (``SweepConfig.RUN_ONLY``) are left out too."""
-        exclude: dict[str, Any] = {k: True for k in ("reports_dir", "memory_limit")}
+        what it computes. ``book`` and ``period`` are left out when empty, ``baselines`` when
+        true (the default), ``stress`` and ``module`` when absent, so a run using none of them keeps the
+        id it had before they existed; a sweep's settings of how it runs (``SweepConfig.RUN_ONLY``) are left
+        out too, and ``top_n`` (what the report plots)."""
+        exclude: dict[str, Any] = {k: True for k in ("reports_dir", "memory_limit", "top_n")}
+        if self.module is None:
+            exclude["module"] = True
         if not self.book:
             exclude["book"] = True
         if not self.period:
             exclude["period"] = True
+        if self.stress is None:
+            exclude["stress"] = True  # a run without stress keeps the id it had before [stress] existed
         if self.baselines:
             exclude["baselines"] = True
         if self.sweep is not None:
-            exclude["sweep"] = set(SweepConfig.RUN_ONLY)
+            # a sweep without a split keeps the id it had before splits existed
+            exclude["sweep"] = set(SweepConfig.RUN_ONLY) | (set(SweepConfig.OOS_KEYS) if self.sweep.split is None
+                                                             else set())
         out = self.model_dump(mode="json", exclude=exclude)
+        if not out["data"]["lookback_days"]:  # no warm-up data: the id it had before the key existed
+            del out["data"]["lookback_days"]
         # a book without option legs keeps the id it had before option legs existed
         for b in out.get("book", []):
             if not b["option"] and not b["options_collateral"] and b["options_grid"] == "product":
@@ -580,11 +706,12 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return head + "\n" + "\n".join(f"  {p}: {m}" for p, m in lines.items())
 
 
-def parse_config(doc: dict[str, Any], *, source: str = "config") -> RunConfig:
+def parse_config(doc: dict[str, Any], *, source: str = "config", base: str | Path | None = None) -> RunConfig:
     """Validate a config document (the parsed TOML); raises :class:`ConfigError` listing every
-    invalid field with its path."""
+    invalid field with its path. ``base``: the folder a relative ``module`` file is relative to
+    (the config file's; default the working directory). The ``module`` entries are loaded here."""
     try:
-        return RunConfig.model_validate(doc)
+        return RunConfig.model_validate(doc, context={"base": base})
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
 
@@ -643,7 +770,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a TOML run configuration."""
-    return parse_config(read_toml(path), source=str(path))
+    return parse_config(read_toml(path), source=str(path), base=Path(path).parent)
 
 
 MAIN_JOB = Path(__file__).with_name("main_job.toml")

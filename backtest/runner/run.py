@@ -113,6 +113,51 @@ def load_data(cfg: RunConfig) -> Any:
                             allow_partial_range=d.allow_partial_range, allow_extreme_funding=d.allow_extreme_funding)
 
 
+def load_warmup(cfg: RunConfig, md: Any, log: Log = _stderr) -> tuple[Any, list[str]]:
+    """The data the indicators warm up on (``[data] lookback_days`` before the first bar, then
+    the run's bars), and its notes; ``(None, [])`` without a lookback.
+
+    Targets are computed on it and only their rows of the run's bars are traded, so a strategy
+    with a 200-day average trades from ``start`` instead of 200 days later. The bars before the
+    store's first bar cannot be loaded: the note says how many days were.
+
+    Raises
+    ------
+    DataValidationError
+        The run's bars are not the last bars of the longer load (never expected: same store).
+    """
+    from backtest.data import load_market_data
+
+    d = cfg.data
+    if not d.lookback_days or md is None or md.n == 0:
+        return None, []
+    first = int(md.timestamps[0])
+    early = first - int(round(d.lookback_days * 86_400_000))
+    iv = tuple(d.iv.split("/")) if d.iv else None
+    warm = load_market_data(d.exchange, d.symbol, d.timeframe, root=d.root, start=early, end=d.end, iv=iv,
+                            allow_mark_fallback=d.allow_mark_fallback, allow_gaps=d.allow_gaps,
+                            allow_partial_range=True, allow_extreme_funding=d.allow_extreme_funding)
+    k0 = int(np.searchsorted(warm.timestamps, first))
+    if warm.n - k0 != md.n or not np.array_equal(warm.timestamps[k0:], md.timestamps):
+        from backtest.data import DataValidationError
+
+        raise DataValidationError(f"the warm-up load of {d.symbol} ({warm.n} bars) does not end with the run's "
+                                  f"{md.n} bars; remove [data] lookback_days or report this")
+    got = k0 * md.bar_ms / 86_400_000
+    notes = [f"warm-up: {k0} bars ({got:g} days) before {md.frame.index[0]} loaded for the indicators "
+             f"(lookback_days = {d.lookback_days:g}); trading starts at the first bar"]
+    if got < d.lookback_days:
+        notes[0] += f"; the store holds only {got:g} of the {d.lookback_days:g} days asked for before it"
+    for note in notes:
+        log(f"  note: {note}")
+    return warm, notes
+
+
+def _warm_rows(frame: pd.DataFrame, md: Any) -> pd.DataFrame:
+    """The rows of targets computed on the warm-up data that are the run's bars."""
+    return frame.iloc[len(frame) - md.n:]
+
+
 def load_inputs(cfg: RunConfig, log: Log = _stderr, single: bool | None = None
                 ) -> tuple[Any, Any, list[str], str, str, dict[str, tuple[Any, list[Any]]]]:
     """The data, the market and the books of a run, with the fingerprint its run id is made
@@ -170,18 +215,48 @@ def _settings(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
-def _perp(cfg: PerpConfig, md: Any, spec: Any) -> tuple[SimResult, pd.Index]:
-    from backtest.engine import Account, simulate_perp
+def perp_account(cfg: PerpConfig) -> Any:
+    """The engine :class:`~backtest.engine.settings.Account` of a ``[[perp]]`` table."""
+    from backtest.engine import Account
+
+    return Account(**cfg.account.model_dump())
+
+
+def simulate_perp_config(cfg: PerpConfig, md: Any, spec: Any, account: Any = None,
+                         warm: Any = None) -> tuple[SimResult, pd.Index]:
+    """Simulate a ``[[perp]]`` table on ``md`` as ``backtest run`` does: the strategy's targets
+    (computed on ``md``) x the policies, the table's account, ``simulate_perp``.
+
+    Parameters
+    ----------
+    cfg : the ``[[perp]]`` table.
+    md, spec : market data and market spec (the run's, or a stressed copy: shocks, bootstrap paths).
+    account : an :class:`~backtest.engine.settings.Account` replacing the table's (a shocked
+        account: :class:`backtest.stress.SlippageShock`); None: :func:`perp_account` of ``cfg``.
+    warm : the warm-up data (``[data] lookback_days`` earlier bars, then ``md``'s) the targets are
+        computed on, only ``md``'s rows traded (:func:`load_warmup`); None: the targets from ``md``.
+
+    Returns
+    -------
+    (the result with the grid's columns, the column index of the grid: :func:`backtest.runner.labels.relabel`
+    makes the report's labels from it).
+    """
+    from backtest.engine import simulate_perp
     from strategies.policies import build_targets
 
-    target, policy, columns = build_targets(md, cfg.strategy.name, cfg.strategy.params or None, cfg.policies,
+    # with a warm-up (``warm``: earlier bars, then md's) the indicators see the earlier bars and
+    # only md's rows are traded
+    target, policy, columns = build_targets(warm if warm is not None else md, cfg.strategy.name,
+                                            cfg.strategy.params or None, cfg.policies,
                                             filter=cfg.strategy.filter,
                                             filter_params=cfg.strategy.filter_params or None, spec=spec)
-    account = Account(**cfg.account.model_dump())
+    if warm is not None:
+        target = _warm_rows(target, md)
+    account = perp_account(cfg) if account is None else account
     return simulate_perp(md, target, spec, account, policy, columns=columns), columns
 
 
-def _puts(cfg: PutsConfig, where: str, md: Any, spec: Any) -> tuple[SimResult, pd.Index]:
+def _puts(cfg: PutsConfig, where: str, md: Any, spec: Any, warm: Any = None) -> tuple[SimResult, pd.Index]:
     from backtest.options import PutSettings, simulate_puts
 
     values = dict(cfg.settings)
@@ -190,8 +265,10 @@ def _puts(cfg: PutsConfig, where: str, md: Any, spec: Any) -> tuple[SimResult, p
         import strategies
         from strategies.long_put import settings_of
 
-        sig = strategies.signals(md, "long_put", cfg.strategy.params or None, filter=cfg.strategy.filter,
-                                 filter_params=cfg.strategy.filter_params or None)
+        sig = strategies.signals(warm if warm is not None else md, "long_put", cfg.strategy.params or None,
+                                 filter=cfg.strategy.filter, filter_params=cfg.strategy.filter_params or None)
+        if warm is not None:
+            sig = _warm_rows(sig, md)
         hold = sig.to_numpy(dtype=np.float64)
         values = settings_of(sig.columns) | values
         columns = sig.columns
@@ -240,15 +317,16 @@ def _book(cfg: BookConfig, run: RunConfig, loaded: tuple[Any, list[Any]] | None)
 def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
                  books: Mapping[str, tuple[Any, list[Any]]] | None = None,
                  book_runs: dict[str, BookRun] | None = None, status: Log | None = None,
-                 before_book: Callable[[dict[str, SimResult]], Any] | None = None,
+                 warm: Any = None, before_book: Callable[[dict[str, SimResult]], Any] | None = None,
                  ) -> tuple[dict[str, SimResult], dict[str, pd.DataFrame]]:
     """Run every simulation of ``cfg``; results carry readable column labels.
 
     ``books`` gives each ``[[book]]`` (by name) its loaded ``(BookData, specs)``; each simulated
     book is also put in ``book_runs`` (with the report's labels), when given. ``status``: where
-    to say that kernels are compiling (:func:`compile_notice`), None to say nothing.
+    to say that kernels are compiling (:func:`compile_notice`), None to say nothing. ``warm``:
+    the warm-up data of :func:`load_warmup` (strategies and policies are computed on it).
     ``before_book`` is called once before the first book, with the results so far (the wait for
-    the book kernels' warm-up, :mod:`backtest.warmup`).
+    the book kernels compiled in a second process, :mod:`backtest.precompile`).
 
     Raises
     ------
@@ -258,9 +336,9 @@ def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
     """
     jobs: list[tuple[str, str, Callable[[], tuple[SimResult, pd.Index]]]] = []
     for k, p in enumerate(cfg.perp):
-        jobs.append((p.name, f"perp[{k}]", partial(_perp, p, md, spec)))
+        jobs.append((p.name, f"perp[{k}]", partial(simulate_perp_config, p, md, spec, warm=warm)))
     for k, q in enumerate(cfg.puts):
-        jobs.append((q.name, f"puts[{k}]", partial(_puts, q, f"puts[{k}]", md, spec)))
+        jobs.append((q.name, f"puts[{k}]", partial(_puts, q, f"puts[{k}]", md, spec, warm)))
     for k, r in enumerate(cfg.products):
         jobs.append((r.name, f"products[{k}]", partial(_products, r, f"products[{k}]", md, spec)))
     for k, b in enumerate(cfg.book):
@@ -334,19 +412,23 @@ def _check_run_dir(out_dir: Path) -> None:
                           "move the file or choose another -o/--reports-dir")
 
 
-def _publish(run: Any, out_dir: Path, files: Mapping[str, str], html: bool = True) -> Path:
+def _publish(run: Any, out_dir: Path, files: Mapping[str, str | bytes], html: bool = True,
+             top: int | None = None) -> Path:
     """Write the report (and extra files) so the folder appears complete or not at all."""
     from backtest.report import store_run
     from backtest.report.store import _fsync_tree, _swap_into_place, temp_path
 
     if not files:
-        return store_run(run, out_dir, html=html)
+        return store_run(run, out_dir, html=html, top=top)
     out_dir = out_dir.resolve()
     staging = temp_path(out_dir, "staging")
     try:
-        store_run(run, staging, html=html)
-        for name, text in files.items():
-            (staging / name).write_text(text, encoding="utf-8")
+        store_run(run, staging, html=html, top=top)
+        for name, content in files.items():
+            if isinstance(content, bytes):
+                (staging / name).write_bytes(content)
+            else:
+                (staging / name).write_text(content, encoding="utf-8")
         _fsync_tree(staging)
         _swap_into_place(staging, out_dir)
     except BaseException:
@@ -398,7 +480,7 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
 
     from backtest.report.store import remove_stale_temporaries
     from backtest.runner import budget
-    from backtest.warmup import start_book_warmup
+    from backtest.precompile import start_book_precompile
 
     t0 = time.perf_counter()
     problems = check_settings(cfg)
@@ -411,6 +493,10 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
         log(f"removed {p.name}, left by a run that was killed")
 
     md, spec, notes, market_fp, fingerprint, books = load_inputs(cfg, log)
+    warm, warm_notes = load_warmup(cfg, md, log)
+    notes += warm_notes
+    if warm is not None:  # the earlier bars change the targets: part of what the id is made from
+        fingerprint += f"|warmup:{warm.fingerprint}"
 
     run_id = cfg.run_id(fingerprint)
     out_dir = reports / run_id
@@ -424,13 +510,20 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
         log(f"  note: memory not checked: {limit_source}")
     budget.check(need, limit, limit_source, ConfigError)
 
+    plan = _stress_plan(cfg, md, spec, books)  # before simulating: a bad window or shock fails here
+
     book_runs: dict[str, BookRun] = {}
     # a first run compiles the book kernels in a second process meanwhile (None: not worth it)
-    warm = start_book_warmup(cfg, status)
-    with warm or contextlib.nullcontext():
-        results, levels = simulate_all(cfg, md, spec, log, books=books, book_runs=book_runs, status=status,
-                                       before_book=None if warm is None else partial(warm.ready, cfg=cfg,
-                                                                                     status=status))
+    ahead = start_book_precompile(cfg, status)
+    with ahead or contextlib.nullcontext():
+        results, levels = simulate_all(cfg, md, spec, log, books=books, book_runs=book_runs, status=status, warm=warm,
+                                       before_book=None if ahead is None else partial(ahead.ready, cfg=cfg,
+                                                                                      status=status))
+    from backtest.runner.advice import run_warnings
+
+    for warning in run_warnings(results, cfg.data.lookback_days):  # stated on stderr and in the report's notes
+        notes.append(f"warning: {warning}")
+        log(f"warning: {warning}")
     # a look-ahead the user allowed is stated where a reader of the report sees it
     for name, res in results.items():
         for note in res.meta.get("notes", []):
@@ -463,13 +556,47 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
         run = collect({name: book_runs.get(name, res) for name, res in results.items()}, title=cfg.title,
                       config=resolved, notes="\n".join(notes), rank_by=cfg.rank_by,
                       periods=[(p.name, *p.span_ms()) for p in cfg.period])
-    files = dict(extras(run, levels)) if extras is not None else {}
+    files: dict[str, str | bytes] = dict(extras(run, levels)) if extras is not None else {}
+    if plan is not None:
+        files["stress.parquet"] = _run_stress(plan, cfg, md, spec, run, log, status)
     log(f"writing report {out_dir}")
-    out_dir = _publish(run, out_dir, files, html)
+    out_dir = _publish(run, out_dir, files, html, cfg.top_n)
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.1f} s")
     return RunOutcome(run_id=run_id, out_dir=out_dir, results=results, levels=levels, metrics=run.metrics,
                       notes=notes, seconds=seconds, books=book_runs)
+
+
+def _stress_plan(cfg: RunConfig, md: Any, spec: Any, books: Mapping[str, tuple[Any, list[Any]]]) -> Any:
+    """The checked ``[stress]`` plan (:func:`backtest.stress.report.prepare`) on the span of the
+    run's data (the [data] market, else the first book's bars); None without ``[stress]``."""
+    if cfg.stress is None:
+        return None
+    from backtest.stress.report import prepare
+
+    if md is not None:
+        span = (int(md.timestamps[0]), int(md.timestamps[-1]) + int(md.bar_ms))
+    else:
+        bars = next(iter(books.values()))[0].bars
+        span = (int(bars.timestamp[0]), int(bars.timestamp[-1]) + int(bars.bar_ms))
+    return prepare(cfg.stress, md, spec, span)
+
+
+def _run_stress(plan: Any, cfg: RunConfig, md: Any, spec: Any, run: Any, log: Log, status: Log | None) -> bytes:
+    """Run the ``[stress]`` plan: its block goes into ``run.metrics['stress']`` (so the page and
+    ``metrics.json`` show it), its long table is returned as the bytes of ``stress.parquet``."""
+    import io
+
+    from backtest.report.collect import jsonable
+    from backtest.stress.report import run_stress
+
+    log("stress: crisis windows, shocks, monte carlo paths")
+    with compile_notice(status, "the stress scenarios"):
+        block, table = run_stress(plan, cfg, md, spec, run, log)
+    run.metrics["stress"] = jsonable(block)
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    return buf.getvalue()
 
 
 BASELINES = "baselines"  # backtest.runner.baselines.NAME

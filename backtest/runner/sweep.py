@@ -63,27 +63,60 @@ def sweep_table(metrics: Mapping[str, Any], name: str, levels: pd.DataFrame, met
     return pd.DataFrame(rows)
 
 
-def heatmap_grid(table: pd.DataFrame, x: str, y: str, metric: str) -> pd.DataFrame:
+HEATMAP_STATS = ("median", "mean", "best", "worst", "max", "min")
+
+
+def heatmap_grid(table: pd.DataFrame, x: str, y: str, metric: str, stat: str = "median") -> pd.DataFrame:
     """``metric`` by ``y`` (rows) and ``x`` (columns), one cell per (x, y) pair in the table,
-    in the order the values first appear in the grid. When other levels vary too, a cell holds
-    the best value over them (max, or min for metrics where lower is better)."""
+    in the order the values first appear in the grid.
+
+    When other levels vary too, a cell holds ``stat`` of the metric over the columns with that
+    (x, y) (the levels not on the axes): ``"median"`` (the default: what a choice of x and y gives
+    whatever the rest), ``"mean"``, ``"best"`` / ``"worst"`` (max or min, reversed for metrics where
+    lower is better), ``"max"``, ``"min"``. Null values are left out; a cell with none is null.
+    """
     from backtest.report.collect import LOWER_IS_BETTER
 
+    if stat not in HEATMAP_STATS:
+        raise ConfigError(f"sweep.heatmap_stat: {stat!r} is not one of {list(HEATMAP_STATS)}")
     for axis, level in (("x", x), ("y", y)):
         if level not in table.columns:
             raise ConfigError(f"sweep.{axis}: {level!r} is not a column of the sweep table")
     grid_order = table.sort_values("col", kind="stable")
     vals = pd.to_numeric(grid_order[metric], errors="coerce").astype(float)
     frame = pd.DataFrame({"x": grid_order[x].to_numpy(), "y": grid_order[y].to_numpy(), "v": vals.to_numpy()})
-    best = frame.groupby(["y", "x"], sort=False, dropna=False)["v"]
-    agg = best.min() if metric in LOWER_IS_BETTER else best.max()
+    cells = frame.groupby(["y", "x"], sort=False, dropna=False)["v"]
+    lower = metric in LOWER_IS_BETTER
+    how = {"best": "min" if lower else "max", "worst": "max" if lower else "min"}.get(stat, stat)
+    agg = getattr(cells, how)()  # pandas skips NaN; all NaN -> NaN
     xs = list(dict.fromkeys(frame["x"]))
     ys = list(dict.fromkeys(frame["y"]))
     return agg.unstack("x").reindex(index=ys, columns=xs)
 
 
-def heatmap_html(grid: pd.DataFrame, x: str, y: str, metric: str, title: str) -> str:
-    """A self-contained HTML page with one plotly heatmap of ``grid`` (from :func:`heatmap_grid`)."""
+def _signed(metric: str) -> bool:
+    """Whether ``metric`` takes either sign (returns, ratios, money), so its colour scale is
+    centred on 0; a lower-is-better metric (drawdowns, counts) is >= 0 and uses its range."""
+    from backtest.metrics import METRIC_UNITS
+
+    return METRIC_UNITS.get(metric) in ("fraction", "ratio", "money") and not _lower_is_better(metric)
+
+
+def cell_count(table: pd.DataFrame, x: str, y: str) -> int:
+    """Columns behind each heatmap cell (the grid is a product: the same for every cell)."""
+    return int(len(table) // max(1, table[[x, y]].drop_duplicates().shape[0]))
+
+
+def heatmap_title(title: str, metric: str, x: str, y: str, stat: str, per_cell: int) -> str:
+    """The heatmap's title: the metric, its axes and what a cell holds."""
+    what = (f"{stat} over the {per_cell} columns of each cell (levels not on the axes)" if per_cell > 1
+            else "one column per cell")
+    return f"{title}: {metric} (USD) by {x} and {y}; {what}"
+
+
+def heatmap_html(grid: pd.DataFrame, x: str, y: str, metric: str, title: str, subtitle: str | None = None) -> str:
+    """A self-contained HTML page with one plotly heatmap of ``grid`` (from :func:`heatmap_grid`);
+    ``subtitle`` (:func:`heatmap_title`) replaces the default title when given."""
     import plotly.graph_objects as go
 
     # nested lists (not arrays) so the page holds plain JSON numbers; NaN -> null (an empty cell)
@@ -91,10 +124,11 @@ def heatmap_html(grid: pd.DataFrame, x: str, y: str, metric: str, title: str) ->
     fig = go.Figure(go.Heatmap(z=z, x=[format_value(c) for c in grid.columns],
                                y=[format_value(i) for i in grid.index],
                                colorscale="RdYlGn", reversescale=_lower_is_better(metric),  # green = good
+                               zmid=0.0 if _signed(metric) else None,  # a loss red, a gain green, 0 yellow
                                colorbar={"title": {"text": metric}}, texttemplate="%{z:.3g}",
                                hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{metric}=%{{z:.4g}}<extra></extra>"))
     # first grid value at the top, as in the ranked table and the config
-    fig.update_layout(title=f"{title}: {metric} (USD) by {x} and {y}", xaxis_title=x, yaxis_title=y,
+    fig.update_layout(title=subtitle or f"{title}: {metric} (USD) by {x} and {y}", xaxis_title=x, yaxis_title=y,
                       xaxis={"type": "category"}, yaxis={"type": "category", "autorange": "reversed"})
     return fig.to_html(full_html=True, include_plotlyjs=True)
 
@@ -129,11 +163,12 @@ class SweepFiles:
                 raise ConfigError(f"sweep.{axis}: {level!r} is not a column level of [[perp]] {name!r}; "
                                   f"levels: {', '.join(lv.columns)}")
         table = sweep_table(run.metrics, name, lv, sw.metric)
-        grid = heatmap_grid(table, sw.x, sw.y, sw.metric)
+        grid = heatmap_grid(table, sw.x, sw.y, sw.metric, sw.heatmap_stat)
         self.table = table
         files = {"sweep.csv": table.to_csv(index=False)}
         if self.html:
-            files["heatmap.html"] = heatmap_html(grid, sw.x, sw.y, sw.metric, self.cfg.title)
+            files["heatmap.html"] = heatmap_html(grid, sw.x, sw.y, sw.metric, self.cfg.title, heatmap_title(
+                self.cfg.title, sw.metric, sw.x, sw.y, sw.heatmap_stat, cell_count(table, sw.x, sw.y)))
         return files
 
 
@@ -300,6 +335,9 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     problems = check_settings(cfg)
     if problems:
         raise settings_error(problems)
+    if cfg.data.lookback_days:  # the chunks build targets on the run's bars only: never ignore it silently
+        raise ConfigError("data.lookback_days: backtest sweep does not load warm-up data; remove the key, or "
+                          "run the grid with backtest run (which does)")
     where = f"perp[{[p.name for p in cfg.perp].index(target.name)}]"
     grid = sweep_grid(target)
     levels = grid.levels()
@@ -333,20 +371,30 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     need = budget.estimate(int(md.n), budget.columns_of(others) + [(target.name, keep, len(PERP_SERIES))])
     budget.check(need, limit, limit_source, ConfigError)
 
-    store = ChunkStore(out_dir / "chunks", run_id, grid.n_cols)
+    from backtest.data.timeutil import parse_timeframe
+    from backtest.metrics import index_ms
+    from backtest.runner import oos
+    from backtest.runner.grid import plan_line
+
+    bar_ms = parse_timeframe(cfg.data.timeframe)
+    folds = oos.make_folds(index_ms(md.frame.index), bar_ms, sw) if sw.split else []
+    store = (oos.OosChunkStore if folds else ChunkStore)(out_dir / "chunks", run_id, grid.n_cols)
     ex = executor if executor is not None else executor_for(workers, scheduler)
     in_flight = getattr(ex, "workers", 1)
     per_chunk = store.stored_chunk_columns() or chunk_columns(int(md.n), mem, in_flight)
     bounds = chunk_bounds(grid.n_cols, per_chunk)
+    log(plan_line(target.name, grid.n_cols, int(md.n), len(bounds), per_chunk, mem, need.total, in_flight, len(folds)))
     store.start(per_chunk)
     todo = [b for b in bounds if not store.has(b, full_equity)]
     log(f"sweeping {target.name}: {grid.n_cols} columns x {md.n} bars in {len(bounds)} chunk(s) of up to "
         f"{per_chunk} columns (memory {budget.fmt_bytes(mem)}: {mem_source}); "
         f"{len(bounds) - len(todo)} already done, {len(todo)} to run on {ex.name}")
     task = SweepTask(perp=target, where=where, data=md, spec=spec, grid=grid, full_equity=full_equity)
+    fn, shared = ((oos.run_oos_chunk, oos.OosTask(task, tuple(folds), oos.span_keys(sw.metric))) if folds
+                  else (run_chunk, task))
     progress = ChunkProgress(len(bounds), len(bounds) - len(todo), quiet=quiet)
     try:
-        for i, out in ex.map(run_chunk, task, todo):
+        for i, out in ex.map(fn, shared, todo):
             store.save(todo[i], out)
             progress.advance(f"columns {todo[i][0]}..{todo[i][1] - 1}")
     finally:
@@ -397,14 +445,31 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     run.metrics["sweep"] = {
         "result": target.name, "metric": sw.metric, "columns": grid.n_cols, "report_columns": keep,
         "chunks": len(bounds), "chunk_columns": per_chunk, "table": "sweep_metrics.parquet",
+        "heatmap_stat": sw.heatmap_stat,
         "note": f"the report shows the best {keep} of {grid.n_cols} columns of {target.name!r} by {sw.metric}; "
                 "sweep.csv and sweep_metrics.parquet hold every column"}
     files: dict[str, Any] = {"sweep.csv": ranked.to_csv(index=False)}
+    run.metrics["sweep"]["robustness"] = _robustness(ranked, levels, sw.metric, top, best, bar_ms)
+    if folds:
+        log(f"out of sample: {len(folds)} fold(s), the best {sw.oos_columns} in-sample column(s) of each")
+        span_store = store if isinstance(store, oos.OosChunkStore) else None
+        if span_store is None:  # pragma: no cover - a split always makes an OosChunkStore
+            raise RuntimeError("a sweep with a split needs its span store")
+        spans = pd.concat([span_store.spans(b) for b in bounds], ignore_index=True)
+        chosen = oos.choose(spans, target.name, sw.metric, sw.oos_columns)
+        block, stitched = _out_of_sample(task, folds, chosen, sw, md)
+        run.metrics["sweep"]["oos"] = block
+        files["sweep_folds.parquet"] = _parquet_bytes(spans)
+        files["sweep_oos.csv"] = chosen.to_csv(index=False)
+        files["oos_equity.parquet"] = _parquet_bytes(stitched)
+        if html:
+            files["oos.html"] = oos.oos_html(cfg.title, chosen, stitched, sw.metric, block)
     metrics_bytes = _parquet_bytes(table)
     files["sweep_metrics.parquet"] = metrics_bytes
     if html:
-        files["heatmap.html"] = heatmap_html(heatmap_grid(ranked, sw.x, sw.y, sw.metric), sw.x, sw.y, sw.metric,
-                                             cfg.title)
+        files["heatmap.html"] = heatmap_html(
+            heatmap_grid(ranked, sw.x, sw.y, sw.metric, sw.heatmap_stat), sw.x, sw.y, sw.metric, cfg.title,
+            heatmap_title(cfg.title, sw.metric, sw.x, sw.y, sw.heatmap_stat, cell_count(ranked, sw.x, sw.y)))
     if full_equity:
         for b in bounds:
             files[f"equity-full-{b[0]}-{b[1]}.parquet"] = store.equity_path(b)
@@ -423,3 +488,41 @@ def _parquet_bytes(table: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     table.to_parquet(buf, index=False)
     return buf.getvalue()
+
+
+def _robustness(ranked: pd.DataFrame, levels: pd.DataFrame, metric: str, top: Any, best: np.ndarray,
+                bar_ms: int) -> dict[str, Any]:
+    """:func:`backtest.runner.robust.robustness` of the best-ranked column (its USD returns
+    from the report's simulation ``top`` of the columns ``best``)."""
+    from backtest.metrics import bars_per_year, returns_and_drawdown
+    from backtest.runner.robust import robustness
+
+    best_col = int(ranked["col"].iloc[0])
+    i = int(np.searchsorted(best, best_col))
+    returns = returns_and_drawdown(top.select([i]), "usd")["returns"][:, 0]
+    return robustness(ranked, levels, metric, best_col, returns, bars_per_year(bar_ms))
+
+
+def _out_of_sample(task: Any, folds: list, chosen: pd.DataFrame, sw: Any, md: Any) -> tuple[dict, pd.DataFrame]:
+    """The ``sweep.oos`` block and the stitched OOS growth of each fold's IS winner (the winners
+    simulated again: the same numbers, columns are independent)."""
+    from backtest.metrics import returns_and_drawdown
+    from backtest.runner import oos
+    from backtest.runner.chunks import simulate_columns
+
+    winners = chosen[chosen["is_rank"] == 1].sort_values("fold")
+    by_fold = dict(zip(winners["fold"].tolist(), winners["col"].tolist()))
+    used = [f for f in folds if f.index in by_fold]
+    cols = np.unique(np.asarray([by_fold[f.index] for f in used], dtype=np.int64))
+    res = simulate_columns(task, cols)
+    returns = returns_and_drawdown(res, "usd")["returns"]
+    pos = [int(np.searchsorted(cols, by_fold[f.index])) for f in used]
+    bars, growth = oos.stitched_growth(returns, pos, used)
+    # each stitched bar belongs to the earliest fold holding it (stitched_growth's rule)
+    owner = np.full(len(bars), -1, dtype=np.int64)
+    for f in used:
+        owner[(bars >= f.oos_first) & (bars < f.oos_end) & (owner < 0)] = f.index
+    labels = [task.grid.labels[by_fold[int(k)]] for k in owner.tolist()]
+    stitched = oos.stitched_frame(md.frame.index, bars, growth, owner, labels)
+    total = float(growth[-1] - 1.0) if len(growth) else None
+    return oos.oos_block(chosen, folds, sw, sw.metric, total, int(len(bars))), stitched

@@ -43,12 +43,12 @@ def _numbers(metrics: dict) -> dict[str, float]:
 
 def _run(cfg: Any, md: MarketData, spec: MarketSpec) -> dict[str, dict[str, float]]:
     """Metrics of every column of ``cfg`` on ``md``: the run's own perp simulation
-    (:func:`backtest.runner.run._perp`: strategy targets x policies, account, ``simulate_perp``)."""
+    (:func:`backtest.runner.run.simulate_perp_config`: strategy targets x policies, account, ``simulate_perp``)."""
     from backtest.metrics import compute_metrics
     from backtest.runner.labels import relabel
-    from backtest.runner.run import _perp
+    from backtest.runner.run import simulate_perp_config
 
-    res, columns = _perp(cfg, md, spec)
+    res, columns = simulate_perp_config(cfg, md, spec)
     res, _ = relabel(res, columns)
     return {str(label): _numbers(m) for label, m in compute_metrics(res)["columns"].items()}
 
@@ -108,7 +108,7 @@ class MonteCarloResult:
 
 def run_monte_carlo(perp: Any, md: MarketData, spec: MarketSpec, *, n_paths: int, mean_block: float,
                     horizon: int | None = None, seed: int = 0, quantiles: Sequence[float] = QUANTILES,
-                    log: Callable[[str], None] | None = None) -> MonteCarloResult:
+                    log: Callable[[str], None] | None = None, history: bool = True) -> MonteCarloResult:
     """Run a perp config's strategy x policies on ``n_paths`` stationary-bootstrap paths of ``md``.
 
     Parameters
@@ -120,6 +120,8 @@ def run_monte_carlo(perp: Any, md: MarketData, spec: MarketSpec, *, n_paths: int
     mean_block, horizon, seed : see :class:`~backtest.stress.bootstrap.StationaryBootstrap`.
     quantiles : levels in [0, 1] reported by :meth:`MonteCarloResult.quantiles`.
     log : called with a progress line every 10 % of the paths.
+    history : also run the config on ``md`` itself (:attr:`MonteCarloResult.history`); False
+        leaves ``history`` empty (a caller that has the historical result already: ``backtest run``).
 
     Returns
     -------
@@ -132,8 +134,8 @@ def run_monte_carlo(perp: Any, md: MarketData, spec: MarketSpec, *, n_paths: int
         raise ShockError(f"quantiles={quantiles!r} must be levels in [0, 1]")
     cfg = _perp_config(perp)
     boot = StationaryBootstrap(md, mean_block, horizon=horizon, seed=seed)
-    history = pd.DataFrame.from_dict(_run(cfg, md, spec), orient="index")
-    history.index.name = "column"
+    hist = pd.DataFrame.from_dict(_run(cfg, md, spec), orient="index") if history else pd.DataFrame()
+    hist.index.name = "column"
     rows: list[dict[str, float]] = []
     keys: list[tuple[int, str]] = []
     step = max(1, n_paths // 10)
@@ -144,5 +146,5 @@ def run_monte_carlo(perp: Any, md: MarketData, spec: MarketSpec, *, n_paths: int
         if log is not None and ((path.index + 1) % step == 0 or path.index + 1 == n_paths):
             log(f"monte carlo: {path.index + 1}/{n_paths} paths")
     samples = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(keys, names=["path", "column"]))
-    return MonteCarloResult(samples=samples, history=history, n_paths=int(n_paths), mean_block=boot.mean_block,
+    return MonteCarloResult(samples=samples, history=hist, n_paths=int(n_paths), mean_block=boot.mean_block,
                             horizon_bars=boot.horizon, bar_ms=md.bar_ms, seed=boot.seed, quantile_levels=qs)

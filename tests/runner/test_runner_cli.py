@@ -161,7 +161,9 @@ def test_subprocess_run_batch_job(tmp_path):
     assert proc.stdout == f"{run_dir / 'report.html'}\n"
     lines = proc.stderr.splitlines()
     assert lines[0] == "loading binanceusdm BTC/USDT:USDT 4h (2022-01-01 .. 2022-03-01)"
-    assert lines[-1].startswith("done in ") and "\x1b[" not in proc.stderr
+    # the progress ends with the time taken, then the summary of the best columns
+    summary = lines.index("best 4 column(s) by calmar (USD), with the baselines:")
+    assert lines[summary - 1].startswith("done in ") and "\x1b[" not in proc.stderr
     assert {p.name for p in run_dir.iterdir()} == {"config.json", "equity.parquet", "events.parquet",
                                                   "metrics.json", "periods.parquet", "drawdowns.parquet",
                                                   "trades.parquet", "report.html"}

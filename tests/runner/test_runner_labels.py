@@ -10,7 +10,7 @@ import pytest
 
 from backtest.result import SimResult
 from backtest.runner import execute, parse_config
-from backtest.runner.labels import level_frame, readable_labels, relabel
+from backtest.runner.labels import account_levels, level_frame, make_labels, readable_labels, relabel, result_labels
 from runner_kit import TINY
 
 
@@ -92,3 +92,83 @@ def test_reports_of_runs_use_the_readable_labels(tmp_path, quiet):
         "price_ma", 20.0, 10.0, False, "const(2)"]
     events = pd.read_parquet(out.out_dir / "events.parquet")
     assert set(events.loc[events["result"] == "trend", "column"]) <= set(metrics["results"]["trend"]["columns"])
+
+
+# --- the Python API: the same labels as `backtest run` ------------------------------------------
+
+def _python_api_run(tmp_path, account_kw=None):
+    """The README's Python flow on TINY's data: build_targets -> simulate_perp -> write_report."""
+    from backtest.data import load_market_data
+    from backtest.engine import Account, simulate_perp
+    from backtest.market import load_market
+    from backtest.report import write_report
+    from strategies.policies import build_targets
+
+    md = load_market_data("binanceusdm", "BTC/USDT:USDT", "4h", start="2022-01-01", end="2022-03-01")
+    spec = load_market("binanceusdm", "BTC/USDT:USDT")
+    target, policy, columns = build_targets(md, "trend_short", {"slow_days": [10, 20]}, ["const(1)", "const(2)"])
+    res = simulate_perp(md, target, spec, Account(**(account_kw or {})), policy, columns=columns)
+    out = write_report({"trend": res}, tmp_path / "py", html=False)
+    return res, json.loads((out / "metrics.json").read_text())
+
+
+def test_python_api_reports_the_cli_s_labels_and_numbers(tmp_path, quiet):
+    res, py = _python_api_run(tmp_path)
+    cli = execute(parse_config(dict(TINY, baselines=False)), reports_dir=tmp_path / "cli", log=quiet, html=False)
+    want = ["slow_days=10|policy=const(1)", "slow_days=10|policy=const(2)",
+            "slow_days=20|policy=const(1)", "slow_days=20|policy=const(2)"]
+    assert py["results"]["trend"]["columns"] == want == cli.metrics["results"]["trend"]["columns"]
+    # each label names the same column in both: its metrics are equal
+    for lab in want:
+        assert py["results"]["trend"]["usd"]["columns"][lab] == cli.metrics["results"]["trend"]["usd"]["columns"][lab]
+    # events carry the readable label too, not a stringified tuple
+    fills = res.events("fills")
+    assert len(fills) and set(fills["column"]) <= set(want)
+
+
+def test_per_column_account_settings_are_levels_of_the_label(tmp_path, quiet):
+    lev = [5, 10, 5, 10]
+    res, py = _python_api_run(tmp_path, {"leverage": lev, "margin_mode": ["cross", "cross", "isolated", "cross"]})
+    want = ["slow_days=10|policy=const(1)|account.margin_mode=cross|account.leverage=5",
+            "slow_days=10|policy=const(2)|account.margin_mode=cross|account.leverage=10",
+            "slow_days=20|policy=const(1)|account.margin_mode=isolated|account.leverage=5",
+            "slow_days=20|policy=const(2)|account.margin_mode=cross|account.leverage=10"]
+    assert py["results"]["trend"]["columns"] == want
+    doc = dict(TINY, baselines=False)
+    doc["perp"] = [dict(TINY["perp"][0], account={"leverage": lev,
+                                                   "margin_mode": ["cross", "cross", "isolated", "cross"]})]
+    cli = execute(parse_config(doc), reports_dir=tmp_path / "cli", log=quiet, html=False)
+    assert cli.metrics["results"]["trend"]["columns"] == want
+    assert cli.levels["trend"].loc[want[2], "account.margin_mode"] == "isolated"
+    assert list(cli.levels["trend"].columns)[-2:] == ["account.margin_mode", "account.leverage"]
+
+
+def test_a_setting_list_without_a_grid_is_labelled_by_the_setting():
+    """One target column and Account(leverage=[5, 10]): no column labels given, the engine numbers
+    the columns; the report names them by the setting. Each equals its own run at that leverage."""
+    from backtest.data import load_market_data
+    from backtest.engine import Account, simulate_perp
+    from backtest.market import load_market
+    from backtest.metrics import column_labels
+
+    md = load_market_data("binanceusdm", "BTC/USDT:USDT", "4h", start="2022-01-01", end="2022-03-01")
+    spec = load_market("binanceusdm", "BTC/USDT:USDT")
+    target = np.full(md.n, -3.0)
+    both = simulate_perp(md, target, spec, Account(leverage=[5, 10], margin_mode="isolated"))
+    assert column_labels(both) == ["account.leverage=5", "account.leverage=10"]
+    for j, lev in enumerate([5, 10]):
+        alone = simulate_perp(md, target, spec, Account(leverage=lev, margin_mode="isolated"))
+        assert column_labels(alone) == ["0"]  # the engine's numbering: nothing varies
+        np.testing.assert_array_equal(both.series["equity"][:, j], alone.series["equity"][:, 0])
+    # a named Index (an inverse product's leverage) reads as the runner writes it
+    assert make_labels(pd.Index([-1.0, -3.0], name="leverage"))[0] == ["leverage=-1", "leverage=-3"]
+    # labels already readable are kept
+    assert result_labels(_result(pd.Index(["a", "b"], name="column"))) == ["a", "b"]
+
+
+def test_account_levels_keep_only_varying_per_column_lists():
+    acc = {"leverage": [5.0, 5.0], "margin_mode": ["cross", "isolated"], "fee_rate": None, "lag": 1,
+           "initial_capital": 10000}
+    assert account_levels(acc, 2) == {"account.margin_mode": ["cross", "isolated"]}
+    assert account_levels(acc, 3) == {}  # a list of another length is not per column of these
+    assert account_levels(None, 2) == {}

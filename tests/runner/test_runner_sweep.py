@@ -96,10 +96,10 @@ def test_best_over_other_levels_and_direction():
     table = pd.DataFrame({
         "col": [0, 1, 2, 3], "a": [1, 1, 2, 2], "b": ["p", "p", "p", "q"], "c": [0, 1, 0, 0],
         "sharpe": [0.5, 0.7, None, 0.1], "max_drawdown": [0.3, 0.2, 0.4, 0.1]})
-    g = heatmap_grid(table, "a", "b", "sharpe")
+    g = heatmap_grid(table, "a", "b", "sharpe", "best")
     assert g.loc["p", 1] == 0.7 and math.isnan(g.loc["p", 2]) and math.isnan(g.loc["q", 1])
     assert g.loc["q", 2] == 0.1
-    assert heatmap_grid(table, "a", "b", "max_drawdown").loc["p", 1] == 0.2  # lower is better
+    assert heatmap_grid(table, "a", "b", "max_drawdown", "best").loc["p", 1] == 0.2  # lower is better
 
 
 @pytest.mark.parametrize("swap, message", [

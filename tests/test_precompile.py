@@ -1,9 +1,9 @@
-"""The book kernels' warm-up in a second process (``backtest/warmup.py``).
+"""The book kernels compiled ahead in a second process (``backtest/precompile.py``).
 
 * numba's cache, unlocked, loses a signature when two processes save different signatures of one
   function at once (the interleaving is forced with two threads, the lock being a file lock like
   between processes); :func:`locked_cache` makes the second save wait and both survive;
-* when a warm-up starts and when it does not;
+* when the second process starts and when it does not;
 * a child that fails, hangs or is killed leaves the run's numbers unchanged (the run compiles or
   loads the kernels itself);
 * (slow) a cold run: the child compiles the book kernel, the run loads it instead of compiling it,
@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 from numba.core.caching import IndexDataCacheFile
 
-import backtest.warmup as warmup
+import backtest.precompile as precompile
 from backtest.runner import execute, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # A perpetual and a book on two months of 4h bars: the run simulates the perpetual first, then
-# waits for the warm-up before the book.
+# waits for the second process before the book.
 PERP_AND_BOOK = {
     "title": "perp and book",
     "data": {"exchange": "binanceusdm", "symbol": "BTC/USDT:USDT", "timeframe": "4h",
@@ -125,63 +125,63 @@ def test_numba_alone_loses_a_signature_when_two_saves_interleave(tmp_path):
 
 
 def test_locked_saves_wait_for_each_other_and_keep_both_signatures(tmp_path):
-    with warmup.locked_cache():
+    with precompile.locked_cache():
         saved, waited = _interleaved_saves(tmp_path)
     assert waited
     assert saved == {"A": "data of A", "B": "data of B"}
-    assert (tmp_path / warmup.LOCK_NAME).exists()
+    assert (tmp_path / precompile.LOCK_NAME).exists()
 
 
 def test_the_lock_is_removed_after_the_block():
     before = IndexDataCacheFile.save, IndexDataCacheFile.load
-    with warmup.locked_cache():
+    with precompile.locked_cache():
         assert IndexDataCacheFile.save is not before[0]
     assert (IndexDataCacheFile.save, IndexDataCacheFile.load) == before
 
 
 # ---------------------------------------------------------------------------------------------
-# when a warm-up starts
+# when a second process starts
 
 @pytest.mark.parametrize("doc", [
     {k: v for k, v in PERP_AND_BOOK.items() if k != "book"},   # no book
     {k: v for k, v in PERP_AND_BOOK.items() if k != "perp"},   # only books: nothing to do meanwhile
 ])
-def test_no_warmup_without_a_book_or_without_other_work(doc, monkeypatch):
-    monkeypatch.setattr(warmup, "book_cache_cold", lambda: True)
-    assert warmup.start_book_warmup(cfg_of(doc)) is None
+def test_none_without_a_book_or_without_other_work(doc, monkeypatch):
+    monkeypatch.setattr(precompile, "book_cache_cold", lambda: True)
+    assert precompile.start_book_precompile(cfg_of(doc)) is None
 
 
-def test_no_warmup_on_a_warm_cache_or_when_turned_off(monkeypatch):
+def test_none_on_a_warm_cache_or_when_turned_off(monkeypatch):
     cfg = cfg_of(PERP_AND_BOOK)
-    monkeypatch.setattr(warmup, "book_cache_cold", lambda: False)
-    assert warmup.start_book_warmup(cfg) is None
-    monkeypatch.setattr(warmup, "book_cache_cold", lambda: None)  # cannot tell: do not start
-    assert warmup.start_book_warmup(cfg) is None
-    monkeypatch.setattr(warmup, "book_cache_cold", lambda: True)
-    monkeypatch.setenv(warmup.ENV, "0")
-    assert warmup.start_book_warmup(cfg) is None
+    monkeypatch.setattr(precompile, "book_cache_cold", lambda: False)
+    assert precompile.start_book_precompile(cfg) is None
+    monkeypatch.setattr(precompile, "book_cache_cold", lambda: None)  # cannot tell: do not start
+    assert precompile.start_book_precompile(cfg) is None
+    monkeypatch.setattr(precompile, "book_cache_cold", lambda: True)
+    monkeypatch.setenv(precompile.ENV, "0")
+    assert precompile.start_book_precompile(cfg) is None
 
 
 def test_an_empty_cache_is_cold_and_a_loaded_kernel_is_not(tmp_path, monkeypatch):
-    code = "from backtest.warmup import book_cache_cold; print(book_cache_cold())"
+    code = "from backtest.precompile import book_cache_cold; print(book_cache_cold())"
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "empty-cache"), PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.strip() == "True", out.stderr
     # this process: once a book has run, the kernel is in memory
-    monkeypatch.setenv(warmup.ENV, "0")
+    monkeypatch.setenv(precompile.ENV, "0")
     execute(cfg_of(PERP_AND_BOOK), reports_dir=tmp_path / "reports", log=lambda _m: None)
-    assert warmup.book_cache_cold() is False
+    assert precompile.book_cache_cold() is False
 
 
 # ---------------------------------------------------------------------------------------------
-# a warm-up that goes wrong leaves the run as it was
+# a second process that goes wrong leaves the run as it was
 
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory):
-    """The run without any warm-up (the reference numbers)."""
+    """The run without a second process (the reference numbers)."""
     out = tmp_path_factory.mktemp("plain")
     mp = pytest.MonkeyPatch()
-    mp.setenv(warmup.ENV, "0")
+    mp.setenv(precompile.ENV, "0")
     mp.setenv("BACKTEST_DATA_DIR", str(tmp_path_factory.mktemp("empty-store")))
     try:
         return numbers(execute(cfg_of(PERP_AND_BOOK), reports_dir=out, log=lambda _m: None).out_dir)
@@ -194,19 +194,19 @@ def plain_run(tmp_path_factory):
     ([sys.executable, "-c", "import time; time.sleep(120)"], None),                   # hangs: stopped
     ([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], "failed (exit -9)"),
 ])
-def test_a_failing_warmup_does_not_change_the_run(child, says, plain_run, tmp_path, monkeypatch):
+def test_a_failing_child_does_not_change_the_run(child, says, plain_run, tmp_path, monkeypatch):
     started = []
-    real_start = warmup.start_book_warmup
+    real_start = precompile.start_book_precompile
 
     def start(cfg, status=None):
         w = real_start(cfg, status)
         started.append(w)
         return w
 
-    monkeypatch.setattr(warmup, "book_cache_cold", lambda: True)
-    monkeypatch.setattr(warmup, "CHILD", child)
-    monkeypatch.setattr(warmup, "WAIT_LIMIT_S", 2.0)
-    monkeypatch.setattr(warmup, "start_book_warmup", start)
+    monkeypatch.setattr(precompile, "book_cache_cold", lambda: True)
+    monkeypatch.setattr(precompile, "CHILD", child)
+    monkeypatch.setattr(precompile, "WAIT_LIMIT_S", 2.0)
+    monkeypatch.setattr(precompile, "start_book_precompile", start)
     lines: list[str] = []
     out = execute(cfg_of(PERP_AND_BOOK), reports_dir=tmp_path, log=lambda _m: None, status=lines.append)
     (w,) = started
@@ -239,14 +239,14 @@ print(json.dumps({"compiled": compiled, "status": lines, "dir": str(out.out_dir)
 
 
 @pytest.mark.slow
-def test_a_cold_run_loads_the_book_kernel_compiled_by_the_warmup(tmp_path, plain_run):
+def test_a_cold_run_loads_the_book_kernel_compiled_by_the_child(tmp_path, plain_run):
     """From an empty numba cache: the child compiles the book kernel while the run compiles the
     perpetual's; the run compiles no book kernel itself, and its numbers are the warm run's."""
     config = tmp_path / "run.toml"
     config.write_text(PERP_AND_BOOK_TOML)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT),
                BACKTEST_DATA_DIR=str(tmp_path / "empty-store"))
-    env.pop(warmup.ENV, None)
+    env.pop(precompile.ENV, None)
     out = subprocess.run([sys.executable, "-c", RUN_AND_LIST_COMPILES, str(config), str(tmp_path / "reports")],
                          capture_output=True, text=True, env=env, timeout=1200, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -4,10 +4,10 @@ A first run (an empty numba cache) of a config with books and other simulations 
 half of its time compiling the book kernel (``backtest/book/nb.py``) and the other half
 compiling the perpetual, put and product kernels; numba compiles on one thread, so on a
 machine with two or more cores the two halves can be compiled at the same time.
-:func:`start_book_warmup` starts a child process (``python -m backtest.warmup``) that runs the
+:func:`start_book_precompile` starts a child process (``python -m backtest.precompile``) that runs the
 config's books exactly as the run will (same data, targets and settings, so the kernels get the
 same signatures) and throws the results away: what it leaves is the numba cache, from which the
-run then loads the book kernels instead of compiling them (:meth:`BookWarmup.ready`, called
+run then loads the book kernels instead of compiling them (:meth:`BookPrecompile.ready`, called
 before the first book, compiles the metrics kernels while it waits). Measured in
 benchmarks/README.md ("Start-up").
 
@@ -25,7 +25,7 @@ index can end up pointing one signature at the other's machine code (the race of
 lock (``fcntl.flock`` on a file in the cache folder) around every index read-modify-write and
 every read (:func:`locked_cache`), so a save is atomic for the other process.
 
-``BACKTEST_PARALLEL_COMPILE=0`` turns the warm-up off (the run compiles everything itself).
+``BACKTEST_PARALLEL_COMPILE=0`` turns this off (the run compiles everything itself).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Mapping
 ENV = "BACKTEST_PARALLEL_COMPILE"
 LOCK_NAME = "backtest-cache.lock"  # in each numba cache folder the run writes to
 WAIT_LIMIT_S = 900.0  # a child still compiling after this long is killed and the run compiles the rest itself
-CHILD = [sys.executable, "-m", "backtest.warmup"]  # reads the pickled config on stdin
+CHILD = [sys.executable, "-m", "backtest.precompile"]  # reads the pickled config on stdin
 
 Log = Callable[[str], None]
 
@@ -60,7 +60,7 @@ def book_cache_cold() -> bool | None:
 
     True when neither this process holds a compiled version nor numba's cache a saved one for
     the current source of ``backtest/book/nb.py``; False otherwise; None when it cannot be told
-    (caching off, or a numba whose cache objects look different): then no warm-up is started.
+    (caching off, or a numba whose cache objects look different): then no second process is started.
     """
     try:
         from backtest.book import nb
@@ -126,8 +126,8 @@ def locked_cache() -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------
 # the parent's side
 
-class BookWarmup:
-    """A running warm-up child (:func:`start_book_warmup`); use as a context manager so that the
+class BookPrecompile:
+    """A running child compiling the book kernels (:func:`start_book_precompile`); use as a context manager so that the
     child is stopped and the cache lock released whatever happens to the run."""
 
     def __init__(self, proc: subprocess.Popen, stderr_path: Path, lock: contextlib.ExitStack, books: list[str]):
@@ -191,7 +191,7 @@ class BookWarmup:
             with contextlib.suppress(OSError):
                 self.stderr_path.unlink()
 
-    def __enter__(self) -> "BookWarmup":
+    def __enter__(self) -> "BookPrecompile":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -200,7 +200,7 @@ class BookWarmup:
         self.close()
 
 
-def start_book_warmup(cfg: Any, status: Log | None = None) -> BookWarmup | None:
+def start_book_precompile(cfg: Any, status: Log | None = None) -> BookPrecompile | None:
     """Start compiling ``cfg``'s book kernels in a second process, when it helps.
 
     It helps when the config has books and other simulations before them (the run compiles
@@ -215,8 +215,8 @@ def start_book_warmup(cfg: Any, status: Log | None = None) -> BookWarmup | None:
 
     Returns
     -------
-    BookWarmup or None
-        Call :meth:`BookWarmup.ready` (or :meth:`BookWarmup.wait`) before the first book; use it
+    BookPrecompile or None
+        Call :meth:`BookPrecompile.ready` (or :meth:`BookPrecompile.wait`) before the first book; use it
         as a context manager.
     """
     if not cfg.book or not (cfg.perp or cfg.puts or cfg.products):
@@ -234,7 +234,7 @@ def start_book_warmup(cfg: Any, status: Log | None = None) -> BookWarmup | None:
         env["NUMBA_CACHE_DIR"] = str(numba_config.CACHE_DIR)
     lock = contextlib.ExitStack()
     lock.enter_context(locked_cache())
-    fd, name = tempfile.mkstemp(prefix="backtest-warmup-", suffix=".log")
+    fd, name = tempfile.mkstemp(prefix="backtest-precompile-", suffix=".log")
     proc = None
     try:
         with os.fdopen(fd, "wb") as err:
@@ -242,7 +242,7 @@ def start_book_warmup(cfg: Any, status: Log | None = None) -> BookWarmup | None:
                                     stdout=subprocess.DEVNULL, stderr=err, env=env)
         stdin = proc.stdin
         if stdin is None:  # Popen(stdin=PIPE) always sets it
-            raise OSError("no pipe to the warm-up process")
+            raise OSError("no pipe to the second process")
         with stdin:
             stdin.write(pickle.dumps(cfg.model_copy(update={"perp": [], "puts": [], "products": []})))
     except Exception:  # noqa: BLE001 - no second process: the run compiles everything itself
@@ -255,11 +255,11 @@ def start_book_warmup(cfg: Any, status: Log | None = None) -> BookWarmup | None:
         return None
     if status is not None:
         status(f"compiling the book kernels in a second process (first run only): {', '.join(b.name for b in cfg.book)}")
-    return BookWarmup(proc, Path(name), lock, [b.name for b in cfg.book])
+    return BookPrecompile(proc, Path(name), lock, [b.name for b in cfg.book])
 
 
 # ---------------------------------------------------------------------------------------------
-# the child's side: python -m backtest.warmup < pickled RunConfig (books only)
+# the child's side: python -m backtest.precompile < pickled RunConfig (books only)
 
 def _child() -> int:
     cfg = pickle.loads(sys.stdin.buffer.read())

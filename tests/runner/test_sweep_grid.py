@@ -1,0 +1,111 @@
+"""Grids users can write: range strings expanded to the lists they stand for, in strategy,
+filter and policy parameters; the run id of a range is that of its list; bad ranges refused by
+name; the plan line (columns, memory, time) printed before a sweep starts."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+
+from backtest.runner import ConfigError, parse_config
+from backtest.runner.grid import GridError, estimate_seconds, expand_range, is_range, plan_line
+from runner_kit import TINY
+
+
+@pytest.mark.parametrize("text, want", [
+    ("10:50:10", [10, 20, 30, 40, 50]),               # stop included when on the grid
+    ("10:45:10", [10, 20, 30, 40]),                   # and left out when not
+    ("5:5:1", [5]),
+    ("0.2:0.5:0.1", [0.2, 0.3, 0.4, 0.5]),            # no 0.30000000000000004
+    ("-1:1:0.5", [-1.0, -0.5, 0.0, 0.5, 1.0]),
+    ("1e-3:3e-3:1e-3", [0.001, 0.002, 0.003]),
+])
+def test_linear_ranges(text, want):
+    got = expand_range(text)
+    assert got == want
+    assert all(type(g) is type(w) for g, w in zip(got, want))  # integers stay integers
+
+
+def test_log_ranges_are_even_in_the_logarithm():
+    got = expand_range("log:1:100:5")
+    # 10 ** (2 i / 4): 1, 10 ** 0.5, 10, 10 ** 1.5, 100
+    assert got == pytest.approx([1, math.sqrt(10), 10, 10 * math.sqrt(10), 100], rel=1e-12)
+    assert got[0] == 1 and got[-1] == 100
+    ratios = [b / a for a, b in zip(got, got[1:])]
+    assert ratios == pytest.approx([math.sqrt(10)] * 4, rel=1e-10)
+    assert expand_range("intlog:10:200:4") == [10, 27, 74, 200]  # 10 * 20 ** (i / 3), rounded
+    assert expand_range("intlog:1:3:5") == [1, 2, 3]  # 1, 1.32, 1.73, 2.28, 3 -> repeats dropped
+
+
+@pytest.mark.parametrize("text, message", [
+    ("10:50:0", "the step 0 must be > 0"),
+    ("50:10:10", "the stop 10 is before the start 50"),
+    ("1:1000000:1", "has 1000000 values, more than 100000"),
+    ("log:0:10:3", "a log range needs start and stop > 0"),
+    ("log:1:10:1", "the count 1 must be a whole number >= 2"),
+    ("log:10:1:3", "the stop 1 must be after the start 10"),
+])
+def test_bad_ranges_name_the_value_and_the_fix(text, message):
+    with pytest.raises(GridError, match=message):
+        expand_range(text, "slow_days")
+
+
+def test_strings_that_are_not_ranges_are_left_alone():
+    assert not is_range("price_ma") and not is_range("const(2)") and not is_range("1:2")
+    assert is_range("1:2:1") and is_range("log:1:2:2") and is_range(" 1 : 2 : 1 ")
+
+
+def doc_with(params=None, policies=None):
+    doc = copy.deepcopy(TINY)
+    if params is not None:
+        doc["perp"][0]["strategy"]["params"] = params
+    if policies is not None:
+        doc["perp"][0]["policies"] = policies
+    return doc
+
+
+def test_a_config_range_is_its_list_and_has_its_run_id():
+    ranged = parse_config(doc_with({"slow_days": "10:30:10", "rule": "price_ma"},
+                                   ["const(1)", {"name": "voltarget", "target_vol": "0.2:0.4:0.1"}]))
+    listed = parse_config(doc_with({"slow_days": [10, 20, 30], "rule": "price_ma"},
+                                   ["const(1)", {"name": "voltarget", "target_vol": [0.2, 0.3, 0.4]}]))
+    assert ranged.perp[0].strategy.params == {"slow_days": [10, 20, 30], "rule": "price_ma"}
+    assert ranged.perp[0].policies[1]["target_vol"] == [0.2, 0.3, 0.4]
+    assert ranged.run_id("x") == listed.run_id("x")
+
+
+def test_ranges_multiply_the_columns():
+    from backtest.runner.chunks import sweep_grid
+
+    cfg = parse_config(doc_with({"slow_days": "intlog:5:20:3"},
+                                [{"name": "voltarget", "target_vol": "0.25:0.75:0.25"}, "const(1)"]))
+    grid = sweep_grid(cfg.perp[0])
+    assert grid.n_cols == 3 * (3 + 1)
+    assert sorted(set(grid.levels()["slow_days"])) == [5, 10, 20]
+
+
+def test_a_bad_range_in_a_config_is_reported_with_its_path():
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc_with({"slow_days": "50:10:10"}, [{"name": "voltarget", "target_vol": "0.5:0.6:0"}]))
+    text = str(err.value)
+    assert "2 invalid field(s)" in text
+    assert "perp[0].strategy.params: slow_days='50:10:10': the stop 10 is before the start 50" in text
+    assert "perp[0].policies: policies[0].target_vol='0.5:0.6:0': the step 0 must be > 0" in text
+
+
+def test_time_estimate_is_linear_and_shared_by_workers():
+    one = estimate_seconds(1000, 100)
+    assert one == pytest.approx(1000 * 100 * 4e-7)
+    assert estimate_seconds(1000, 1000) == pytest.approx(10 * one)
+    assert estimate_seconds(1000, 100, workers=2) == pytest.approx(one / 2)
+    assert estimate_seconds(1000, 100, folds=2) == pytest.approx(one * 1.6)
+
+
+def test_plan_line_states_columns_memory_and_time():
+    line = plan_line("trend", columns=12, bars=354, chunks=3, per_chunk=5, chunk_memory=2_000_000,
+                     report_memory=400_000_000, workers=1, folds=2)
+    assert line.startswith("plan of trend: 12 columns x 354 bars = 4,248 bar-columns in 3 chunk(s) of up to 5;")
+    assert "estimated peak memory 402.0 MB (chunks 2.0 MB + report 400.0 MB)" in line
+    assert line.endswith("(2 out-of-sample folds)")
