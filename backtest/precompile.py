@@ -65,7 +65,7 @@ def book_cache_cold() -> bool | None:
     try:
         from backtest.book import nb
 
-        disp = nb.simulate_book_nb
+        disp: Any = nb.simulate_book_nb  # numba's Dispatcher: its cache object is not in the stubs
         if disp.overloads:
             return False
         cache_file = disp._cache._cache_file  # a NullCache (cache=False) has none: AttributeError
@@ -116,11 +116,14 @@ def locked_cache() -> Iterator[None]:
         with _flock(self._cache_path, exclusive=False):
             return load(self, key)
 
-    cls.save, cls.load = locked_save, locked_load
+    # numba's own methods replaced for the block (there is no hook for a lock), restored after
+    setattr(cls, "save", locked_save)
+    setattr(cls, "load", locked_load)
     try:
         yield
     finally:
-        cls.save, cls.load = save, load
+        setattr(cls, "save", save)
+        setattr(cls, "load", load)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,8 +233,9 @@ def start_book_precompile(cfg: Any, status: Log | None = None) -> BookPrecompile
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     from numba.core import config as numba_config
 
-    if numba_config.CACHE_DIR:  # set in this process, maybe not through the environment
-        env["NUMBA_CACHE_DIR"] = str(numba_config.CACHE_DIR)
+    cache_dir = getattr(numba_config, "CACHE_DIR", "")
+    if cache_dir:  # set in this process, maybe not through the environment
+        env["NUMBA_CACHE_DIR"] = str(cache_dir)
     lock = contextlib.ExitStack()
     lock.enter_context(locked_cache())
     fd, name = tempfile.mkstemp(prefix="backtest-precompile-", suffix=".log")
