@@ -56,16 +56,18 @@ def _cpus() -> int:
 
 
 def book_cache_cold() -> bool | None:
-    """Whether the book kernel (``simulate_book_nb``) has to be compiled by this process.
+    """Whether the book kernel has to be compiled by this process.
 
-    True when neither this process holds a compiled version nor numba's cache a saved one for
-    the current source of ``backtest/book/nb.py``; False otherwise; None when it cannot be told
+    Read on its column kernel ``book_col_nb`` (the bulk of the compilation, under both the
+    serial and the parallel driver): True when neither this process holds a compiled version
+    nor numba's cache a saved one for the current source of ``backtest/book/nb.py``; False
+    otherwise; None when it cannot be told
     (caching off, or a numba whose cache objects look different): then no second process is started.
     """
     try:
         from backtest.book import nb
 
-        disp: Any = nb.simulate_book_nb  # numba's Dispatcher: its cache object is not in the stubs
+        disp: Any = nb.book_col_nb  # numba's Dispatcher: its cache object is not in the stubs
         if disp.overloads:
             return False
         cache_file = disp._cache._cache_file  # a NullCache (cache=False) has none: AttributeError
