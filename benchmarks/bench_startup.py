@@ -27,7 +27,8 @@ wall time depends on the other jobs, the CPU time much less.
 
 ``--book`` measures the book kernel (``backtest.book.simulate_book``) alone, cold: a two-symbol,
 two-column book of a year of hourly bars, first call (compile) and second call, with the numba pipeline passes
-that cost the most in ``simulate_book_nb``'s compilation.
+that cost the most in the column kernel's compilation (the driver is the one ``backtest.book.core`` picks for
+this size: the serial one since PARALLEL_MIN_BAR_COLUMNS).
 
 Usage::
 

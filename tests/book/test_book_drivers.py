@@ -20,7 +20,7 @@ def _run(monkeypatch, bars, tgt, specs, s, threshold: int, expect):
     monkeypatch.setattr(core, "PARALLEL_MIN_BAR_COLUMNS", threshold)
     res = simulate_book(bars, tgt, specs, s)
     monkeypatch.undo()
-    assert called == [expect]
+    assert called and set(called) == {expect}  # (a book whose record buffers fill up runs twice)
     return res
 
 
