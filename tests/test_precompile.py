@@ -162,6 +162,20 @@ def test_none_on_a_warm_cache_or_when_turned_off(monkeypatch):
     assert precompile.start_book_precompile(cfg) is None
 
 
+def test_the_child_runs_the_books_only_and_leaves_option_legs_to_a_put_program():
+    from backtest.runner import main_job
+
+    cfg = main_job()
+    assert cfg.puts and any(b.option for b in cfg.book)
+    child = precompile.child_config(cfg)
+    assert not (child.perp or child.puts or child.products)
+    assert [b.name for b in child.book] == [b.name for b in cfg.book]
+    assert all(not b.option for b in child.book)  # the run compiles the put kernel in its put program
+    assert [b.model_copy(update={"option": []}) for b in cfg.book] == list(child.book)
+    no_puts = cfg.model_copy(update={"puts": []})
+    assert list(precompile.child_config(no_puts).book) == list(cfg.book)  # nobody else would: kept
+
+
 def test_an_empty_cache_is_cold_and_a_loaded_kernel_is_not(tmp_path, monkeypatch):
     code = "from backtest.precompile import book_cache_cold; print(book_cache_cold())"
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "empty-cache"), PYTHONPATH=str(ROOT))
