@@ -12,6 +12,9 @@ with timers wrapped around the run's stages:
 ``compile``  numba compilation of the simulation kernels (numba's ``numba:compile`` events,
              outermost only; zero on a warm run: a cache load is no compile)
 ``kernel``   the simulations less their targets and compilation (cache loads included)
+``book wait`` a cold run of a config with books: the wait for the book kernels compiling in a
+             second process (``backtest/precompile.py``), including the metrics kernels compiled
+             meanwhile (the second process's CPU time is in the CPU seconds: it is a child)
 ``metrics``  ``backtest.report.collect`` less its compilation (``compile (metrics)``)
 ``report``   writing the report folder (figures, HTML, Parquet, JSON)
 
@@ -24,7 +27,8 @@ wall time depends on the other jobs, the CPU time much less.
 
 ``--book`` measures the book kernel (``backtest.book.simulate_book``) alone, cold: a two-symbol,
 two-column book of a year of hourly bars, first call (compile) and second call, with the numba pipeline passes
-that cost the most in ``simulate_book_nb``'s compilation.
+that cost the most in the column kernel's compilation (the driver is the one ``backtest.book.core`` picks for
+this size: the serial one since PARALLEL_MIN_BAR_COLUMNS).
 
 Usage::
 
@@ -48,8 +52,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("startup", "import", "setup", "load", "targets", "compile", "kernel", "compile (metrics)", "metrics",
-          "report", "other")
+STAGES = ("startup", "import", "setup", "load", "targets", "compile", "kernel", "book wait", "compile (metrics)",
+          "metrics", "report", "other")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -57,7 +61,9 @@ STAGES = ("startup", "import", "setup", "load", "targets", "compile", "kernel", 
 # ----------------------------------------------------------------------------------------------
 
 class _Compiles:
-    """Wall seconds of outermost numba compilations, by the stage they happened in."""
+    """Wall seconds of outermost numba compilations, by the stage they happened in, and every
+    compilation (nested ones too) by function: its count (one per signature) and own seconds
+    (its duration less its nested compilations')."""
 
     def __init__(self) -> None:
         self.depth = 0
@@ -65,6 +71,9 @@ class _Compiles:
         self.stage = "other"
         self.seconds: dict[str, float] = {}
         self.count: dict[str, int] = {}
+        self.stack: list[list[float]] = []  # [start, nested seconds] of each open compilation
+        self.own: dict[str, float] = {}
+        self.sigs: dict[str, int] = {}
 
     def listener(self):
         from numba.core import event
@@ -76,9 +85,18 @@ class _Compiles:
                 if outer.depth == 0:
                     outer.t0 = time.perf_counter()
                 outer.depth += 1
+                outer.stack.append([time.perf_counter(), 0.0])
 
-            def on_end(self, ev):  # noqa: ARG002
+            def on_end(self, ev):
                 outer.depth -= 1
+                t0, nested = outer.stack.pop()
+                dt = time.perf_counter() - t0
+                if outer.stack:
+                    outer.stack[-1][1] += dt
+                py = ev.data["dispatcher"].py_func
+                name = f"{py.__module__}.{py.__qualname__}"
+                outer.own[name] = outer.own.get(name, 0.0) + dt - nested
+                outer.sigs[name] = outer.sigs.get(name, 0) + 1
                 if outer.depth == 0:
                     outer.seconds[outer.stage] = outer.seconds.get(outer.stage, 0.0) + time.perf_counter() - outer.t0
                     outer.count[outer.stage] = outer.count.get(outer.stage, 0) + 1
@@ -97,6 +115,10 @@ def _child_run(config: str | None, out_dir: str) -> dict:
     import backtest.report as report
     import backtest.runner.run as run
     import strategies.policies as policies
+    try:
+        import backtest.precompile as precompile
+    except ImportError:  # a version without it (the "before" of benchmarks/README.md)
+        precompile = None
 
     t_import = time.perf_counter()
     spans: dict[str, float] = {}
@@ -122,27 +144,41 @@ def _child_run(config: str | None, out_dir: str) -> dict:
     timed(policies, "build_targets", "targets")
     timed(report, "collect", "metrics")
     timed(run, "_publish", "report")
+    if precompile is not None:  # the wait for the book kernels compiled in a second process
+        timed(precompile.BookPrecompile, "ready", "book wait")
+    # each simulation of the run by its kind (its compilations are counted in its own stage)
+    for fn, stage in (("_perp", "sim perp"), ("simulate_perp_config", "sim perp"), ("_puts", "sim puts"), ("_products", "sim products"),
+                      ("_book", "sim book"), ("simulate_baselines", "sim baselines")):
+        if hasattr(run, fn):
+            timed(run, fn, stage)
     args = ["run", "-q", "-o", out_dir] + ([config] if config else [])
     t_cmd = time.perf_counter()
     cli.app(args, standalone_mode=False)
     t_end = time.perf_counter()
 
-    c_sim = comp.seconds.get("simulate", 0.0) + comp.seconds.get("targets", 0.0)
+    sims = [k for k in spans if k.startswith("sim ")]
+    c_sim = sum(comp.seconds.get(k, 0.0) for k in ("simulate", "targets", *sims))
     stages = {
         "import": t_import - t_start,
         "setup": marks.get("load", t_end) - t_cmd,
         "load": marks.get("simulate", t_end) - marks.get("load", t_end),
         "targets": spans.get("targets", 0.0),
         "compile": c_sim,
-        "kernel": spans.get("simulate", 0.0) - spans.get("targets", 0.0) - c_sim,
+        "kernel": (spans.get("simulate", 0.0) + spans.get("sim baselines", 0.0) - spans.get("targets", 0.0) - c_sim
+                   - spans.get("book wait", 0.0)),
+        "book wait": spans.get("book wait", 0.0),
         "compile (metrics)": comp.seconds.get("metrics", 0.0),
         "metrics": spans.get("metrics", 0.0) - comp.seconds.get("metrics", 0.0),
         "report": spans.get("report", 0.0) - comp.seconds.get("report", 0.0),
     }
     total = t_end - t_start
     stages["other"] = total - sum(stages.values())
+    # the simulations by kind: wall seconds (targets, compile, run) and compile seconds
+    by_sim = {k[4:]: {"seconds": spans[k], "compile": comp.seconds.get(k, 0.0)} for k in sims}
+    kernels = {k: {"own_seconds": round(v, 3), "compilations": comp.sigs[k]}
+               for k, v in sorted(comp.own.items(), key=lambda kv: -kv[1])}
     return {"total": total, "stages": stages, "compiles": sum(comp.count.values()),
-            "compile_seconds": sum(comp.seconds.values())}
+            "compile_seconds": sum(comp.seconds.values()), "simulations": by_sim, "kernels": kernels}
 
 
 def _child_book() -> dict:
@@ -240,6 +276,7 @@ def main() -> None:
     ap.add_argument("--config", default="", help="run config (default: the main job)")
     ap.add_argument("--imports", action="store_true", help="add -X importtime of a warm run")
     ap.add_argument("--book", action="store_true", help="measure the book kernel's cold compile instead")
+    ap.add_argument("--top", type=int, default=12, help="compilations listed (cold run)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     a = ap.parse_args()
     result: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "load_avg_before": os.getloadavg()}
@@ -266,8 +303,20 @@ def main() -> None:
                              "stages": _stage_row(res, wall)})
                 print(f"{'cold' if k == 0 else 'warm'} run: {wall:6.1f} s wall, {cpu:6.1f} s CPU, "
                       f"{res['compiles']} kernel compilations", flush=True)
+                if k == 0:
+                    cold_detail = res
             cold, warm = runs[0], runs[1:]
-            result |= {"cold": cold, "warm": warm}
+            result |= {"cold": cold, "warm": warm, "cold_simulations": cold_detail["simulations"],
+                       "cold_kernels": cold_detail["kernels"]}
+            print("\ncold run by simulation (wall s: all of it / its compilations):")
+            for name, v in cold_detail["simulations"].items():
+                print(f"  {name:12s} {v['seconds']:7.2f} {v['compile']:7.2f}")
+            print("slowest compilations (own wall s, without nested ones; compilations = signatures):")
+            for name, v in list(cold_detail["kernels"].items())[:a.top]:
+                print(f"  {v['own_seconds']:7.2f}  x{v['compilations']}  {name}")
+            again = {k: v["compilations"] for k, v in cold_detail["kernels"].items() if v["compilations"] > 1}
+            if again:
+                print("compiled more than once:", ", ".join(f"{k} x{n}" for k, n in again.items()))
             print(f"\n{'stage':18s} {'cold s':>8s} {'warm s (median)':>16s}")
             for s in STAGES:
                 med = statistics.median(r["stages"][s] for r in warm) if warm else float("nan")

@@ -369,6 +369,14 @@ def first_record_caps(target: np.ndarray, n: int, kk: int, lag: int, resp: np.nd
                      np.full(m, 4 * kk + 4)]).astype(np.int64)
 
 
+# Under this many bar-columns (bars x columns) a book runs on the serial driver
+# (``simulate_book_serial_nb``), at or over it on the parallel one (``simulate_book_nb``, columns on
+# the threads). Compiling the parallel driver costs ~14 s more CPU on a first run; on two threads
+# it saves at most about half the run: under 0.1 s at this size (K = 2; benchmarks/README.md,
+# "Books"), and the main job's book (3 columns x 18,984 bars) is under it.
+PARALLEL_MIN_BAR_COLUMNS = 250_000
+
+
 def _run(mkt, fe, prm, n: int, kk: int, m: int, sslot: np.ndarray, pslot: np.ndarray,
          caps: np.ndarray) -> tuple[nb.BookOutputs, np.ndarray]:
     jj = mkt.o_k.shape[0]
@@ -382,11 +390,13 @@ def _run(mkt, fe, prm, n: int, kk: int, m: int, sslot: np.ndarray, pslot: np.nda
         pseries=np.empty((int((pslot >= 0).sum()), kk + jj, m, n)), pslot=pslot,
         fills=bufs[0], calls=bufs[1], liqs=bufs[2], rstart=starts, rcap=caps,
         counts=np.zeros_like(caps), fpos=np.zeros((m, fe.bar.shape[0])), quiet=np.zeros(m, dtype=np.int64))
-    nb.simulate_book_nb(mkt, fe, prm, o, np.zeros(m, dtype=nb.account_state_dt),
-                        np.zeros((m, kk), dtype=nb.position_state_dt), np.zeros((m, jj), dtype=nb.option_state_dt),
-                        np.zeros((m, kk), dtype=nb.position_state_dt),
-                        np.zeros((m, kk + 1), dtype=np.bool_), np.zeros((m, kk)), np.zeros((m, 14, 2 * kk + 4)),
-                        np.zeros((m, kk), dtype=np.int64))
+    # small books run one column after the other: the same numbers, a fraction of the first compile
+    driver = nb.simulate_book_nb if n * m >= PARALLEL_MIN_BAR_COLUMNS else nb.simulate_book_serial_nb
+    driver(mkt, fe, prm, o, np.zeros(m, dtype=nb.account_state_dt),
+           np.zeros((m, kk), dtype=nb.position_state_dt), np.zeros((m, jj), dtype=nb.option_state_dt),
+           np.zeros((m, kk), dtype=nb.position_state_dt),
+           np.zeros((m, kk + 1), dtype=np.bool_), np.zeros((m, kk)), np.zeros((m, 14, 2 * kk + 4)),
+           np.zeros((m, kk), dtype=np.int64))
     return o, starts
 
 

@@ -1720,6 +1720,21 @@ def funding_records_nb(fpos, fe, fe_time, cs, inverse, out, starts):
                 q += 1
 
 
+@njit(cache=True)
+def run_col_nb(mkt, fe, prm, o, acct, pos, opts, trial, in_call, marks, scr, ids, j):
+    """Column ``j`` of a book from its initial state: the body both drivers
+    (:func:`simulate_book_nb`, :func:`simulate_book_serial_nb`) run for each column."""
+    A = acct[j]
+    A.wallet = prm.init_cap[j]
+    A.reserve_left = prm.reserve[j]
+    A.peak = prm.init_cap[j]
+    A.prev_equity = prm.init_cap[j]
+    iso = prm.isolated[:, j].copy()
+    lev = prm.lev[:, j].copy()
+    fee = prm.fee[:, j].copy()
+    book_col_nb(mkt, fe, prm, o, j, A, pos[j], opts[j], trial[j], in_call[j], iso, lev, fee, marks[j], scr[j], ids[j])
+
+
 @njit(cache=True, parallel=True)
 def simulate_book_nb(mkt, fe, prm, o, acct, pos, opts, trial, in_call, marks, scr, ids):
     """Simulate every column of a book (columns in parallel).
@@ -1733,16 +1748,26 @@ def simulate_book_nb(mkt, fe, prm, o, acct, pos, opts, trial, in_call, marks, sc
         in_call : bool (m, K + 1), marks : float64 (m, K), scr : float64 (m, 14, 2K + 4), ids : int64
         (m, K): each column's state and scratch space, owned by the caller (zeros).
     """
-    m = acct.shape[0]
-    for jj in prange(m):
-        j = np.int64(jj)
-        A = acct[j]
-        A.wallet = prm.init_cap[j]
-        A.reserve_left = prm.reserve[j]
-        A.peak = prm.init_cap[j]
-        A.prev_equity = prm.init_cap[j]
-        iso = prm.isolated[:, j].copy()
-        lev = prm.lev[:, j].copy()
-        fee = prm.fee[:, j].copy()
-        book_col_nb(mkt, fe, prm, o, j, A, pos[j], opts[j], trial[j], in_call[j], iso, lev, fee, marks[j], scr[j],
-                    ids[j])
+    for jj in prange(acct.shape[0]):
+        run_col_nb(mkt, fe, prm, o, acct, pos, opts, trial, in_call, marks, scr, ids, np.int64(jj))
+
+
+@njit(cache=True)
+def simulate_book_serial_nb(mkt, fe, prm, o, acct, pos, opts, trial, in_call, marks, scr, ids):
+    """:func:`simulate_book_nb` one column after the other (the same body, ``range`` for
+    ``prange``), for small books (``backtest.book.core.PARALLEL_MIN_BAR_COLUMNS``): the parallel
+    driver's own compilation (parfor lowering and LLVM optimising the linked column kernel
+    again) costs ~17 s of CPU against ~4 s for this one, more than a small book's run saves on
+    two threads (benchmarks/README.md, "Start-up"). Same numbers: the columns are independent.
+
+    Parameters
+    ----------
+    mkt, fe, prm : :class:`BookMarket`, :class:`BookFunding`, :class:`BookParams`.
+    o : :class:`BookOutputs` (written; ``o.counts`` must be zeros).
+    acct : :data:`account_state_dt` (m,), pos, trial : :data:`position_state_dt` (m, K), opts :
+        :data:`option_state_dt` (m, J),
+        in_call : bool (m, K + 1), marks : float64 (m, K), scr : float64 (m, 14, 2K + 4), ids : int64
+        (m, K): each column's state and scratch space, owned by the caller (zeros).
+    """
+    for jj in range(acct.shape[0]):
+        run_col_nb(mkt, fe, prm, o, acct, pos, opts, trial, in_call, marks, scr, ids, np.int64(jj))

@@ -368,7 +368,7 @@ def simulate_col_nb(
     nfe = fe_bar.shape[0]
     nf = 0
     nc = 0
-    nl = 0
+    nl = np.int64(0)  # int64, not Literal[int](0): one liquidate_nb compilation
     nq = 0
     c_last = 0.0    # sparse: the position of the last position-change record (0 before bar 0)
 

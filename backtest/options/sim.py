@@ -386,8 +386,13 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
 
     hold_m = _hold_matrix(hold, n, m, hold_lag, allow_lookahead)
     holding, entry = _holding(u.price, start_bar, a, protective)
+    # the price always as a read-only view (no copy): a run's put program passes the loaded data's
+    # read-only array and a book's option legs a writable one, and numba compiles one kernel per
+    # flag (two compilations of this kernel on a cold main job)
+    price = u.price.view()
+    price.flags.writeable = False
     out, ri, rf, si, sf, status, value = simulate_puts_nb(
-        close_time, u.price, vol, carry, hold_m, exp, start_bar, coin, settings.option_type == "call",
+        close_time, price, vol, carry, hold_m, exp, start_bar, coin, settings.option_type == "call",
         a["strike_mode"], a["moneyness"], a["target_delta"], a["strike_step"], a["min_days"], a["roll_delta"],
         a["roll_dte"], a["size_mode"], a["exposure"], a["budget"], a["skew"], a["fee_rate"], a["fee_cap"],
         a["dfee_rate"], a["dfee_cap"], a["slippage"], a["init_cap"], holding)

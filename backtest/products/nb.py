@@ -99,7 +99,10 @@ def simulate_products_nb(close_time, price, high, low, has_hl, funding, has_fund
     out = np.zeros((N_SERIES, n, m))
     reb_i = np.zeros((64, 3), dtype=np.int64)
     reb_f = np.zeros((64, 4))
-    nr = 0
+    # typed values for the counter and the constants passed to _rebalance_nb / _grow: a literal
+    # argument (0, True, _TRIGGER) is its own numba type, so each call site compiled its own
+    # specialisation (_rebalance_nb three times, _grow twice on a cold run)
+    nr = np.int64(0)
     for col in range(m):
         pc = col if price.shape[1] > 1 else 0
         fc = col if funding.shape[1] > 1 else 0
@@ -144,8 +147,8 @@ def simulate_products_nb(close_time, price, high, low, has_hl, funding, has_fund
                     if (L < 1.0 and ps < P_prev) or (L > 1.0 and ps > P_prev):
                         ps = P_prev
                     c, q, cost, cg, qg, rv, p_ref, reb_i, reb_f, nr = _rebalance_nb(
-                        i, col, _TRIGGER, True, ps, c + q * ps, c, q, cg, qg, L, units, trade_cost[col], rv,
-                        p_ref, reb_i, reb_f, nr)
+                        i, col, np.int64(_TRIGGER), np.bool_(True), ps, c + q * ps, c, q, cg, qg, L, units,
+                        trade_cost[col], rv, p_ref, reb_i, reb_f, nr)
                     cum_cost += cost
                     k += 1
                 if c + q * X <= 0.0:

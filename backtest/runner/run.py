@@ -317,13 +317,16 @@ def _book(cfg: BookConfig, run: RunConfig, loaded: tuple[Any, list[Any]] | None)
 def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
                  books: Mapping[str, tuple[Any, list[Any]]] | None = None,
                  book_runs: dict[str, BookRun] | None = None, status: Log | None = None,
-                 warm: Any = None) -> tuple[dict[str, SimResult], dict[str, pd.DataFrame]]:
+                 warm: Any = None, before_book: Callable[[dict[str, SimResult]], Any] | None = None,
+                 ) -> tuple[dict[str, SimResult], dict[str, pd.DataFrame]]:
     """Run every simulation of ``cfg``; results carry readable column labels.
 
     ``books`` gives each ``[[book]]`` (by name) its loaded ``(BookData, specs)``; each simulated
     book is also put in ``book_runs`` (with the report's labels), when given. ``status``: where
     to say that kernels are compiling (:func:`compile_notice`), None to say nothing. ``warm``:
     the warm-up data of :func:`load_warmup` (strategies and policies are computed on it).
+    ``before_book`` is called once before the first book, with the results so far (the wait for
+    the book kernels compiled in a second process, :mod:`backtest.precompile`).
 
     Raises
     ------
@@ -344,6 +347,9 @@ def simulate_all(cfg: RunConfig, md: Any, spec: Any, log: Log = _stderr,
     levels: dict[str, pd.DataFrame] = {}
     errors: list[str] = []
     for name, where, job in jobs:
+        if before_book is not None and where.startswith("book["):
+            before_book(results)
+            before_book = None
         log(f"simulating {name}")
         try:
             res: Any
@@ -474,6 +480,7 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
 
     from backtest.report.store import remove_stale_temporaries
     from backtest.runner import budget
+    from backtest.precompile import start_book_precompile
 
     t0 = time.perf_counter()
     problems = check_settings(cfg)
@@ -506,7 +513,12 @@ def execute(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Log =
     plan = _stress_plan(cfg, md, spec, books)  # before simulating: a bad window or shock fails here
 
     book_runs: dict[str, BookRun] = {}
-    results, levels = simulate_all(cfg, md, spec, log, books=books, book_runs=book_runs, status=status, warm=warm)
+    # a first run compiles the book kernels in a second process meanwhile (None: not worth it)
+    ahead = start_book_precompile(cfg, status)
+    with ahead or contextlib.nullcontext():
+        results, levels = simulate_all(cfg, md, spec, log, books=books, book_runs=book_runs, status=status, warm=warm,
+                                       before_book=None if ahead is None else partial(ahead.ready, cfg=cfg,
+                                                                                      status=status))
     from backtest.runner.advice import run_warnings
 
     for warning in run_warnings(results, cfg.data.lookback_days):  # stated on stderr and in the report's notes
