@@ -400,7 +400,7 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     from backtest.data.timeutil import parse_timeframe
     from backtest.metrics import index_ms
     from backtest.runner import oos
-    from backtest.runner.grid import plan_line
+    from backtest.runner.grid import kernels_loaded, plan_line
 
     bar_ms = parse_timeframe(cfg.data.timeframe)
     folds = oos.make_folds(index_ms(md.frame.index), bar_ms, sw) if sw.split else []
@@ -409,7 +409,9 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     in_flight = getattr(ex, "workers", 1)
     per_chunk = store.stored_chunk_columns() or chunk_columns(int(md.n), mem, in_flight)
     bounds = chunk_bounds(grid.n_cols, per_chunk)
-    log(plan_line(target.name, grid.n_cols, int(md.n), len(bounds), per_chunk, mem, need.total, in_flight, len(folds)))
+    n_report = keep + sum(n for _, n, _ in budget.columns_of(others))
+    log(plan_line(target.name, grid.n_cols, int(md.n), len(bounds), per_chunk, mem, need.total, in_flight, len(folds),
+                  report_columns=n_report, warm=kernels_loaded()))
     store.start(per_chunk)
     todo = [b for b in bounds if not store.has(b, full_equity)]
     log(f"sweeping {target.name}: {grid.n_cols} columns x {md.n} bars in {len(bounds)} chunk(s) of up to "
