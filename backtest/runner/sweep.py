@@ -365,7 +365,7 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
         raise ConfigError("data.lookback_days: backtest sweep does not load warm-up data; remove the key, or "
                           "run the grid with backtest run (which does)")
     where = f"perp[{[p.name for p in cfg.perp].index(target.name)}]"
-    grid = sweep_grid(target)
+    grid = sweep_grid(target, sw.grid)
     levels = grid.levels()
     for axis, level in (("x", sw.x), ("y", sw.y)):
         if level not in levels.columns:

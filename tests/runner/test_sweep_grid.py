@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
+
 import pytest
 
 from backtest.runner import ConfigError, parse_config
@@ -146,3 +148,105 @@ def test_the_time_estimate_is_within_a_factor_5_of_a_measured_sweep(tmp_path, mo
     assert m, plan
     est = float(m.group(1))
     assert out.seconds / 5 <= est <= out.seconds * 5, (est, out.seconds)
+
+
+# --- account settings as grid axes ([sweep.grid]) ----------------------------------------------
+
+AXES_TOML = """
+[sweep]
+x = "account.leverage"
+y = "policy"
+metric = "sharpe"
+
+[sweep.grid]
+account.leverage = [5, 20]
+"account.fee_rate" = "0.0004:0.002:0.0016"
+"""
+
+
+def _axes_cfg(tmp_path, text=AXES_TOML):
+    from backtest.runner.config import load_config
+    from runner_kit import TINY_TOML
+
+    path = tmp_path / "axes.toml"
+    path.write_text(TINY_TOML + text)
+    return load_config(path)
+
+
+def test_grid_axes_read_dotted_quoted_and_ranged(tmp_path):
+    cfg = _axes_cfg(tmp_path)
+    assert cfg.sweep.grid == {"account.leverage": [5, 20], "account.fee_rate": [0.0004, 0.002]}
+    listed = _axes_cfg(tmp_path, AXES_TOML.replace('"0.0004:0.002:0.0016"', "[0.0004, 0.002]"))
+    assert listed.run_id() == cfg.run_id()  # a range is its list
+    no_axis = _axes_cfg(tmp_path, AXES_TOML.split("[sweep.grid]")[0].replace("account.leverage", "slow_days"))
+    plain = parse_config({**copy.deepcopy(TINY), "sweep": {"x": "slow_days", "y": "policy", "metric": "sharpe"}})
+    assert no_axis.run_id() == plain.run_id()  # no [sweep.grid]: the id it had before the key existed
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"account": {"levrage": [5, 10]}}, "grid.account.levrage: not a grid axis (did you mean 'account.leverage'?)"),
+    ({"symbols": ["BTC/USDT:USDT"]}, "grid.symbols: not a grid axis"),
+    ({"account": {"leverage": []}}, "an axis is a non-empty list or a range string"),
+    ({"account": {"leverage": [5, 5]}}, "repeats a value"),
+    ({"account": {"lag": [1, 2]}}, "account.lag takes one value for all columns"),
+    ({"account": {"margin_mode": ["cross", "isolatd"]}}, "grid.account.margin_mode=['cross', 'isolatd']"),
+])
+def test_bad_grid_axes_are_refused_by_name(grid, message):
+    doc = {**copy.deepcopy(TINY), "sweep": {"x": "slow_days", "grid": grid}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert message in str(err.value)
+
+
+def test_an_axis_and_a_per_column_list_of_the_same_setting_are_refused():
+    from backtest.runner.chunks import sweep_grid
+
+    doc = {**copy.deepcopy(TINY), "sweep": {"x": "slow_days", "grid": {"account.leverage": [5, 10]}}}
+    doc["perp"][0]["account"] = {"leverage": [1, 2, 3, 4]}
+    cfg = parse_config(doc)
+    with pytest.raises(ConfigError, match="sweep.grid.account.leverage is an axis and .perp.account. leverage lists"):
+        sweep_grid(cfg.perp[0], cfg.sweep.grid)
+
+
+def test_account_axes_multiply_the_columns_with_readable_labels(tmp_path):
+    from backtest.runner.chunks import sweep_grid
+
+    cfg = _axes_cfg(tmp_path)
+    g = sweep_grid(cfg.perp[0], cfg.sweep.grid)
+    assert g.n_cols == 2 * 2 * 2 * 2  # slow_days x policies x leverage x fee_rate
+    assert g.labels[:3] == ("slow_days=10|policy=const(1)|account.leverage=5|account.fee_rate=0.0004",
+                            "slow_days=10|policy=const(1)|account.leverage=5|account.fee_rate=0.002",
+                            "slow_days=10|policy=const(1)|account.leverage=20|account.fee_rate=0.0004")
+    lv = g.levels()
+    assert "slow_days" in lv.columns and list(lv.columns)[-3:] == ["policy", "account.leverage", "account.fee_rate"]
+    assert g.axis_values(np.arange(4)) == {"leverage": [5, 5, 20, 20], "fee_rate": [0.0004, 0.002, 0.0004, 0.002]}
+
+
+def test_an_account_axis_column_is_the_run_with_that_setting(tmp_path, monkeypatch):
+    """Every column of a sweep with account axes (in chunks of 3 columns: axes split across
+    chunks) has the metrics `backtest run` gives the same grid with those settings written once
+    in [perp.account]; the heatmap's x is the axis; the fee axis changes the numbers."""
+    import pandas as pd
+
+    from backtest.runner import execute
+    from backtest.runner.sweep import run_sweep
+
+    monkeypatch.setenv("BACKTEST_DATA_DIR", str(tmp_path / "empty"))
+    cfg = _axes_cfg(tmp_path)
+    out = run_sweep(cfg, reports_dir=tmp_path / "s", log=lambda m: None, quiet=True, memory=354 * 128 * 3)
+    assert out.chunks == 6
+    table = pd.read_parquet(out.out_dir / "sweep_metrics.parquet").set_index("column")
+    assert "account.leverage" in (out.out_dir / "heatmap.html").read_text()
+    for lev in (5, 20):
+        for fee in (0.0004, 0.002):
+            doc = copy.deepcopy(TINY)
+            doc["perp"][0]["account"] = {"leverage": lev, "fee_rate": fee}
+            run = execute(parse_config(doc), reports_dir=tmp_path / f"r{lev}-{fee}", log=lambda m: None, html=False)
+            cols = run.metrics["results"]["trend"]["usd"]["columns"]
+            for label, m in cols.items():
+                row = table.loc[f"{label}|account.leverage={lev}|account.fee_rate={fee:g}"]
+                for k in ("total_return", "max_drawdown", "fees", "liquidations"):
+                    assert row[k] == m[k], (label, lev, fee, k)
+    cheap = table.filter(like="account.fee_rate=0.0004", axis=0)["fees"].to_numpy()
+    dear = table.filter(like="account.fee_rate=0.002", axis=0)["fees"].to_numpy()
+    assert (dear > cheap).any()
