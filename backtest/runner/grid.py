@@ -129,8 +129,9 @@ def expand_policies(policies: list[Any], where: str) -> list[Any]:
 # other sweeps running) with the stage split of run_sweep's own log lines (the time between its
 # messages), `trend_short` x 4 policies on the embedded BTC data: 1h bars of 2022 (8,760 bars) at
 # 20, 100 and 400 columns with and without a walk-forward of 9 folds, and the two examples
-# sweep_trend.toml / sweep_walk_forward.toml (4h, 5,664 bars, 20 and 30 columns, 8 folds);
-# benchmarks/README.md "Sweeps" (the plan line's model) gives the table and the commands.
+# sweep_trend.toml / sweep_walk_forward.toml (4h, 5,664 bars, 20 and 30 columns, 8 folds),
+# each run twice in one process (the first pays the kernels' loading), by a throwaway script
+# timing run_sweep's log lines (not kept: the numbers are the ones written below).
 #
 # The engine's and the metrics' compiled kernels are loaded from numba's cache by the first call
 # of a process: 2.1 s (the first chunk of a fresh process took 2.19 s for 20 x 8,760 cells, the
