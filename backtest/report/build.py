@@ -18,6 +18,7 @@ from backtest.report.decimate import MIN_POINTS
 from backtest.report.figures import MAX_POINTS, ResultFrames, comparison_figures, result_figures
 from backtest.report.named_periods import METRICS as NAMED_METRICS
 from backtest.report.stress_section import stress_block, stress_summary
+from backtest.report.sweep_section import sweep_section
 
 # USD columns of the ranked comparison table (the rank key is shown first).
 COMPARISON_KEYS = ("total_return", "cagr", "volatility", "sharpe", "max_drawdown", "calmar",
@@ -357,6 +358,8 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
             fid = f"fig-{slug}"
             figures.append({"id": fid, "spec": spec})
             cmp_fig_ids.append(fid)
+    sweep, sweep_figures = sweep_section(doc, run.sweep_oos, max_points)
+    figures += sweep_figures
     return {
         "title": doc["title"],
         "notes": doc["notes"],
@@ -371,6 +374,7 @@ def build_report(run: RunData, *, max_points: int = MAX_POINTS, top: int = TOP_C
         "results": results_out,
         "named_periods": bool(doc.get("named_periods")),
         "stress": stress_summary(doc),
+        "sweep": sweep,
         "figures": figures,
         "max_points": max_points,
         "top": top,

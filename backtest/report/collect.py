@@ -66,6 +66,8 @@ class RunData:
     trades : the round trips of every perpetual column (:func:`backtest.report.trades.round_trips`,
         with a ``result`` column; ``trades.parquet``), None when not computed (a folder written
         before round trips existed).
+    sweep_oos : the stitched out-of-sample growth of a sweep with a split
+        (:func:`backtest.runner.oos.stitched_frame`; ``oos_equity.parquet``), None otherwise.
     """
 
     metrics: dict
@@ -76,6 +78,7 @@ class RunData:
     drawdowns: pd.DataFrame | None = None
     named: pd.DataFrame | None = None
     trades: pd.DataFrame | None = None
+    sweep_oos: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self.period_tables()

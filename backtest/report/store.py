@@ -184,6 +184,8 @@ def store_run(run: RunData, out_dir: str | Path, *, max_points: int = MAX_POINTS
             run.named_table().to_parquet(tmp / "named_periods.parquet", index=False)
         if run.trades is not None:
             run.trades.to_parquet(tmp / "trades.parquet", index=False)
+        if run.sweep_oos is not None:
+            run.sweep_oos.to_parquet(tmp / "oos_equity.parquet", index=False)
         if html:
             _write_html(tmp / "report.html", run, max_points, top)
         _fsync_tree(tmp)
@@ -324,8 +326,16 @@ def load_stored(run_dir: str | Path) -> RunData:
             first = (str(exc).splitlines() or [""])[0]
             raise ReportError(f"{run_dir / 'trades.parquet'}: not a readable Parquet file ({first}); write "
                               "the report again with `backtest run`") from None
+    sweep_oos = None  # a sweep with a split: the stitched out-of-sample growth of its report section
+    if (run_dir / "oos_equity.parquet").is_file():
+        try:
+            sweep_oos = pd.read_parquet(run_dir / "oos_equity.parquet")
+        except (OSError, ValueError) as exc:
+            first = (str(exc).splitlines() or [""])[0]
+            raise ReportError(f"{run_dir / 'oos_equity.parquet'}: not a readable Parquet file ({first}); run "
+                              "the sweep again with `backtest sweep`") from None
     return RunData(metrics=metrics, series=series, events=events, config=config, periods=periods,
-                   drawdowns=drawdowns, named=named, trades=trades)
+                   drawdowns=drawdowns, named=named, trades=trades, sweep_oos=sweep_oos)
 
 
 def rerender(run_dir: str | Path, *, max_points: int = MAX_POINTS, top: int | None = None) -> Path:

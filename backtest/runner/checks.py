@@ -203,7 +203,7 @@ def _sweep(cfg: RunConfig) -> list[str]:
     except ConfigError as exc:
         return [str(exc)]
     try:
-        levels = level_names(target.strategy)
+        levels = level_names(target.strategy) + list(cfg.sweep.grid)  # [sweep.grid] axes are levels too
     except ValueError:
         return []  # the strategy name itself is reported by _strategy
     out = []

@@ -74,10 +74,28 @@ class Grid:
     columns: pd.MultiIndex
     labels: tuple[str, ...]
     account: dict[str, list[Any]] = dataclasses.field(default_factory=dict, compare=False)
+    # ``[sweep.grid]`` axes (``account.<field>`` -> values), innermost after the policies; their
+    # product is ``n_axis`` columns per built target column
+    axes: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def n_cols(self) -> int:
         return len(self.labels)
+
+    @property
+    def n_axis(self) -> int:
+        return int(np.prod([len(v) for v in self.axes.values()], dtype=np.int64)) if self.axes else 1
+
+    def axis_values(self, cols: np.ndarray) -> dict[str, list[Any]]:
+        """The ``[sweep.grid]`` values of the columns ``cols``, by Account field name (the last
+        axis varies fastest)."""
+        out: dict[str, list[Any]] = {}
+        rest = np.asarray(cols, dtype=np.int64) % self.n_axis
+        for key in reversed(list(self.axes)):
+            vals = self.axes[key]
+            out[key.split(".", 1)[1]] = [vals[i] for i in (rest % len(vals)).tolist()]
+            rest = rest // len(vals)
+        return out
 
     def levels(self) -> pd.DataFrame:
         """One row per column (index = label), one column per grid level (then the varying
@@ -89,8 +107,9 @@ class Grid:
         return lv
 
 
-def sweep_grid(perp: PerpConfig) -> Grid:
-    """The :class:`Grid` of ``perp`` (its strategy, filter and policy lists; no data read).
+def sweep_grid(perp: PerpConfig, axes: dict[str, list[Any]] | None = None) -> Grid:
+    """The :class:`Grid` of ``perp`` (its strategy, filter and policy lists; no data read), times
+    the ``[sweep.grid]`` ``axes`` (``account.<field>`` -> values; innermost, the last fastest).
 
     The level tuples are those :func:`strategies.combine.signals` and
     :func:`strategies.build_targets` give their columns; :func:`simulate_columns` checks every
@@ -113,12 +132,20 @@ def sweep_grid(perp: PerpConfig) -> Grid:
         tuples = [bt + (fstrat.name,) + (ft if isinstance(ft, tuple) else (ft,)) for bt in tuples for ft in fcols]
         names += ["filter"] + [f"filter.{n}" for n in fcols.names]
     variants = expand(list(perp.policies))
-    columns = pd.MultiIndex.from_tuples([t + (p.label(),) for t in tuples for p in variants],
-                                        names=names + ["policy"])
+    axes = dict(axes or {})
     account = perp.account.model_dump()
+    for key in axes:
+        field = key.split(".", 1)[1]
+        if not isinstance(account[field], (str, bool, int, float)) and account[field] is not None:
+            raise ConfigError(f"sweep.grid.{key} is an axis and [perp.account] {field} lists one value per column; "
+                              f"keep one of the two (the axis, or a single {field} in [perp.account])")
+    tuples = [t + (p.label(),) for t in tuples for p in variants]
+    for key, values in axes.items():
+        tuples = [t + (v,) for t in tuples for v in values]
+    columns = pd.MultiIndex.from_tuples(tuples, names=names + ["policy"] + list(axes))
     labels = tuple(make_labels(columns, account)[0])  # as `backtest run` labels them
     return Grid(base=tuple(base), n_filter=n_filter, n_policy=len(variants), columns=columns, labels=labels,
-                account=account_levels(account, len(columns)))
+                account=account_levels(account, len(columns)), axes=axes)
 
 
 def _loaded_modules() -> list[str]:
@@ -204,19 +231,22 @@ def simulate_columns(task: SweepTask, cols: Sequence[int] | np.ndarray, series: 
     if len(cols) == 0 or cols.min() < 0 or cols.max() >= g.n_cols or np.any(np.diff(cols) <= 0):
         raise ValueError(f"columns must be distinct ascending positions in 0..{g.n_cols - 1}")
     per_base = g.n_filter * g.n_policy
-    bases = np.unique(cols // per_base)
+    inner = cols // g.n_axis  # the built target column of each (the [sweep.grid] axes are innermost)
+    bases = np.unique(inner // per_base)
     s = task.perp.strategy
     target, policy, built = build_targets(
         task.data, s.name, [g.base[b] for b in bases.tolist()], task.perp.policies, filter=s.filter,
         filter_params=s.filter_params or None, spec=task.spec)
     # global column c sits at built position (rank of its base set) * per_base + c % per_base
-    local = np.searchsorted(bases, cols // per_base) * per_base + cols % per_base
-    want = [g.columns[c] for c in cols.tolist()]
+    local = np.searchsorted(bases, inner // per_base) * per_base + inner % per_base
+    n_grid = len(g.columns.names) - len(g.axes)
+    want = [g.columns[c][:n_grid] for c in cols.tolist()]
     got = [built[i] for i in local.tolist()]
     if got != want:  # pragma: no cover - guards sweep_grid against a change of build_targets' layout
         raise RuntimeError(f"sweep grid out of step with build_targets: column {want[0]} built as {got[0]}")
     acc = task.perp.account.model_dump()
     values = {k: _take(v, cols, g.n_cols, f"{task.where}.account.{k}") for k, v in acc.items()}
+    values.update(g.axis_values(cols))
     tgt = np.ascontiguousarray(target.to_numpy()[:, local])
     del target
     labels = pd.Index([g.labels[c] for c in cols.tolist()], dtype=object, name="column")

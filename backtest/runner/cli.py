@@ -225,7 +225,7 @@ def register(app: typer.Typer) -> None:
         sweep_metrics.parquet (every column), heatmap.html (metric by sweep.x and sweep.y) and the
         report of the best [sweep] report_columns columns; print heatmap.html's path (with
         --no-html: no HTML file, the folder's path)."""
-        from backtest.runner.sweep import SHOWN, format_table, run_sweep
+        from backtest.runner.sweep import SHOWN, format_oos_table, format_table, run_sweep
 
         with _guard(debug):
             cfg, src = _config(config)
@@ -234,6 +234,8 @@ def register(app: typer.Typer) -> None:
                             full_equity=full_equity, quiet=quiet)
         if not quiet:  # fractions (returns, drawdowns) in percent
             print(format_table(percent_table(out.table, (cfg.sweep.metric, *SHOWN)), cfg.sweep.metric, top))
+            if out.oos is not None:
+                print(format_oos_table(out.oos, cfg.sweep.metric))
         print(shown_path(out.out_dir if no_html else out.out_dir / "heatmap.html"))
 
     @app.command("report")

@@ -398,6 +398,50 @@ def _metric_name(v: str) -> str:
     return v
 
 
+def grid_axes(v: Any) -> dict[str, list[Any]]:
+    """``[sweep.grid]`` as ``{"account.<field>": [values]}``: TOML's dotted keys
+    (``account.leverage = [5, 10]``, a nested table) and quoted ones (``"account.leverage"``)
+    alike; range strings expanded (``backtest.runner.grid``); each value checked as the
+    ``[perp.account]`` key would check it (a field that takes one value for all columns cannot
+    be an axis)."""
+    from backtest.runner.grid import expand_range, is_range
+
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ValueError(f"grid={v!r}: write a table of axes, e.g. [sweep.grid] account.leverage = [5, 10, 20]")
+    flat: dict[str, Any] = {}
+    for key, value in v.items():
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                flat[f"{key}.{sub}"] = inner
+        else:
+            flat[key] = value
+    fields = [f.name for f in dataclasses.fields(Account)]
+    out: dict[str, list[Any]] = {}
+    for key, value in flat.items():
+        head, _, name = key.partition(".")
+        if head != "account" or name not in fields:
+            close = difflib.get_close_matches(name if head == "account" else key, fields, n=1)
+            hint = f" (did you mean 'account.{close[0]}'?)" if close else ""
+            raise ValueError(f"grid.{key}: not a grid axis{hint}; an axis is account.<setting> (one of "
+                             f"{', '.join(fields)})")
+        values = expand_range(value, f"grid.{key}") if is_range(value) else value
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"grid.{key}={value!r}: an axis is a non-empty list or a range string, e.g. [5, 10, 20] "
+                             "or '5:20:5'")
+        if len({repr(x) for x in values}) != len(values):
+            raise ValueError(f"grid.{key}={values!r} repeats a value; list each level once")
+        try:  # the [perp.account] key's own check, element by element
+            AccountConfig(**{name: values})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"grid.{key}={values!r}: {first['msg']} (account.{name} takes one value for all "
+                             "columns, or its values are wrong)") from None
+        out[key] = values
+    return out
+
+
 class SweepConfig(_Strict):
     """How ``backtest sweep`` summarises a grid: rank by ``metric``, heatmap of ``x`` by ``y``
     (column levels: strategy parameters, ``filter.<param>`` or ``policy``)."""
@@ -428,6 +472,11 @@ class SweepConfig(_Strict):
     split_at: Any = Field(None, description="train_test: the out-of-sample start (date/time) or the in-sample "
                                             "share of the bars (a fraction in (0, 1))")
     oos_columns: int = Field(5, ge=1, description="best in-sample columns reported out of sample per fold")
+
+    # grid axes beyond the [[perp]]'s own (docs/runner.md "Grids"): ``account.<field>`` = a list or
+    # a range string; each multiplies the columns (innermost, after the policies, in the order
+    # written) and is a level ``account.<field>`` of the labels, the table and the heatmap
+    grid: dict[str, Any] = Field(default_factory=dict, description="extra grid axes: account.<setting> = [values]")
 
     # how the sweep runs or is presented, not what it computes: left out of the run id
     RUN_ONLY: ClassVar[tuple[str, ...]] = ("report_columns", "memory", "workers", "scheduler", "heatmap_stat")
@@ -470,6 +519,11 @@ class SweepConfig(_Strict):
         if self.anchored and self.split != "walk_forward":
             raise ValueError("anchored = true applies to split = 'walk_forward' only")
         return self
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid(cls, v: Any) -> dict[str, list[Any]]:
+        return grid_axes(v)
 
     @field_validator("metric")
     @classmethod
@@ -628,7 +682,7 @@ class RunConfig(_Strict):
         if self.sweep is not None:
             # a sweep without a split keeps the id it had before splits existed
             exclude["sweep"] = set(SweepConfig.RUN_ONLY) | (set(SweepConfig.OOS_KEYS) if self.sweep.split is None
-                                                             else set())
+                                                             else set()) | (set() if self.sweep.grid else {"grid"})
         out = self.model_dump(mode="json", exclude=exclude)
         if not out["data"]["lookback_days"]:  # no warm-up data: the id it had before the key existed
             del out["data"]["lookback_days"]

@@ -124,34 +124,92 @@ def expand_policies(policies: list[Any], where: str) -> list[Any]:
 # ---------------------------------------------------------------------------------------------
 # the plan printed before a sweep starts
 
-# Seconds per bar and column of a sweep end to end (simulate, metrics of both bases, store):
-# measured with benchmarks/bench_sweep.py on the BTC 1h data (26,280 bars): 10,000 columns in
-# about 90 s with `--no-html` (benchmarks/README.md, "Sweeps"), i.e. 3.4e-7 s per cell; rounded
-# up, since a shared machine is slower, and the estimate is meant as an order of magnitude.
-SECONDS_PER_CELL = 4e-7
-# Each out-of-sample fold measures two spans of every column again (USD basis only): about a
-# third of the cost of the whole-span metrics per fold (measured on the tests' sweeps).
-FOLD_SHARE = 0.3
+# The time model of a sweep, from the plan line to the report written (the interpreter's imports,
+# about 1.5 s, are done by then). Measured on this shared 2-core machine (load average 4 to 5,
+# other sweeps running) with the stage split of run_sweep's own log lines (the time between its
+# messages), `trend_short` x 4 policies on the embedded BTC data: 1h bars of 2022 (8,760 bars) at
+# 20, 100 and 400 columns with and without a walk-forward of 9 folds, and the two examples
+# sweep_trend.toml / sweep_walk_forward.toml (4h, 5,664 bars, 20 and 30 columns, 8 folds),
+# each run twice in one process (the first pays the kernels' loading), by a throwaway script
+# timing run_sweep's log lines (not kept: the numbers are the ones written below).
+#
+# The engine's and the metrics' compiled kernels are loaded from numba's cache by the first call
+# of a process: 2.1 s (the first chunk of a fresh process took 2.19 s for 20 x 8,760 cells, the
+# same chunk 0.1 s once loaded).
+WARMUP_S = 2.1
+# Loading the data, checks, the run id: 0.05 to 0.1 s for a year of 1h bars.
+LOAD_S = 0.1
+# Per bar and column of the chunks (targets, the engine, both bases' metrics, the store): 400
+# columns x 8,760 bars in 1.78 s = 5.1e-7 s (100 columns: 5.9e-7 with the per-chunk overhead);
+# benchmarks/README.md "Sweeps": 10,000 columns x 26,280 bars in 89.6 s = 3.4e-7 end to end.
+SECONDS_PER_CELL = 5e-7
+# Each out-of-sample fold measures two spans of every column again (USD only): a fixed 0.025 s
+# per fold and chunk (span slicing, two metric calls: 8 folds of the 30-column example cost
+# 0.2 s) plus 1.5e-8 s per bar and column (9 folds at 400 x 8,760: 0.54 s over the plain sweep).
+FOLD_CHUNK_S = 0.025
+FOLD_CELL_S = 1.5e-8
+# The report: its columns (the best `report_columns` and the other simulations) simulated again
+# and their metrics (collect: 0.2 s for 20 x 8,760: 1.1e-6 s per bar and column, the simulation
+# 3e-7), the fold winners once more (0.1 to 0.15 s with a split), and the files with the page
+# (0.5 to 0.75 s for 20 columns; a little less without HTML, not modelled apart).
+REPORT_S = 0.6
+REPORT_CELL_S = 1.5e-6
+OOS_WINNERS_S = 0.15
 
 
-def estimate_seconds(bars: int, columns: int, workers: int = 1, folds: int = 0) -> float:
-    """Rough wall time of a sweep's chunks: ``bars x columns x`` :data:`SECONDS_PER_CELL`,
-    plus :data:`FOLD_SHARE` of that per out-of-sample fold, shared by ``workers`` processes."""
-    return bars * columns * SECONDS_PER_CELL * (1.0 + FOLD_SHARE * folds) / max(1, workers)
+def kernels_loaded() -> bool:
+    """Whether this process has the engine's kernel already (no :data:`WARMUP_S` to pay)."""
+    from backtest.engine import nb
+
+    return bool(nb.simulate_dense_nb.signatures or nb.simulate_sparse_nb.signatures)
+
+
+def estimate_seconds(bars: int, columns: int, workers: int = 1, folds: int = 0, *, chunks: int = 1,
+                     report_columns: int = 20, warm: bool = False) -> dict[str, float]:
+    """Wall time of a sweep from its plan line to its report, by stage (the constants above).
+
+    Parameters
+    ----------
+    bars, columns : the grid's bars and columns; workers : processes sharing the chunks;
+    folds : out-of-sample folds (0: no split); chunks : chunks of the grid (each fold costs a
+    fixed part per chunk); report_columns : columns the report simulates again (the best of the
+    grid plus the other simulations); warm : the kernels are loaded in this process already.
+
+    Returns
+    -------
+    dict of seconds: ``start`` (kernels loaded, data), ``chunks``, ``folds``, ``report``, ``total``.
+    """
+    w = max(1, workers)
+    cells = float(bars) * float(columns)
+    out = {"start": (0.0 if warm else WARMUP_S) + LOAD_S,
+           "chunks": cells * SECONDS_PER_CELL / w,
+           "folds": folds * (chunks * FOLD_CHUNK_S + cells * FOLD_CELL_S) / w,
+           "report": REPORT_S + float(bars) * report_columns * REPORT_CELL_S + (OOS_WINNERS_S if folds else 0.0)}
+    out["total"] = sum(out.values())
+    return out
+
+
+def _secs(s: float) -> str:
+    return f"{s:.1f} s" if s < 10 else f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
 
 
 def plan_line(name: str, columns: int, bars: int, chunks: int, per_chunk: int, chunk_memory: int,
-              report_memory: int, workers: int, folds: int = 0) -> str:
+              report_memory: int, workers: int, folds: int = 0, report_columns: int = 20,
+              warm: bool = False) -> str:
     """The line printed before a sweep runs: columns, bars, chunks, estimated memory and time.
 
     ``chunk_memory`` is the memory of the chunks in flight (the sweep's budget), ``report_memory``
-    the estimate of :func:`backtest.runner.budget.estimate` for the report of the best columns.
+    the estimate of :func:`backtest.runner.budget.estimate` for the report of the best columns;
+    the time is :func:`estimate_seconds` with its stages.
     """
     from backtest.runner.budget import fmt_bytes
 
-    secs = estimate_seconds(bars, columns, workers, folds)
-    when = f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.0f} min"
+    t = estimate_seconds(bars, columns, workers, folds, chunks=chunks, report_columns=report_columns, warm=warm)
+    parts = [f"start {_secs(t['start'])}", f"chunks {_secs(t['chunks'])}"]
+    if folds:
+        parts.append(f"{folds} out-of-sample folds {_secs(t['folds'])}")
+    parts.append(f"report {_secs(t['report'])}")
     return (f"plan of {name}: {columns} columns x {bars} bars = {columns * bars:,} bar-columns in {chunks} chunk(s) of up to "
             f"{per_chunk}; estimated peak memory {fmt_bytes(chunk_memory + report_memory)} (chunks "
-            f"{fmt_bytes(chunk_memory)} + report {fmt_bytes(report_memory)}), time about {when}"
-            + (f" ({folds} out-of-sample folds)" if folds else ""))
+            f"{fmt_bytes(chunk_memory)} + report {fmt_bytes(report_memory)}), time about {_secs(t['total'])} "
+            f"({', '.join(parts)})")

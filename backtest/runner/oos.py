@@ -361,10 +361,15 @@ def _plain(v: Any) -> Any:
 
 
 def oos_block(chosen: pd.DataFrame, folds: Sequence[Fold], sweep: Any, metric: str, stitched_return: float | None,
-              stitched_bars: int) -> dict[str, Any]:
+              stitched_bars: int, hindsight: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``sweep.oos`` block of ``metrics.json``: the split, the folds with their chosen
-    columns (IS and OOS values of the ranking metric and the total return), the stitched OOS
-    return and what an OOS span inherits."""
+    columns (IS and OOS values of the ranking metric, the total return and the max drawdown),
+    the stitched OOS return, the hindsight comparison and what an OOS span inherits.
+
+    ``hindsight``: the best column of the whole data (ranked with every bar known) on the
+    stitched bars: ``{"column": label, "col": position, "return": its compounded return over
+    the stitched OOS bars}`` (:func:`hindsight_growth`); the flattering number the stitched OOS
+    return is read against."""
     from backtest.data.timeutil import iso
 
     out_folds = []
@@ -380,7 +385,9 @@ def oos_block(chosen: pd.DataFrame, folds: Sequence[Fold], sweep: Any, metric: s
             "chosen": [{"is_rank": int(r["is_rank"]), "column": r["column"], "col": int(r["col"]),
                         f"is_{metric}": _plain(r[f"is.{metric}"]), f"oos_{metric}": _plain(r[f"oos.{metric}"]),
                         "is_total_return": _plain(r["is.total_return"]),
-                        "oos_total_return": _plain(r["oos.total_return"])} for _, r in part.iterrows()]})
+                        "oos_total_return": _plain(r["oos.total_return"]),
+                        "is_max_drawdown": _plain(r["is.max_drawdown"]),
+                        "oos_max_drawdown": _plain(r["oos.max_drawdown"])} for _, r in part.iterrows()]})
     best = chosen[chosen["is_rank"] == 1]
     isv = pd.to_numeric(best[f"is.{metric}"], errors="coerce").astype(float)
     oosv = pd.to_numeric(best[f"oos.{metric}"], errors="coerce").astype(float)
@@ -392,54 +399,25 @@ def oos_block(chosen: pd.DataFrame, folds: Sequence[Fold], sweep: Any, metric: s
         "best_is_median": _plain(float(isv.median())) if isv.notna().any() else None,
         "best_oos_median": _plain(float(oosv.median())) if oosv.notna().any() else None,
         "stitched_oos_return": stitched_return, "stitched_oos_bars": stitched_bars,
+        "hindsight": hindsight,
         "inherits": INHERITS,
         "files": {"spans": "sweep_folds.parquet", "chosen": "sweep_oos.csv", "stitched": "oos_equity.parquet"},
     }
 
 
+def hindsight_growth(returns: np.ndarray, bars: np.ndarray) -> np.ndarray:
+    """The growth index of one column over the stitched OOS ``bars`` (from 1 before the first):
+    chaining ``1 + r`` of its own bar returns ``returns`` (n_bars,) on the same bars as
+    :func:`stitched_growth`, so the two lines are measured alike."""
+    return np.cumprod(1.0 + np.asarray(returns, dtype=np.float64)[np.asarray(bars, dtype=np.int64)])
+
+
 def stitched_frame(index: pd.DatetimeIndex, bars: np.ndarray, growth: np.ndarray, fold_of: np.ndarray,
-                   labels: Sequence[str]) -> pd.DataFrame:
-    """``oos_equity.parquet``: ``timestamp`` (bar open), ``fold``, ``column`` (the chosen one) and
-    ``growth`` (the stitched index after the bar)."""
+                   labels: Sequence[str], hindsight: np.ndarray | None = None) -> pd.DataFrame:
+    """``oos_equity.parquet``: ``timestamp`` (bar open), ``fold``, ``column`` (the chosen one),
+    ``growth`` (the stitched index after the bar) and ``hindsight_growth`` (the whole data's
+    best column on the same bars, :func:`hindsight_growth`; NaN when not given)."""
+    hs = np.full(len(bars), np.nan) if hindsight is None else np.asarray(hindsight, dtype=np.float64)
     return pd.DataFrame({"timestamp": index[bars], "fold": fold_of.astype(np.int64),
-                         "column": pd.array(list(labels), dtype="string"), "growth": growth})
-
-
-def oos_html(title: str, chosen: pd.DataFrame, stitched: pd.DataFrame, metric: str, block: dict[str, Any]) -> str:
-    """``oos.html``: the in-sample vs out-of-sample table of every fold's chosen columns and the
-    stitched OOS growth of each fold's winner, one self-contained page (plotly inlined)."""
-    import html as _html
-
-    import plotly.graph_objects as go
-
-    from backtest.data.timeutil import iso
-
-    fig = go.Figure(go.Scatter(x=stitched["timestamp"], y=stitched["growth"], mode="lines",
-                               text=stitched["column"], name="stitched OOS growth",
-                               hovertemplate="%{x}<br>growth %{y:.4f}<br>%{text}<extra></extra>"))
-    fig.update_layout(title=f"{title}: stitched out-of-sample growth of each fold's in-sample winner",
-                      yaxis_title="growth (1 = start of the first OOS span)")
-
-    def num(v: Any) -> str:
-        v = _plain(v)
-        return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else _html.escape(str(v)))
-
-    head = ["fold", "IS span", "OOS span", "IS rank", "column", f"IS {metric}", f"OOS {metric}", "IS return",
-            "OOS return", "OOS max drawdown"]
-    rows = []
-    for _, r in chosen.iterrows():
-        cells = [num(r["fold"]), f"{iso(int(r['is_start']))[:10]} .. {iso(int(r['is_end']))[:10]}",
-                 f"{iso(int(r['oos_start']))[:10]} .. {iso(int(r['oos_end']))[:10]}", num(r["is_rank"]),
-                 _html.escape(str(r["column"])), num(r[f"is.{metric}"]), num(r[f"oos.{metric}"]),
-                 num(r["is.total_return"]), num(r["oos.total_return"]), num(r["oos.max_drawdown"])]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    table = ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
-             + "".join(rows) + "</tbody></table>")
-    note = (f"<p>Split {_html.escape(str(block['split']))}; columns chosen by in-sample {metric}. "
-            f"Stitched OOS return {num(block['stitched_oos_return'])} over {block['stitched_oos_bars']} bars. "
-            f"{_html.escape(INHERITS)}.</p>")
-    body = fig.to_html(full_html=False, include_plotlyjs=True)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_html.escape(title)}: out of sample</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>"
-            f"<h1>{_html.escape(title)}: in sample vs out of sample</h1>{note}{table}{body}</body></html>")
+                         "column": pd.array(list(labels), dtype="string"), "growth": growth,
+                         "hindsight_growth": hs})

@@ -183,6 +183,29 @@ def format_table(table: pd.DataFrame, metric: str, top: int) -> str:
     return table[["rank", "column", *keys]].head(top).to_string(index=False)
 
 
+def format_oos_table(chosen: pd.DataFrame, metric: str) -> str:
+    """In sample vs out of sample, one row per fold: its OOS span, the column chosen in sample
+    (IS rank 1) and its ranking metric, total return and max drawdown on both spans (the
+    fractions in percent), for printing after the ranked table."""
+    from backtest.data.timeutil import iso
+
+    def pct(v: Any) -> str:
+        return "" if v is None or v is pd.NA or v != v else f"{100 * float(v):.2f} %"
+
+    def num(v: Any) -> str:
+        return "" if v is None or v is pd.NA or v != v else f"{float(v):.4g}"
+
+    rows = []
+    for _, r in chosen[chosen["is_rank"] == 1].sort_values("fold").iterrows():
+        rows.append({"fold": int(r["fold"]),
+                     "out of sample": f"{iso(int(r['oos_start']))[:10]}..{iso(int(r['oos_end']))[:10]}",
+                     "column": r["column"], f"IS {metric}": num(r[f"is.{metric}"]),
+                     f"OOS {metric}": num(r[f"oos.{metric}"]), "IS return": pct(r["is.total_return"]),
+                     "OOS return": pct(r["oos.total_return"]), "IS max DD": pct(r["is.max_drawdown"]),
+                     "OOS max DD": pct(r["oos.max_drawdown"])})
+    return "in sample vs out of sample (each fold's in-sample winner):\n" + pd.DataFrame(rows).to_string(index=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # `backtest sweep`: the grid in chunks under a memory budget, resumable, on any executor
 
@@ -229,6 +252,7 @@ class SweepOutcome:
     reused: int
     executor: str
     seconds: float
+    oos: pd.DataFrame | None = None  # sweep_oos.csv (a sweep with a split): per fold the chosen columns
 
 
 def _sweep_memory(setting: Any, override: Any) -> tuple[int, str]:
@@ -311,7 +335,9 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
 
     Output folder: the report of ``backtest run`` holding the best columns and the baselines,
     plus ``sweep.csv`` (every column ranked), ``sweep_metrics.parquet`` (every column, every
-    metric, both bases), ``heatmap.html`` (unless ``html=False``) and the full equity if asked.
+    metric, both bases), ``heatmap.html`` (unless ``html=False``) and the full equity if asked;
+    with a split also ``sweep_folds.parquet``, ``sweep_oos.csv``, ``oos_equity.parquet`` and the
+    in-sample vs out-of-sample section of ``report.html``.
 
     Raises
     ------
@@ -339,7 +365,7 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
         raise ConfigError("data.lookback_days: backtest sweep does not load warm-up data; remove the key, or "
                           "run the grid with backtest run (which does)")
     where = f"perp[{[p.name for p in cfg.perp].index(target.name)}]"
-    grid = sweep_grid(target)
+    grid = sweep_grid(target, sw.grid)
     levels = grid.levels()
     for axis, level in (("x", sw.x), ("y", sw.y)):
         if level not in levels.columns:
@@ -374,7 +400,7 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     from backtest.data.timeutil import parse_timeframe
     from backtest.metrics import index_ms
     from backtest.runner import oos
-    from backtest.runner.grid import plan_line
+    from backtest.runner.grid import kernels_loaded, plan_line
 
     bar_ms = parse_timeframe(cfg.data.timeframe)
     folds = oos.make_folds(index_ms(md.frame.index), bar_ms, sw) if sw.split else []
@@ -383,7 +409,9 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     in_flight = getattr(ex, "workers", 1)
     per_chunk = store.stored_chunk_columns() or chunk_columns(int(md.n), mem, in_flight)
     bounds = chunk_bounds(grid.n_cols, per_chunk)
-    log(plan_line(target.name, grid.n_cols, int(md.n), len(bounds), per_chunk, mem, need.total, in_flight, len(folds)))
+    n_report = keep + sum(n for _, n, _ in budget.columns_of(others))
+    log(plan_line(target.name, grid.n_cols, int(md.n), len(bounds), per_chunk, mem, need.total, in_flight, len(folds),
+                  report_columns=n_report, warm=kernels_loaded()))
     store.start(per_chunk)
     todo = [b for b in bounds if not store.has(b, full_equity)]
     log(f"sweeping {target.name}: {grid.n_cols} columns x {md.n} bars in {len(bounds)} chunk(s) of up to "
@@ -457,13 +485,13 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
             raise RuntimeError("a sweep with a split needs its span store")
         spans = pd.concat([span_store.spans(b) for b in bounds], ignore_index=True)
         chosen = oos.choose(spans, target.name, sw.metric, sw.oos_columns)
-        block, stitched = _out_of_sample(task, folds, chosen, sw, md)
+        best_col = int(ranked["col"].iloc[0])
+        block, stitched = _out_of_sample(task, folds, chosen, sw, md, best_col,
+                                         _usd_returns(top, best, best_col))
         run.metrics["sweep"]["oos"] = block
         files["sweep_folds.parquet"] = _parquet_bytes(spans)
         files["sweep_oos.csv"] = chosen.to_csv(index=False)
-        files["oos_equity.parquet"] = _parquet_bytes(stitched)
-        if html:
-            files["oos.html"] = oos.oos_html(cfg.title, chosen, stitched, sw.metric, block)
+        run.sweep_oos = stitched  # oos_equity.parquet, read back by `backtest report` for the page's section
     metrics_bytes = _parquet_bytes(table)
     files["sweep_metrics.parquet"] = metrics_bytes
     if html:
@@ -479,7 +507,8 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     log(f"done in {seconds:.1f} s")
     files_maker.table = ranked
     return SweepOutcome(run_id=run_id, out_dir=out_dir, table=ranked, chunks=len(bounds), chunk_columns=per_chunk,
-                        computed=len(todo), reused=len(bounds) - len(todo), executor=ex.name, seconds=seconds)
+                        computed=len(todo), reused=len(bounds) - len(todo), executor=ex.name, seconds=seconds,
+                        oos=chosen if folds else None)
 
 
 def _parquet_bytes(table: pd.DataFrame) -> bytes:
@@ -494,18 +523,27 @@ def _robustness(ranked: pd.DataFrame, levels: pd.DataFrame, metric: str, top: An
                 bar_ms: int) -> dict[str, Any]:
     """:func:`backtest.runner.robust.robustness` of the best-ranked column (its USD returns
     from the report's simulation ``top`` of the columns ``best``)."""
-    from backtest.metrics import bars_per_year, returns_and_drawdown
+    from backtest.metrics import bars_per_year
     from backtest.runner.robust import robustness
 
     best_col = int(ranked["col"].iloc[0])
-    i = int(np.searchsorted(best, best_col))
-    returns = returns_and_drawdown(top.select([i]), "usd")["returns"][:, 0]
-    return robustness(ranked, levels, metric, best_col, returns, bars_per_year(bar_ms))
+    return robustness(ranked, levels, metric, best_col, _usd_returns(top, best, best_col), bars_per_year(bar_ms))
 
 
-def _out_of_sample(task: Any, folds: list, chosen: pd.DataFrame, sw: Any, md: Any) -> tuple[dict, pd.DataFrame]:
+def _usd_returns(top: Any, best: np.ndarray, col: int) -> np.ndarray:
+    """USD bar returns (n_bars,) of grid column ``col``, one of the columns ``best`` (ascending)
+    simulated for the report as ``top``."""
+    from backtest.metrics import returns_and_drawdown
+
+    i = int(np.searchsorted(best, col))
+    return returns_and_drawdown(top.select([i]), "usd")["returns"][:, 0]
+
+
+def _out_of_sample(task: Any, folds: list, chosen: pd.DataFrame, sw: Any, md: Any, best_col: int,
+                   best_returns: np.ndarray) -> tuple[dict, pd.DataFrame]:
     """The ``sweep.oos`` block and the stitched OOS growth of each fold's IS winner (the winners
-    simulated again: the same numbers, columns are independent)."""
+    simulated again: the same numbers, columns are independent), next to the growth on the
+    same bars of ``best_col``, the best column of the whole data (USD returns ``best_returns``)."""
     from backtest.metrics import returns_and_drawdown
     from backtest.runner import oos
     from backtest.runner.chunks import simulate_columns
@@ -523,6 +561,9 @@ def _out_of_sample(task: Any, folds: list, chosen: pd.DataFrame, sw: Any, md: An
     for f in used:
         owner[(bars >= f.oos_first) & (bars < f.oos_end) & (owner < 0)] = f.index
     labels = [task.grid.labels[by_fold[int(k)]] for k in owner.tolist()]
-    stitched = oos.stitched_frame(md.frame.index, bars, growth, owner, labels)
+    hind = oos.hindsight_growth(best_returns, bars)
+    stitched = oos.stitched_frame(md.frame.index, bars, growth, owner, labels, hind)
     total = float(growth[-1] - 1.0) if len(growth) else None
-    return oos.oos_block(chosen, folds, sw, sw.metric, total, int(len(bars))), stitched
+    hindsight = {"column": task.grid.labels[best_col], "col": int(best_col),
+                 "return": float(hind[-1] - 1.0) if len(hind) else None}
+    return oos.oos_block(chosen, folds, sw, sw.metric, total, int(len(bars)), hindsight), stitched

@@ -256,8 +256,7 @@ def test_oos_outputs_side_by_side(wf_sweeps):
     eq = pd.read_parquet(out.out_dir / "oos_equity.parquet")
     assert len(eq) == block["stitched_oos_bars"] == 3 * 60  # 3 folds of 10 days of 4h bars
     assert eq["column"].tolist() == [c for c in winners["column"] for _ in range(60)]
-    page = (out.out_dir / "oos.html").read_text()
-    assert page.count("<tr><td>") == len(chosen) and "stitched out-of-sample growth" in page
+    assert not (out.out_dir / "oos.html").exists()  # one place: the report's sweep section
     assert "one column per cell" in (out.out_dir / "heatmap.html").read_text()  # x, y are the only levels
     rob = doc["robustness"]
     assert rob["columns_tried"] == 6 and rob["deflated_sharpe"]["trials"] == 6
@@ -284,3 +283,92 @@ def test_train_test_in_sample_metrics_are_those_of_a_run_that_stops_at_the_split
         for k in ("total_return", "max_drawdown", "ruined"):
             assert ins.at[label, k] == m[k], (label, k)
         assert ins.at[label, "sharpe"] == pytest.approx(m["sharpe"], rel=1e-12)
+
+
+# --- the sweep's report: in sample vs out of sample side by side -------------------------------
+
+def _section(page: str) -> str:
+    start = page.index('<section id="sweep">')
+    return page[start:page.index("</section>", start)]
+
+
+def _cells(section: str, fold: int, column: str) -> dict[str, str]:
+    """The formatted cells (by header) of one row of the section's IS vs OOS table."""
+    import re
+
+    m = re.search(rf'<tr data-fold="{fold}" data-col="{re.escape(column)}">(.*?)</tr>', section, re.S)
+    assert m, (fold, column)
+    return dict(re.findall(r'<td data-key="([^"]+)" data-value="[^"]*">([^<]*)</td>', m.group(1)))
+
+
+def test_the_report_shows_in_sample_vs_out_of_sample(wf_sweeps):
+    """Every chosen column of every fold is a row of report.html's sweep section, its IS and OOS
+    Sharpe, return and max drawdown formatted from sweep_oos.csv (the span table's values)."""
+    from backtest.report.render import fmt_metric
+
+    out = wf_sweeps["sample"]
+    section = _section((out.out_dir / "report.html").read_text())
+    chosen = pd.read_csv(out.out_dir / "sweep_oos.csv")
+    assert section.count("<tr data-fold=") == len(chosen) == 15
+    for _, r in chosen.iterrows():
+        cells = _cells(section, int(r["fold"]), r["column"])
+        v = {k: (None if pd.isna(r[k]) else float(r[k])) for k in r.index if "." in k}
+        assert cells == {"IS sharpe": fmt_metric(v["is.sharpe"], "ratio"), "OOS sharpe": fmt_metric(v["oos.sharpe"], "ratio"),
+                         "IS Return": fmt_metric(v["is.total_return"], "fraction"),
+                         "OOS Return": fmt_metric(v["oos.total_return"], "fraction"),
+                         "IS Max DD": fmt_metric(v["is.max_drawdown"], "fraction"),
+                         "OOS Max DD": fmt_metric(v["oos.max_drawdown"], "fraction")}
+    block = json.loads((out.out_dir / "metrics.json").read_text())["sweep"]
+    rob = block["robustness"]
+    assert f'data-key="columns_tried">{rob["columns_tried"]}<' in section
+    assert f'{rob["deflated_sharpe"]["dsr"]:.3f}' in section
+    assert fmt_metric(block["oos"]["stitched_oos_return"], "fraction") in section
+    assert 'id="fig-sweep-oos-data"' in (out.out_dir / "report.html").read_text()
+
+
+def test_the_hindsight_line_is_the_best_columns_own_equity_on_the_stitched_bars(wf_sweeps):
+    """The flattering comparison: the whole data's rank-1 column (sweep.csv), its growth over the
+    stitched OOS bars, equals the ratio of its own USD equity (equity.parquet of the report) at
+    the last stitched bar's close to that at the close before the first stitched bar."""
+    out = wf_sweeps["sample"]
+    block = json.loads((out.out_dir / "metrics.json").read_text())["sweep"]["oos"]
+    best = pd.read_csv(out.out_dir / "sweep.csv").iloc[0]["column"]
+    assert block["hindsight"]["column"] == best
+    eq = pd.read_parquet(out.out_dir / "equity.parquet")
+    mine = eq[(eq["result"] == "trend") & (eq["column"] == best)].set_index("timestamp")
+    assert (mine["capital_added"] == 0).all()  # no top-up: the equity ratio is the growth
+    mine = mine["equity_usd"]
+    st = pd.read_parquet(out.out_dir / "oos_equity.parquet")
+    first, last = (int(t.value // 10**6) for t in (st["timestamp"].iloc[0], st["timestamp"].iloc[-1]))
+    before = mine.index[mine.index.get_loc(first) - 1]
+    want = mine.loc[last] / mine.loc[before]  # contiguous OOS spans (step = test): no gap to skip
+    assert block["hindsight"]["return"] == pytest.approx(want - 1.0, rel=1e-12)
+    assert st["hindsight_growth"].iloc[-1] == pytest.approx(want, rel=1e-12)
+    # the stitched line chains the winners: its end is the stitched return
+    assert st["growth"].iloc[-1] - 1.0 == pytest.approx(block["stitched_oos_return"], rel=1e-12)
+
+
+def test_the_section_is_rebuilt_from_the_stored_files(wf_sweeps, tmp_path):
+    """`backtest report` re-renders the page from the folder (oos_equity.parquet read back)."""
+    from backtest.report import rerender
+
+    folder = tmp_path / "copy"
+    shutil.copytree(wf_sweeps["sample"].out_dir, folder)
+    before = _section((folder / "report.html").read_text())
+    (folder / "report.html").unlink()
+    after = _section(rerender(folder).read_text())
+    assert after == before and 'id="fig-sweep-oos"' in after
+
+
+def test_the_oos_table_printed_after_the_ranked_table(wf_sweeps):
+    from backtest.runner.sweep import format_oos_table
+
+    out = wf_sweeps["sample"]
+    text = format_oos_table(out.oos, "sharpe")
+    lines = text.splitlines()
+    assert lines[0].startswith("in sample vs out of sample") and len(lines) == 2 + 3  # title, header, 3 folds
+    winners = out.oos[out.oos["is_rank"] == 1].sort_values("fold")
+    for line, (_, r) in zip(lines[2:], winners.iterrows()):
+        assert r["column"] in line
+        assert f"{100 * float(r['oos.total_return']):.2f} %" in line
+        assert f"{100 * float(r['oos.max_drawdown']):.2f} %" in line
