@@ -202,6 +202,8 @@ def _sweep(cfg: RunConfig) -> list[str]:
         target = sweep_target(cfg)
     except ConfigError as exc:
         return [str(exc)]
+    if cfg.sweep is None:  # sweep_target refuses this: not reached
+        return []
     try:
         levels = level_names(target.strategy) + list(cfg.sweep.grid)  # [sweep.grid] axes are levels too
     except ValueError:
