@@ -273,22 +273,26 @@ def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_co
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(eq > 0.0, np.abs(notional()) / eq, 0.0)
 
+    # The cumulative series are stored column by column, as the kernel's (an (n_cols, n_bars)
+    # array, transposed): the metrics read each column in place instead of copying it out of a
+    # bar-by-bar array (benchmarks/README.md, "Sweeps"). The sums are the same in either layout.
+
     def cumulative(*flows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         """Running total per column of (bar, column, amount) flows, valued at each bar's close."""
-        tot = np.zeros(n * m)
+        tot = np.zeros(m * n)
         for bar, col, amount in flows:
             if len(amount):
-                tot += np.bincount(bar * m + col, weights=amount, minlength=n * m)
-        return np.cumsum(tot.reshape(n, m), axis=0)
+                tot += np.bincount(col * n + bar, weights=amount, minlength=n * m)
+        return np.cumsum(tot.reshape(m, n), axis=1).T
 
     def cum_funding() -> np.ndarray:
-        tot = np.zeros((n, m))
+        tot = np.zeros((m, n))
         if fpos.shape[1]:
             # per bar, the prints' amounts in print order (the order of the records' running total)
             amount = _funding_amounts(fpos, bars.fe_mark, bars.fe_rate, spec)
             first = np.flatnonzero(np.r_[True, bars.fe_bar[1:] != bars.fe_bar[:-1]])
-            tot[bars.fe_bar[first]] = np.add.reduceat(amount, first, axis=1).T
-        return np.cumsum(tot, axis=0)
+            tot[:, bars.fe_bar[first]] = np.add.reduceat(amount, first, axis=1)
+        return np.cumsum(tot, axis=1).T
 
     def cum_fees() -> np.ndarray:
         fills, liqs = kept["fills"], kept["liquidations"]
