@@ -270,8 +270,14 @@ def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_co
         return position() * _value(close, spec)
 
     def leverage() -> np.ndarray:
+        # np.where(eq > 0, |notional| / eq, 0), computed in the notional's own (fresh) array: one
+        # array of new pages instead of four, a sweep's chunk after chunk
+        lev = notional()
+        np.abs(lev, out=lev)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(eq > 0.0, np.abs(notional()) / eq, 0.0)
+            np.divide(lev, eq, out=lev)
+        lev[~(eq > 0.0)] = 0.0
+        return lev
 
     # The cumulative series are stored column by column, as the kernel's (an (n_cols, n_bars)
     # array, transposed): the metrics read each column in place instead of copying it out of a
@@ -279,11 +285,17 @@ def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_co
 
     def cumulative(*flows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         """Running total per column of (bar, column, amount) flows, valued at each bar's close."""
-        tot = np.zeros(m * n)
+        tot = None
         for bar, col, amount in flows:
             if len(amount):
-                tot += np.bincount(col * n + bar, weights=amount, minlength=n * m)
-        return np.cumsum(tot.reshape(m, n), axis=1).T
+                # the first flow's per-bar sums are the total so far (0 + x is x: a bin's sum is
+                # never -0.0, it starts from +0.0); the running total is taken in place
+                b = np.bincount(col * n + bar, weights=amount, minlength=n * m)
+                tot = b if tot is None else np.add(tot, b, out=tot)
+        if tot is None:
+            return np.zeros((m, n)).T  # no flow (no top-up in most runs): zeros, left untouched
+        tot = tot.reshape(m, n)
+        return np.cumsum(tot, axis=1, out=tot).T
 
     def cum_funding() -> np.ndarray:
         tot = np.zeros((m, n))
@@ -292,7 +304,7 @@ def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_co
             amount = _funding_amounts(fpos, bars.fe_mark, bars.fe_rate, spec)
             first = np.flatnonzero(np.r_[True, bars.fe_bar[1:] != bars.fe_bar[:-1]])
             tot[:, bars.fe_bar[first]] = np.add.reduceat(amount, first, axis=1)
-        return np.cumsum(tot, axis=1).T
+        return np.cumsum(tot, axis=1, out=tot).T
 
     def cum_fees() -> np.ndarray:
         fills, liqs = kept["fills"], kept["liquidations"]
