@@ -83,8 +83,9 @@ metric = "sharpe"
 """
 
 
-def run(exe: str, m: int, extra: list[str]) -> tuple[float, int, int]:
-    """(wall s, peak RSS bytes, exit code) of one sweep of ``m`` columns."""
+def run(exe: str, m: int, extra: list[str]) -> tuple[float, int, int, float]:
+    """(wall s, peak RSS bytes, exit code, CPU s) of one sweep of ``m`` columns (CPU: user +
+    system of the process, all its threads; on this shared machine the steadier figure)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "sweep.toml"
         cfg.write_text(config(m))
@@ -99,7 +100,7 @@ def run(exe: str, m: int, extra: list[str]) -> tuple[float, int, int]:
             print(f"  exit {code}: {err.strip()[:300]}", file=sys.stderr)
         # ru_maxrss is in KiB on Linux; the children's (spawned workers) come from RUSAGE_CHILDREN
         peak = max(usage.ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024
-        return wall, peak, code
+        return wall, peak, code, usage.ru_utime + usage.ru_stime
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,11 +260,11 @@ def main() -> None:
     if args.workers:
         extra += ["--workers", str(args.workers)]
     print(f"{args.backtest} sweep ... {' '.join(extra)}")
-    print(f"{'columns':>8} {'time s':>8} {'peak RSS':>10} {'exit':>5}")
+    print(f"{'columns':>8} {'time s':>8} {'peak RSS':>10} {'exit':>5} {'CPU s':>7}")
     for m in args.cols:
         for _ in range(args.repeat):
-            wall, peak, code = run(args.backtest, m, extra)
-            print(f"{m:>8} {wall:>8.1f} {peak / 1e9:>8.2f} GB {code:>5}", flush=True)
+            wall, peak, code, cpu = run(args.backtest, m, extra)
+            print(f"{m:>8} {wall:>8.1f} {peak / 1e9:>8.2f} GB {code:>5} {cpu:>7.1f}", flush=True)
             if args.vectorbt:
                 vw, vpeak = vectorbt_run(m)
                 print(f"{'':>8} {vw:>8.1f} {vpeak / 1e9:>8.2f} GB        vectorbt from_orders + 3 metrics", flush=True)
