@@ -91,7 +91,9 @@ def run(exe: str, m: int, extra: list[str]) -> tuple[float, int, int, float]:
         cfg.write_text(config(m))
         cmd = [exe, "sweep", str(cfg), "-o", str(Path(tmp) / "reports"), "-q", *extra]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # no PYTHONPATH: the executable imports its own checkout (its venv's editable install)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         err = proc.stderr.read().decode() if proc.stderr else ""
