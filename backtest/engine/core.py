@@ -272,7 +272,8 @@ def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_co
     def leverage() -> np.ndarray:
         # np.where(eq > 0, |notional| / eq, 0), computed in the notional's own (fresh) array: one
         # array of new pages instead of four, a sweep's chunk after chunk
-        lev = notional()
+        lev = POOL.empty((m, n)).T  # stored column by column, in memory a dropped chunk's result lent back
+        np.multiply(position(), _value(close, spec), out=lev)  # notional()
         np.abs(lev, out=lev)
         with np.errstate(divide="ignore", invalid="ignore"):
             np.divide(lev, eq, out=lev)
@@ -288,17 +289,23 @@ def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_co
         tot = None
         for bar, col, amount in flows:
             if len(amount):
-                # the first flow's per-bar sums are the total so far (0 + x is x: a bin's sum is
-                # never -0.0, it starts from +0.0); the running total is taken in place
-                b = np.bincount(col * n + bar, weights=amount, minlength=n * m)
-                tot = b if tot is None else np.add(tot, b, out=tot)
+                if tot is None:
+                    # the first flow summed per bar into zeroed pool memory, record after record
+                    # (as np.bincount sums them: the same bits)
+                    tot = POOL.empty(m * n, zero=True)
+                    np.add.at(tot, col * n + bar, amount)
+                else:
+                    # a later flow (clearance fees: a few records) summed per bar it touches,
+                    # then added there (elsewhere it adds 0: the same bits, no array of n x m)
+                    bins, where = np.unique(col * n + bar, return_inverse=True)
+                    tot[bins] += np.bincount(where, weights=amount)
         if tot is None:
             return np.zeros((m, n)).T  # no flow (no top-up in most runs): zeros, left untouched
         tot = tot.reshape(m, n)
         return np.cumsum(tot, axis=1, out=tot).T
 
     def cum_funding() -> np.ndarray:
-        tot = np.zeros((m, n))
+        tot = POOL.empty((m, n), zero=True)
         if fpos.shape[1]:
             # per bar, the prints' amounts in print order (the order of the records' running total)
             amount = _funding_amounts(fpos, bars.fe_mark, bars.fe_rate, spec)
@@ -363,7 +370,7 @@ def _funding_amounts(fpos: np.ndarray, mark: np.ndarray, rate: np.ndarray, spec:
 def _fill_records(compact: np.ndarray, cols: np.ndarray, spec: MarketSpec) -> np.ndarray:
     """Fill records (``enums.fill_dt``) from the kernel's compact fills: the column from each
     record's place, the notional ``abs(size) * v(price)`` as the kernel computes it."""
-    out = np.empty(len(compact), dtype=RECORD_DTYPES["fills"])
+    out = POOL.empty(len(compact), RECORD_DTYPES["fills"])  # a sweep chunk's million fills: lent memory
     for f in ("bar", "price", "size", "fee", "status", "reason"):
         out[f] = compact[f]
     out["col"] = cols
