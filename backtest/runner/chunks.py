@@ -40,6 +40,10 @@ from backtest.runner.labels import account_levels, level_frame, make_labels
 # policy multipliers repeated, the product: 4 arrays), the kernel's outputs (equity, position,
 # 2 more), the series the metrics derive and read (equity_usd, capital_added, cum_funding,
 # cum_fees, leverage, notional: 6) and the compiled pass's copies: 16 float64 arrays, rounded up.
+# A chunk now holds fewer (one target, the equity and position, three running totals and the
+# leverage, no copies for the metrics: peak RSS 1.11 GB instead of 1.51 GB at 1,000 columns,
+# benchmarks/README.md "Sweeps"); the figure is kept, so chunk sizes, and the chunk size a
+# resumed sweep adopts, stay those of earlier runs, erring on the safe side.
 CHUNK_BYTES_PER_CELL = 8 * 16
 # Default sweep memory: this share of the memory available when the sweep starts (the rest is
 # left to the data, the metrics table, the report and everything else on the machine).
