@@ -30,7 +30,9 @@ excludes the stages nested in it, so the stages sum to the wall time):
 ``--vectorbt`` also times vectorbt doing less, end to end in a fresh process: the same data,
 the same target exposures (``build_targets``), ``Portfolio.from_orders`` (target-percent
 orders at the open, the taker fee, from the same initial capital; no funding, margin or
-liquidation) and total return, Sharpe ratio and max drawdown of every column.
+liquidation) and total return, Sharpe ratio and max drawdown of every column; the whole run
+twice in that process (the first pays the compilation of the vectorbt kernels it does not
+cache; the second is warm, the fairest figure for vectorbt), each with its stage split.
 
 Usage: ``python benchmarks/bench_sweep.py [--cols 1000 10000] [--memory 1GB] [--workers N]
 [--backtest PATH] [--html] [--stages] [--vectorbt] [--repeat N]``
@@ -199,6 +201,8 @@ def stages(m: int, extra: list[str]) -> tuple[dict, float, int]:
 # ----------------------------------------------------------------------------------------------
 
 def _child_vectorbt(m: int) -> dict:
+    """vectorbt's run of ``m`` columns, twice in this process: the first call pays vectorbt's
+    import and the compilation of its kernels that it does not cache, the second does not."""
     t0 = time.perf_counter()
     import pandas as pd
     import vectorbt as vbt
@@ -207,36 +211,48 @@ def _child_vectorbt(m: int) -> dict:
     from backtest.market import load_market
     from strategies.policies import build_targets
 
-    md = load_market_data("binanceusdm", "BTC/USDT:USDT", "1h", start="2021-01-01", end="2024-01-01")
-    spec = load_market("binanceusdm", "BTC/USDT:USDT")
-    slow = np.round(np.linspace(5.0, 200.0, m // len(POLICIES)), 6).tolist()
-    target, _, _ = build_targets(md, "trend_short", {"slow_days": slow}, POLICIES, spec=spec)
-    frame = md.frame
-    close = frame["close"].to_numpy()
-    price = frame["open"].to_numpy()
-    m_cols = target.shape[1]
-    # row t of the target is filled at bar t+1's open (the engine's lag 1)
-    size = pd.DataFrame(target.to_numpy()).shift(1)
-    pf = vbt.Portfolio.from_orders(close=pd.DataFrame(np.repeat(close[:, None], m_cols, axis=1), index=frame.index),
-                                   size=size.set_axis(frame.index), size_type="targetpercent",
-                                   price=pd.DataFrame(np.repeat(price[:, None], m_cols, axis=1), index=frame.index),
-                                   fees=spec.taker_fee, init_cash=10_000.0, direction="both", freq="1h")
-    tr, sh, dd = pf.total_return(), pf.sharpe_ratio(), pf.max_drawdown()
-    assert len(tr) == len(sh) == len(dd) == m_cols
-    return {"wall": time.perf_counter() - t0, "columns": m_cols}
+    def once() -> dict:
+        t = [time.perf_counter()]
+        md = load_market_data("binanceusdm", "BTC/USDT:USDT", "1h", start="2021-01-01", end="2024-01-01")
+        spec = load_market("binanceusdm", "BTC/USDT:USDT")
+        t.append(time.perf_counter())
+        slow = np.round(np.linspace(5.0, 200.0, m // len(POLICIES)), 6).tolist()
+        target, _, _ = build_targets(md, "trend_short", {"slow_days": slow}, POLICIES, spec=spec)
+        t.append(time.perf_counter())
+        frame = md.frame
+        m_cols = target.shape[1]
+        wide = {k: pd.DataFrame(np.repeat(frame[k].to_numpy()[:, None], m_cols, axis=1), index=frame.index)
+                for k in ("close", "open")}
+        # row t of the target is filled at bar t+1's open (the engine's lag 1)
+        size = pd.DataFrame(target.to_numpy(), index=frame.index).shift(1)
+        pf = vbt.Portfolio.from_orders(close=wide["close"], size=size, size_type="targetpercent", price=wide["open"],
+                                       fees=spec.taker_fee, init_cash=10_000.0, direction="both", freq="1h")
+        t.append(time.perf_counter())
+        tr, sh, dd = pf.total_return(), pf.sharpe_ratio(), pf.max_drawdown()
+        t.append(time.perf_counter())
+        if not len(tr) == len(sh) == len(dd) == m_cols:
+            raise RuntimeError("vectorbt returned the wrong number of columns")
+        return {"load": t[1] - t[0], "targets": t[2] - t[1], "simulate": t[3] - t[2], "metrics": t[4] - t[3],
+                "total": t[4] - t[0]}
+
+    t_import = time.perf_counter() - t0
+    first = once()
+    second = once()
+    return {"wall": time.perf_counter() - t0, "import": t_import, "first": first, "second": second}
 
 
-def vectorbt_run(m: int) -> tuple[float, int]:
-    """(wall s, peak RSS bytes) of vectorbt's end-to-end run of ``m`` columns, fresh process."""
+def vectorbt_run(m: int) -> tuple[dict, int]:
+    """(times of the child, peak RSS bytes) of vectorbt's run of ``m`` columns, in a fresh
+    process: import, then the whole run twice (``first``: with the compilation of the vectorbt
+    kernels it does not cache; ``second``: warm), each split into load, targets, simulate, metrics."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child-vectorbt", str(m)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = proc.stdout.read().decode() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise SystemExit(f"vectorbt run failed: {err.strip()[-2000:]}")
-    return wall, usage.ru_maxrss * 1024
+    return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss * 1024
 
 
 def main() -> None:
@@ -268,8 +284,10 @@ def main() -> None:
             wall, peak, code, cpu = run(args.backtest, m, extra)
             print(f"{m:>8} {wall:>8.1f} {peak / 1e9:>8.2f} GB {code:>5} {cpu:>7.1f}", flush=True)
             if args.vectorbt:
-                vw, vpeak = vectorbt_run(m)
-                print(f"{'':>8} {vw:>8.1f} {vpeak / 1e9:>8.2f} GB        vectorbt from_orders + 3 metrics", flush=True)
+                vt, vpeak = vectorbt_run(m)
+                print(f"{'':>8} {vt['wall']:>8.1f} {vpeak / 1e9:>8.2f} GB        vectorbt from_orders + 3 metrics: "
+                      f"import {vt['import']:.1f} s, first run {vt['first']['total']:.1f} s, second (warm) "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in vt["second"].items()), flush=True)
             if args.stages:
                 st, sw, speak = stages(m, extra)
                 print(f"{'':>8} {sw:>8.1f} {speak / 1e9:>8.2f} GB        stages: "
