@@ -270,9 +270,9 @@ def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_co
         return position() * _value(close, spec)
 
     def leverage() -> np.ndarray:
-        # np.where(eq > 0, |notional| / eq, 0), computed in the notional's own (fresh) array: one
-        # array of new pages instead of four, a sweep's chunk after chunk
-        lev = POOL.empty((m, n)).T  # stored column by column, in memory a dropped chunk's result lent back
+        # np.where(eq > 0, |notional| / eq, 0) computed in one array, stored column by column, in
+        # memory the pool lends (a dropped sweep chunk's): no temporaries of new pages chunk after chunk
+        lev = POOL.empty((m, n)).T
         np.multiply(position(), _value(close, spec), out=lev)  # notional()
         np.abs(lev, out=lev)
         with np.errstate(divide="ignore", invalid="ignore"):
