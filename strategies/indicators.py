@@ -20,18 +20,21 @@ def moving_average(x: np.ndarray, windows: Sequence[int], ewm: bool = False) -> 
     """Simple (``ewm=False``) or exponential moving average of ``x`` for each window.
 
     vectorbt's ``MA``: simple = mean of the last ``w`` values; exponential = span ``w``
-    (alpha = 2 / (w + 1)), not adjusted, NaN for the first ``w - 1`` bars.
+    (alpha = 2 / (w + 1)), not adjusted, NaN for the first ``w - 1`` bars. Computed by
+    :func:`strategies.nb.moving_averages_nb`, vectorbt's arithmetic without its import.
 
     Returns
     -------
     dict window -> float64 array (n_bars,)
     """
     ws = _unique(windows)
-    import vectorbt as vbt  # imported on use: it costs ~3 s at start-up
+    if ws and ws[0] < 1:
+        raise ValueError(f"moving_average: window {ws[0]} must be at least 1 bar")
+    # vectorbt's arithmetic without importing vectorbt (strategies/nb.py)
+    from strategies.nb import moving_averages_nb
 
-    res = vbt.MA.run(pd.Series(x), window=ws, ewm=bool(ewm), param_product=True).ma
-    arr = np.asarray(res, dtype=np.float64).reshape(len(x), len(ws))
-    return {w: np.ascontiguousarray(arr[:, i]) for i, w in enumerate(ws)}
+    rows = moving_averages_nb(np.ascontiguousarray(x, dtype=np.float64), np.asarray(ws, dtype=np.int64), bool(ewm))
+    return {w: rows[i] for i, w in enumerate(ws)}
 
 
 def rolling_std(x: np.ndarray, windows: Sequence[int], ddof: int = 1) -> dict[int, np.ndarray]:

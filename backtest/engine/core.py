@@ -270,25 +270,48 @@ def _derived(stored: dict[str, np.ndarray], kept: dict[str, np.ndarray], fill_co
         return position() * _value(close, spec)
 
     def leverage() -> np.ndarray:
+        # np.where(eq > 0, |notional| / eq, 0) computed in one array, stored column by column, in
+        # memory the pool lends (a dropped sweep chunk's): no temporaries of new pages chunk after chunk
+        lev = POOL.empty((m, n)).T
+        np.multiply(position(), _value(close, spec), out=lev)  # notional()
+        np.abs(lev, out=lev)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(eq > 0.0, np.abs(notional()) / eq, 0.0)
+            np.divide(lev, eq, out=lev)
+        lev[~(eq > 0.0)] = 0.0
+        return lev
+
+    # The cumulative series are stored column by column, as the kernel's (an (n_cols, n_bars)
+    # array, transposed): the metrics read each column in place instead of copying it out of a
+    # bar-by-bar array (benchmarks/README.md, "Sweeps"). The sums are the same in either layout.
 
     def cumulative(*flows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         """Running total per column of (bar, column, amount) flows, valued at each bar's close."""
-        tot = np.zeros(n * m)
+        tot = None
         for bar, col, amount in flows:
             if len(amount):
-                tot += np.bincount(bar * m + col, weights=amount, minlength=n * m)
-        return np.cumsum(tot.reshape(n, m), axis=0)
+                if tot is None:
+                    # the first flow summed per bar into zeroed pool memory, record after record
+                    # (as np.bincount sums them: the same bits)
+                    tot = POOL.empty(m * n, zero=True)
+                    np.add.at(tot, col * n + bar, amount)
+                else:
+                    # a later flow (clearance fees: a few records) summed per bar it touches,
+                    # then added there (elsewhere it adds 0: the same bits, no array of n x m)
+                    bins, where = np.unique(col * n + bar, return_inverse=True)
+                    tot[bins] += np.bincount(where, weights=amount)
+        if tot is None:
+            return np.zeros((m, n)).T  # no flow (no top-up in most runs): zeros, left untouched
+        tot = tot.reshape(m, n)
+        return np.cumsum(tot, axis=1, out=tot).T
 
     def cum_funding() -> np.ndarray:
-        tot = np.zeros((n, m))
+        tot = POOL.empty((m, n), zero=True)
         if fpos.shape[1]:
             # per bar, the prints' amounts in print order (the order of the records' running total)
             amount = _funding_amounts(fpos, bars.fe_mark, bars.fe_rate, spec)
             first = np.flatnonzero(np.r_[True, bars.fe_bar[1:] != bars.fe_bar[:-1]])
-            tot[bars.fe_bar[first]] = np.add.reduceat(amount, first, axis=1).T
-        return np.cumsum(tot, axis=0)
+            tot[:, bars.fe_bar[first]] = np.add.reduceat(amount, first, axis=1)
+        return np.cumsum(tot, axis=1, out=tot).T
 
     def cum_fees() -> np.ndarray:
         fills, liqs = kept["fills"], kept["liquidations"]
@@ -347,7 +370,7 @@ def _funding_amounts(fpos: np.ndarray, mark: np.ndarray, rate: np.ndarray, spec:
 def _fill_records(compact: np.ndarray, cols: np.ndarray, spec: MarketSpec) -> np.ndarray:
     """Fill records (``enums.fill_dt``) from the kernel's compact fills: the column from each
     record's place, the notional ``abs(size) * v(price)`` as the kernel computes it."""
-    out = np.empty(len(compact), dtype=RECORD_DTYPES["fills"])
+    out = POOL.empty(len(compact), RECORD_DTYPES["fills"])  # a sweep chunk's million fills: lent memory
     for f in ("bar", "price", "size", "fee", "status", "reason"):
         out[f] = compact[f]
     out["col"] = cols

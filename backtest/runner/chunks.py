@@ -40,6 +40,10 @@ from backtest.runner.labels import account_levels, level_frame, make_labels
 # policy multipliers repeated, the product: 4 arrays), the kernel's outputs (equity, position,
 # 2 more), the series the metrics derive and read (equity_usd, capital_added, cum_funding,
 # cum_fees, leverage, notional: 6) and the compiled pass's copies: 16 float64 arrays, rounded up.
+# A chunk now holds fewer (one target, the equity and position, three running totals and the
+# leverage, no copies for the metrics: peak RSS 1.11 GB instead of 1.51 GB at 1,000 columns,
+# benchmarks/README.md "Sweeps"); the figure is kept, so chunk sizes, and the chunk size a
+# resumed sweep adopts, stay those of earlier runs, erring on the safe side.
 CHUNK_BYTES_PER_CELL = 8 * 16
 # Default sweep memory: this share of the memory available when the sweep starts (the rest is
 # left to the data, the metrics table, the report and everything else on the machine).
@@ -239,15 +243,23 @@ def simulate_columns(task: SweepTask, cols: Sequence[int] | np.ndarray, series: 
         filter_params=s.filter_params or None, spec=task.spec)
     # global column c sits at built position (rank of its base set) * per_base + c % per_base
     local = np.searchsorted(bases, inner // per_base) * per_base + inner % per_base
-    n_grid = len(g.columns.names) - len(g.axes)
-    want = [g.columns[c][:n_grid] for c in cols.tolist()]
-    got = [built[i] for i in local.tolist()]
-    if got != want:  # pragma: no cover - guards sweep_grid against a change of build_targets' layout
-        raise RuntimeError(f"sweep grid out of step with build_targets: column {want[0]} built as {got[0]}")
+    n_levels = len(g.columns.names)
+    want = g.columns[cols]  # whole-index takes: a lookup per column costs ~1 ms
+    if g.axes:  # the [sweep.grid] account axes are levels of the grid, not of build_targets
+        want = want.droplevel(list(range(n_levels - len(g.axes), n_levels)))
+    got = built[local]
+    if not want.equals(got):  # pragma: no cover - guards sweep_grid against a change of build_targets' layout
+        raise RuntimeError(f"sweep grid out of step with build_targets: columns {list(want[:2])} built as "
+                           f"{list(got[:2])}")
     acc = task.perp.account.model_dump()
     values = {k: _take(v, cols, g.n_cols, f"{task.where}.account.{k}") for k, v in acc.items()}
     values.update(g.axis_values(cols))
-    tgt = np.ascontiguousarray(target.to_numpy()[:, local])
+    tgt = target.to_numpy()
+    if not np.array_equal(local, np.arange(tgt.shape[1])):
+        # the columns wanted out of those built; when they are all of them (a chunk of whole
+        # strategy sets) the built array is used as it is, in either memory order (the engine
+        # reads both without a copy), instead of a gathered copy of ~60 MB per 300 columns
+        tgt = tgt[:, local]
     del target
     labels = pd.Index([g.labels[c] for c in cols.tolist()], dtype=object, name="column")
     return simulate_perp(task.data, tgt, task.spec, Account(**values), _take_policy(policy, local),
@@ -259,6 +271,19 @@ def _dtype(key: str) -> str:
 
     unit = METRIC_UNITS.get(key)
     return "Int64" if unit in _INT_UNITS else "boolean" if unit in _BOOL_UNITS else "Float64"
+
+
+def same_bases(result: Any) -> bool:
+    """Whether the settlement-currency metrics of ``result`` are its USD metrics: the settlement
+    currency is worth exactly 1 USD at every bar (``price_usd`` all ones: a linear perp settled
+    in USDT) and ``equity_usd`` is ``equity``. :func:`backtest.metrics.compute_metrics` then
+    reads the same numbers in both bases (the USD conversion factor is ``price_usd``, the
+    settlement one is 1), so the two results are equal, bit for bit."""
+    price = np.asarray(result.price_usd)
+    if not (price.shape == (result.n_bars,) and np.all(price == 1.0)):
+        return False
+    eq, eq_usd = result.series["equity"], result.series["equity_usd"]
+    return eq_usd is eq or np.array_equal(eq_usd, eq)
 
 
 def metrics_frame(result: Any, cols: np.ndarray) -> pd.DataFrame:
@@ -274,8 +299,12 @@ def metrics_frame(result: Any, cols: np.ndarray) -> pd.DataFrame:
 
     out: dict[str, Any] = {"col": np.asarray(cols, dtype=np.int64),
                            "column": pd.array([str(c) for c in result.columns], dtype="string")}
+    docs: dict[str, dict] = {}
     for basis in BASES:
-        doc = compute_metrics(result, currency=basis)
+        if basis == "settle" and same_bases(result):
+            doc = docs["usd"]  # the same inputs, hence the same numbers: computed once
+        else:
+            doc = docs[basis] = compute_metrics(result, currency=basis)
         rows = list(doc["columns"].values())
         prefix = "" if basis == "usd" else "settle."
         for key in rows[0]:
@@ -288,11 +317,17 @@ def metrics_frame(result: Any, cols: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+# The series a chunk's engine run stores: the metrics and the full equity read only the equity
+# and the series derived from it and the records (the position among them), not the margin
+# ratio or the liquidation price, which the kernel would otherwise write for every bar.
+CHUNK_SERIES = ("equity",)
+
+
 def run_chunk(task: SweepTask, bounds: tuple[int, int]) -> ChunkOutput:
     """One chunk's work: simulate columns ``bounds[0] .. bounds[1] - 1`` and reduce them."""
     c0, c1 = bounds
     cols = np.arange(c0, c1, dtype=np.int64)
-    res = simulate_columns(task, cols)
+    res = simulate_columns(task, cols, series=CHUNK_SERIES)
     frame = metrics_frame(res, cols)
     equity = None
     if task.full_equity:

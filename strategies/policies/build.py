@@ -73,10 +73,10 @@ def build_targets(data: Any, strategy_name: str, strategy_params: Any = None, po
         vals = ENGINE_DEFAULTS | p.engine_fields() if isinstance(p, InLoop) else dict(ENGINE_DEFAULTS)
         for k in fields:
             fields[k].append(vals[k])
-    # Column c = i * kp + j: strategy column i, policy variant j.
-    sig_rep = np.repeat(s, kp, axis=1)
-    mult_rep = np.tile(mult, (1, ks))
-    target = scale_signal(sig_rep, mult_rep)
+    # Column c = i * kp + j: strategy column i, policy variant j. The rule broadcast over an
+    # (n, ks, kp) view instead of repeated copies of the signals and multipliers (two more
+    # arrays of the target's size: 0.2 s and 420 MB per 1,000 columns of 26,280 bars).
+    target = scale_signal(s[:, :, None], mult[:, None, :]).reshape(n, ks * kp)
     tuples = [(t if isinstance(t, tuple) else (t,)) + (p.label(),) for t in sig.columns for p in variants]
     columns = pd.MultiIndex.from_tuples(tuples, names=list(sig.columns.names) + ["policy"])
     policy = Policy(
@@ -87,4 +87,5 @@ def build_targets(data: Any, strategy_name: str, strategy_params: Any = None, po
         ratchet=np.tile(np.asarray(fields["ratchet"], dtype=np.bool_), ks),
         max_exposure=np.tile(np.asarray(fields["max_exposure"], dtype=np.float64), ks),
     )
-    return pd.DataFrame(target, index=market.index, columns=columns), policy, columns
+    # copy=False: the frame holds the array built here (pandas copies a 2-D array by default)
+    return pd.DataFrame(target, index=market.index, columns=columns, copy=False), policy, columns

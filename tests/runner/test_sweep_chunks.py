@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from backtest.runner import ConfigError, parse_config
-from backtest.runner.chunks import (CHUNK_BYTES_PER_CELL, SweepTask, chunk_bounds, chunk_columns, simulate_columns,
-                                    sweep_grid)
+from backtest.runner.chunks import (CHUNK_BYTES_PER_CELL, CHUNK_SERIES, SweepTask, chunk_bounds, chunk_columns,
+                                    simulate_columns, sweep_grid)
 from backtest.runner.sweep import run_sweep
 from runner_kit import TINY
 
@@ -172,3 +172,66 @@ def test_sweep_memory_in_the_config_is_checked():
 def test_a_per_column_list_of_the_wrong_length_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"perp\[0\]\.account\.leverage: 2 values for the sweep's 12 columns"):
         sweep(tmp_path, config(leverage=[5.0, 6.0]), "bad", memory=memory_for(5))
+
+
+def _tiny_result(cfg):
+    from backtest.data import default_root
+    from backtest.market import load_market
+    from backtest.runner.run import load_data
+
+    md = load_data(cfg)
+    spec = load_market(cfg.data.exchange, cfg.data.symbol, data_dir=default_root())
+    grid = sweep_grid(cfg.perp[0])
+    return simulate_columns(SweepTask(cfg.perp[0], "perp[0]", md, spec, grid), np.arange(grid.n_cols),
+                            series=CHUNK_SERIES)
+
+
+def test_settlement_metrics_are_computed_once_only_when_they_are_the_usd_ones():
+    """A linear perp settled in USDT (worth 1 USD at every bar): both bases read the same
+    numbers, so the table's settle.* columns are the USD ones and both equal compute_metrics. A
+    settlement currency not worth 1 USD (here the same run with every USD amount doubled) has
+    its own numbers, each equal to compute_metrics in its basis."""
+    import dataclasses
+
+    from backtest.metrics import compute_metrics
+    from backtest.runner.chunks import metrics_frame, same_bases
+
+    res = _tiny_result(config())
+    assert same_bases(res)
+    cols = np.arange(res.n_cols)
+    usd_doubled = dataclasses.replace(
+        res, series={**{k: res.series[k] for k in res.series}, "equity_usd": 2.0 * res.series["equity"]},
+        price_usd=np.full(res.n_bars, 2.0))
+    assert not same_bases(usd_doubled)
+    for r in (res, usd_doubled):
+        table = metrics_frame(r, cols)
+        for basis, prefix in (("usd", ""), ("settle", "settle.")):
+            doc = compute_metrics(r, currency=basis)["columns"]
+            for i, label in enumerate(doc):
+                for key in ("final_equity", "total_return", "sharpe", "max_drawdown", "funding_net", "fees",
+                            "turnover", "ruined"):
+                    want, got = doc[label][key], _plain(table.at[i, prefix + key])
+                    assert got == want, (basis, label, key, got, want)
+    doubled = metrics_frame(usd_doubled, cols)
+    assert (doubled["final_equity"] == 2.0 * doubled["settle.final_equity"]).all()  # not a copy of settle
+    assert (doubled["fees"] > 0).any() and (doubled["fees"] == 2.0 * doubled["settle.fees"]).all()
+
+
+def test_chunk_runs_store_only_the_equity_and_give_the_series_of_a_full_run():
+    """The chunks' engine runs keep the equity (the rest is derived on read): every series the
+    metrics read equals that of a run storing every series, bit for bit."""
+    cfg = config()
+    lean = _tiny_result(cfg)
+    assert "margin_ratio" not in lean.series.stored and "liq_price" not in lean.series.stored
+    from backtest.data import default_root
+    from backtest.market import load_market
+    from backtest.runner.run import load_data
+
+    md = load_data(cfg)
+    spec = load_market(cfg.data.exchange, cfg.data.symbol, data_dir=default_root())
+    grid = sweep_grid(cfg.perp[0])
+    full = simulate_columns(SweepTask(cfg.perp[0], "perp[0]", md, spec, grid), np.arange(grid.n_cols))
+    for k in ("equity", "equity_usd", "position", "leverage", "cum_funding", "cum_fees", "capital_added"):
+        np.testing.assert_array_equal(lean.series[k], full.series[k], err_msg=k)
+    # flows in the comparison (top-ups: tests/engine_kernel/test_kernel_layout.py, against the reference)
+    assert np.asarray(full.series["cum_fees"])[-1].min() > 0 and np.abs(full.series["cum_funding"][-1]).min() > 0

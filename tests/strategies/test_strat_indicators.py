@@ -1,4 +1,4 @@
-"""vectorbt-backed indicators against pandas rolling windows and hand-written sums."""
+"""Indicators against pandas rolling windows, vectorbt and hand-written sums."""
 
 from __future__ import annotations
 
@@ -32,6 +32,29 @@ def test_ema_matches_pandas_ewm_span(x):
     got = moving_average(y, [10], ewm=True)[10]
     ref = pd.Series(y).ewm(span=10, adjust=False, min_periods=10).mean().to_numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("ewm", [False, True])
+def test_moving_averages_are_vectorbts_bit_for_bit(x, ewm):
+    """strategies/nb.py reproduces vectorbt's MA (which it replaced, to spare the sweep vectorbt's
+    import) to the last bit: holes, a leading NaN, windows of 1 bar up to longer than the series."""
+    import vectorbt as vbt
+
+    y = x.copy()
+    y[0] = np.nan
+    y[250:253] = np.nan
+    y[400] = y[399]  # a repeated value (vectorbt's EWM skips the update on a constant)
+    windows = [1, 2, 3, 24, 100, 499, 500, 600]
+    got = moving_average(y, windows, ewm=ewm)
+    want = vbt.MA.run(pd.Series(y), window=windows, ewm=ewm, param_product=True).ma.to_numpy()
+    for i, w in enumerate(windows):
+        assert np.array_equal(got[w], want[:, i], equal_nan=True), w
+    assert np.isfinite(got[24]).sum() > 100  # compared on numbers, not on NaN alone
+
+
+def test_moving_average_refuses_a_window_below_one_bar(x):
+    with pytest.raises(ValueError, match="window 0 must be at least 1 bar"):
+        moving_average(x, [0, 5])
 
 
 def test_rolling_std_matches_pandas_sample_std(x):
