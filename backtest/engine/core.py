@@ -64,6 +64,33 @@ def _target_2d(target: Any, n: int) -> tuple[np.ndarray, pd.Index | None]:
     return arr, cols  # either memory order: the kernel reads each column's rows in turn
 
 
+def call_kernel(sparse: bool, bars: PerpBars, flat: tuple, lag: int, spec: MarketSpec, tier_tables: tuple,
+                acc: dict, pol: dict, omap: np.ndarray, out: np.ndarray, bufs: list, fpos: np.ndarray,
+                starts: np.ndarray, caps: np.ndarray, bits: np.ndarray) -> tuple:
+    """The engine kernel (:func:`nb.simulate_sparse_nb` or :func:`nb.simulate_dense_nb`) on
+    prepared inputs: the one place that lays out its arguments (``simulate_perp`` and the Monte
+    Carlo paths of ``backtest.stress.paths`` call it).
+
+    ``flat``: (target values, row stride, column stride) of :func:`_flat`; ``tier_tables``:
+    ``spec.tier_arrays``'s (tiers, ntiers, tier_ver); ``acc``, ``pol``: :func:`account_arrays`
+    and :func:`policy_arrays`; ``bufs``: the fill, margin-call, liquidation and position-change
+    record buffers; the rest as :func:`nb.simulate_nb` documents. Returns its record counts."""
+    tflat, trs, tcs = flat
+    tiers, ntiers, tier_ver = tier_tables
+    return (nb.simulate_sparse_nb if sparse else nb.simulate_dense_nb)(
+        bars.open, bars.mark_open, bars.mark_high, bars.mark_low, bars.mark_close,
+        bars.fe_bar, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
+        tflat, trs, tcs, lag, bool(spec.inverse), float(spec.contract_size), float(spec.lot_size),
+        float(spec.min_notional), float(spec.liquidation_fee_rate),
+        tiers, ntiers, tier_ver,
+        acc["initial_capital"], acc["margin_mode"], acc["leverage"], acc["call_threshold"],
+        acc["call_response"], acc["call_target"], acc["reserve"], acc["after_liq"], acc["excess"],
+        acc["fee_rate"], acc["slippage"],
+        pol["policy_kind"], pol["max_drawdown"], pol["floor"], pol["multiplier"], pol["ratchet"],
+        pol["max_exposure"], omap, out, bufs[0], fpos, bufs[1], bufs[2], bufs[3], starts, caps, bits,
+    )
+
+
 def simulate_perp(
     data: Any,
     target: Any,
@@ -174,18 +201,8 @@ def simulate_perp(
     bufs = [(POOL.empty if name in POOLED_RECORDS else np.empty)(int(caps[r].sum()) + 1, dt)  # + the spare slot
             for r, (name, dt) in enumerate(KERNEL_RECORD_DTYPES.items())]
     fpos = POOL.empty((m, nfe), np.float64, zero=True)  # the position that paid each print (0: none)
-    counts = (nb.simulate_sparse_nb if sparse else nb.simulate_dense_nb)(
-        bars.open, bars.mark_open, bars.mark_high, bars.mark_low, bars.mark_close,
-        bars.fe_bar, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
-        tflat, trs, tcs, lag, bool(spec.inverse), float(spec.contract_size), float(spec.lot_size),
-        float(spec.min_notional), float(spec.liquidation_fee_rate),
-        tiers, ntiers, tier_ver,
-        acc["initial_capital"], acc["margin_mode"], acc["leverage"], acc["call_threshold"],
-        acc["call_response"], acc["call_target"], acc["reserve"], acc["after_liq"], acc["excess"],
-        acc["fee_rate"], acc["slippage"],
-        pol["policy_kind"], pol["max_drawdown"], pol["floor"], pol["multiplier"], pol["ratchet"],
-        pol["max_exposure"], omap, out, bufs[0], fpos, bufs[1], bufs[2], bufs[3], starts, caps, bits,
-    )
+    counts = call_kernel(sparse, bars, (tflat, trs, tcs), lag, spec, (tiers, ntiers, tier_ver), acc, pol, omap, out,
+                         bufs, fpos, starts, caps, bits)
     over = np.stack(counts) > caps
     if over.any():  # cannot happen while record_caps_nb's bounds hold; never return bad records
         r, j = np.argwhere(over)[0]

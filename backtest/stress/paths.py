@@ -266,7 +266,7 @@ def run_paths(cfgs: Sequence[Any], batch: PathBatch, spec: Any, accounts: Sequen
     grid's order), one column per :data:`PATH_METRICS` (NaN where the metrics block has null: a
     value that is not finite; ``first_liquidation_bar`` NaN: none).
     """
-    from backtest.engine import core, nb
+    from backtest.engine import core
     from backtest.engine.enums import SERIES
     from backtest.market import TIER_MAXLEV
     from backtest.metrics import nb as mnb
@@ -298,18 +298,8 @@ def run_paths(cfgs: Sequence[Any], batch: PathBatch, spec: Any, accounts: Sequen
                 np.cumsum(caps[:, :-1], axis=1, out=starts[:, 1:])
                 bufs = [np.empty(int(caps[k].sum()) + 1, dt) for k, (_, dt) in enumerate(dtypes)]
                 fpos = np.zeros((m, bars.fe_bar.shape[0]))
-                counts = nb.simulate_dense_nb(  # type: ignore[call-arg]  # numba's dispatcher
-                    bars.open, bars.mark_open, bars.mark_high, bars.mark_low, bars.mark_close,
-                    bars.fe_bar, bars.fe_at_open, bars.fe_rate, bars.fe_mark,
-                    tflat, trs, tcs, q.lag, bool(spec.inverse), float(spec.contract_size), float(spec.lot_size),
-                    float(spec.min_notional), float(spec.liquidation_fee_rate),
-                    tiers, ntiers, tier_ver,
-                    acc["initial_capital"], acc["margin_mode"], acc["leverage"], acc["call_threshold"],
-                    acc["call_response"], acc["call_target"], acc["reserve"], acc["after_liq"], acc["excess"],
-                    acc["fee_rate"], acc["slippage"],
-                    pol["policy_kind"], pol["max_drawdown"], pol["floor"], pol["multiplier"], pol["ratchet"],
-                    pol["max_exposure"], omap, out, bufs[0], fpos, bufs[1], bufs[2], bufs[3], starts, caps, bits,
-                )
+                counts = core.call_kernel(False, bars, (tflat, trs, tcs), q.lag, spec, (tiers, ntiers, tier_ver),
+                                          acc, pol, omap, out, bufs, fpos, starts, caps, bits)
                 if (np.stack(counts) > caps).any():  # simulate_perp's guard: never read bad records
                     raise RuntimeError("engine error: a column wrote more records than record_caps_nb bounds; "
                                        "please report this")
