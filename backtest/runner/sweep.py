@@ -601,7 +601,7 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
         for note in res_.meta.get("notes", []):
             if "allow_lookahead = true" in note:
                 notes.append(f"{rname}: {note}")
-    resolved = {
+    resolved: dict[str, Any] = {
         "run_id": run_id,
         "config": cfg.model_dump(mode="json"),
         "source_config": source_config,
@@ -615,7 +615,7 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
                     for n, lv in all_levels.items()},
     }
     if symbols is not None:  # each swept symbol's data and market ("data"/"market": the [data] symbol's)
-        resolved["symbols"] = {leg.symbol: {
+        resolved["symbols"] = {str(leg.symbol): {
             "source": str(leg.data.source), "fingerprint": leg.data.fingerprint, "bars": int(leg.data.n),
             "first_bar": str(leg.data.frame.index[0]), "last_bar": str(leg.data.frame.index[-1]),
             "inverse": leg.spec.inverse, "settle": leg.spec.settle, "market_fingerprint": leg.market_fp}
