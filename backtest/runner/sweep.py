@@ -423,7 +423,10 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     chunk not already stored in ``<run folder>/chunks/`` on the executor (each chunk simulated,
     reduced to its metrics rows and stored as it finishes); rank every column; simulate the
     ``[sweep] report_columns`` best again (the same numbers: columns are independent) with the
-    config's other simulations (the baselines); write the report folder.
+    config's other simulations (the baselines); write the report folder. With a
+    ``[sweep.grid] symbol`` axis all of this runs once per symbol on that symbol's data (symbol
+    outer, one chunk store per symbol), then one ranking over every symbol; the report holds each
+    symbol's share of the best columns as a result ``<name> <symbol>`` (docs/runner.md, "Grids").
 
     Parameters
     ----------
