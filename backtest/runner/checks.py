@@ -209,6 +209,12 @@ def _sweep(cfg: RunConfig) -> list[str]:
     except ValueError:
         return []  # the strategy name itself is reported by _strategy
     out = []
+    if "symbol" in cfg.sweep.grid and cfg.sweep.split is not None:
+        # folds are cut by time on one symbol's bars; across symbols the folds, the ranking and
+        # the stitched out-of-sample growth would need a rule of their own: refused, not guessed
+        out.append(f"sweep.split: {cfg.sweep.split!r} with a [sweep.grid] symbol axis is not supported; remove the "
+                   "split to rank every symbol's columns over the whole data, or sweep each symbol out of sample "
+                   "with a config of its own ([data] symbol)")
     for axis in ("x", "y"):
         name = getattr(cfg.sweep, axis)
         if name not in levels:

@@ -398,8 +398,23 @@ def _metric_name(v: str) -> str:
     return v
 
 
+SYMBOL_AXIS = "symbol"  # the [sweep.grid] key of the symbols axis (docs/runner.md "Symbols as an axis")
+
+
+def symbol_axis(value: Any) -> list[str]:
+    """``[sweep.grid] symbol``: a non-empty list of distinct ccxt symbols (no range strings);
+    whether each has data and a market spec is checked when the sweep loads them."""
+    if not isinstance(value, list) or not value or not all(isinstance(x, str) and x.strip() for x in value):
+        raise ValueError(f"grid.{SYMBOL_AXIS}={value!r}: the symbol axis is a non-empty list of symbols as [data] "
+                         'writes them, e.g. symbol = ["BTC/USDT:USDT", "ETH/USDT:USDT"]')
+    if len(set(value)) != len(value):
+        raise ValueError(f"grid.{SYMBOL_AXIS}={value!r} repeats a symbol; list each symbol once")
+    return list(value)
+
+
 def grid_axes(v: Any) -> dict[str, list[Any]]:
-    """``[sweep.grid]`` as ``{"account.<field>": [values]}``: TOML's dotted keys
+    """``[sweep.grid]`` as ``{"symbol": [symbols], "account.<field>": [values]}`` (the symbol
+    axis first when given: it is the outermost); for the account axes TOML's dotted keys
     (``account.leverage = [5, 10]``, a nested table) and quoted ones (``"account.leverage"``)
     alike; range strings expanded (``backtest.runner.grid``); each value checked as the
     ``[perp.account]`` key would check it (a field that takes one value for all columns cannot
@@ -419,13 +434,15 @@ def grid_axes(v: Any) -> dict[str, list[Any]]:
             flat[key] = value
     fields = [f.name for f in dataclasses.fields(Account)]
     out: dict[str, list[Any]] = {}
+    if SYMBOL_AXIS in flat:  # the outermost axis: the sweep's grid on each symbol's data
+        out[SYMBOL_AXIS] = symbol_axis(flat.pop(SYMBOL_AXIS))
     for key, value in flat.items():
         head, _, name = key.partition(".")
         if head != "account" or name not in fields:
             close = difflib.get_close_matches(name if head == "account" else key, fields, n=1)
             hint = f" (did you mean 'account.{close[0]}'?)" if close else ""
-            raise ValueError(f"grid.{key}: not a grid axis{hint}; an axis is account.<setting> (one of "
-                             f"{', '.join(fields)})")
+            raise ValueError(f"grid.{key}: not a grid axis{hint}; an axis is {SYMBOL_AXIS!r} or account.<setting> "
+                             f"(one of {', '.join(fields)})")
         values = expand_range(value, f"grid.{key}") if is_range(value) else value
         if not isinstance(values, list) or not values:
             raise ValueError(f"grid.{key}={value!r}: an axis is a non-empty list or a range string, e.g. [5, 10, 20] "
@@ -475,8 +492,10 @@ class SweepConfig(_Strict):
 
     # grid axes beyond the [[perp]]'s own (docs/runner.md "Grids"): ``account.<field>`` = a list or
     # a range string; each multiplies the columns (innermost, after the policies, in the order
-    # written) and is a level ``account.<field>`` of the labels, the table and the heatmap
-    grid: dict[str, Any] = Field(default_factory=dict, description="extra grid axes: account.<setting> = [values]")
+    # written) and is a level ``account.<field>`` of the labels, the table and the heatmap.
+    # ``symbol`` = a list of symbols: the whole grid on each symbol's data (outermost level)
+    grid: dict[str, Any] = Field(default_factory=dict, description="extra grid axes: symbol = [symbols], "
+                                                                   "account.<setting> = [values]")
 
     # how the sweep runs or is presented, not what it computes: left out of the run id
     RUN_ONLY: ClassVar[tuple[str, ...]] = ("report_columns", "memory", "workers", "scheduler", "heatmap_stat")

@@ -6,6 +6,7 @@ comparison), so ``sweep.csv`` and ``metrics.json`` never disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.runner.checks import sweep_target
-from backtest.runner.config import ConfigError, RunConfig
+from backtest.runner.config import SYMBOL_AXIS, ConfigError, RunConfig
 from backtest.runner.labels import format_value
 
 SHOWN = ("total_return", "max_drawdown", "sharpe", "calmar")  # printed next to the ranked metric
@@ -231,11 +232,118 @@ def ranked_table(table: pd.DataFrame, levels: pd.DataFrame, name: str, metric: s
     order = ranked_order(table, name, metric)
     pos = {lab: i for i, lab in enumerate(table["column"].tolist())}
     rows = np.asarray([pos[r["column"]] for r in order], dtype=np.int64)
-    usd = [c for c in table.columns if c not in ("col", "column") and "." not in c]
+    usd = [c for c in table.columns if c not in ("col", "column", SYMBOL_AXIS) and "." not in c]
     out = table.iloc[rows].reset_index(drop=True)
     lv = levels.iloc[out["col"].to_numpy()].reset_index(drop=True)
     return pd.concat([pd.DataFrame({"rank": np.arange(1, len(out) + 1), "column": out["column"], "col": out["col"]}),
                       lv, out[usd]], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# symbols as a grid axis ([sweep.grid] symbol = [...]): the grid on each symbol's data, symbol outer
+
+
+@dataclass
+class SymbolData:
+    """One swept symbol's inputs: ``symbol`` (None: the ``[data]`` symbol without a symbol axis),
+    its ``MarketData``, ``MarketSpec``, the spec's fingerprint and the data's notes."""
+
+    symbol: str | None
+    data: Any
+    spec: Any
+    market_fp: str
+    notes: list[str]
+
+
+@dataclass
+class SymbolRun:
+    """One symbol's part of a sweep: its inputs, its name in the report (``<result> <symbol>``),
+    its chunk task and store, its chunks (all, and those still to run), and ``offset``: the
+    position of its first column in the whole grid (symbol outer: ``offset = i_symbol * n_cols``)."""
+
+    leg: SymbolData
+    name: str
+    task: Any
+    store: Any
+    bounds: list[tuple[int, int]]
+    todo: list[tuple[int, int]]
+    per_chunk: int
+    offset: int
+
+
+def symbol_label(symbol: str, label: str) -> str:
+    """A column label with the symbol level first: ``symbol=ETH/USDT:USDT|slow_days=50|policy=const(1)``."""
+    return f"{SYMBOL_AXIS}={format_value(symbol)}|{label}"
+
+
+def symbol_folder(i: int, symbol: str) -> str:
+    """The chunk folder of the ``i``-th symbol (``0-BTC_USDT_USDT``): its position keeps two
+    symbols that write alike apart, the name keeps the folder readable."""
+    import re
+
+    return f"{i}-" + re.sub(r"[^A-Za-z0-9._-]+", "_", symbol)
+
+
+def symbol_levels(grid: Any, symbols: list[str] | None) -> pd.DataFrame:
+    """The levels of the whole sweep, one row per column in grid order: ``grid.levels()``
+    without a symbol axis, else a ``symbol`` level first, the grid repeated for each symbol
+    (symbol outer) and the labels starting with the symbol (:func:`symbol_label`)."""
+    lv = grid.levels()
+    if symbols is None:
+        return lv
+    parts = []
+    for sym in symbols:
+        part = lv.copy()
+        part.insert(0, SYMBOL_AXIS, pd.Series([sym] * len(part), index=part.index, dtype=object))
+        part.index = pd.Index([symbol_label(sym, lab) for lab in lv.index], name=lv.index.name)
+        parts.append(part)
+    return pd.concat(parts)
+
+
+def load_symbol(cfg: RunConfig, symbol: str, log: Callable[[str], None], data_symbol: tuple[Any, Any, str]
+                ) -> SymbolData:
+    """``symbol``'s data and market as ``[data]``'s symbol is loaded (same exchange, timeframe,
+    window, store or sample; the spec from the exchange's markets file); the ``[data]`` symbol's
+    ``data_symbol = (md, spec, market_fp)`` is reused when ``symbol`` is that one.
+
+    Raises
+    ------
+    ConfigError
+        ``symbol`` has no data or no market spec: names it and the fix (download it, or take it
+        out of ``[sweep.grid] symbol``).
+    """
+    from backtest.data import default_root
+    from backtest.market import MarketSpecError, load_market
+    from backtest.runner.run import load_data, market_fingerprint
+
+    d = cfg.data
+    if symbol == d.symbol:
+        md, spec, fp = data_symbol
+        return SymbolData(symbol, md, spec, fp, list(md.notes))
+    log(f"loading {d.exchange} {symbol} {d.timeframe} ({d.start or 'first bar'} .. {d.end or 'last bar'})")
+    try:
+        spec = load_market(d.exchange, symbol, data_dir=d.root or default_root())
+    except MarketSpecError as exc:
+        raise ConfigError(f"sweep.grid.symbol: {symbol!r}: {exc}; correct the symbol, or take it out of "
+                          "[sweep.grid] symbol") from None
+    try:
+        md = load_data(cfg.model_copy(update={"data": d.model_copy(update={"symbol": symbol})}))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"sweep.grid.symbol: {symbol!r}: {exc}; or take it out of [sweep.grid] symbol") from None
+    log(f"  {md.n} bars from {md.source}; {len(md.funding)} funding prints")
+    for note in md.notes:
+        log(f"  note: {symbol}: {note}")
+    return SymbolData(symbol, md, spec, market_fingerprint(spec), list(md.notes))
+
+
+def symbol_metrics(r: SymbolRun) -> pd.DataFrame:
+    """The stored metrics rows of one symbol's chunks, with ``col`` its position in the whole
+    grid and, with a symbol axis, a ``symbol`` column after ``column`` (the labels carry it already)."""
+    table = pd.concat([r.store.metrics(b) for b in r.bounds], ignore_index=True)
+    if r.leg.symbol is not None:
+        table["col"] = table["col"] + r.offset
+        table.insert(2, SYMBOL_AXIS, pd.array([r.leg.symbol] * len(table), dtype="string"))
+    return table
 
 
 @dataclass
@@ -315,7 +423,10 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     chunk not already stored in ``<run folder>/chunks/`` on the executor (each chunk simulated,
     reduced to its metrics rows and stored as it finishes); rank every column; simulate the
     ``[sweep] report_columns`` best again (the same numbers: columns are independent) with the
-    config's other simulations (the baselines); write the report folder.
+    config's other simulations (the baselines); write the report folder. With a
+    ``[sweep.grid] symbol`` axis all of this runs once per symbol on that symbol's data (symbol
+    outer, one chunk store per symbol), then one ranking over every symbol; the report holds each
+    symbol's share of the best columns as a result ``<name> <symbol>`` (docs/runner.md, "Grids").
 
     Parameters
     ----------
@@ -365,8 +476,9 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
         raise ConfigError("data.lookback_days: backtest sweep does not load warm-up data; remove the key, or "
                           "run the grid with backtest run (which does)")
     where = f"perp[{[p.name for p in cfg.perp].index(target.name)}]"
-    grid = sweep_grid(target, sw.grid)
-    levels = grid.levels()
+    symbols: list[str] | None = sw.grid.get(SYMBOL_AXIS)  # None: the [data] symbol, no symbol level
+    grid = sweep_grid(target, {k: v for k, v in sw.grid.items() if k != SYMBOL_AXIS})
+    levels = symbol_levels(grid, symbols)
     for axis, level in (("x", sw.x), ("y", sw.y)):
         if level not in levels.columns:
             raise ConfigError(f"sweep.{axis}: {level!r} is not a column level of [[perp]] {target.name!r}; "
@@ -378,8 +490,17 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     for p in remove_stale_temporaries(reports):
         log(f"removed {p.name}, left by a run that was killed")
 
-    # the data, the market and the run id exactly as `backtest run` makes them (one function)
+    # the data, the market and the run id exactly as `backtest run` makes them (one function);
+    # with a symbol axis, every symbol's data and market too (all before any chunk runs), each
+    # one's fingerprint in the run id
     md, spec, notes, market_fp, fingerprint, books = load_inputs(cfg, log, single=True)
+    legs = [SymbolData(None, md, spec, market_fp, list(notes))] if symbols is None else [
+        load_symbol(cfg, sym, log, (md, spec, market_fp)) for sym in symbols]
+    if symbols is not None:
+        fingerprint += "".join(f"|symbol:{leg.symbol}:data:{leg.data.fingerprint}|market:{leg.market_fp}"
+                               for leg in legs)
+        for leg in legs:
+            notes += [f"{leg.symbol}: {n}" for n in leg.notes]
     run_id = cfg.run_id(fingerprint)
     out_dir = reports / run_id
     if (out_dir.exists() or out_dir.is_symlink()) and not out_dir.is_dir():
@@ -390,11 +511,14 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
 
     # the report holds the best columns and the other simulations: checked as `backtest run` checks a run
     others = cfg.model_copy(update={"perp": [p for p in cfg.perp if p.name != target.name]})
-    keep = min(sw.report_columns, grid.n_cols)
+    n_total = grid.n_cols * len(legs)
+    keep = min(sw.report_columns, n_total)
     from backtest.engine.enums import SERIES as PERP_SERIES
 
+    n_bars = max(int(leg.data.n) for leg in legs)
     limit, limit_source = budget.limit_for(cfg.memory_limit)
-    need = budget.estimate(int(md.n), budget.columns_of(others) + [(target.name, keep, len(PERP_SERIES))])
+    need = budget.estimate(max(n_bars, int(md.n)), budget.columns_of(others)
+                           + [(target.name, keep, len(PERP_SERIES))])
     budget.check(need, limit, limit_source, ConfigError)
 
     from backtest.data.timeutil import parse_timeframe
@@ -404,57 +528,83 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
 
     bar_ms = parse_timeframe(cfg.data.timeframe)
     folds = oos.make_folds(index_ms(md.frame.index), bar_ms, sw) if sw.split else []
-    store = (oos.OosChunkStore if folds else ChunkStore)(out_dir / "chunks", run_id, grid.n_cols)
+    if folds and symbols is not None:  # pragma: no cover - check_settings refuses it (checks._sweep)
+        raise ConfigError("sweep.split: not supported with a [sweep.grid] symbol axis")
     ex = executor if executor is not None else executor_for(workers, scheduler)
     in_flight = getattr(ex, "workers", 1)
-    per_chunk = store.stored_chunk_columns() or chunk_columns(int(md.n), mem, in_flight)
-    bounds = chunk_bounds(grid.n_cols, per_chunk)
     n_report = keep + sum(n for _, n, _ in budget.columns_of(others))
-    log(plan_line(target.name, grid.n_cols, int(md.n), len(bounds), per_chunk, mem, need.total, in_flight, len(folds),
-                  report_columns=n_report, warm=kernels_loaded()))
-    store.start(per_chunk)
-    todo = [b for b in bounds if not store.has(b, full_equity)]
-    log(f"sweeping {target.name}: {grid.n_cols} columns x {md.n} bars in {len(bounds)} chunk(s) of up to "
-        f"{per_chunk} columns (memory {budget.fmt_bytes(mem)}: {mem_source}); "
-        f"{len(bounds) - len(todo)} already done, {len(todo)} to run on {ex.name}")
-    task = SweepTask(perp=target, where=where, data=md, spec=spec, grid=grid, full_equity=full_equity)
-    fn, shared = ((oos.run_oos_chunk, oos.OosTask(task, tuple(folds), oos.span_keys(sw.metric))) if folds
-                  else (run_chunk, task))
-    progress = ChunkProgress(len(bounds), len(bounds) - len(todo), quiet=quiet)
+    runs: list[SymbolRun] = []
+    for i, leg in enumerate(legs):
+        # one chunk store per symbol (its own folder, plan and chunk size: the symbols' bars may differ)
+        folder = out_dir / "chunks" if leg.symbol is None else out_dir / "chunks" / symbol_folder(i, leg.symbol)
+        store = (oos.OosChunkStore if folds else ChunkStore)(folder, run_id, grid.n_cols)
+        per_chunk = store.stored_chunk_columns() or chunk_columns(int(leg.data.n), mem, in_flight)
+        bounds = chunk_bounds(grid.n_cols, per_chunk)
+        name = target.name if leg.symbol is None else f"{target.name} {leg.symbol}"
+        log(plan_line(name, grid.n_cols, int(leg.data.n), len(bounds), per_chunk, mem, need.total, in_flight,
+                      len(folds), report_columns=n_report, warm=kernels_loaded()))
+        store.start(per_chunk)
+        todo = [b for b in bounds if not store.has(b, full_equity)]
+        log(f"sweeping {name}: {grid.n_cols} columns x {leg.data.n} bars in {len(bounds)} chunk(s) of up to "
+            f"{per_chunk} columns (memory {budget.fmt_bytes(mem)}: {mem_source}); "
+            f"{len(bounds) - len(todo)} already done, {len(todo)} to run on {ex.name}")
+        g = grid if leg.symbol is None else dataclasses.replace(
+            grid, labels=tuple(symbol_label(leg.symbol, lab) for lab in grid.labels))
+        task = SweepTask(perp=target, where=where, data=leg.data, spec=leg.spec, grid=g, full_equity=full_equity)
+        runs.append(SymbolRun(leg, name, task, store, bounds, todo, per_chunk, i * grid.n_cols))
+    n_chunks = sum(len(r.bounds) for r in runs)
+    n_todo = sum(len(r.todo) for r in runs)
+    progress = ChunkProgress(n_chunks, n_chunks - n_todo, quiet=quiet)
     try:
-        for i, out in ex.map(fn, shared, todo):
-            store.save(todo[i], out)
-            progress.advance(f"columns {todo[i][0]}..{todo[i][1] - 1}")
+        for r in runs:  # the symbols one after the other: each one's data goes to the workers once
+            fn, shared = ((oos.run_oos_chunk, oos.OosTask(r.task, tuple(folds), oos.span_keys(sw.metric))) if folds
+                          else (run_chunk, r.task))
+            for i, out in ex.map(fn, shared, r.todo):
+                r.store.save(r.todo[i], out)
+                where_chunk = "" if r.leg.symbol is None else f"{r.leg.symbol} "
+                progress.advance(f"{where_chunk}columns {r.todo[i][0]}..{r.todo[i][1] - 1}")
     finally:
         progress.close()
         if executor is None:
             ex.close()
 
-    table = pd.concat([store.metrics(b) for b in bounds], ignore_index=True)
-    if table["col"].tolist() != list(range(grid.n_cols)):  # a stored chunk that is not what its name says
-        raise RuntimeError(f"the stored chunks in {store.folder} do not cover columns 0..{grid.n_cols - 1} in "
-                           "order; delete that folder and run the sweep again")
+    table = pd.concat([symbol_metrics(r) for r in runs], ignore_index=True)
+    if table["col"].tolist() != list(range(n_total)):  # a stored chunk that is not what its name says
+        folders = ", ".join(str(r.store.folder) for r in runs)
+        raise RuntimeError(f"the stored chunks in {folders} do not cover columns 0..{n_total - 1} in "
+                           "order; delete the chunks folder and run the sweep again")
     ranked = ranked_table(table, levels, target.name, sw.metric)
     best = np.sort(ranked["col"].to_numpy()[:keep])
 
     log(f"simulating the best {keep} column(s) of {target.name} for the report, and the other simulations")
     from backtest.runner.chunks import simulate_columns
 
-    top = simulate_columns(task, best)
-    results: dict[str, Any] = {target.name: top}
-    top_levels = levels.iloc[best]
+    # each symbol's best columns are a result of their own: prices of different symbols never
+    # share a result (its price line and axis), and every column keeps its symbol's data
+    results: dict[str, Any] = {}
+    all_levels: dict[str, pd.DataFrame] = {}
+    tops: dict[int, tuple[Any, np.ndarray]] = {}  # run index -> (result, its global columns, ascending)
+    for k, r in enumerate(runs):
+        mine = best[(best >= r.offset) & (best < r.offset + grid.n_cols)]
+        if len(mine):
+            top_k = simulate_columns(r.task, mine - r.offset)
+            results[r.name] = top_k
+            all_levels[r.name] = levels.iloc[mine]
+            tops[k] = (top_k, mine)
     book_runs: dict[str, Any] = {}
     if others.perp or others.puts or others.products or others.book:
         res, lv = simulate_all(others, md, spec, log, books=books, book_runs=book_runs)
+        clash = sorted(set(res) & set(results))
+        if clash:
+            raise ConfigError(f"simulation name {clash[0]!r} is also the name of a symbol's result of the sweep; "
+                              "rename that simulation")
         results.update(res)
-        all_levels = {target.name: top_levels, **lv}
-    else:
-        all_levels = {target.name: top_levels}
-    for rname, r in results.items():
-        for note in r.meta.get("notes", []):
+        all_levels.update(lv)
+    for rname, res_ in results.items():
+        for note in res_.meta.get("notes", []):
             if "allow_lookahead = true" in note:
                 notes.append(f"{rname}: {note}")
-    resolved = {
+    resolved: dict[str, Any] = {
         "run_id": run_id,
         "config": cfg.model_dump(mode="json"),
         "source_config": source_config,
@@ -467,25 +617,36 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
                         "values": {lab: [_plain(v) for v in row] for lab, row in zip(lv.index, lv.to_numpy())}}
                     for n, lv in all_levels.items()},
     }
+    if symbols is not None:  # each swept symbol's data and market ("data"/"market": the [data] symbol's)
+        resolved["symbols"] = {str(leg.symbol): {
+            "source": str(leg.data.source), "fingerprint": leg.data.fingerprint, "bars": int(leg.data.n),
+            "first_bar": str(leg.data.frame.index[0]), "last_bar": str(leg.data.frame.index[-1]),
+            "inverse": leg.spec.inverse, "settle": leg.spec.settle, "market_fingerprint": leg.market_fp}
+            for leg in legs}
     log("computing the report's metrics")
     run = collect({n: book_runs.get(n, r) for n, r in results.items()}, title=cfg.title, config=resolved,
                   notes="\n".join(notes), rank_by=cfg.rank_by)
     run.metrics["sweep"] = {
-        "result": target.name, "metric": sw.metric, "columns": grid.n_cols, "report_columns": keep,
-        "chunks": len(bounds), "chunk_columns": per_chunk, "table": "sweep_metrics.parquet",
+        "result": target.name, "metric": sw.metric, "columns": n_total, "report_columns": keep,
+        "chunks": n_chunks, "chunk_columns": max(r.per_chunk for r in runs), "table": "sweep_metrics.parquet",
         "heatmap_stat": sw.heatmap_stat,
-        "note": f"the report shows the best {keep} of {grid.n_cols} columns of {target.name!r} by {sw.metric}; "
+        "note": f"the report shows the best {keep} of {n_total} columns of {target.name!r} by {sw.metric}; "
                 "sweep.csv and sweep_metrics.parquet hold every column"}
+    if symbols is not None:
+        run.metrics["sweep"]["symbols"] = list(symbols)
+        run.metrics["sweep"]["results"] = [r.name for r in runs if r.name in results]
     files: dict[str, Any] = {"sweep.csv": ranked.to_csv(index=False)}
-    run.metrics["sweep"]["robustness"] = _robustness(ranked, levels, sw.metric, top, best, bar_ms)
+    best_col = int(ranked["col"].iloc[0])
+    k_best = best_col // grid.n_cols
+    run.metrics["sweep"]["robustness"] = _robustness(ranked, levels, sw.metric, *tops[k_best], bar_ms)
     if folds:
+        task, top = runs[0].task, tops[0][0]
         log(f"out of sample: {len(folds)} fold(s), the best {sw.oos_columns} in-sample column(s) of each")
-        span_store = store if isinstance(store, oos.OosChunkStore) else None
+        span_store = runs[0].store if isinstance(runs[0].store, oos.OosChunkStore) else None
         if span_store is None:  # pragma: no cover - a split always makes an OosChunkStore
             raise RuntimeError("a sweep with a split needs its span store")
-        spans = pd.concat([span_store.spans(b) for b in bounds], ignore_index=True)
+        spans = pd.concat([span_store.spans(b) for b in runs[0].bounds], ignore_index=True)
         chosen = oos.choose(spans, target.name, sw.metric, sw.oos_columns)
-        best_col = int(ranked["col"].iloc[0])
         block, stitched = _out_of_sample(task, folds, chosen, sw, md, best_col,
                                          _usd_returns(top, best, best_col))
         run.metrics["sweep"]["oos"] = block
@@ -498,16 +659,18 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
         files["heatmap.html"] = heatmap_html(
             heatmap_grid(ranked, sw.x, sw.y, sw.metric, sw.heatmap_stat), sw.x, sw.y, sw.metric, cfg.title,
             heatmap_title(cfg.title, sw.metric, sw.x, sw.y, sw.heatmap_stat, cell_count(ranked, sw.x, sw.y)))
-    if full_equity:
-        for b in bounds:
-            files[f"equity-full-{b[0]}-{b[1]}.parquet"] = store.equity_path(b)
+    if full_equity:  # named by the columns' positions in the whole grid (symbol outer)
+        for r in runs:
+            for b in r.bounds:
+                files[f"equity-full-{b[0] + r.offset}-{b[1] + r.offset}.parquet"] = r.store.equity_path(b)
     log(f"writing report {out_dir}")
     out_dir = _publish_sweep(run, out_dir, files, html)
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.1f} s")
     files_maker.table = ranked
-    return SweepOutcome(run_id=run_id, out_dir=out_dir, table=ranked, chunks=len(bounds), chunk_columns=per_chunk,
-                        computed=len(todo), reused=len(bounds) - len(todo), executor=ex.name, seconds=seconds,
+    return SweepOutcome(run_id=run_id, out_dir=out_dir, table=ranked, chunks=n_chunks,
+                        chunk_columns=max(r.per_chunk for r in runs), computed=n_todo, reused=n_chunks - n_todo,
+                        executor=ex.name, seconds=seconds,
                         oos=chosen if folds else None)
 
 
@@ -522,7 +685,8 @@ def _parquet_bytes(table: pd.DataFrame) -> bytes:
 def _robustness(ranked: pd.DataFrame, levels: pd.DataFrame, metric: str, top: Any, best: np.ndarray,
                 bar_ms: int) -> dict[str, Any]:
     """:func:`backtest.runner.robust.robustness` of the best-ranked column (its USD returns
-    from the report's simulation ``top`` of the columns ``best``)."""
+    from the report's simulation ``top`` of the columns ``best``, ascending positions in the
+    whole grid, among them the best column's)."""
     from backtest.metrics import bars_per_year
     from backtest.runner.robust import robustness
 
