@@ -23,6 +23,22 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+@pytest.fixture(autouse=True)
+def _registries_restored():
+    """What a test's modules register is taken out afterwards (with the loader's memory of
+    them), so the other tests of the process see the built-in strategies and policies only."""
+    from strategies import base, book, modules
+    from strategies.policies import base as policy_base
+    from strategies.policies import book as policy_book
+
+    tables = (base._REGISTRY, book._BOOK_REGISTRY, policy_base._POLICIES, policy_book._BOOK_POLICIES, modules._LOADED)
+    saved = [dict(t) for t in tables]
+    yield
+    for table, before in zip(tables, saved):
+        table.clear()
+        table.update(before)
+
+
 def test_the_worked_example_runs_through_the_cli_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the module path is relative to the config's folder, not here
     res = invoke("run", EXAMPLE, "-o", tmp_path / "reports", "-q", "--no-html")
