@@ -18,8 +18,7 @@ if TYPE_CHECKING:  # the names, for type checkers and readers; imported on first
 
 # Each public name -> the module defining it. The package imports none of them up front: a perp
 # run or sweep imports this package for one settings class (its config's option fields, the
-# book's intrabar modes), and the rest pulls in compiled kernels (and, through numba's
-# ``vectorize``, scipy) that it never calls.
+# book's intrabar modes), and the rest pulls in compiled kernels that it never calls.
 _WHERE = {name: module for module, names in {
     'backtest.options.inputs': ('InstrumentInputError', 'Underlying', 'as_underlying', 'grid'),
     'backtest.options.pricing': ('black76', 'black76_greeks', 'bsm_greeks', 'forward_price', 'gbs_greeks', 'gbs_price', 'inverse_net_delta', 'inverse_payoff', 'inverse_price', 'option_fee', 'parity_gap', 'skewed_vol'),

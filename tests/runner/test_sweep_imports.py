@@ -1,6 +1,7 @@
-"""A perp sweep's start-up imports: the option and book kernels (and, through numba's
-``vectorize`` in the option kernel, ``scipy.linalg``) are not imported by a perp run or sweep,
-and the lazy packages still give every public name (issue 17, start-up)."""
+"""A perp sweep's start-up imports: importing the sweep's modules imports neither the option and
+book kernels nor (through numba's ``vectorize`` in the option kernel) ``scipy.linalg``, and the
+lazy packages still give every public name (issue 17, start-up). numba itself imports
+``scipy.linalg`` later, when it loads its first cached kernel: benchmarks/README.md "Sweeps"."""
 
 from __future__ import annotations
 
