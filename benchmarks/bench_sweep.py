@@ -20,8 +20,9 @@ excludes the stages nested in it, so the stages sum to the wall time):
 * ``targets``: the strategy signals times the policies (``build_targets``), every chunk and the
   report's best columns;
 * ``simulate``: the engine runs (``simulate_perp``);
-* ``derive``: the series and records the engine derives on first read (``cum_fees``, the fill
-  records, ...), read by the metrics;
+* ``derive``: the series and records the engine derives on first read (``cum_fees``, the leverage,
+  ...), read by the metrics (a chunk's fill records are not built: turnover reads the kernel's
+  compact fills; the report's best columns build theirs);
 * ``metrics``: every chunk's metrics table (``metrics_frame``) and the report's (``collect``);
 * ``store``: the chunks written to and read back from ``chunks/`` (Parquet);
 * ``report``: the report folder (``_publish_sweep``: Parquet, JSON, and the pages with ``--html``);

@@ -219,6 +219,11 @@ def simulate_perp(
         {"fills": lambda: _fill_records(kept["fills"], fill_cols(), spec),
          "funding": lambda: _funding_records(fpos, bars, spec)},
         tuple(RECORD_DTYPES))
+    # the compact fills as the kernel wrote them (column order, ``counts[0]`` per column), for
+    # reductions that need no records: a sweep's metrics read turnover and the fill counts from
+    # them (``backtest.metrics.compute``) instead of building a chunk's million fill records
+    records.compact_fills = {"fills": kept["fills"], "counts": counts[0], "contract_size": float(spec.contract_size),
+                             "inverse": bool(spec.inverse)}
     stored = {name: out[k].T for k, name in enumerate(keep)}
     if sparse:  # built once, whether read as a series or through the notional (no reference cycle)
         position = _once(lambda: _position_series(bufs[3], starts[3], counts[3], n, m))

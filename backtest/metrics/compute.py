@@ -309,7 +309,22 @@ def record_metrics(result: SimResult, to_basis: np.ndarray, open_ms: np.ndarray)
     counts: dict[str, list] = {}
     out: dict[str, list] = {}
     fill_cols = None
-    for kind, rec in result.records.items():
+    # the perp engine's compact fills, when it left them: turnover and the fill counts from them,
+    # without building the fill records (the same numbers: ``compact_fills_by_column_nb``)
+    compact = getattr(result.records, "compact_fills", None)
+    if compact is not None and len(compact["counts"]) != m:
+        raise MetricsInputError(f"the records' compact fills count {len(compact['counts'])} columns, the result {m}; "
+                                f"a result with other columns needs its own records (simulate it, or select them)")
+    for kind in result.records:
+        if kind == "fills" and compact is not None:
+            f = compact["fills"]
+            executed, rejected, turnover = nb.compact_fills_by_column_nb(
+                compact["counts"], f["bar"], f["status"], f["size"], f["price"], compact["contract_size"],
+                compact["inverse"], FillStatus.REJECTED, tb)
+            counts[kind] = executed.tolist()
+            fill_cols = (_floats(turnover), rejected.tolist())
+            continue
+        rec = result.records[kind]
         col, bar = _record_columns(rec, kind, n, m)
         names = rec.dtype.names or ()
         counts[kind] = np.bincount(col, minlength=m).tolist()

@@ -27,6 +27,8 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
+from backtest.engine.nb import cval_nb
+
 DBL_MAX = np.finfo(np.float64).max
 
 # One column's stored series, each float64 (n_bars,) in the result's units: ``equity`` in the
@@ -304,6 +306,35 @@ def held_mean_nb(values, position, out):
                 total += v
                 count += 1
         out[k] = total / count if count else np.nan
+
+
+@njit(cache=True)
+def compact_fills_by_column_nb(counts, bar, status, size, price, contract_size, inverse, rejected_status, to_basis):
+    """:func:`fills_by_column_nb` on the perp kernel's compact fills (no ``col`` or ``notional``
+    field): the records of column ``j`` are the next ``counts[j]`` ones (column order), and the
+    notional is the records' ``abs(size) * v(price)`` (``engine.nb.cval_nb``, the engine's
+    formula), so every product and sum is the records' own, bit for bit.
+
+    ``counts`` int (n_cols,); ``bar``, ``status`` int (n_records,), ``size``, ``price`` float64
+    (n_records,), any strides (fields of the compact record array); ``contract_size`` float,
+    ``inverse`` bool; ``to_basis`` float64 (n_bars,).
+    Returns (executed int64 (n_cols,), rejected int64 (n_cols,), turnover float64 (n_cols,)).
+    """
+    n_cols = counts.shape[0]
+    executed = np.zeros(n_cols, dtype=np.int64)
+    rejected = np.zeros(n_cols, dtype=np.int64)
+    turnover = np.zeros(n_cols)
+    i = 0
+    for j in range(n_cols):
+        for _ in range(counts[j]):
+            if status[i] == rejected_status:
+                rejected[j] += 1
+            elif size[i] != 0:
+                executed[j] += 1
+                notional = abs(size[i]) * cval_nb(price[i], contract_size, inverse)
+                turnover[j] += abs(notional) * to_basis[bar[i]]
+            i += 1
+    return executed, rejected, turnover
 
 
 @njit(cache=True)

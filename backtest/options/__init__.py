@@ -7,14 +7,42 @@ Public API::
     res = simulate_puts(market_data, PutSettings(moneyness=[0.9, 0.8], roll_dte=7))
 """
 
-from backtest.options.inputs import InstrumentInputError, Underlying, as_underlying, grid
-from backtest.options.pricing import (
-    black76, black76_greeks, bsm_greeks, forward_price, gbs_greeks, gbs_price, inverse_net_delta,
-    inverse_payoff, inverse_price, option_fee, parity_gap, skewed_vol,
-)
-from backtest.options.schedule import expiry_schedule, last_friday
-from backtest.options.sim import PutSettings, simulate_puts
-from backtest.options.vol import atm_vol, ewma_vol, funding_carry
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the names, for type checkers and readers; imported on first use below
+    from backtest.options.inputs import InstrumentInputError, Underlying, as_underlying, grid
+    from backtest.options.pricing import black76, black76_greeks, bsm_greeks, forward_price, gbs_greeks, gbs_price, inverse_net_delta, inverse_payoff, inverse_price, option_fee, parity_gap, skewed_vol
+    from backtest.options.schedule import expiry_schedule, last_friday
+    from backtest.options.sim import PutSettings, simulate_puts
+    from backtest.options.vol import atm_vol, ewma_vol, funding_carry
+
+# Each public name -> the module defining it. The package imports none of them up front: a perp
+# run or sweep imports this package for one settings class (its config's option fields, the
+# book's intrabar modes), and the rest pulls in compiled kernels that it never calls.
+_WHERE = {name: module for module, names in {
+    'backtest.options.inputs': ('InstrumentInputError', 'Underlying', 'as_underlying', 'grid'),
+    'backtest.options.pricing': ('black76', 'black76_greeks', 'bsm_greeks', 'forward_price', 'gbs_greeks', 'gbs_price', 'inverse_net_delta', 'inverse_payoff', 'inverse_price', 'option_fee', 'parity_gap', 'skewed_vol'),
+    'backtest.options.schedule': ('expiry_schedule', 'last_friday'),
+    'backtest.options.sim': ('PutSettings', 'simulate_puts'),
+    'backtest.options.vol': ('atm_vol', 'ewma_vol', 'funding_carry'),
+}.items() for name in names}
+
+
+def __getattr__(name: str):
+    """The public name ``name``, imported from its module on first use (PEP 562)."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "InstrumentInputError", "Underlying", "as_underlying", "grid",

@@ -44,7 +44,6 @@ from backtest.options import enums as E
 from backtest.options.inputs import (
     DAY_MS, InstrumentInputError, as_underlying, column_count, column_labels, per_column, ts_str,
 )
-from backtest.options.nb import simulate_puts_nb
 from backtest.options.schedule import expiry_schedule, validate_expiries
 from backtest.options.vol import atm_vol, funding_carry
 from backtest.result import SimResult
@@ -391,6 +390,10 @@ def simulate_puts(data: Any, settings: PutSettings = PutSettings(), *, hold: Any
     # flag (two compilations of this kernel on a cold main job)
     price = u.price.view()
     price.flags.writeable = False
+    # imported here: the kernel's module uses numba's ``vectorize``, which imports scipy (0.5-0.8 s),
+    # and a perp run or sweep imports this module for PutSettings only
+    from backtest.options.nb import simulate_puts_nb
+
     out, ri, rf, si, sf, status, value = simulate_puts_nb(
         close_time, price, vol, carry, hold_m, exp, start_bar, coin, settings.option_type == "call",
         a["strike_mode"], a["moneyness"], a["target_delta"], a["strike_step"], a["min_days"], a["roll_delta"],
