@@ -16,9 +16,14 @@ with timers wrapped around the run's stages:
              second process (``backtest/precompile.py``), including the metrics kernels compiled
              meanwhile (the second process's CPU time is in the CPU seconds: it is a child)
 ``metrics``  ``backtest.report.collect`` less its compilation (``compile (metrics)``)
+``stress``   the run's ``[stress]`` section (``backtest.runner.run._run_stress``: Monte Carlo paths,
+             crisis windows, shocks, cascade), zero without one
 ``report``   writing the report folder (figures, HTML, Parquet, JSON)
 
 Cold: ``NUMBA_CACHE_DIR`` set to a new empty temporary folder; warm: the same folder afterwards.
+``--warm-cache DIR`` skips the cold run and times warm runs on a cache folder a run already filled
+(``NUMBA_CACHE_DIR=DIR backtest run``), printing the minimum and the median of each stage: the
+minimum is the number to compare on a shared machine (the other jobs only ever add time).
 CPU seconds (user + system, all threads) are shown with the wall seconds: on a shared machine the
 wall time depends on the other jobs, the CPU time much less.
 
@@ -35,6 +40,8 @@ Usage::
     .venv/bin/python benchmarks/bench_startup.py                  # cold once, warm 3 times
     .venv/bin/python benchmarks/bench_startup.py --repeat 5 --imports --json /tmp/startup.json
     .venv/bin/python benchmarks/bench_startup.py --book           # the book kernel's compile
+    NUMBA_CACHE_DIR=/tmp/nbc .venv/bin/backtest run -q             # fill a cache once, then
+    .venv/bin/python benchmarks/bench_startup.py --warm-cache /tmp/nbc --repeat 5
     .venv/bin/python benchmarks/bench_startup.py --config examples/some.toml
 """
 
@@ -53,7 +60,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("startup", "import", "setup", "load", "targets", "compile", "kernel", "book wait", "compile (metrics)",
-          "metrics", "report", "other")
+          "metrics", "stress", "report", "other")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,6 +151,8 @@ def _child_run(config: str | None, out_dir: str) -> dict:
     timed(policies, "build_targets", "targets")
     timed(report, "collect", "metrics")
     timed(run, "_publish", "report")
+    if hasattr(run, "_run_stress"):
+        timed(run, "_run_stress", "stress")
     if precompile is not None:  # the wait for the book kernels compiled in a second process
         timed(precompile.BookPrecompile, "ready", "book wait")
     # each simulation of the run by its kind (its compilations are counted in its own stage)
@@ -169,6 +178,7 @@ def _child_run(config: str | None, out_dir: str) -> dict:
         "book wait": spans.get("book wait", 0.0),
         "compile (metrics)": comp.seconds.get("metrics", 0.0),
         "metrics": spans.get("metrics", 0.0) - comp.seconds.get("metrics", 0.0),
+        "stress": spans.get("stress", 0.0),
         "report": spans.get("report", 0.0) - comp.seconds.get("report", 0.0),
     }
     total = t_end - t_start
@@ -278,13 +288,34 @@ def main() -> None:
     ap.add_argument("--book", action="store_true", help="measure the book kernel's cold compile instead")
     ap.add_argument("--top", type=int, default=12, help="compilations listed (cold run)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
+    ap.add_argument("--warm-cache", type=Path, default=None,
+                    help="a numba cache folder a run already filled: warm runs only (min and median)")
     a = ap.parse_args()
     result: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "load_avg_before": os.getloadavg()}
 
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         cache, out = Path(tmp) / "numba-cache", Path(tmp) / "reports"
         cache.mkdir()
-        if a.book:
+        if a.warm_cache is not None:
+            if not a.warm_cache.is_dir():
+                raise SystemExit(f"--warm-cache {a.warm_cache}: no such folder; fill one first with "
+                                 f"NUMBA_CACHE_DIR={a.warm_cache} backtest run -q")
+            extra = [str(out)] + ([str(Path(a.config).resolve())] if a.config else [])
+            runs = []
+            for _ in range(a.repeat):
+                res, wall, cpu, _ = _spawn("--child-run", a.warm_cache, extra)
+                runs.append({"wall": wall, "cpu": cpu, "compiles": res["compiles"], "stages": _stage_row(res, wall)})
+                print(f"warm run: {wall:6.2f} s wall, {cpu:6.2f} s CPU, {res['compiles']} kernel compilations",
+                      flush=True)
+            result["warm"] = runs
+            print(f"\n{'stage (wall s)':18s} {'min':>8s} {'median':>8s}")
+            for s in STAGES:
+                v = [r["stages"][s] for r in runs]
+                print(f"{s:18s} {min(v):8.2f} {statistics.median(v):8.2f}")
+            for k, label in (("wall", "total (wall)"), ("cpu", "CPU (user+sys)")):
+                v = [r[k] for r in runs]
+                print(f"{label:18s} {min(v):8.2f} {statistics.median(v):8.2f}")
+        elif a.book:
             res, wall, cpu, _ = _spawn("--child-book", cache, [])
             warm, wall_w, cpu_w, _ = _spawn("--child-book", cache, [])
             result["book"] = {"cold": res | {"wall": wall, "cpu": cpu}, "warm": warm | {"wall": wall_w, "cpu": cpu_w}}
