@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -103,6 +104,21 @@ class Plot:
         self.fig = fig
         self._grids: list[np.ndarray] = []
         self._x_of: list[int | None] = []
+        # layout updates, applied to the figure's JSON in spec(): plotly's validated
+        # update_layout/update_xaxes took about a third of a report's figure building
+        self._updates: list[tuple[str, dict]] = []
+
+    def update_layout(self, **props: Any) -> None:
+        """Merge ``props`` into the layout (as ``go.Figure.update_layout``: nested dicts merged)."""
+        self._updates.append(("layout", props))
+
+    def update_xaxes(self, **props: Any) -> None:
+        """Merge ``props`` into every x axis (as ``go.Figure.update_xaxes``)."""
+        self._updates.append(("xaxis", props))
+
+    def update_yaxes(self, **props: Any) -> None:
+        """Merge ``props`` into every y axis (as ``go.Figure.update_yaxes``)."""
+        self._updates.append(("yaxis", props))
 
     @property
     def n_traces(self) -> int:
@@ -127,9 +143,42 @@ class Plot:
     def spec(self) -> dict:
         """The figure as plain JSON plus its shared x arrays (``x``, ``x_of``)."""
         spec = json.loads(self.fig.to_json())
+        layout = spec.setdefault("layout", {})
+        for kind, props in self._updates:
+            if kind == "layout":
+                _merge(layout, props)
+                continue
+            # every axis of that letter, in plotly's order (xaxis, xaxis2, ...); a figure without
+            # subplots has the one axis, created by the update as plotly does
+            names = sorted((k for k in layout if re.fullmatch(kind + r"\d*", k)),
+                           key=lambda k: int(k[len(kind):] or 1)) or [kind]
+            for name in names:
+                _merge(layout.setdefault(name, {}), _axis_props(props))
         spec["x"] = [_f8(g) for g in self._grids]
         spec["x_of"] = list(self._x_of)
         return spec
+
+
+def _merge(dst: dict, src: dict) -> None:
+    """Merge ``src`` into ``dst`` in place: dicts key by key (recursively), anything else replaced."""
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def _axis_props(props: dict) -> dict:
+    """Axis properties with plotly's ``title_text`` shorthand spelled out (the one this module uses)."""
+    out: dict = {}
+    for k, v in props.items():
+        if "_" in k:
+            if k != "title_text":
+                raise ValueError(f"axis property {k!r}: only 'title_text' is spelled out; pass a nested dict")
+            out["title"] = {"text": v}
+        else:
+            out[k] = v
+    return out
 
 
 def _figure() -> Plot:
@@ -144,7 +193,7 @@ def _subplots(**kw: Any) -> Plot:
 
 def _layout(p: Plot, title: str, ytitle: str | None = None, *, log_toggle: bool = False,
             n_y: int = 1, yfmt: str | None = None, height: int = 420) -> None:
-    fig = p.fig
+    fig = p
     fig.update_layout(
         title={"text": title}, height=height, hovermode="x unified", plot_bgcolor="white",
         paper_bgcolor="white", font={"family": "system-ui, sans-serif", "size": 12, "color": "#2a3f5f"},
@@ -420,7 +469,7 @@ def _distance_figure(rf: ResultFrames) -> dict | None:
     _per_column(p, rf, "liq_distance", values=dist)
     _event_markers_at(p, rf, "liquidations", "liquidation", LIQ_MARKER, 0.0)
     _layout(p, title, "adverse move", yfmt=".0%")
-    p.fig.update_yaxes(rangemode="tozero")
+    p.update_yaxes(rangemode="tozero")
     return p.spec()
 
 
@@ -465,7 +514,7 @@ def _price_figure(rf: ResultFrames) -> dict | None:
     if rng is not None:
         # fitted to the instrument's price: a far-away liquidation price (a nearly flat position)
         # must not squash the price line; the lines beyond stay in the figure (autoscale shows them)
-        p.fig.update_yaxes(range=list(rng))
+        p.update_yaxes(range=[float(v) for v in rng])
     return p.spec()
 
 
