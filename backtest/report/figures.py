@@ -231,13 +231,28 @@ class ResultFrames:
         self.all_labels: list[str] = list(doc["columns"])
         self.cols: list[int] = list(range(len(self.all_labels))) if cols is None else [int(c) for c in cols]
         self.labels = [self.all_labels[c] for c in self.cols]
-        part = series[series["result"] == name]
-        first = part[part["col"] == 0].sort_values("bar")
-        self.x = first["timestamp"].to_numpy(dtype=np.int64)
-        self.price_usd = first["price_usd"].to_numpy(dtype=np.float64)
-        self.price = first["underlying_price"].to_numpy(dtype=np.float64) \
-            if "underlying_price" in first.columns else np.full(len(first), np.nan)
-        self._part = part[part["col"].isin(self.cols)]
+        # row positions of this result in the long table: only the columns a figure asks for
+        # are gathered (copying the whole result's rows, every column, cost more than the figures)
+        rows = np.flatnonzero((series["result"] == name).to_numpy(dtype=bool, na_value=False))
+        col = series["col"].to_numpy()[rows]
+        bar = series["bar"].to_numpy()[rows]
+        first = rows[col == 0]
+        first = first[np.argsort(series["bar"].to_numpy()[first], kind="stable")]
+        self.x = series["timestamp"].to_numpy(dtype=np.int64)[first]
+        self.price_usd = series["price_usd"].to_numpy(dtype=np.float64)[first]
+        self.price = series["underlying_price"].to_numpy(dtype=np.float64)[first] \
+            if "underlying_price" in series.columns else np.full(len(first), np.nan)
+        # the plotted columns' rows, their bar and their position among the distinct plotted
+        # columns (bars past column 0's are not drawn, as a pivot reindexed on its bars)
+        self._ucols, self._col_of = np.unique(np.asarray(self.cols, dtype=np.int64), return_inverse=True)
+        keep = np.isin(col, self._ucols) & (bar < len(first))
+        self._rows, self._bar = rows[keep], bar[keep].astype(np.int64)
+        self._upos = np.searchsorted(self._ucols, col[keep])
+        flat = self._bar * len(self._ucols) + self._upos
+        if len(flat) and np.bincount(flat).max() > 1:
+            raise ValueError(f"equity series of result {name!r}: a (bar, col) pair is stored twice; "
+                             "write the report again")
+        self._series = series
         self.available = set(doc["series"]) | {f"{d}{s}" for d in ("return", "growth", "drawdown")
                                                for s in ("", "_usd")}
         ev = events[events["result"] == name] if len(events) else events
@@ -254,11 +269,14 @@ class ResultFrames:
 
     def get(self, key: str) -> np.ndarray | None:
         """Series ``key`` as (n_bars, len(cols)), every bar, or None when the result lacks it."""
-        if key not in self.available or key not in self._part.columns:
+        if key not in self.available or key not in self._series.columns:
             return None
         if key not in self._cache:
-            wide = self._part.pivot(index="bar", columns="col", values=key).sort_index()
-            self._cache[key] = wide.reindex(index=range(self.n_bars), columns=self.cols).to_numpy(dtype=np.float64)
+            # scattered into (bars x distinct plotted columns), NaN where a bar has no row: what
+            # pivot(bar, col) reindexed on every bar and the plotted columns gives, without pandas
+            wide = np.full((self.n_bars, len(self._ucols)), np.nan)
+            wide[self._bar, self._upos] = self._series[key].to_numpy(dtype=np.float64)[self._rows]
+            self._cache[key] = wide[:, self._col_of]
         return self._cache[key]
 
     def events_of(self, kind: str) -> pd.DataFrame:
