@@ -80,3 +80,50 @@ def test_unknown_shorthand_is_refused() -> None:
     p.update_yaxes(title_font_size=3)
     with pytest.raises(ValueError, match="title_font_size.*nested dict"):
         p.spec()
+
+
+def test_trace_dicts_serialise_as_plotly_scatter() -> None:
+    """scatter(...) and Plot.add give the data plotly's go.Scatter and add_trace(row=) give."""
+    from backtest.report.figures import _subplots, scatter
+
+    line = np.array([1.5, np.nan, -2.25], dtype=np.float32)
+    xs = np.array([1.6e12, 1.7e12])
+    traces = [
+        ({"y": line, "name": "c0", "mode": "lines", "line": {"color": "#636efa", "dash": "dot"},
+          "legendgroup": None}, 1),
+        ({"x": xs, "y": np.array([0.5, 2.0]), "mode": "markers", "name": "liquidation", "text": ["a", "b"],
+          "marker": {"symbol": "x", "size": 11, "line": {"width": 1, "color": "darkred"}},
+          "hovertemplate": "%{text}: liquidation<extra></extra>", "legendgroup": "liquidations",
+          "showlegend": False}, 2),
+        ({"x": [1.6e12, 1.7e12], "y": [1.0, 1.0], "mode": "lines", "name": "liquidation (1.0)"}, 2),
+    ]
+    kw = {"rows": 2, "cols": 1, "shared_xaxes": True, "vertical_spacing": 0.08, "subplot_titles": ("a", "b")}
+    ref = make_subplots(figure=go.Figure(layout={"template": "none"}), **kw)
+    p = _subplots(**kw)
+    for props, row in traces:
+        ref.add_trace(go.Scatter(**props), row=row, col=1)
+        p.add(scatter(**props), None, row)
+    expected = json.loads(ref.to_json())
+    spec = p.spec()
+    assert spec["data"] == expected["data"]
+    assert spec["layout"] == expected["layout"]
+    assert spec["x_of"] == [None, None, None]
+    # a figure without subplots: plotly's empty figure, traces without axis references
+    flat = go.Figure(layout={"template": "none"})
+    flat.add_trace(go.Scatter(**traces[0][0]))
+    q = Plot()
+    q.add(scatter(**traces[0][0]))
+    assert q.spec()["data"] == json.loads(flat.to_json())["data"]
+    assert q.spec()["layout"] == json.loads(flat.to_json())["layout"]
+
+
+def test_bad_traces_and_rows_are_refused() -> None:
+    from backtest.report.figures import scatter
+
+    p = Plot()
+    with pytest.raises(TypeError, match="trace dict from figures.scatter"):
+        p.add(go.Scatter(y=[1.0]))
+    with pytest.raises(ValueError, match="row 2: this figure has subplot rows none"):
+        p.add(scatter(y=[1.0]), None, 2)
+    with pytest.raises(TypeError, match="dtype int64"):
+        scatter(y=np.arange(3))
