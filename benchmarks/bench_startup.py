@@ -112,7 +112,7 @@ class _Compiles:
 
 
 def _child_run(config: str | None, out_dir: str) -> dict:
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     from numba.core import event
 
     comp = _Compiles()
@@ -127,9 +127,11 @@ def _child_run(config: str | None, out_dir: str) -> dict:
     except ImportError:  # a version without it (the "before" of benchmarks/README.md)
         precompile = None
 
-    t_import = time.perf_counter()
+    t_import, c_import = time.perf_counter(), time.process_time()
     spans: dict[str, float] = {}
     marks: dict[str, float] = {}
+    cspans: dict[str, float] = {}  # the same with the process's CPU clock (all its threads)
+    cmarks: dict[str, float] = {}
 
     def timed(module, name, stage, mark=None):
         fn = getattr(module, name)
@@ -137,12 +139,14 @@ def _child_run(config: str | None, out_dir: str) -> dict:
         def wrapper(*a, **k):
             if mark:
                 marks.setdefault(mark, time.perf_counter())
+                cmarks.setdefault(mark, time.process_time())
             prev, comp.stage = comp.stage, stage
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             try:
                 return fn(*a, **k)
             finally:
                 spans[stage] = spans.get(stage, 0.0) + time.perf_counter() - t
+                cspans[stage] = cspans.get(stage, 0.0) + time.process_time() - c
                 comp.stage = prev
         setattr(module, name, wrapper)
 
@@ -161,33 +165,41 @@ def _child_run(config: str | None, out_dir: str) -> dict:
         if hasattr(run, fn):
             timed(run, fn, stage)
     args = ["run", "-q", "-o", out_dir] + ([config] if config else [])
-    t_cmd = time.perf_counter()
+    t_cmd, c_cmd = time.perf_counter(), time.process_time()
     cli.app(args, standalone_mode=False)
-    t_end = time.perf_counter()
+    t_end, c_end = time.perf_counter(), time.process_time()
 
     sims = [k for k in spans if k.startswith("sim ")]
     c_sim = sum(comp.seconds.get(k, 0.0) for k in ("simulate", "targets", *sims))
-    stages = {
-        "import": t_import - t_start,
-        "setup": marks.get("load", t_end) - t_cmd,
-        "load": marks.get("simulate", t_end) - marks.get("load", t_end),
-        "targets": spans.get("targets", 0.0),
-        "compile": c_sim,
-        "kernel": (spans.get("simulate", 0.0) + spans.get("sim baselines", 0.0) - spans.get("targets", 0.0) - c_sim
-                   - spans.get("book wait", 0.0)),
-        "book wait": spans.get("book wait", 0.0),
-        "compile (metrics)": comp.seconds.get("metrics", 0.0),
-        "metrics": spans.get("metrics", 0.0) - comp.seconds.get("metrics", 0.0),
-        "stress": spans.get("stress", 0.0),
-        "report": spans.get("report", 0.0) - comp.seconds.get("report", 0.0),
-    }
+
+    def split(spans, marks, t_start, t_import, t_cmd, t_end):
+        # the stages by one clock (compilations are timed on the wall clock only: single-threaded,
+        # about their CPU time; zero on a warm run)
+        stages = {
+            "import": t_import - t_start,
+            "setup": marks.get("load", t_end) - t_cmd,
+            "load": marks.get("simulate", t_end) - marks.get("load", t_end),
+            "targets": spans.get("targets", 0.0),
+            "compile": c_sim,
+            "kernel": (spans.get("simulate", 0.0) + spans.get("sim baselines", 0.0) - spans.get("targets", 0.0)
+                       - c_sim - spans.get("book wait", 0.0)),
+            "book wait": spans.get("book wait", 0.0),
+            "compile (metrics)": comp.seconds.get("metrics", 0.0),
+            "metrics": spans.get("metrics", 0.0) - comp.seconds.get("metrics", 0.0),
+            "stress": spans.get("stress", 0.0),
+            "report": spans.get("report", 0.0) - comp.seconds.get("report", 0.0),
+        }
+        stages["other"] = t_end - t_start - sum(stages.values())
+        return stages
+
+    stages = split(spans, marks, t_start, t_import, t_cmd, t_end)
+    cpu_stages = split(cspans, cmarks, c_start, c_import, c_cmd, c_end)
     total = t_end - t_start
-    stages["other"] = total - sum(stages.values())
     # the simulations by kind: wall seconds (targets, compile, run) and compile seconds
     by_sim = {k[4:]: {"seconds": spans[k], "compile": comp.seconds.get(k, 0.0)} for k in sims}
     kernels = {k: {"own_seconds": round(v, 3), "compilations": comp.sigs[k]}
                for k, v in sorted(comp.own.items(), key=lambda kv: -kv[1])}
-    return {"total": total, "stages": stages, "compiles": sum(comp.count.values()),
+    return {"total": total, "stages": stages, "cpu_stages": cpu_stages, "compiles": sum(comp.count.values()),
             "compile_seconds": sum(comp.seconds.values()), "simulations": by_sim, "kernels": kernels}
 
 
@@ -304,14 +316,18 @@ def main() -> None:
             runs = []
             for _ in range(a.repeat):
                 res, wall, cpu, _ = _spawn("--child-run", a.warm_cache, extra)
-                runs.append({"wall": wall, "cpu": cpu, "compiles": res["compiles"], "stages": _stage_row(res, wall)})
+                cs = dict(res["cpu_stages"])
+                cs["startup"] = max(cpu - sum(cs.values()), 0.0)  # the interpreter's start, before the timers
+                runs.append({"wall": wall, "cpu": cpu, "compiles": res["compiles"], "stages": _stage_row(res, wall),
+                             "cpu_stages": cs})
                 print(f"warm run: {wall:6.2f} s wall, {cpu:6.2f} s CPU, {res['compiles']} kernel compilations",
                       flush=True)
             result["warm"] = runs
-            print(f"\n{'stage (wall s)':18s} {'min':>8s} {'median':>8s}")
+            print(f"\n{'stage':18s} {'wall min':>9s} {'median':>8s} {'CPU min':>9s} {'median':>8s}")
             for s in STAGES:
                 v = [r["stages"][s] for r in runs]
-                print(f"{s:18s} {min(v):8.2f} {statistics.median(v):8.2f}")
+                c = [r["cpu_stages"][s] for r in runs]
+                print(f"{s:18s} {min(v):9.2f} {statistics.median(v):8.2f} {min(c):9.2f} {statistics.median(c):8.2f}")
             for k, label in (("wall", "total (wall)"), ("cpu", "CPU (user+sys)")):
                 v = [r[k] for r in runs]
                 print(f"{label:18s} {min(v):8.2f} {statistics.median(v):8.2f}")
