@@ -16,9 +16,14 @@ with timers wrapped around the run's stages:
              second process (``backtest/precompile.py``), including the metrics kernels compiled
              meanwhile (the second process's CPU time is in the CPU seconds: it is a child)
 ``metrics``  ``backtest.report.collect`` less its compilation (``compile (metrics)``)
+``stress``   the run's ``[stress]`` section (``backtest.runner.run._run_stress``: Monte Carlo paths,
+             crisis windows, shocks, cascade), zero without one
 ``report``   writing the report folder (figures, HTML, Parquet, JSON)
 
 Cold: ``NUMBA_CACHE_DIR`` set to a new empty temporary folder; warm: the same folder afterwards.
+``--warm-cache DIR`` skips the cold run and times warm runs on a cache folder a run already filled
+(``NUMBA_CACHE_DIR=DIR backtest run``), printing the minimum and the median of each stage: the
+minimum is the number to compare on a shared machine (the other jobs only ever add time).
 CPU seconds (user + system, all threads) are shown with the wall seconds: on a shared machine the
 wall time depends on the other jobs, the CPU time much less.
 
@@ -35,6 +40,8 @@ Usage::
     .venv/bin/python benchmarks/bench_startup.py                  # cold once, warm 3 times
     .venv/bin/python benchmarks/bench_startup.py --repeat 5 --imports --json /tmp/startup.json
     .venv/bin/python benchmarks/bench_startup.py --book           # the book kernel's compile
+    NUMBA_CACHE_DIR=/tmp/nbc .venv/bin/backtest run -q             # fill a cache once, then
+    .venv/bin/python benchmarks/bench_startup.py --warm-cache /tmp/nbc --repeat 5
     .venv/bin/python benchmarks/bench_startup.py --config examples/some.toml
 """
 
@@ -53,7 +60,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("startup", "import", "setup", "load", "targets", "compile", "kernel", "book wait", "compile (metrics)",
-          "metrics", "report", "other")
+          "metrics", "stress", "report", "other")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,7 +112,7 @@ class _Compiles:
 
 
 def _child_run(config: str | None, out_dir: str) -> dict:
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     from numba.core import event
 
     comp = _Compiles()
@@ -120,9 +127,11 @@ def _child_run(config: str | None, out_dir: str) -> dict:
     except ImportError:  # a version without it (the "before" of benchmarks/README.md)
         precompile = None
 
-    t_import = time.perf_counter()
+    t_import, c_import = time.perf_counter(), time.process_time()
     spans: dict[str, float] = {}
     marks: dict[str, float] = {}
+    cspans: dict[str, float] = {}  # the same with the process's CPU clock (all its threads)
+    cmarks: dict[str, float] = {}
 
     def timed(module, name, stage, mark=None):
         fn = getattr(module, name)
@@ -130,12 +139,14 @@ def _child_run(config: str | None, out_dir: str) -> dict:
         def wrapper(*a, **k):
             if mark:
                 marks.setdefault(mark, time.perf_counter())
+                cmarks.setdefault(mark, time.process_time())
             prev, comp.stage = comp.stage, stage
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             try:
                 return fn(*a, **k)
             finally:
                 spans[stage] = spans.get(stage, 0.0) + time.perf_counter() - t
+                cspans[stage] = cspans.get(stage, 0.0) + time.process_time() - c
                 comp.stage = prev
         setattr(module, name, wrapper)
 
@@ -144,6 +155,8 @@ def _child_run(config: str | None, out_dir: str) -> dict:
     timed(policies, "build_targets", "targets")
     timed(report, "collect", "metrics")
     timed(run, "_publish", "report")
+    if hasattr(run, "_run_stress"):
+        timed(run, "_run_stress", "stress")
     if precompile is not None:  # the wait for the book kernels compiled in a second process
         timed(precompile.BookPrecompile, "ready", "book wait")
     # each simulation of the run by its kind (its compilations are counted in its own stage)
@@ -152,32 +165,41 @@ def _child_run(config: str | None, out_dir: str) -> dict:
         if hasattr(run, fn):
             timed(run, fn, stage)
     args = ["run", "-q", "-o", out_dir] + ([config] if config else [])
-    t_cmd = time.perf_counter()
+    t_cmd, c_cmd = time.perf_counter(), time.process_time()
     cli.app(args, standalone_mode=False)
-    t_end = time.perf_counter()
+    t_end, c_end = time.perf_counter(), time.process_time()
 
     sims = [k for k in spans if k.startswith("sim ")]
     c_sim = sum(comp.seconds.get(k, 0.0) for k in ("simulate", "targets", *sims))
-    stages = {
-        "import": t_import - t_start,
-        "setup": marks.get("load", t_end) - t_cmd,
-        "load": marks.get("simulate", t_end) - marks.get("load", t_end),
-        "targets": spans.get("targets", 0.0),
-        "compile": c_sim,
-        "kernel": (spans.get("simulate", 0.0) + spans.get("sim baselines", 0.0) - spans.get("targets", 0.0) - c_sim
-                   - spans.get("book wait", 0.0)),
-        "book wait": spans.get("book wait", 0.0),
-        "compile (metrics)": comp.seconds.get("metrics", 0.0),
-        "metrics": spans.get("metrics", 0.0) - comp.seconds.get("metrics", 0.0),
-        "report": spans.get("report", 0.0) - comp.seconds.get("report", 0.0),
-    }
+
+    def split(spans, marks, t_start, t_import, t_cmd, t_end):
+        # the stages by one clock (compilations are timed on the wall clock only: single-threaded,
+        # about their CPU time; zero on a warm run)
+        stages = {
+            "import": t_import - t_start,
+            "setup": marks.get("load", t_end) - t_cmd,
+            "load": marks.get("simulate", t_end) - marks.get("load", t_end),
+            "targets": spans.get("targets", 0.0),
+            "compile": c_sim,
+            "kernel": (spans.get("simulate", 0.0) + spans.get("sim baselines", 0.0) - spans.get("targets", 0.0)
+                       - c_sim - spans.get("book wait", 0.0)),
+            "book wait": spans.get("book wait", 0.0),
+            "compile (metrics)": comp.seconds.get("metrics", 0.0),
+            "metrics": spans.get("metrics", 0.0) - comp.seconds.get("metrics", 0.0),
+            "stress": spans.get("stress", 0.0),
+            "report": spans.get("report", 0.0) - comp.seconds.get("report", 0.0),
+        }
+        stages["other"] = t_end - t_start - sum(stages.values())
+        return stages
+
+    stages = split(spans, marks, t_start, t_import, t_cmd, t_end)
+    cpu_stages = split(cspans, cmarks, c_start, c_import, c_cmd, c_end)
     total = t_end - t_start
-    stages["other"] = total - sum(stages.values())
     # the simulations by kind: wall seconds (targets, compile, run) and compile seconds
     by_sim = {k[4:]: {"seconds": spans[k], "compile": comp.seconds.get(k, 0.0)} for k in sims}
     kernels = {k: {"own_seconds": round(v, 3), "compilations": comp.sigs[k]}
                for k, v in sorted(comp.own.items(), key=lambda kv: -kv[1])}
-    return {"total": total, "stages": stages, "compiles": sum(comp.count.values()),
+    return {"total": total, "stages": stages, "cpu_stages": cpu_stages, "compiles": sum(comp.count.values()),
             "compile_seconds": sum(comp.seconds.values()), "simulations": by_sim, "kernels": kernels}
 
 
@@ -278,13 +300,38 @@ def main() -> None:
     ap.add_argument("--book", action="store_true", help="measure the book kernel's cold compile instead")
     ap.add_argument("--top", type=int, default=12, help="compilations listed (cold run)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
+    ap.add_argument("--warm-cache", type=Path, default=None,
+                    help="a numba cache folder a run already filled: warm runs only (min and median)")
     a = ap.parse_args()
     result: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "load_avg_before": os.getloadavg()}
 
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         cache, out = Path(tmp) / "numba-cache", Path(tmp) / "reports"
         cache.mkdir()
-        if a.book:
+        if a.warm_cache is not None:
+            if not a.warm_cache.is_dir():
+                raise SystemExit(f"--warm-cache {a.warm_cache}: no such folder; fill one first with "
+                                 f"NUMBA_CACHE_DIR={a.warm_cache} backtest run -q")
+            extra = [str(out)] + ([str(Path(a.config).resolve())] if a.config else [])
+            runs = []
+            for _ in range(a.repeat):
+                res, wall, cpu, _ = _spawn("--child-run", a.warm_cache, extra)
+                cs = dict(res["cpu_stages"])
+                cs["startup"] = max(cpu - sum(cs.values()), 0.0)  # the interpreter's start, before the timers
+                runs.append({"wall": wall, "cpu": cpu, "compiles": res["compiles"], "stages": _stage_row(res, wall),
+                             "cpu_stages": cs})
+                print(f"warm run: {wall:6.2f} s wall, {cpu:6.2f} s CPU, {res['compiles']} kernel compilations",
+                      flush=True)
+            result["warm"] = runs
+            print(f"\n{'stage':18s} {'wall min':>9s} {'median':>8s} {'CPU min':>9s} {'median':>8s}")
+            for s in STAGES:
+                v = [r["stages"][s] for r in runs]
+                c = [r["cpu_stages"][s] for r in runs]
+                print(f"{s:18s} {min(v):9.2f} {statistics.median(v):8.2f} {min(c):9.2f} {statistics.median(c):8.2f}")
+            for k, label in (("wall", "total (wall)"), ("cpu", "CPU (user+sys)")):
+                v = [r[k] for r in runs]
+                print(f"{label:18s} {min(v):8.2f} {statistics.median(v):8.2f}")
+        elif a.book:
             res, wall, cpu, _ = _spawn("--child-book", cache, [])
             warm, wall_w, cpu_w, _ = _spawn("--child-book", cache, [])
             result["book"] = {"cold": res | {"wall": wall, "cpu": cpu}, "warm": warm | {"wall": wall_w, "cpu": cpu_w}}

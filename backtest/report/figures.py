@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -97,12 +99,43 @@ def trace_x(spec: dict, i: int) -> np.ndarray:
 
 
 class Plot:
-    """A plotly figure whose lines share x arrays (see the module doc)."""
+    """A plotly figure, as the JSON plotly.js takes, whose lines share x arrays (see the module doc).
 
-    def __init__(self, fig: go.Figure) -> None:
-        self.fig = fig
+    Traces are plain dicts (:func:`scatter`) and the layout updates are merged into the JSON in
+    :meth:`spec`: building ``go.Scatter`` objects and plotly's validated updates took most of a
+    report's figure time; ``tests/report/test_figures_layout.py`` checks the JSON against plotly's.
+
+    Parameters
+    ----------
+    fig : a plotly figure to start from (its data and layout as JSON); None: an empty figure
+        without plotly's default template.
+    rows : the subplot rows of ``fig`` (from ``make_subplots``, one column), 0 without subplots.
+    """
+
+    def __init__(self, fig: go.Figure | None = None, rows: int = 0) -> None:
+        start = json.loads(fig.to_json() if fig is not None else _empty_json())
+        self.data: list[dict] = start.get("data", [])
+        self.layout: dict = start.get("layout", {})
+        # each subplot row's axis references, as add_trace(row=...) sets them on a trace
+        self._axes: dict[int, tuple[str, str]] = {}
+        for r in range(1, rows + 1):
+            sub = fig.get_subplot(r, 1)  # type: ignore[union-attr]
+            self._axes[r] = ("x" + sub.xaxis.plotly_name[len("xaxis"):], "y" + sub.yaxis.plotly_name[len("yaxis"):])
         self._grids: list[np.ndarray] = []
-        self._x_of: list[int | None] = []
+        self._x_of: list[int | None] = [None] * len(self.data)
+        self._updates: list[tuple[str, dict]] = []
+
+    def update_layout(self, **props: Any) -> None:
+        """Merge ``props`` into the layout (as ``go.Figure.update_layout``: nested dicts merged)."""
+        self._updates.append(("layout", props))
+
+    def update_xaxes(self, **props: Any) -> None:
+        """Merge ``props`` into every x axis (as ``go.Figure.update_xaxes``)."""
+        self._updates.append(("xaxis", props))
+
+    def update_yaxes(self, **props: Any) -> None:
+        """Merge ``props`` into every y axis (as ``go.Figure.update_yaxes``)."""
+        self._updates.append(("yaxis", props))
 
     @property
     def n_traces(self) -> int:
@@ -116,35 +149,100 @@ class Plot:
         self._grids.append(x)
         return len(self._grids) - 1
 
-    def add(self, trace: go.Scatter, grid: int | None = None, row: int | None = None) -> None:
-        """Add ``trace``; ``grid``: the number of its shared x array (its own ``x`` when None)."""
-        if row is None:
-            self.fig.add_trace(trace)
-        else:
-            self.fig.add_trace(trace, row=row, col=1)
+    def add(self, trace: dict, grid: int | None = None, row: int | None = None) -> None:
+        """Add ``trace`` (from :func:`scatter`); ``grid``: the number of its shared x array (its
+        own ``x`` when None); ``row``: its subplot row."""
+        if not isinstance(trace, dict):
+            raise TypeError(f"Plot.add takes a trace dict from figures.scatter(...), not {type(trace).__name__}")
+        trace = dict(trace)
+        if row is not None:
+            if row not in self._axes:
+                raise ValueError(f"row {row}: this figure has subplot rows {sorted(self._axes) or 'none'}")
+            trace["xaxis"], trace["yaxis"] = self._axes[row]
+        self.data.append(trace)
         self._x_of.append(grid)
 
     def spec(self) -> dict:
         """The figure as plain JSON plus its shared x arrays (``x``, ``x_of``)."""
-        spec = json.loads(self.fig.to_json())
-        spec["x"] = [_f8(g) for g in self._grids]
-        spec["x_of"] = list(self._x_of)
-        return spec
+        layout = json.loads(json.dumps(self.layout))  # a copy: spec() can be called again
+        for kind, props in self._updates:
+            if kind == "layout":
+                _merge(layout, props)
+                continue
+            # every axis of that letter, in plotly's order (xaxis, xaxis2, ...); a figure without
+            # subplots has the one axis, created by the update as plotly does
+            names = sorted((k for k in layout if re.fullmatch(kind + r"\d*", k)),
+                           key=lambda k: int(k[len(kind):] or 1)) or [kind]
+            for name in names:
+                _merge(layout.setdefault(name, {}), _axis_props(props))
+        return {"data": [dict(t) for t in self.data], "layout": layout,
+                "x": [_f8(g) for g in self._grids], "x_of": list(self._x_of)}
+
+
+@lru_cache(maxsize=1)
+def _empty_json() -> str:
+    """plotly's JSON of an empty figure without its default template (the same for every figure)."""
+    return go.Figure(layout={"template": "none"}).to_json()
+
+
+def _typed(v: np.ndarray) -> Any:
+    """A numpy array as plotly serialises a trace's array: a typed-array spec (little-endian
+    base64), an empty array as an empty list."""
+    if v.size == 0:
+        return []
+    if v.dtype == np.float32:
+        return {"dtype": "f4", "bdata": base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode()}
+    if v.dtype == np.float64:
+        return _f8(v)
+    raise TypeError(f"trace array of dtype {v.dtype}: pass float32 (lines) or float64 values")
+
+
+def scatter(**props: Any) -> dict:
+    """A scatter trace as the JSON ``go.Scatter(**props)`` serialises to: properties that are
+    None left out, numpy arrays as typed arrays (:func:`_typed`), ``type`` set."""
+    out = {k: (_typed(v) if isinstance(v, np.ndarray) else v) for k, v in props.items() if v is not None}
+    out["type"] = "scatter"
+    return out
+
+
+def _merge(dst: dict, src: dict) -> None:
+    """Merge ``src`` into ``dst`` in place: dicts key by key (recursively), anything else replaced."""
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def _axis_props(props: dict) -> dict:
+    """Axis properties with plotly's ``title_text`` shorthand spelled out (the one this module uses)."""
+    out: dict = {}
+    for k, v in props.items():
+        if "_" in k:
+            if k != "title_text":
+                raise ValueError(f"axis property {k!r}: only 'title_text' is spelled out; pass a nested dict")
+            out["title"] = {"text": v}
+        else:
+            out[k] = v
+    return out
 
 
 def _figure() -> Plot:
     """An empty figure without plotly's default template (styled in :func:`_layout` instead,
     which keeps each figure's JSON small and building it fast)."""
-    return Plot(go.Figure(layout={"template": "none"}))
+    return Plot()
 
 
 def _subplots(**kw: Any) -> Plot:
-    return Plot(make_subplots(figure=go.Figure(layout={"template": "none"}), **kw))
+    """Subplots in one column (``make_subplots`` keywords, ``rows`` among them)."""
+    if kw.get("cols", 1) != 1:
+        raise ValueError(f"cols={kw['cols']}: the report's subplots are one column")
+    return Plot(make_subplots(figure=go.Figure(layout={"template": "none"}), **kw), rows=int(kw.get("rows", 1)))
 
 
 def _layout(p: Plot, title: str, ytitle: str | None = None, *, log_toggle: bool = False,
             n_y: int = 1, yfmt: str | None = None, height: int = 420) -> None:
-    fig = p.fig
+    fig = p
     fig.update_layout(
         title={"text": title}, height=height, hovermode="x unified", plot_bgcolor="white",
         paper_bgcolor="white", font={"family": "system-ui, sans-serif", "size": 12, "color": "#2a3f5f"},
@@ -182,13 +280,28 @@ class ResultFrames:
         self.all_labels: list[str] = list(doc["columns"])
         self.cols: list[int] = list(range(len(self.all_labels))) if cols is None else [int(c) for c in cols]
         self.labels = [self.all_labels[c] for c in self.cols]
-        part = series[series["result"] == name]
-        first = part[part["col"] == 0].sort_values("bar")
-        self.x = first["timestamp"].to_numpy(dtype=np.int64)
-        self.price_usd = first["price_usd"].to_numpy(dtype=np.float64)
-        self.price = first["underlying_price"].to_numpy(dtype=np.float64) \
-            if "underlying_price" in first.columns else np.full(len(first), np.nan)
-        self._part = part[part["col"].isin(self.cols)]
+        # row positions of this result in the long table: only the columns a figure asks for
+        # are gathered (copying the whole result's rows, every column, cost more than the figures)
+        rows = np.flatnonzero((series["result"] == name).to_numpy(dtype=bool, na_value=False))
+        col = series["col"].to_numpy()[rows]
+        bar = series["bar"].to_numpy()[rows]
+        first = rows[col == 0]
+        first = first[np.argsort(series["bar"].to_numpy()[first], kind="stable")]
+        self.x = series["timestamp"].to_numpy(dtype=np.int64)[first]
+        self.price_usd = series["price_usd"].to_numpy(dtype=np.float64)[first]
+        self.price = series["underlying_price"].to_numpy(dtype=np.float64)[first] \
+            if "underlying_price" in series.columns else np.full(len(first), np.nan)
+        # the plotted columns' rows, their bar and their position among the distinct plotted
+        # columns (bars past column 0's are not drawn, as a pivot reindexed on its bars)
+        self._ucols, self._col_of = np.unique(np.asarray(self.cols, dtype=np.int64), return_inverse=True)
+        keep = np.isin(col, self._ucols) & (bar < len(first))
+        self._rows, self._bar = rows[keep], bar[keep].astype(np.int64)
+        self._upos = np.searchsorted(self._ucols, col[keep])
+        flat = self._bar * len(self._ucols) + self._upos
+        if len(flat) and np.bincount(flat).max() > 1:
+            raise ValueError(f"equity series of result {name!r}: a (bar, col) pair is stored twice; "
+                             "write the report again")
+        self._series = series
         self.available = set(doc["series"]) | {f"{d}{s}" for d in ("return", "growth", "drawdown")
                                                for s in ("", "_usd")}
         ev = events[events["result"] == name] if len(events) else events
@@ -205,11 +318,14 @@ class ResultFrames:
 
     def get(self, key: str) -> np.ndarray | None:
         """Series ``key`` as (n_bars, len(cols)), every bar, or None when the result lacks it."""
-        if key not in self.available or key not in self._part.columns:
+        if key not in self.available or key not in self._series.columns:
             return None
         if key not in self._cache:
-            wide = self._part.pivot(index="bar", columns="col", values=key).sort_index()
-            self._cache[key] = wide.reindex(index=range(self.n_bars), columns=self.cols).to_numpy(dtype=np.float64)
+            # scattered into (bars x distinct plotted columns), NaN where a bar has no row: what
+            # pivot(bar, col) reindexed on every bar and the plotted columns gives, without pandas
+            wide = np.full((self.n_bars, len(self._ucols)), np.nan)
+            wide[self._bar, self._upos] = self._series[key].to_numpy(dtype=np.float64)[self._rows]
+            self._cache[key] = wide[:, self._col_of]
         return self._cache[key]
 
     def events_of(self, kind: str) -> pd.DataFrame:
@@ -242,7 +358,7 @@ def _per_column(p: Plot, rf: ResultFrames, key: str, *, suffix: str = "", row: i
     dec = decimate(arr, rf.max_points)
     for i, (j, label) in enumerate(zip(rf.cols, rf.labels)):
         line = {"color": color(j), **({"dash": dash} if dash else {}), **({"width": width} if width else {})}
-        p.add(go.Scatter(y=display_values(dec[:, i]), name=f"{label}{suffix}", mode="lines", line=line,
+        p.add(scatter(y=display_values(dec[:, i]), name=f"{label}{suffix}", mode="lines", line=line,
                          legendgroup=label if legendgroup else None), grid, row)
     return True
 
@@ -251,7 +367,7 @@ def _markers(p: Plot, x: np.ndarray, y: np.ndarray, labels: list[str], name: str
              row: int | None = None, legendgroup: str | None = None, showlegend: bool = True) -> bool:
     if not len(x):
         return False
-    p.add(go.Scatter(x=x, y=y, mode="markers", name=name, text=labels, marker=marker,
+    p.add(scatter(x=x, y=y, mode="markers", name=name, text=labels, marker=marker,
                      hovertemplate="%{text}: " + name + "<extra></extra>", legendgroup=legendgroup,
                      showlegend=showlegend), None, row)
     return True
@@ -374,9 +490,9 @@ def _margin_ratio_figure(rf: ResultFrames) -> dict | None:
     adverse = _per_column(p, rf, "margin_ratio_adverse", suffix=" (adverse extreme)", dash="dot")
     xs = [float(rf.x[0]), float(rf.x[-1])]
     for t in sorted(set(rf.doc.get("margin_call_threshold") or [])):
-        p.add(go.Scatter(x=xs, y=[t, t], mode="lines", name=f"margin-call threshold {t:g}",
+        p.add(scatter(x=xs, y=[t, t], mode="lines", name=f"margin-call threshold {t:g}",
                          line={"dash": "dash", "color": "orange"}))
-    p.add(go.Scatter(x=xs, y=[1.0, 1.0], mode="lines", name="liquidation (1.0)", line={"dash": "dash", "color": "red"}))
+    p.add(scatter(x=xs, y=[1.0, 1.0], mode="lines", name="liquidation (1.0)", line={"dash": "dash", "color": "red"}))
     # a liquidation is where the ratio checked (at the adverse extreme) reached 1.0: drawn at
     # the adverse ratio of its bar where the result has it, else on the 1.0 line
     x, y, labels = rf.at_events("liquidations", "margin_ratio_adverse")
@@ -420,7 +536,7 @@ def _distance_figure(rf: ResultFrames) -> dict | None:
     _per_column(p, rf, "liq_distance", values=dist)
     _event_markers_at(p, rf, "liquidations", "liquidation", LIQ_MARKER, 0.0)
     _layout(p, title, "adverse move", yfmt=".0%")
-    p.fig.update_yaxes(rangemode="tozero")
+    p.update_yaxes(rangemode="tozero")
     return p.spec()
 
 
@@ -437,7 +553,7 @@ def _price_figure(rf: ResultFrames) -> dict | None:
     has_line = source is not None and bool(np.any(np.isfinite(rf.price)))
     if has_line:
         grid = p.grid(rf.grid_x)
-        p.add(go.Scatter(y=display_values(decimate(rf.price, rf.max_points)), name=f"price ({source})", mode="lines",
+        p.add(scatter(y=display_values(decimate(rf.price, rf.max_points)), name=f"price ({source})", mode="lines",
                          line={"color": "#444"}), grid)
     liq = rf.get("liq_price")
     has_liq = liq is not None and bool(np.any(liq > 0))
@@ -465,7 +581,7 @@ def _price_figure(rf: ResultFrames) -> dict | None:
     if rng is not None:
         # fitted to the instrument's price: a far-away liquidation price (a nearly flat position)
         # must not squash the price line; the lines beyond stay in the figure (autoscale shows them)
-        p.fig.update_yaxes(range=list(rng))
+        p.update_yaxes(range=[float(v) for v in rng])
     return p.spec()
 
 
@@ -495,8 +611,8 @@ def comparison_figures(frames: list[ResultFrames]) -> list[tuple[str, dict]]:
         for i, label in enumerate(rf.labels):
             name = f"{rf.name}: {label}"
             line = {"color": color(k)}
-            eq.add(go.Scatter(y=display_values(e[:, i]), name=name, mode="lines", legendgroup=name, line=line), ge)
-            dd.add(go.Scatter(y=display_values(d[:, i]), name=name, mode="lines", legendgroup=name, line=line), gd)
+            eq.add(scatter(y=display_values(e[:, i]), name=name, mode="lines", legendgroup=name, line=line), ge)
+            dd.add(scatter(y=display_values(d[:, i]), name=name, mode="lines", legendgroup=name, line=line), gd)
             k += 1
     for kind, name, marker in (("liquidations", "liquidation", LIQ_MARKER), ("margin_calls", "margin call", CALL_MARKER)):
         xs, ys, labels = [], [], []

@@ -239,19 +239,21 @@ def _columns_of(series: pd.DataFrame, name: str, n_cols: int, keys: tuple[str, .
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(open_ms (n_bars,), key -> values (n_bars, n_cols)) of result ``name`` from the long
     series table."""
-    part = series[series["result"] == name]
-    col = part["col"].to_numpy()
-    bar = part["bar"].to_numpy()
+    # row positions, then only the asked-for columns (a boolean filter copies every column)
+    rows = np.flatnonzero((series["result"] == name).to_numpy(dtype=bool, na_value=False))
+    col = series["col"].to_numpy()[rows]
+    bar = series["bar"].to_numpy()[rows]
     n_bars = int(bar.max()) + 1 if len(bar) else 0
-    if len(part) != n_bars * n_cols:
-        raise ValueError(f"equity series of result {name!r}: {len(part)} rows, expected {n_bars} bars x {n_cols} "
+    if len(rows) != n_bars * n_cols:
+        raise ValueError(f"equity series of result {name!r}: {len(rows)} rows, expected {n_bars} bars x {n_cols} "
                          "columns; write the report again")
     # collect writes the rows column-major (all bars of column 0, then column 1, ...): no sort then
     in_order = np.array_equal(bar, np.tile(np.arange(n_bars), n_cols)) and \
         np.array_equal(col, np.repeat(np.arange(n_cols), n_bars))
-    order = slice(None) if in_order else np.lexsort((bar, col))
-    ms = part["timestamp"].to_numpy(dtype=np.int64)[order][:n_bars]
-    return ms, {k: part[k].to_numpy(dtype=np.float64)[order].reshape(n_cols, n_bars).T for k in keys}
+    if not in_order:
+        rows = rows[np.lexsort((bar, col))]
+    ms = series["timestamp"].to_numpy(dtype=np.int64)[rows][:n_bars]
+    return ms, {k: series[k].to_numpy(dtype=np.float64)[rows].reshape(n_cols, n_bars).T for k in keys}
 
 
 def period_frames(metrics: Mapping, series: pd.DataFrame, *,

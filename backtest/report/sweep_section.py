@@ -39,10 +39,8 @@ def _fold_rows(oos: dict, metric: str) -> list[dict]:
 def _stitched_figure(frame: pd.DataFrame, hindsight: dict | None, max_points: int) -> dict:
     """Two lines over the stitched OOS bars: the folds' IS winners chained, and the whole data's
     best column (decimated for display like every other line of the page)."""
-    import plotly.graph_objects as go
-
     from backtest.report.decimate import decimate, grid_positions
-    from backtest.report.figures import _figure, _layout, color, display_values
+    from backtest.report.figures import _figure, _layout, color, display_values, scatter
 
     p = _figure()
     x = (frame["timestamp"].astype("int64") // 1_000_000).to_numpy(dtype=np.int64)
@@ -53,7 +51,7 @@ def _stitched_figure(frame: pd.DataFrame, hindsight: dict | None, max_points: in
         lines.append(("hindsight_growth", f"best of the whole data (hindsight): {hindsight['column']}"))
     for j, (key, name) in enumerate(lines):
         y = decimate(frame[key].to_numpy(dtype=np.float64), max_points)
-        p.add(go.Scatter(y=display_values(y), name=name, mode="lines", line={"color": color(j)}), g)
+        p.add(scatter(y=display_values(y), name=name, mode="lines", line={"color": color(j)}), g)
     _layout(p, "Out of sample: stitched growth of the in-sample winners vs the best column in hindsight",
             "growth (1 = before the first OOS bar)")
     return p.spec()

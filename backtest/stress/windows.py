@@ -183,13 +183,17 @@ WINDOW_METRICS = (("return", "Return"), ("max_drawdown", "Max drawdown"), ("liqu
 BASES = (("settle", "growth", "return"), ("usd", "growth_usd", "return_usd"))  # as named_periods.BASES
 
 
-def _counts(events: pd.DataFrame, kind: str, result: str, first: int, last: int, m: int) -> np.ndarray:
-    """Records of ``kind`` of ``result`` on bars ``first..last``, per column (int64 (m,))."""
+def _records(events: pd.DataFrame, kind: str, result: str) -> tuple[np.ndarray, np.ndarray]:
+    """(bar, col) of the records of ``kind`` of ``result`` (int64, one entry a record)."""
     if not len(events.columns) or not len(events):
-        return np.zeros(m, np.int64)
-    mine = events[(events["kind"] == kind) & (events["result"] == result)]
-    bar = mine["bar"].to_numpy(dtype=np.int64)
-    col = mine["col"].to_numpy(dtype=np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    mine = ((events["kind"] == kind) & (events["result"] == result)).to_numpy(dtype=bool, na_value=False)
+    return events["bar"].to_numpy(dtype=np.int64)[mine], events["col"].to_numpy(dtype=np.int64)[mine]
+
+
+def _counts(records: tuple[np.ndarray, np.ndarray], first: int, last: int, m: int) -> np.ndarray:
+    """Records (from :func:`_records`) on bars ``first..last``, per column (int64 (m,))."""
+    bar, col = records
     hit = (bar >= first) & (bar <= last)
     return np.bincount(col[hit], minlength=m).astype(np.int64)
 
@@ -212,7 +216,9 @@ def window_frame(metrics: Mapping, series: pd.DataFrame, events: pd.DataFrame,
     -------
     DataFrame with the columns :data:`WINDOW_COLUMNS`, one row per (window, result, column, basis).
     """
-    rows: list[pd.DataFrame] = []
+    # each column's pieces, one (m,) array a (window, result, basis), joined once at the end
+    # (one small DataFrame a piece, then a concat, cost more than the window statistics)
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in WINDOW_COLUMNS}
     for res_name, res in metrics["results"].items():
         labels = list(res["columns"])
         m = len(labels)
@@ -220,6 +226,8 @@ def window_frame(metrics: Mapping, series: pd.DataFrame, events: pd.DataFrame,
         ann = float(res["settle"]["bars_per_year"])
         ms, arrays = _columns_of(series, res_name, m, ("growth", "return", "growth_usd", "return_usd", "cum_funding",
                                                        "price_usd"))
+        # the result's records, selected once (not once a window)
+        liq_rec, call_rec = _records(events, "liquidations", res_name), _records(events, "margin_calls", res_name)
         for w in windows:
             a, b = w.span_ms()
             try:
@@ -228,23 +236,27 @@ def window_frame(metrics: Mapping, series: pd.DataFrame, events: pd.DataFrame,
                 continue
             if partial:
                 continue  # the run's data covers the window (select_windows); a result on a shorter span does not
-            liqs = _counts(events, "liquidations", res_name, first, last, m)
-            calls = _counts(events, "margin_calls", res_name, first, last, m)
+            liqs = _counts(liq_rec, first, last, m)
+            calls = _counts(call_rec, first, last, m)
             for basis, gkey, rkey in BASES:
                 to_basis = np.ones(len(ms)) if basis == "settle" else arrays["price_usd"][:, 0]
                 st = window_stats(arrays[gkey], arrays[rkey], arrays["cum_funding"], to_basis, first, last, ann)
                 r = arrays[rkey][first:last + 1]
                 worst = np.argmin(r, axis=0)  # the first bar of the lowest return
-                rows.append(pd.DataFrame({
+                piece = {
                     "result": res_name, "column": np.asarray(labels, dtype=object), "col": np.arange(m, dtype=np.int32),
                     "basis": basis, "window": w.name, "start_ms": a, "end_ms": b, "bars": last - first + 1,
                     "return": st["return"], "max_drawdown": st["max_drawdown"], "liquidations": liqs,
                     "margin_calls": calls, "funding_net": st["funding_net"],
-                    "worst_bar_return": r[worst, np.arange(m)], "worst_bar_ms": ms[first + worst]}))
-    if not rows:
+                    "worst_bar_return": r[worst, np.arange(m)], "worst_bar_ms": ms[first + worst]}
+                for c in WINDOW_COLUMNS:
+                    v = piece[c]
+                    parts[c].append(np.full(m, v, dtype=object) if isinstance(v, str) else
+                                    np.broadcast_to(np.asarray(v), (m,)))
+    if not parts["result"]:
         out = pd.DataFrame({c: pd.Series([], dtype=object) for c in WINDOW_COLUMNS})
     else:
-        out = pd.concat(rows, ignore_index=True)[list(WINDOW_COLUMNS)]
+        out = pd.DataFrame({c: np.concatenate(parts[c]) for c in WINDOW_COLUMNS})
     for c in ("result", "column", "basis", "window"):
         out[c] = out[c].astype("string")
     for c in ("start_ms", "end_ms", "bars", "liquidations", "margin_calls", "worst_bar_ms"):
