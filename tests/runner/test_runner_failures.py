@@ -245,9 +245,16 @@ def test_bad_memory_limit_is_an_input_error(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # signals: SIGTERM and Ctrl-C clean up; after SIGKILL the next run removes its stale folders
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    # a shell without job control starts background commands (a CI script run with &) with
+    # SIGINT ignored, and a child inherits that: give the run the disposition a terminal gives it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(tmp_path: Path, cfg: Path, reports: Path) -> subprocess.Popen:
     return subprocess.Popen([*backtest_cmd(), "run", str(cfg), "-o", str(reports)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env_for(tmp_path))
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env_for(tmp_path),
+                            preexec_fn=_ctrl_c_as_at_a_terminal)
 
 
 def signal_at(proc: subprocess.Popen, stage: str, sig: int) -> tuple[int, str]:
@@ -285,44 +292,10 @@ def test_sigterm_while_writing_the_report_cleans_up(tmp_path):
     assert tree(reports) == {".keep-me"}
 
 
-# The CLI in a process that stops for a while right after writing the line that opens a stage:
-# the signal then lands inside that stage however late the test reads the line (a warm run of WIDE
-# takes ~2 s, so on a loaded machine the run could end before the signal was sent).
-PAUSED_CLI = """
-import sys, time
-stage = sys.argv.pop(1)
-class PausingStderr:
-    def __init__(self, f):
-        self.f = f
-        self.line = ""
-    def write(self, text):  # print() writes the message and its newline in two calls
-        n = self.f.write(text)
-        self.f.flush()
-        self.line += text
-        if "\\n" in text:
-            done, self.line = self.line.split("\\n")[-2], self.line.split("\\n")[-1]
-            if done.startswith(stage):
-                time.sleep(120)
-        return n
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-sys.stderr = PausingStderr(sys.stderr)
-sys.argv[0] = "backtest"
-from backtest.cli import main
-main()
-"""
-
-
-def start_paused(tmp_path: Path, cfg: Path, reports: Path, stage: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", PAUSED_CLI, stage, "run", str(cfg), "-o", str(reports)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env=env_for(tmp_path))
-
-
 @pytest.mark.parametrize("stage", ["simulating", "writing report"])
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, stage):
     reports = tmp_path / "reports"
-    code, err = signal_at(start_paused(tmp_path, write(tmp_path, WIDE), reports, stage), stage, signal.SIGINT)
+    code, err = signal_at(start(tmp_path, write(tmp_path, WIDE), reports), stage, signal.SIGINT)
     assert code == 130, err
     assert err.splitlines()[-1].startswith("error: interrupted (Ctrl-C)"), err
     assert "Traceback" not in err and "Aborted" not in err
