@@ -163,7 +163,7 @@ def test_kernel_equals_reference(seed):
 
 
 @pytest.mark.slow
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
 @example(seed=0)
 def test_kernel_equals_reference_many(seed):
@@ -177,7 +177,7 @@ def test_kernel_equals_reference_sparse_targets(seed):
 
 
 @pytest.mark.slow
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_kernel_equals_reference_sparse_targets_many(seed):
     assert_same(seed, sparse=True)
