@@ -6,6 +6,8 @@ feeds metrics and reports) and the slow reference simulator it is tested against
 
 from typing import TYPE_CHECKING
 
+from backtest.lazy import lazy_exports
+
 if TYPE_CHECKING:  # the names, for type checkers and readers; imported on first use below
     from backtest.book.bars import BookBars
     from backtest.book.core import BookResult, check_book_inputs, simulate_book
@@ -25,22 +27,7 @@ _WHERE = {name: module for module, names in {
     'backtest.book.reference': ('simulate_book_reference',),
     'backtest.book.settings': ('BOOK_RECORD_DTYPES', 'BOOK_SERIES', 'POSITION_SERIES', 'BookSettings', 'Intrabar', 'Leg'),
 }.items() for name in names}
-
-
-def __getattr__(name: str):
-    """The public name ``name``, imported from its module on first use (PEP 562)."""
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later reads skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = ["BOOK_RECORD_DTYPES", "BOOK_SERIES", "EXPOSURE_SERIES", "OPTION_SERIES", "POSITION_SERIES", "BookBars", "BookResult",

@@ -9,6 +9,8 @@ Public API::
 
 from typing import TYPE_CHECKING
 
+from backtest.lazy import lazy_exports
+
 if TYPE_CHECKING:  # the names, for type checkers and readers; imported on first use below
     from backtest.options.inputs import InstrumentInputError, Underlying, as_underlying, grid
     from backtest.options.pricing import black76, black76_greeks, bsm_greeks, forward_price, gbs_greeks, gbs_price, inverse_net_delta, inverse_payoff, inverse_price, option_fee, parity_gap, skewed_vol
@@ -26,22 +28,7 @@ _WHERE = {name: module for module, names in {
     'backtest.options.sim': ('PutSettings', 'simulate_puts'),
     'backtest.options.vol': ('atm_vol', 'ewma_vol', 'funding_carry'),
 }.items() for name in names}
-
-
-def __getattr__(name: str):
-    """The public name ``name``, imported from its module on first use (PEP 562)."""
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later reads skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = [

@@ -296,44 +296,27 @@ def load_stored(run_dir: str | Path) -> RunData:
                           f"version {SCHEMA_VERSION} (write the report again with this version)")
     _check_metrics(metrics, metrics_path)
     config = _read_json(run_dir / "config.json")
-    frames = []
-    for name in ("equity.parquet", "events.parquet", "periods.parquet", "drawdowns.parquet"):
-        if name in ("periods.parquet", "drawdowns.parquet") and not (run_dir / name).is_file():
-            frames.append(None)  # a folder written before these files: recomputed from equity.parquet
-            continue
+    def parquet(name: str, optional: bool = False, again: str = "write the report again with `backtest run`"):
+        """The table of ``run_dir / name``; None for an optional file that is not there (a
+        folder written before it existed)."""
+        if optional and not (run_dir / name).is_file():
+            return None
         try:
-            frames.append(pd.read_parquet(run_dir / name))
+            return pd.read_parquet(run_dir / name)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             first = (str(exc).splitlines() or [""])[0]
-            raise ReportError(f"{run_dir / name}: not a readable Parquet file ({first}); write the report "
-                              "again with `backtest run`") from None
-    series, events, periods, drawdowns = frames
+            raise ReportError(f"{run_dir / name}: not a readable Parquet file ({first}); {again}") from None
+
+    series, events = parquet("equity.parquet"), parquet("events.parquet")
+    # a folder written before these files: recomputed from equity.parquet
+    periods, drawdowns = parquet("periods.parquet", optional=True), parquet("drawdowns.parquet", optional=True)
     if (periods is None) != (drawdowns is None):
         periods = drawdowns = None  # one of the pair is missing: recompute both from the same series
-    named = None  # recomputed from the series when the file is missing
-    if metrics.get("named_periods") and (run_dir / "named_periods.parquet").is_file():
-        try:
-            named = pd.read_parquet(run_dir / "named_periods.parquet")
-        except (OSError, ValueError) as exc:
-            first = (str(exc).splitlines() or [""])[0]
-            raise ReportError(f"{run_dir / 'named_periods.parquet'}: not a readable Parquet file ({first}); write "
-                              "the report again with `backtest run`") from None
-    trades = None  # a folder written before round trips existed has none (the page says so)
-    if (run_dir / "trades.parquet").is_file():
-        try:
-            trades = pd.read_parquet(run_dir / "trades.parquet")
-        except (OSError, ValueError) as exc:
-            first = (str(exc).splitlines() or [""])[0]
-            raise ReportError(f"{run_dir / 'trades.parquet'}: not a readable Parquet file ({first}); write "
-                              "the report again with `backtest run`") from None
-    sweep_oos = None  # a sweep with a split: the stitched out-of-sample growth of its report section
-    if (run_dir / "oos_equity.parquet").is_file():
-        try:
-            sweep_oos = pd.read_parquet(run_dir / "oos_equity.parquet")
-        except (OSError, ValueError) as exc:
-            first = (str(exc).splitlines() or [""])[0]
-            raise ReportError(f"{run_dir / 'oos_equity.parquet'}: not a readable Parquet file ({first}); run "
-                              "the sweep again with `backtest sweep`") from None
+    # recomputed from the series when the file is missing
+    named = parquet("named_periods.parquet", optional=True) if metrics.get("named_periods") else None
+    trades = parquet("trades.parquet", optional=True)  # a folder written before round trips existed: none
+    # a sweep with a split: the stitched out-of-sample growth of its report section
+    sweep_oos = parquet("oos_equity.parquet", optional=True, again="run the sweep again with `backtest sweep`")
     return RunData(metrics=metrics, series=series, events=events, config=config, periods=periods,
                    drawdowns=drawdowns, named=named, trades=trades, sweep_oos=sweep_oos)
 

@@ -412,9 +412,10 @@ def _check_run_dir(out_dir: Path) -> None:
                           "move the file or choose another -o/--reports-dir")
 
 
-def _publish(run: Any, out_dir: Path, files: Mapping[str, str | bytes], html: bool = True,
+def _publish(run: Any, out_dir: Path, files: Mapping[str, str | bytes | Path], html: bool = True,
              top: int | None = None) -> Path:
-    """Write the report (and extra files) so the folder appears complete or not at all."""
+    """Write the report (and extra files) so the folder appears complete or not at all; a file's
+    value is text, bytes, or a Path linked (else copied) into the folder (a sweep's chunk files)."""
     from backtest.report import store_run
     from backtest.report.store import _fsync_tree, _swap_into_place, temp_path
 
@@ -425,7 +426,12 @@ def _publish(run: Any, out_dir: Path, files: Mapping[str, str | bytes], html: bo
     try:
         store_run(run, staging, html=html, top=top)
         for name, content in files.items():
-            if isinstance(content, bytes):
+            if isinstance(content, Path):
+                try:
+                    os.link(content, staging / name)
+                except OSError:
+                    shutil.copyfile(content, staging / name)
+            elif isinstance(content, bytes):
                 (staging / name).write_bytes(content)
             else:
                 (staging / name).write_text(content, encoding="utf-8")

@@ -381,37 +381,6 @@ def _sweep_memory(setting: Any, override: Any) -> tuple[int, str]:
     return n, f"{DEFAULT_MEMORY_SHARE:.0%} of {source}, at most {budget.fmt_bytes(DEFAULT_MEMORY_CAP)}"
 
 
-def _publish_sweep(run: Any, out_dir: Path, files: Mapping[str, Any], html: bool) -> Path:
-    """The report plus the sweep's files, moved into place complete (as ``run._publish``); a
-    file's value is text, or a Path linked (else copied) into the folder."""
-    import os
-    import shutil
-
-    from backtest.report import store_run
-    from backtest.report.store import _fsync_tree, _swap_into_place, temp_path
-
-    out_dir = out_dir.resolve()
-    staging = temp_path(out_dir, "staging")
-    try:
-        store_run(run, staging, html=html)
-        for fname, value in files.items():
-            if isinstance(value, Path):
-                try:
-                    os.link(value, staging / fname)
-                except OSError:
-                    shutil.copyfile(value, staging / fname)
-            elif isinstance(value, bytes):
-                (staging / fname).write_bytes(value)
-            else:
-                (staging / fname).write_text(value, encoding="utf-8")
-        _fsync_tree(staging)
-        _swap_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir
-
-
 def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
               source_config: dict[str, Any] | None = None, html: bool = True, memory: Any = None,
               workers: int | None = None, scheduler: Any = None, full_equity: bool = False,
@@ -463,7 +432,7 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
     from backtest.runner.chunks import ChunkStore, SweepTask, chunk_bounds, chunk_columns, run_chunk, sweep_grid
     from backtest.runner.checks import check_settings, settings_error
     from backtest.runner.executors import ChunkProgress, executor_for
-    from backtest.runner.run import _plain, _stderr, check_reports_dir, load_inputs, simulate_all
+    from backtest.runner.run import _plain, _publish, _stderr, check_reports_dir, load_inputs, simulate_all
 
     log = log or _stderr
     t0 = time.perf_counter()
@@ -664,7 +633,7 @@ def run_sweep(cfg: RunConfig, *, reports_dir: str | Path | None = None, log: Cal
             for b in r.bounds:
                 files[f"equity-full-{b[0] + r.offset}-{b[1] + r.offset}.parquet"] = r.store.equity_path(b)
     log(f"writing report {out_dir}")
-    out_dir = _publish_sweep(run, out_dir, files, html)
+    out_dir = _publish(run, out_dir, files, html)
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.1f} s")
     files_maker.table = ranked
