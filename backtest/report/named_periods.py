@@ -112,6 +112,21 @@ def window_stats(growth: np.ndarray, returns: np.ndarray, cum_funding: np.ndarra
     return {"return": ret, "max_drawdown": mdd, "sharpe": sharpe, "funding_net": np.sum(flow, axis=0)}
 
 
+def records_of(events: pd.DataFrame, kind: str, result: str) -> tuple[np.ndarray, np.ndarray]:
+    """(bar, col) of the records of ``kind`` of ``result`` (int64, one entry a record)."""
+    if not len(events.columns) or not len(events):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    mine = ((events["kind"] == kind) & (events["result"] == result)).to_numpy(dtype=bool, na_value=False)
+    return events["bar"].to_numpy(dtype=np.int64)[mine], events["col"].to_numpy(dtype=np.int64)[mine]
+
+
+def records_in(records: tuple[np.ndarray, np.ndarray], first: int, last: int, m: int) -> np.ndarray:
+    """Records (from :func:`records_of`) on bars ``first..last``, per column (int64 (m,))."""
+    bar, col = records
+    hit = (bar >= first) & (bar <= last)
+    return np.bincount(col[hit], minlength=m).astype(np.int64)
+
+
 def bars_of(open_ms: np.ndarray, bar_ms: int, name: str, start: int, end: int, result: str
             ) -> tuple[int, int, bool]:
     """(first bar, last bar, partial) of a period: the bars whose open time is in ``[start, end)``.
@@ -149,7 +164,6 @@ def named_period_frame(metrics: Mapping, series: pd.DataFrame, events: pd.DataFr
     """
     periods = check_periods([(p["name"], p["start_ms"], p["end_ms"]) for p in metrics.get("named_periods") or []])
     rows: list[pd.DataFrame] = []
-    liq = events[events["kind"] == "liquidations"] if len(events.columns) else events
     for res_name, res in metrics["results"].items():
         labels = list(res["columns"])
         m = len(labels)
@@ -157,13 +171,10 @@ def named_period_frame(metrics: Mapping, series: pd.DataFrame, events: pd.DataFr
         ann = float(res["settle"]["bars_per_year"])
         ms, arrays = _columns_of(series, res_name, m, ("growth", "return", "growth_usd", "return_usd", "cum_funding",
                                                        "price_usd"))
-        mine = liq[liq["result"] == res_name] if len(liq) else liq
-        lbar = mine["bar"].to_numpy(dtype=np.int64) if len(mine) else np.zeros(0, np.int64)
-        lcol = mine["col"].to_numpy(dtype=np.int64) if len(mine) else np.zeros(0, np.int64)
+        liq = records_of(events, "liquidations", res_name)
         for name, start, end in periods:
             first, last, partial = bars_of(ms, bar_ms, name, start, end, res_name)
-            hit = (lbar >= first) & (lbar <= last)
-            liqs = np.bincount(lcol[hit], minlength=m)
+            liqs = records_in(liq, first, last, m)
             for basis, gkey, rkey in BASES:
                 to_basis = np.ones(len(ms)) if basis == "settle" else arrays["price_usd"][:, 0]
                 st = window_stats(arrays[gkey], arrays[rkey], arrays["cum_funding"], to_basis, first, last, ann)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.data.timeutil import iso, parse_time
-from backtest.report.named_periods import NamedPeriodError, bars_of, window_stats
+from backtest.report.named_periods import NamedPeriodError, bars_of, records_in, records_of, window_stats
 from backtest.report.periods import _columns_of
 from backtest.stress.common import ShockError
 
@@ -183,21 +183,6 @@ WINDOW_METRICS = (("return", "Return"), ("max_drawdown", "Max drawdown"), ("liqu
 BASES = (("settle", "growth", "return"), ("usd", "growth_usd", "return_usd"))  # as named_periods.BASES
 
 
-def _records(events: pd.DataFrame, kind: str, result: str) -> tuple[np.ndarray, np.ndarray]:
-    """(bar, col) of the records of ``kind`` of ``result`` (int64, one entry a record)."""
-    if not len(events.columns) or not len(events):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    mine = ((events["kind"] == kind) & (events["result"] == result)).to_numpy(dtype=bool, na_value=False)
-    return events["bar"].to_numpy(dtype=np.int64)[mine], events["col"].to_numpy(dtype=np.int64)[mine]
-
-
-def _counts(records: tuple[np.ndarray, np.ndarray], first: int, last: int, m: int) -> np.ndarray:
-    """Records (from :func:`_records`) on bars ``first..last``, per column (int64 (m,))."""
-    bar, col = records
-    hit = (bar >= first) & (bar <= last)
-    return np.bincount(col[hit], minlength=m).astype(np.int64)
-
-
 def window_frame(metrics: Mapping, series: pd.DataFrame, events: pd.DataFrame,
                  windows: Sequence[CrisisWindow]) -> pd.DataFrame:
     """Every window per result, column and basis (``stress_windows`` rows of ``stress.parquet``).
@@ -227,7 +212,7 @@ def window_frame(metrics: Mapping, series: pd.DataFrame, events: pd.DataFrame,
         ms, arrays = _columns_of(series, res_name, m, ("growth", "return", "growth_usd", "return_usd", "cum_funding",
                                                        "price_usd"))
         # the result's records, selected once (not once a window)
-        liq_rec, call_rec = _records(events, "liquidations", res_name), _records(events, "margin_calls", res_name)
+        liq_rec, call_rec = records_of(events, "liquidations", res_name), records_of(events, "margin_calls", res_name)
         for w in windows:
             a, b = w.span_ms()
             try:
@@ -236,8 +221,8 @@ def window_frame(metrics: Mapping, series: pd.DataFrame, events: pd.DataFrame,
                 continue
             if partial:
                 continue  # the run's data covers the window (select_windows); a result on a shorter span does not
-            liqs = _counts(liq_rec, first, last, m)
-            calls = _counts(call_rec, first, last, m)
+            liqs = records_in(liq_rec, first, last, m)
+            calls = records_in(call_rec, first, last, m)
             for basis, gkey, rkey in BASES:
                 to_basis = np.ones(len(ms)) if basis == "settle" else arrays["price_usd"][:, 0]
                 st = window_stats(arrays[gkey], arrays[rkey], arrays["cum_funding"], to_basis, first, last, ann)
