@@ -82,6 +82,22 @@ def _canonical_time(v: Any, name: str) -> str | None:
     return stamp + (f".{ms % 1000:03d}" if ms % 1000 else "") + "Z"
 
 
+def span_time(v: Any, info: Any, what: str, optional: bool) -> str | None:
+    """A ``start``/``end`` field of a span (pydantic ``info``) as canonical text; ``end`` must be
+    after the ``start`` already checked (``what``: the span's name in the message); None only
+    where ``optional``."""
+    if isinstance(v, bool) or not ((optional and v is None) or isinstance(v, (str, int, dt.date))):
+        raise ValueError(f"expected an ISO date/time or milliseconds, got {v!r}")
+    out = _canonical_time(v, info.field_name)
+    start = info.data.get("start") if info.field_name == "end" else None
+    if out is not None and start is not None:
+        from backtest.data.timeutil import parse_time
+
+        if parse_time(out) <= parse_time(start):
+            raise ValueError(f"{what} is empty: end={out!r} is not after start={start!r}")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # the tables
 
@@ -126,16 +142,7 @@ class DataConfig(_Strict):
     @field_validator("start", "end", mode="plain")
     @classmethod
     def _time(cls, v: Any, info: Any) -> str | None:
-        if isinstance(v, bool) or not (v is None or isinstance(v, (str, int, dt.date))):
-            raise ValueError(f"expected an ISO date/time or milliseconds, got {v!r}")
-        out = _canonical_time(v, info.field_name)
-        start = info.data.get("start") if info.field_name == "end" else None
-        if out is not None and start is not None:
-            from backtest.data.timeutil import parse_time
-
-            if parse_time(out) <= parse_time(start):
-                raise ValueError(f"the date range is empty: end={out!r} is not after start={start!r}")
-        return out
+        return span_time(v, info, "the date range", optional=True)
 
     @field_validator("iv")
     @classmethod

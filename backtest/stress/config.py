@@ -179,18 +179,9 @@ class _Strict(BaseModel):
 
 
 def _instant(v: Any, info: Any) -> str:
-    from backtest.runner.config import _canonical_time
+    from backtest.runner.config import span_time
 
-    if isinstance(v, bool) or not isinstance(v, (str, int, dt.date)):
-        raise ValueError(f"expected an ISO date/time or milliseconds, got {v!r}")
-    out = _canonical_time(v, info.field_name)
-    start = info.data.get("start") if info.field_name == "end" else None
-    if start is not None and out is not None:
-        from backtest.data.timeutil import parse_time
-
-        if parse_time(out) <= parse_time(start):
-            raise ValueError(f"the window is empty: end={out!r} is not after start={start!r}")
-    return out  # type: ignore[return-value]  # not None: v is not None
+    return span_time(v, info, "the window", optional=False)  # type: ignore[return-value]  # not None here
 
 
 class WindowConfig(_Strict):
